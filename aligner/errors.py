@@ -1,0 +1,63 @@
+"""Domain errors of the alignment core.
+
+Every error carries a stable `code`; the transports in `serve/` map codes to
+HTTP status and gRPC codes in one table each. The core never knows about
+either transport.
+"""
+
+from __future__ import annotations
+
+
+class AlignerError(Exception):
+    """Base class: `code` is the stable machine-readable kind of the error."""
+
+    code = "internal"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": self.message}
+
+
+class InvalidRequest(AlignerError):
+    """The request is malformed; `field` names the offending field (dotted path)."""
+
+    code = "invalid_argument"
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.reason = message
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "field": self.field, "message": self.message}
+
+
+class PromptTooLong(InvalidRequest):
+    """The composed prompt plus `max_tokens` does not fit in the model's context."""
+
+    code = "prompt_too_long"
+
+    def __init__(self, prompt_tokens: int, max_tokens: int, max_model_len: int):
+        limit = max_model_len - max_tokens
+        super().__init__(
+            "messages",
+            f"the composed prompt has {prompt_tokens} tokens but at most {limit} fit "
+            f"(max_model_len {max_model_len} - max_tokens {max_tokens})",
+        )
+        self.prompt_tokens = prompt_tokens
+        self.limit = limit
+
+
+class ModelUnavailable(AlignerError):
+    """The model directory or embedded model cannot be prepared or loaded."""
+
+    code = "model_unavailable"
+
+
+class EngineUnavailable(AlignerError):
+    """The engine is not running, failed, or has been shut down."""
+
+    code = "engine_unavailable"

@@ -1,0 +1,173 @@
+"""Request and response types: the public JSON contract of the CLI, server and clients."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from aligner.errors import InvalidRequest
+
+# Strategies that exist today; later ones are added here as they are implemented.
+STRATEGIES = ("sample",)
+
+OBJECTIVE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+MAX_STOP_SEQUENCES = 8
+MAX_SEED = 2**63 - 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "user", "assistant"] = Field(description="Who wrote the message.")
+    content: str = Field(description="The message text.")
+
+
+class SearchSpec(_Strict):
+    strategy: str = Field("sample", description=f"Search strategy; one of: {', '.join(STRATEGIES)}.")
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        if value not in STRATEGIES:
+            raise ValueError(f"unknown strategy {value!r}; allowed: {', '.join(STRATEGIES)}")
+        return value
+
+
+class AlignRequest(_Strict):
+    """One generation request, steered by preferences, a direction and a search strategy."""
+
+    messages: list[ChatMessage] | None = Field(
+        None, description="The conversation in OpenAI chat format. Exactly one of `messages` and `prompt`."
+    )
+    prompt: str | None = Field(
+        None, description="Shorthand for a single user message. Exactly one of `messages` and `prompt`."
+    )
+    preferences: str | None = Field(
+        None, max_length=4000, description="Free-text preferences placed in the system message (Janus)."
+    )
+    preference_vector: dict[str, float] | None = Field(
+        None,
+        description="Direction over reward objectives (objective -> weight); normalised to a unit vector (DPA).",
+    )
+    search: SearchSpec = Field(default_factory=SearchSpec, description="Search strategy and its parameters.")
+    max_tokens: int = Field(256, ge=1, description="Most tokens to generate for the response.")
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Seed for reproducible sampling.")
+    stop: list[str] = Field(
+        default_factory=list, max_length=MAX_STOP_SEQUENCES, description="Strings that end generation."
+    )
+    stream: bool = Field(False, description="Stream the response as it is generated.")
+    return_prompt: bool = Field(False, description="Return the composed conversation as `prompt`.")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_as_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else ([] if value is None else value)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_not_empty(cls, value: list[str]) -> list[str]:
+        if any(not s for s in value):
+            raise ValueError("stop strings must be non-empty")
+        return value
+
+    @field_validator("preference_vector")
+    @classmethod
+    def _unit_vector(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("must name at least one objective")
+        for name, weight in value.items():
+            if not OBJECTIVE_NAME.match(name):
+                raise ValueError(f"objective name {name!r} must match {OBJECTIVE_NAME.pattern}")
+            if not math.isfinite(weight):
+                raise ValueError(f"weight of {name!r} is {weight}; weights must be finite numbers")
+        norm = math.sqrt(sum(w * w for w in value.values()))
+        if norm == 0.0:
+            raise ValueError("all weights are zero; a direction needs at least one non-zero weight")
+        return {name: w / norm for name, w in value.items()}
+
+    @model_validator(mode="after")
+    def _one_conversation(self) -> AlignRequest:
+        if (self.messages is None) == (self.prompt is None):
+            raise InvalidRequest("messages", "give exactly one of `messages` and `prompt`")
+        if self.messages is not None:
+            if not self.messages:
+                raise InvalidRequest("messages", "must not be empty")
+            seen_other = False
+            for i, message in enumerate(self.messages):
+                if message.role != "system":
+                    seen_other = True
+                elif seen_other:
+                    raise InvalidRequest(
+                        f"messages[{i}].role", "system messages are allowed only at the start of the conversation"
+                    )
+            if not any(m.role == "user" for m in self.messages):
+                raise InvalidRequest("messages", "must contain at least one user message")
+        elif not self.prompt.strip():
+            raise InvalidRequest("prompt", "must not be empty")
+        return self
+
+    def conversation(self) -> list[ChatMessage]:
+        """The user's conversation, with `prompt` expanded to one user message."""
+        if self.messages is not None:
+            return list(self.messages)
+        return [ChatMessage(role="user", content=self.prompt)]
+
+    @classmethod
+    def parse(cls, data: Any) -> AlignRequest:
+        """Validate `data`; raise InvalidRequest naming the first offending field."""
+        return parse_model(cls, data)
+
+
+def parse_model(model: type[BaseModel], data: Any) -> Any:
+    """`model.model_validate(data)` with pydantic errors turned into InvalidRequest."""
+    try:
+        return model.model_validate(data)
+    except InvalidRequest:
+        raise
+    except ValidationError as exc:
+        raise invalid_request_from(exc) from None
+
+
+def invalid_request_from(exc: ValidationError) -> InvalidRequest:
+    error = exc.errors()[0]
+    field = _field_path(error["loc"])
+    ctx_error = (error.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, InvalidRequest):
+        return ctx_error
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    return InvalidRequest(field, message)
+
+
+def _field_path(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+class Usage(_Strict):
+    prompt_tokens: int = Field(description="Tokens in the composed prompt.")
+    generated_tokens: int = Field(description="Tokens generated, over all candidates.")
+    wall_time_s: float = Field(description="Wall time of the request inside the aligner, in seconds.")
+
+
+class AlignResponse(_Strict):
+    id: str = Field(description="Request id.")
+    model: str = Field(description="Policy model that generated the response.")
+    text: str = Field(description="The chosen response.")
+    finish_reason: Literal["stop", "length", "abort"] = Field(description="Why generation of the response ended.")
+    usage: Usage
+    prompt: list[ChatMessage] | None = Field(
+        None, description="The composed conversation sent to the model (when `return_prompt` is true)."
+    )
