@@ -1,0 +1,67 @@
+import subprocess
+import sys
+
+import pytest
+
+from aligner.cli import build_parser, parse_vector, request_from_args
+from aligner.errors import InvalidRequest
+
+
+def run_cli(*args, timeout=120):
+    return subprocess.run(
+        [sys.executable, "-m", "aligner.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_parse_vector():
+    assert parse_vector("helpfulness=0.8, verbosity=-0.6") == {"helpfulness": 0.8, "verbosity": -0.6}
+
+
+@pytest.mark.parametrize("text", ["helpfulness", "=1", "helpfulness=abc"])
+def test_parse_vector_rejects_malformed_pairs(text):
+    with pytest.raises(InvalidRequest) as err:
+        parse_vector(text)
+    assert err.value.field == "preference_vector"
+
+
+def test_flags_map_onto_the_request():
+    args = build_parser().parse_args(
+        ["generate", "q?", "--system", "s", "--prefer", "concise", "--vector", "a=1,b=1", "--seed", "3", "--stop", "X"]
+    )
+    request = request_from_args(args)
+    assert [m.role for m in request.messages] == ["system", "user"]
+    assert request.preferences == "concise"
+    assert request.preference_vector == pytest.approx({"a": 2**-0.5, "b": 2**-0.5})
+    assert (request.seed, request.stop) == (3, ["X"])
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--vector", "helpfulness=nan"], "preference_vector"),
+        (["--vector", "a=0,b=0"], "preference_vector: all weights are zero"),
+        (["--strategy", "beam"], "search.strategy: unknown strategy 'beam'; allowed: sample"),
+        (["--max-tokens", "0"], "max_tokens"),
+        (["--seed", "abc"], "--seed"),
+        (["--temperature", "9"], "temperature"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_naming_the_field(args, words):
+    result = run_cli("generate", "hello", *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert words in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_prompt_too_long_is_rejected_before_the_engine_starts(model_dir):
+    result = run_cli("generate", "word " * 100, "--max-model-len", "64", "--max-tokens", "32", "--model", str(model_dir))
+    assert result.returncode == 2, result.stderr
+    assert "max_model_len 64 - max_tokens 32" in result.stderr.strip().splitlines()[-1]
+
+
+def test_missing_model_directory_exits_1():
+    result = run_cli("generate", "hi", "--model", "/nonexistent/model")
+    assert result.returncode == 1
+    assert "not a directory" in result.stderr
