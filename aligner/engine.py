@@ -92,12 +92,17 @@ class SchedulerSnapshot:
     """The engine core's last reported scheduler state."""
 
     running: int = 0
+    peak_running: int = 0
     waiting: int = 0
     kv_cache_usage: float = 0.0
     prefix_cache_queries: int = 0
     prefix_cache_hits: int = 0
     updates: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def reset_peak(self) -> None:
+        with self.lock:
+            self.peak_running = self.running
 
 
 def _stat_logger_factory(snapshot: SchedulerSnapshot) -> Callable[..., Any]:
@@ -112,6 +117,7 @@ def _stat_logger_factory(snapshot: SchedulerSnapshot) -> Callable[..., Any]:
                 return
             with snapshot.lock:
                 snapshot.running = scheduler_stats.num_running_reqs
+                snapshot.peak_running = max(snapshot.peak_running, snapshot.running)
                 snapshot.waiting = scheduler_stats.num_waiting_reqs
                 snapshot.kv_cache_usage = scheduler_stats.kv_cache_usage
                 snapshot.prefix_cache_queries += scheduler_stats.prefix_cache_stats.queries
@@ -122,6 +128,23 @@ def _stat_logger_factory(snapshot: SchedulerSnapshot) -> Callable[..., Any]:
             pass
 
     return SchedulerRecorder
+
+
+def _async_llm_class() -> type:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    class OwnedAsyncLLM(AsyncLLM):
+        """Shuts down once: AsyncLLM.__del__ repeats the shutdown during interpreter
+        teardown, when the module globals it needs are already gone."""
+
+        _shut_down = False
+
+        def shutdown(self, timeout: float | None = None) -> None:
+            if not self._shut_down:
+                self._shut_down = True
+                super().shutdown(timeout)
+
+    return OwnedAsyncLLM
 
 
 def on_cpu() -> bool:
@@ -149,8 +172,6 @@ class Engine:
     def start(cls, config: EngineConfig, *, progress: Callable[[str], None] = log.info) -> Engine:
         """Prepare the model directory and start vLLM (tens of seconds on CPU)."""
         from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.v1.engine.async_llm import AsyncLLM
-
         from aligner.models import resolve_model
 
         model_dir = resolve_model(config.model, progress=progress)
@@ -171,7 +192,7 @@ class Engine:
         scheduler = SchedulerSnapshot()
         progress(f"starting the vLLM engine on {'CPU' if cpu else 'GPU'} for {model_dir}")
         try:
-            llm = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_factory(scheduler)])
+            llm = _async_llm_class().from_engine_args(args, stat_loggers=[_stat_logger_factory(scheduler)])
         except Exception as exc:
             raise EngineUnavailable(f"vLLM failed to start for {model_dir}: {exc}") from exc
         progress("engine ready")

@@ -1,0 +1,59 @@
+"""One real vLLM CPU engine (embedded SmolLM2, float32) shared by every engine test.
+
+The engine lives on an event loop in a background thread, so plain synchronous
+tests drive it with `run(coroutine)`.
+"""
+
+import asyncio
+import threading
+
+import pytest
+
+from aligner.core import Aligner
+from aligner.engine import Engine, EngineConfig
+
+TEST_ENGINE = EngineConfig(dtype="float32", max_model_len=2048, kv_cache_gib=0.5, max_num_seqs=16)
+
+
+class LoopThread:
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="engine-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine, timeout=600):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def submit(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def loop_thread():
+    runner = LoopThread()
+    yield runner
+    runner.close()
+
+
+@pytest.fixture(scope="session")
+def engine(loop_thread, model_dir):
+    async def start():
+        return Engine.start(TEST_ENGINE.model_copy(update={"model": str(model_dir)}))
+
+    engine = loop_thread.run(start())
+    yield engine
+    engine.shutdown()
+
+
+@pytest.fixture(scope="session")
+def aligner(engine):
+    return Aligner(engine)
+
+
+@pytest.fixture
+def run(loop_thread):
+    return loop_thread.run

@@ -1,0 +1,120 @@
+import asyncio
+import time
+
+import pytest
+
+from aligner.engine import SamplingSpec
+from aligner.errors import EngineUnavailable, InvalidRequest
+from aligner.prompting import prompt_token_ids
+from aligner.types import ChatMessage
+
+GREEDY = SamplingSpec(max_tokens=48, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def france_ids(engine):
+    return prompt_token_ids(engine.tokenizer, [ChatMessage(role="user", content="What is the capital of France?")])
+
+
+@pytest.fixture(scope="module")
+def story_ids(engine):
+    return prompt_token_ids(engine.tokenizer, [ChatMessage(role="user", content="Write a long story about a dragon.")])
+
+
+def test_greedy_answer_names_paris(engine, run, france_ids):
+    (candidate,) = run(engine.generate(france_ids, GREEDY))
+    assert "Paris" in candidate.text
+    assert candidate.finish_reason == "stop"
+    assert candidate.token_ids[-1] == engine.eos_token_id
+    assert candidate.cumulative_logprob is not None and candidate.cumulative_logprob < 0
+    assert engine.tokenizer.decode(candidate.token_ids, skip_special_tokens=True) == candidate.text
+
+
+def test_n_candidates_with_a_seed_are_reproducible_and_seeds_differ(engine, run, story_ids):
+    spec = SamplingSpec(max_tokens=24, temperature=1.0, seed=7)
+    first = run(engine.generate(story_ids, spec, n=4))
+    again = run(engine.generate(story_ids, spec, n=4))
+    other = run(engine.generate(story_ids, SamplingSpec(max_tokens=24, temperature=1.0, seed=8), n=4))
+    assert [c.index for c in first] == [0, 1, 2, 3]
+    assert [c.token_ids for c in first] == [c.token_ids for c in again]
+    assert len({c.token_ids for c in first}) > 1, "the n candidates of one request should differ"
+    assert [c.token_ids for c in first] != [c.token_ids for c in other]
+
+
+def test_chunked_continuation_from_a_token_prefix_equals_one_shot_greedy(engine, run, story_ids):
+    """float32 on CPU: continuing chunk by chunk from token ids reproduces one-shot greedy exactly."""
+    total, chunk = 64, 8
+    (one_shot,) = run(engine.generate(story_ids, SamplingSpec(max_tokens=total, temperature=0.0)))
+    prefix: list[int] = []
+    while len(prefix) < total:
+        (piece,) = run(engine.generate(story_ids, SamplingSpec(max_tokens=chunk, temperature=0.0), prefix_ids=prefix))
+        prefix.extend(piece.token_ids)
+        if piece.finish_reason == "stop":
+            break
+    assert len(one_shot.token_ids) == total
+    assert tuple(prefix) == one_shot.token_ids
+
+
+def test_stream_deltas_add_up_to_the_generated_text(engine, run, france_ids):
+    async def collect():
+        return [d async for d in engine.stream(france_ids, GREEDY)]
+
+    deltas = run(collect())
+    (whole,) = run(engine.generate(france_ids, GREEDY))
+    assert len(deltas) > 1
+    assert "".join(d.text for d in deltas) == whole.text
+    assert sum((d.token_ids for d in deltas), ()) == whole.token_ids
+    assert deltas[-1].finish_reason == "stop"
+
+
+def test_cancelling_a_generation_leaves_no_request_in_the_engine(engine, run, loop_thread, story_ids):
+    long = SamplingSpec(max_tokens=1500, temperature=1.0, seed=1)
+    started = asyncio.Event()
+
+    async def consume():
+        async for _ in engine.stream(story_ids, long):
+            started.set()
+
+    async def start_then_cancel():
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(started.wait(), 120)
+        assert engine.unfinished_requests() == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(start_then_cancel())
+    deadline = time.monotonic() + 10
+    while engine.unfinished_requests() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.unfinished_requests() == 0
+    # The engine core agrees: while a probe request runs, it is the only running request.
+    engine.scheduler.reset_peak()
+    updates = engine.scheduler.updates
+    run(engine.generate(story_ids, SamplingSpec(max_tokens=16, temperature=0.0)))
+    assert engine.scheduler.updates > updates
+    assert engine.scheduler.peak_running == 1
+
+
+def test_a_consumer_that_stops_early_aborts_the_request(engine, run, story_ids):
+    async def take_two():
+        stream = engine.stream(story_ids, SamplingSpec(max_tokens=1500, temperature=1.0, seed=2))
+        taken = [await anext(stream), await anext(stream)]
+        await stream.aclose()
+        return taken
+
+    assert len(run(take_two())) == 2
+    assert engine.unfinished_requests() == 0
+
+
+def test_engine_rejects_impossible_requests(engine, run, france_ids):
+    with pytest.raises(InvalidRequest, match="max_model_len 2048"):
+        run(engine.generate(france_ids, SamplingSpec(max_tokens=2040)))
+    with pytest.raises(InvalidRequest) as err:
+        run(engine.generate(france_ids, GREEDY, n=0))
+    assert err.value.field == "n"
+
+
+def test_health_reports_the_model(engine, run):
+    health = run(engine.health())
+    assert health == {"model": engine.model_name, "unfinished_requests": 0}
