@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from aligner.engine import Engine, SamplingSpec
+from aligner.engine import Candidate, Engine, SamplingSpec
+from aligner.preference import Combiner, Ranking
 from aligner.prompting import PreparedPrompt, prepare_prompt
+from aligner.rewards import ObjectiveCatalog
 from aligner.types import AlignRequest, AlignResponse, Usage
 
 @dataclass(frozen=True)
@@ -33,8 +35,15 @@ class StreamEvent:
 class Aligner:
     """Serves AlignRequests on one engine."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, catalog: ObjectiveCatalog | None = None):
         self.engine = engine
+        self.catalog = catalog or ObjectiveCatalog([])
+
+    def check_objectives(self, request: AlignRequest) -> None:
+        """Every objective a request names must be served; the error lists the valid ones."""
+        self.catalog.check_names(list(request.preference_vector or {}), "preference_vector")
+        self.catalog.check_names(list(request.constraints or {}), "constraints")
+        self.catalog.check_names(list(request.references or {}), "references")
 
     def prepare(self, request: AlignRequest, *, safety_config: str | None = None) -> PreparedPrompt:
         return prepare_prompt(
@@ -55,15 +64,48 @@ class Aligner:
             stop=tuple(request.stop),
         )
 
+    async def rank(self, request: AlignRequest, candidates: list[Candidate]) -> tuple[list[str], object, Ranking]:
+        """Score candidates on the request's objectives and rank them by its direction and constraints."""
+        names = request.scored_objectives()
+        raw = await self.catalog.score(request.conversation(), [c.text for c in candidates], names)
+        combiner = Combiner(
+            objectives=tuple(self.catalog.objective(n) for n in names),
+            direction=request.preference_vector or {},
+            method=request.combination,
+            references=request.references,
+            minimums={name: c.min for name, c in (request.constraints or {}).items()},
+        )
+        return names, raw, combiner.rank(raw)
+
     async def generate(self, request: AlignRequest, *, safety_config: str | None = None) -> AlignResponse:
         started = time.monotonic()
+        self.check_objectives(request)
         prepared = self.prepare(request, safety_config=safety_config)
-        (candidate,) = await self.engine.generate(prepared.token_ids, self.sampling(request), n=1)
-        return self._response(
-            request, prepared, candidate.text, candidate.finish_reason, len(candidate.token_ids), started
+        n = request.search.n if request.search.strategy == "best_of_n" else 1
+        candidates = await self.engine.generate(prepared.token_ids, self.sampling(request), n=n)
+        generated = sum(len(c.token_ids) for c in candidates)
+        if not request.scored_objectives():
+            (chosen,) = candidates
+            return self._response(request, prepared, chosen.text, chosen.finish_reason, generated, started)
+        names, raw, ranking = await self.rank(request, candidates)
+        best = ranking.best
+        chosen = candidates[best]
+        response = self._response(request, prepared, chosen.text, chosen.finish_reason, generated, started)
+        return response.model_copy(
+            update={
+                "scores": {name: float(raw[best, j]) for j, name in enumerate(names)},
+                "combined_score": float(ranking.combined[best]),
+                "feasible": bool(ranking.feasible[best]),
+            }
         )
 
     async def stream(self, request: AlignRequest, *, safety_config: str | None = None) -> AsyncIterator[StreamEvent]:
+        if request.scored_objectives():
+            # Ranked strategies know their answer only at the end.
+            response = await self.generate(request, safety_config=safety_config)
+            yield StreamEvent("delta", text=response.text)
+            yield StreamEvent("done", response=response)
+            return
         started = time.monotonic()
         prepared = self.prepare(request, safety_config=safety_config)
         pieces: list[str] = []

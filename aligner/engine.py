@@ -258,6 +258,23 @@ class Engine:
             for o in sorted(final.outputs, key=lambda o: o.index)
         ]
 
+    async def next_token_logprobs(self, prompt_ids: Sequence[int], top_k: int = 20) -> dict[int, float]:
+        """Log-probabilities of the `top_k` most likely next tokens after `prompt_ids` (one prefill)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        self._check(prompt_ids, (), SamplingSpec(max_tokens=1), 1)
+        params = SamplingParams(
+            max_tokens=1, temperature=0.0, logprobs=top_k, output_kind=RequestOutputKind.FINAL_ONLY
+        )
+        final = None
+        async for output in self._run(TokensPrompt(prompt_token_ids=list(prompt_ids)), params):
+            final = output
+        if final is None or not final.outputs[0].logprobs:
+            raise EngineUnavailable("the engine returned no logprobs")
+        return {token: lp.logprob for token, lp in final.outputs[0].logprobs[0].items()}
+
     async def stream(
         self, prompt_ids: Sequence[int], spec: SamplingSpec, *, prefix_ids: Sequence[int] = ()
     ) -> AsyncIterator[Delta]:

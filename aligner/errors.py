@@ -61,3 +61,9 @@ class EngineUnavailable(AlignerError):
     """The engine is not running, failed, or has been shut down."""
 
     code = "engine_unavailable"
+
+
+class ConfigError(AlignerError):
+    """The server or model configuration is inconsistent (found at start, not per request)."""
+
+    code = "invalid_config"

