@@ -24,17 +24,17 @@ def status(message: str) -> None:
     print(f"aligner: {message}", file=sys.stderr, flush=True)
 
 
-def parse_vector(text: str) -> dict[str, float]:
+def parse_vector(text: str, field: str = "preference_vector") -> dict[str, float]:
     """'helpfulness=0.8,verbosity=-0.6' -> {'helpfulness': 0.8, 'verbosity': -0.6}."""
     vector: dict[str, float] = {}
     for pair in filter(None, (p.strip() for p in text.split(","))):
         name, sep, weight = pair.partition("=")
         if not sep or not name.strip():
-            raise InvalidRequest("preference_vector", f"expected NAME=WEIGHT pairs separated by commas, got {pair!r}")
+            raise InvalidRequest(field, f"expected NAME=VALUE pairs separated by commas, got {pair!r}")
         try:
             vector[name.strip()] = float(weight)
         except ValueError:
-            raise InvalidRequest("preference_vector", f"weight of {name.strip()!r} is not a number: {weight!r}") from None
+            raise InvalidRequest(field, f"value of {name.strip()!r} is not a number: {weight!r}") from None
     return vector
 
 
@@ -65,7 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prefer", dest="preferences", help='Free-text preferences, e.g. "concise, formal".')
     gen.add_argument("--vector", help="Preference direction, e.g. helpfulness=0.8,verbosity=-0.6 (normalised).")
     gen.add_argument("--safety-config", help="Tenant safety config text, or @FILE to read it from a file.")
-    gen.add_argument("--strategy", default="sample", help="Search strategy (default: sample).")
+    gen.add_argument("--strategy", default="sample", help="Search strategy: sample (default) or best_of_n.")
+    gen.add_argument("--n", type=int, default=4, help="best_of_n: candidates to generate and rank (4).")
+    gen.add_argument("--combination", default="linear", help="How objectives combine: linear (default) or and.")
+    gen.add_argument(
+        "--constraint", action="append", default=[], help="Hard constraint NAME=MIN on a raw score; repeatable."
+    )
     gen.add_argument("--seed", type=int, help="Seed for reproducible sampling.")
     gen.add_argument("--temperature", type=float, default=0.7, help="Sampling temperature; 0 is greedy (0.7).")
     gen.add_argument("--top-p", type=float, default=1.0, help="Nucleus sampling mass (1.0).")
@@ -75,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--json", action="store_true", help="Print the full AlignResponse as JSON.")
     gen.add_argument("--return-prompt", action="store_true", help="Include the composed conversation (with --json).")
     _engine_args(gen)
+
+    objectives = commands.add_parser("objectives", help="List the reward objectives a preference vector can name.")
+    objectives.add_argument("--json", action="store_true", help="Print them as JSON.")
+    objectives.add_argument("--reward-model", action="append", default=[], help="Also load this HF reward model directory.")
+    objectives.add_argument("--model", default="embedded", help="Policy model (its tokenizer measures verbosity).")
 
     prep = commands.add_parser("prepare-model", help="Materialise the embedded model into the cache and print its path.")
     prep.add_argument("--model", default="embedded", help="'embedded' or a local HF model directory.")
@@ -87,6 +97,10 @@ def _engine_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16.")
     group.add_argument("--max-model-len", type=int, default=2048, help="Context window in tokens (2048).")
     group.add_argument("--kv-cache-gib", type=float, default=1.0, help="KV-cache size in GiB (1.0).")
+    group.add_argument(
+        "--reward-model", action="append", default=[], help="An HF reward model directory to serve; repeatable."
+    )
+    group.add_argument("--no-judge", action="store_true", help="Do not serve the `helpfulness` judge objective.")
 
 
 def request_from_args(args: argparse.Namespace):
@@ -99,7 +113,8 @@ def request_from_args(args: argparse.Namespace):
     data = {
         "messages": messages,
         "preferences": args.preferences,
-        "search": {"strategy": args.strategy},
+        "search": {"strategy": args.strategy, "n": args.n},
+        "combination": args.combination,
         "max_tokens": args.max_tokens,
         "temperature": args.temperature,
         "top_p": args.top_p,
@@ -110,7 +125,15 @@ def request_from_args(args: argparse.Namespace):
     }
     if args.vector is not None:
         data["preference_vector"] = parse_vector(args.vector)
+    if args.constraint:
+        data["constraints"] = {n: {"min": m} for n, m in parse_vector(",".join(args.constraint), "constraints").items()}
     return AlignRequest.parse(data)
+
+
+def rewards_config_from_args(args: argparse.Namespace):
+    from aligner.rewards import RewardsConfig
+
+    return RewardsConfig(judge=not getattr(args, "no_judge", False), models=[{"path": p} for p in args.reward_model])
 
 
 def engine_config_from_args(args: argparse.Namespace):
@@ -123,6 +146,29 @@ def engine_config_from_args(args: argparse.Namespace):
     )
 
 
+def format_scores(response) -> str:
+    scores = ", ".join(f"{name}={value:.3f}" for name, value in response.scores.items())
+    feasible = "" if response.feasible else " (violates a constraint: no candidate met them all)"
+    return f"aligner: scores: {scores}; combined={response.combined_score:.3f}{feasible}"
+
+
+def run_objectives(args: argparse.Namespace) -> int:
+    from transformers import AutoTokenizer
+
+    from aligner.models import resolve_model
+    from aligner.rewards import build_catalog
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model, progress=status))
+    rows = build_catalog(rewards_config_from_args(args), tokenizer=tokenizer).describe()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        width = max(len(r["name"]) for r in rows)
+        for r in sorted(rows, key=lambda r: r["name"]):
+            print(f"{r['name']:<{width}}  [{r['low']:g}, {r['high']:g}]  {r['description']}")
+    return 0
+
+
 async def run_generate(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
@@ -130,22 +176,27 @@ async def run_generate(args: argparse.Namespace) -> int:
     from aligner.engine import Engine
     from aligner.models import resolve_model
     from aligner.prompting import prepare_prompt
+    from aligner.rewards import build_catalog
 
     request = request_from_args(args)
     config = engine_config_from_args(args)
     safety_config = read_text_arg(args.safety_config)
     model_dir = resolve_model(config.model, progress=status)
-    # Reject a prompt that cannot fit before paying for engine start-up.
+    # Reject what cannot work before paying for engine start-up.
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    catalog = build_catalog(rewards_config_from_args(args), tokenizer=tokenizer)
+    Aligner.check_objectives_of(request, catalog)
     prepare_prompt(
         request,
-        tokenizer=AutoTokenizer.from_pretrained(model_dir),
+        tokenizer=tokenizer,
         profile=config.profile,
         max_model_len=config.max_model_len,
         safety_config=safety_config,
     )
     engine = Engine.start(config.model_copy(update={"model": str(model_dir)}), progress=status)
+    catalog.attach_engine(engine)
     try:
-        aligner = Aligner(engine)
+        aligner = Aligner(engine, catalog)
         if request.stream:
             async for event in aligner.stream(request, safety_config=safety_config):
                 if args.json:
@@ -156,7 +207,12 @@ async def run_generate(args: argparse.Namespace) -> int:
                 print()
         else:
             response = await aligner.generate(request, safety_config=safety_config)
-            print(response.model_dump_json(indent=2, exclude_none=True) if args.json else response.text)
+            if args.json:
+                print(response.model_dump_json(indent=2, exclude_none=True))
+            else:
+                print(response.text)
+                if response.scores is not None:
+                    print(format_scores(response), file=sys.stderr)
     finally:
         engine.shutdown()
     return 0
@@ -171,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     try:
+        if args.command == "objectives":
+            return run_objectives(args)
         if args.command == "prepare-model":
             from aligner.models import resolve_model
 

@@ -39,11 +39,15 @@ class Aligner:
         self.engine = engine
         self.catalog = catalog or ObjectiveCatalog([])
 
-    def check_objectives(self, request: AlignRequest) -> None:
+    @staticmethod
+    def check_objectives_of(request: AlignRequest, catalog: ObjectiveCatalog) -> None:
         """Every objective a request names must be served; the error lists the valid ones."""
-        self.catalog.check_names(list(request.preference_vector or {}), "preference_vector")
-        self.catalog.check_names(list(request.constraints or {}), "constraints")
-        self.catalog.check_names(list(request.references or {}), "references")
+        catalog.check_names(list(request.preference_vector or {}), "preference_vector")
+        catalog.check_names(list(request.constraints or {}), "constraints")
+        catalog.check_names(list(request.references or {}), "references")
+
+    def check_objectives(self, request: AlignRequest) -> None:
+        self.check_objectives_of(request, self.catalog)
 
     def prepare(self, request: AlignRequest, *, safety_config: str | None = None) -> PreparedPrompt:
         return prepare_prompt(

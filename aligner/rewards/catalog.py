@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -71,13 +72,17 @@ class ObjectiveCatalog:
         return out
 
     def describe(self) -> list[dict[str, Any]]:
-        return [
-            {"name": o.name, "description": o.description, "low": o.low, "high": o.high, "reference": o.reference}
-            for o in (self.objective(n) for n in self.names)
-        ]
+        return [asdict(self.objective(n)) for n in self.names]
+
+    def attach_engine(self, engine: Any) -> None:
+        """Give engine-backed objectives (the judge) the engine once it has started."""
+        for model in self.models:
+            if hasattr(model, "engine"):
+                model.engine = engine
 
 
 def build_catalog(config: RewardsConfig, *, tokenizer: Any, engine: Any = None, device: str = "cpu") -> ObjectiveCatalog:
+    """Every configured objective; engine-backed ones score once an engine is given or attached."""
     from aligner.rewards.builtin import builtin_models
     from aligner.rewards.hf import HFRewardModel
     from aligner.rewards.judge import HelpfulnessJudge
@@ -85,7 +90,7 @@ def build_catalog(config: RewardsConfig, *, tokenizer: Any, engine: Any = None, 
     models: list[RewardModel] = []
     if config.builtin:
         models += builtin_models(tokenizer, device)
-    if config.judge and engine is not None:
-        models.append(HelpfulnessJudge(engine))
+    if config.judge:
+        models.append(HelpfulnessJudge(tokenizer, engine))
     models += [HFRewardModel(c) for c in config.models]
     return ObjectiveCatalog(models)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from aligner.rewards.base import Objective, RewardModel, last_user_text
+from aligner.rewards.base import Objective, RewardError, RewardModel, last_user_text
 from aligner.types import ChatMessage
 
 JUDGE_SYSTEM = "You are a strict judge of answers. Reply with Yes or No only."
@@ -34,16 +34,17 @@ class HelpfulnessJudge(RewardModel):
         ),
     )
 
-    def __init__(self, engine: Any):
+    def __init__(self, tokenizer: Any, engine: Any = None):
+        """`tokenizer` is the policy model's; the engine may be attached once it has started."""
+        self.tokenizer = tokenizer
         self.engine = engine
-        tokenizer = engine.tokenizer
         self.yes_ids = _single_token_ids(tokenizer, ("Yes", " Yes", "yes", " yes", "YES"))
         self.no_ids = _single_token_ids(tokenizer, ("No", " No", "no", " no", "NO"))
 
     def judge_prompt_ids(self, question: str, response: str) -> list[int]:
         from aligner.prompting import prompt_token_ids
 
-        tokenizer = self.engine.tokenizer
+        tokenizer = self.tokenizer
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"][:MAX_RESPONSE_TOKENS]
         messages = [
             ChatMessage(role="system", content=JUDGE_SYSTEM),
@@ -59,6 +60,8 @@ class HelpfulnessJudge(RewardModel):
         return 0.5 if yes + no == 0 else yes / (yes + no)
 
     async def score(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
+        if self.engine is None:
+            raise RewardError("the helpfulness judge has no engine attached")
         question = last_user_text(conversation)
         prompts = [self.judge_prompt_ids(question, r) for r in responses]
         tops = await asyncio.gather(*(self.engine.next_token_logprobs(p, TOP_LOGPROBS) for p in prompts))

@@ -11,6 +11,7 @@ import pytest
 
 from aligner.core import Aligner
 from aligner.engine import Engine, EngineConfig
+from aligner.rewards import RewardsConfig, build_catalog
 
 TEST_ENGINE = EngineConfig(dtype="float32", max_model_len=2048, kv_cache_gib=0.5, max_num_seqs=16)
 
@@ -50,8 +51,13 @@ def engine(loop_thread, model_dir):
 
 
 @pytest.fixture(scope="session")
-def aligner(engine):
-    return Aligner(engine)
+def catalog(engine):
+    return build_catalog(RewardsConfig(), tokenizer=engine.tokenizer, engine=engine)
+
+
+@pytest.fixture(scope="session")
+def aligner(engine, catalog):
+    return Aligner(engine, catalog)
 
 
 @pytest.fixture
