@@ -86,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     objectives.add_argument("--reward-model", action="append", default=[], help="Also load this HF reward model directory.")
     objectives.add_argument("--model", default="embedded", help="Policy model (its tokenizer measures verbosity).")
 
+    bench = commands.add_parser("bench", help="Benchmarks that write JSON with side-by-side ratios.")
+    benches = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
+    scoring = benches.add_parser("scoring", help="Reward scoring: one-at-a-time vs bucketed (vs CUDA graphs on GPU).")
+    scoring.add_argument("--models", default="tiny,small", help="tiny (2-layer random) and/or small (SmolLM2-135M backbone).")
+    scoring.add_argument("--candidates", default="1,4,16,64", help="Candidate counts (1,4,16,64).")
+    scoring.add_argument("--lengths", default="64,128,256,512", help="Nominal token lengths (64,128,256,512).")
+    scoring.add_argument("--repeats", type=int, default=3, help="Timed repeats per point; the median is kept (3).")
+    scoring.add_argument("--device", help="cpu or cuda (default: cuda when available).")
+    scoring.add_argument("--out", help="Output JSON (default: bench-results/scoring-DEVICE.json).")
+
     prep = commands.add_parser("prepare-model", help="Materialise the embedded model into the cache and print its path.")
     prep.add_argument("--model", default="embedded", help="'embedded' or a local HF model directory.")
     return parser
@@ -169,6 +179,39 @@ def run_objectives(args: argparse.Namespace) -> int:
     return 0
 
 
+def int_list(text: str, field: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InvalidRequest(field, f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise InvalidRequest(field, f"expected positive integers, got {text!r}")
+    return values
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from aligner.bench import scoring
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    for model in models:
+        if model not in ("tiny", "small"):
+            raise InvalidRequest("--models", f"unknown model {model!r}; allowed: tiny, small")
+    report = scoring.run(
+        models=models,
+        candidates=int_list(args.candidates, "--candidates"),
+        lengths=int_list(args.lengths, "--lengths"),
+        repeats=args.repeats,
+        device=args.device,
+        progress=status,
+    )
+    out = Path(args.out or f"bench-results/scoring-{report['device'].replace(':', '')}.json")
+    status(f"wrote {scoring.write(report, out)}")
+    for name, target in report["targets"].items():
+        values = ", ".join(f"{m['model']}@{m['max_len']}={m['value']}" for m in target["measured"])
+        status(f"{name} at {target['at_candidates']} candidates (target >= {target['target_min']}): {values}")
+    return 0
+
+
 async def run_generate(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
@@ -227,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     try:
+        if args.command == "bench":
+            return run_bench(args)
         if args.command == "objectives":
             return run_objectives(args)
         if args.command == "prepare-model":

@@ -37,14 +37,16 @@ class HFRewardModelConfig(BaseModel):
     cuda_graphs: bool | None = Field(None, description="Replay CUDA graphs per bucket; None means on for CUDA devices.")
 
 
-def pooled_forward(model, pad_id: int):
+def pooled_forward(model, pad_id: int, *, left_padding: bool = False):
     """forward(ids, mask, positions) -> scores [B, K] for a sequence-classification model.
 
     Decoder reward models (a `score` head) are pooled like transformers pools
     them unpadded, at the rightmost token that is not the pad id (reward models
     were trained that way), but only among attended tokens, so batch padding on
     either side changes nothing. Position ids follow the real tokens, which
-    keeps left-padded rows equal to unpadded ones.
+    keeps left-padded rows equal to unpadded ones. With right padding a causal
+    model's real tokens never see the padding after them, so the attention mask
+    is dropped and attention takes its fast causal path.
     """
     import torch
 
@@ -54,7 +56,8 @@ def pooled_forward(model, pad_id: int):
     base = model.base_model
 
     def forward(ids, mask, positions):
-        hidden = base(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).last_hidden_state
+        attention_mask = mask if left_padding else None
+        hidden = base(input_ids=ids, attention_mask=attention_mask, position_ids=positions, use_cache=False).last_hidden_state
         counted = (ids != pad_id) & mask.bool()
         slots = torch.arange(ids.shape[1], device=ids.device)
         last = (slots * counted).argmax(-1)

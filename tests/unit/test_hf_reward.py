@@ -67,7 +67,7 @@ def test_left_and_right_padding_agree_with_unpadded(tiny_reward_model_dir, left)
     rng = random.Random(1)
     sequences = [[rng.randrange(3, 1000) for _ in range(n)] for n in (1, 5, 17, 31, 32, 33, 70, 150)]
     scorer = BatchedScorer(
-        pooled_forward(model, 2), num_outputs=3, pad_id=2, spec=BucketSpec(batch_sizes=(1, 4), seq_lens=(8, 32, 64)),
+        pooled_forward(model, 2, left_padding=left), num_outputs=3, pad_id=2, spec=BucketSpec(batch_sizes=(1, 4), seq_lens=(8, 32, 64)),
         left_padding=left,
     )
     np.testing.assert_allclose(scorer.score(sequences), one_at_a_time(tiny_reward_model_dir, sequences), atol=1e-4)

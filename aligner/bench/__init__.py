@@ -1,0 +1,1 @@
+"""`aligner bench ...`: speed and quality measured side by side in one run, written as JSON."""
