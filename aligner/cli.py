@@ -65,8 +65,23 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prefer", dest="preferences", help='Free-text preferences, e.g. "concise, formal".')
     gen.add_argument("--vector", help="Preference direction, e.g. helpfulness=0.8,verbosity=-0.6 (normalised).")
     gen.add_argument("--safety-config", help="Tenant safety config text, or @FILE to read it from a file.")
-    gen.add_argument("--strategy", default="sample", help="Search strategy: sample (default) or best_of_n.")
-    gen.add_argument("--n", type=int, default=4, help="best_of_n: candidates to generate and rank (4).")
+    gen.add_argument(
+        "--strategy", default="sample", help="Search strategy: sample (default), best_of_n, rejection, beam or rps."
+    )
+    gen.add_argument("--n", type=int, default=4, help="best_of_n: candidates; rps: candidates per direction (4).")
+    gen.add_argument("--batch", type=int, default=4, help="rejection: candidates per round (4).")
+    gen.add_argument("--threshold", type=float, help="rejection: combined score to reach.")
+    gen.add_argument("--max-rounds", type=int, default=8, help="rejection: most rounds (8).")
+    gen.add_argument("--beam-width", type=int, default=2, help="beam: partial responses kept per step (2).")
+    gen.add_argument("--expansions", type=int, default=4, help="beam: continuations per beam and step (4).")
+    gen.add_argument("--chunk-tokens", type=int, default=32, help="beam: tokens per chunk (32).")
+    gen.add_argument("--prune", type=float, default=0.0, help="beam: fraction of the width dropped per step (0).")
+    gen.add_argument("--neighbors", type=int, default=4, help="rps: neighbouring directions (4).")
+    gen.add_argument("--spread", type=float, default=15.0, help="rps: angle to the neighbours in degrees (15).")
+    gen.add_argument("--max-candidate-tokens", type=int, help="Budget: most tokens generated over all candidates.")
+    gen.add_argument("--max-reward-calls", type=int, help="Budget: most candidates scored.")
+    gen.add_argument("--deadline-ms", type=int, help="Budget: wall-time limit of the search in milliseconds.")
+    gen.add_argument("--return-candidates", action="store_true", help="Include every final candidate (with --json).")
     gen.add_argument("--combination", default="linear", help="How objectives combine: linear (default) or and.")
     gen.add_argument(
         "--constraint", action="append", default=[], help="Hard constraint NAME=MIN on a raw score; repeatable."
@@ -123,7 +138,25 @@ def request_from_args(args: argparse.Namespace):
     data = {
         "messages": messages,
         "preferences": args.preferences,
-        "search": {"strategy": args.strategy, "n": args.n},
+        "search": {
+            "strategy": args.strategy,
+            "n": args.n,
+            "batch": args.batch,
+            "threshold": args.threshold,
+            "max_rounds": args.max_rounds,
+            "beam_width": args.beam_width,
+            "expansions": args.expansions,
+            "chunk_tokens": args.chunk_tokens,
+            "prune": args.prune,
+            "neighbors": args.neighbors,
+            "spread": args.spread,
+        },
+        "budget": {
+            "max_candidate_tokens": args.max_candidate_tokens,
+            "max_reward_calls": args.max_reward_calls,
+            "deadline_ms": args.deadline_ms,
+        },
+        "return_candidates": args.return_candidates,
         "combination": args.combination,
         "max_tokens": args.max_tokens,
         "temperature": args.temperature,
@@ -159,7 +192,13 @@ def engine_config_from_args(args: argparse.Namespace):
 def format_scores(response) -> str:
     scores = ", ".join(f"{name}={value:.3f}" for name, value in response.scores.items())
     feasible = "" if response.feasible else " (violates a constraint: no candidate met them all)"
-    return f"aligner: scores: {scores}; combined={response.combined_score:.3f}{feasible}"
+    usage = response.usage
+    stopped = f"; stopped by {usage.stopped_by}" if usage.stopped_by else ""
+    return (
+        f"aligner: scores: {scores}; combined={response.combined_score:.3f}{feasible}\n"
+        f"aligner: usage: {usage.generated_tokens} tokens generated, {usage.engine_requests} engine requests, "
+        f"{usage.reward_calls} reward calls, {usage.wall_time_s:.2f}s{stopped}"
+    )
 
 
 def run_objectives(args: argparse.Namespace) -> int:
@@ -244,7 +283,7 @@ async def run_generate(args: argparse.Namespace) -> int:
             async for event in aligner.stream(request, safety_config=safety_config):
                 if args.json:
                     print(json.dumps(event.to_dict()), flush=True)
-                elif event.kind == "delta":
+                elif event.kind in ("delta", "chunk"):
                     print(event.text, end="", flush=True)
             if not args.json:
                 print()

@@ -6,34 +6,41 @@ and map `AlignerError` codes to their own statuses; they add no alignment logic.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from aligner.engine import Candidate, Engine, SamplingSpec
-from aligner.preference import Combiner, Ranking
+from aligner.engine import Engine
 from aligner.prompting import PreparedPrompt, prepare_prompt
 from aligner.rewards import ObjectiveCatalog
-from aligner.types import AlignRequest, AlignResponse, Usage
+from aligner.search import STRATEGIES, Meter, SearchContext, SearchResult
+from aligner.types import AlignRequest, AlignResponse, CandidateInfo, Usage
+
 
 @dataclass(frozen=True)
 class StreamEvent:
-    """`delta` events carry text as it is generated; the last event is `done` with the response."""
+    """`delta` (sampled text), `chunk` (beam: committed text and its scores), then `done` with the response."""
 
     kind: str
     text: str = ""
+    scores: dict[str, float] | None = None
     response: AlignResponse | None = None
 
     def to_dict(self) -> dict[str, Any]:
         if self.kind == "done":
-            return {"type": "done", "response": self.response.model_dump()}
-        return {"type": self.kind, "text": self.text}
+            return {"type": "done", "response": self.response.model_dump(exclude_none=True)}
+        event = {"type": self.kind, "text": self.text}
+        if self.scores is not None:
+            event["scores"] = self.scores
+        return event
 
 
 class Aligner:
-    """Serves AlignRequests on one engine."""
+    """Serves AlignRequests on one engine and one objective catalog."""
 
     def __init__(self, engine: Engine, catalog: ObjectiveCatalog | None = None):
         self.engine = engine
@@ -46,10 +53,11 @@ class Aligner:
         catalog.check_names(list(request.constraints or {}), "constraints")
         catalog.check_names(list(request.references or {}), "references")
 
-    def check_objectives(self, request: AlignRequest) -> None:
-        self.check_objectives_of(request, self.catalog)
-
-    def prepare(self, request: AlignRequest, *, safety_config: str | None = None) -> PreparedPrompt:
+    def prepare(
+        self, request: AlignRequest, *, safety_config: str | None = None, direction: dict[str, float] | None = None
+    ) -> PreparedPrompt:
+        if direction is not None:
+            request = request.model_copy(update={"preference_vector": direction})
         return prepare_prompt(
             request,
             tokenizer=self.engine.tokenizer,
@@ -58,92 +66,94 @@ class Aligner:
             safety_config=safety_config,
         )
 
-    @staticmethod
-    def sampling(request: AlignRequest) -> SamplingSpec:
-        return SamplingSpec(
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            seed=request.seed,
-            stop=tuple(request.stop),
-        )
-
-    async def rank(self, request: AlignRequest, candidates: list[Candidate]) -> tuple[list[str], object, Ranking]:
-        """Score candidates on the request's objectives and rank them by its direction and constraints."""
-        names = request.scored_objectives()
-        raw = await self.catalog.score(request.conversation(), [c.text for c in candidates], names)
-        combiner = Combiner(
-            objectives=tuple(self.catalog.objective(n) for n in names),
-            direction=request.preference_vector or {},
-            method=request.combination,
-            references=request.references,
-            minimums={name: c.min for name, c in (request.constraints or {}).items()},
-        )
-        return names, raw, combiner.rank(raw)
-
     async def generate(self, request: AlignRequest, *, safety_config: str | None = None) -> AlignResponse:
-        started = time.monotonic()
-        self.check_objectives(request)
-        prepared = self.prepare(request, safety_config=safety_config)
-        n = request.search.n if request.search.strategy == "best_of_n" else 1
-        candidates = await self.engine.generate(prepared.token_ids, self.sampling(request), n=n)
-        generated = sum(len(c.token_ids) for c in candidates)
-        if not request.scored_objectives():
-            (chosen,) = candidates
-            return self._response(request, prepared, chosen.text, chosen.finish_reason, generated, started)
-        names, raw, ranking = await self.rank(request, candidates)
-        best = ranking.best
-        chosen = candidates[best]
-        response = self._response(request, prepared, chosen.text, chosen.finish_reason, generated, started)
-        return response.model_copy(
-            update={
-                "scores": {name: float(raw[best, j]) for j, name in enumerate(names)},
-                "combined_score": float(ranking.combined[best]),
-                "feasible": bool(ranking.feasible[best]),
-            }
-        )
+        return await self._search(request, safety_config, emit=None)
 
     async def stream(self, request: AlignRequest, *, safety_config: str | None = None) -> AsyncIterator[StreamEvent]:
-        if request.scored_objectives():
-            # Ranked strategies know their answer only at the end.
-            response = await self.generate(request, safety_config=safety_config)
-            yield StreamEvent("delta", text=response.text)
-            yield StreamEvent("done", response=response)
-            return
+        """Events as the search produces them; closing the iterator cancels the search and its engine requests."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        task = asyncio.ensure_future(self._search(request, safety_config, emit=queue.put_nowait))
+        try:
+            while not (task.done() and queue.empty()):
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    continue
+                event = getter.result()
+                yield StreamEvent(event["type"], text=event["text"], scores=event.get("scores"))
+            yield StreamEvent("done", response=task.result())
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _search(self, request: AlignRequest, safety_config: str | None, emit) -> AlignResponse:
         started = time.monotonic()
+        self.check_objectives_of(request, self.catalog)
         prepared = self.prepare(request, safety_config=safety_config)
-        pieces: list[str] = []
-        generated = 0
-        finish_reason = "abort"
-        async for delta in self.engine.stream(prepared.token_ids, self.sampling(request)):
-            generated += len(delta.token_ids)
-            if delta.text:
-                pieces.append(delta.text)
-                yield StreamEvent("delta", text=delta.text)
-            if delta.finish_reason:
-                finish_reason = delta.finish_reason
-        yield StreamEvent(
-            "done", response=self._response(request, prepared, "".join(pieces), finish_reason, generated, started)
+        budget = request.budget
+        meter = Meter(
+            started=started,
+            max_candidate_tokens=budget.max_candidate_tokens,
+            max_reward_calls=budget.max_reward_calls,
+            deadline_ms=budget.deadline_ms,
         )
+        reads_directions = self.engine.config.profile.reads_directions
+        ctx = SearchContext(
+            engine=self.engine,
+            catalog=self.catalog,
+            request=request,
+            prompt_ids=prepared.token_ids,
+            meter=meter,
+            emit=emit,
+            prompt_for_direction=(
+                (lambda d: self.prepare(request, safety_config=safety_config, direction=d).token_ids)
+                if reads_directions
+                else None
+            ),
+        )
+        result = await STRATEGIES[request.search.strategy].run(ctx)
+        return self._response(request, prepared, result, meter, started)
 
     def _response(
-        self,
-        request: AlignRequest,
-        prepared: PreparedPrompt,
-        text: str,
-        finish_reason: str,
-        generated_tokens: int,
-        started: float,
+        self, request: AlignRequest, prepared: PreparedPrompt, result: SearchResult, meter: Meter, started: float
     ) -> AlignResponse:
+        chosen = result.chosen
         return AlignResponse(
             id=uuid.uuid4().hex,
             model=self.engine.model_name,
-            text=text,
-            finish_reason=finish_reason,
+            text=chosen.text,
+            finish_reason=chosen.finish_reason if chosen.finish_reason in ("stop", "length", "abort") else "length",
             usage=Usage(
                 prompt_tokens=len(prepared.token_ids),
-                generated_tokens=generated_tokens,
+                generated_tokens=meter.generated_tokens,
                 wall_time_s=round(time.monotonic() - started, 6),
+                engine_requests=meter.engine_requests,
+                reward_calls=meter.reward_calls,
+                rounds=meter.rounds,
+                stopped_by=meter.stopped_by,
+                stage_seconds={k: round(v, 6) for k, v in meter.stage_seconds.items()},
+            ),
+            scores=chosen.scores,
+            combined_score=chosen.combined,
+            feasible=chosen.feasible,
+            threshold_met=result.threshold_met,
+            candidates=(
+                [
+                    CandidateInfo(
+                        text=c.text,
+                        tokens=len(c.token_ids),
+                        finish_reason=c.finish_reason,
+                        scores=c.scores,
+                        combined_score=c.combined,
+                        feasible=c.feasible,
+                    )
+                    for c in result.candidates
+                ]
+                if request.return_candidates
+                else None
             ),
             prompt=prepared.messages if request.return_prompt else None,
         )

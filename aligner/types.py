@@ -6,13 +6,12 @@ import math
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from aligner.errors import InvalidRequest
 
-# Strategies that exist today; later ones are added here as they are implemented.
-STRATEGIES = ("sample", "best_of_n")
-MAX_N = 64
+STRATEGIES = ("sample", "best_of_n", "rejection", "beam", "rps")
+RANKED_STRATEGIES = ("best_of_n", "rejection", "beam", "rps")
 
 OBJECTIVE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 MAX_STOP_SEQUENCES = 8
@@ -28,9 +27,35 @@ class ChatMessage(_Strict):
     content: str = Field(description="The message text.")
 
 
+class SearchLimits(BaseModel):
+    """Server-side maximums for search parameters (a request above one is rejected, naming it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(64, ge=1, description="Most candidates per direction (best_of_n, rps).")
+    batch: int = Field(64, ge=1, description="Most candidates per rejection round.")
+    max_rounds: int = Field(64, ge=1, description="Most rejection rounds.")
+    beam_width: int = Field(16, ge=1, description="Widest beam.")
+    expansions: int = Field(16, ge=1, description="Most continuations per beam and step.")
+    chunk_tokens: int = Field(512, ge=1, description="Longest beam chunk in tokens.")
+    neighbors: int = Field(16, ge=1, description="Most neighbouring directions for rps.")
+
+
+DEFAULT_LIMITS = SearchLimits()
+
+
 class SearchSpec(_Strict):
     strategy: str = Field("sample", description=f"Search strategy; one of: {', '.join(STRATEGIES)}.")
-    n: int = Field(4, ge=1, le=MAX_N, description="best_of_n: candidates generated in one engine request.")
+    n: int = Field(4, ge=1, description="best_of_n: candidates in one engine request; rps: candidates per direction.")
+    batch: int = Field(4, ge=1, description="rejection: candidates sampled per round.")
+    threshold: float | None = Field(None, description="rejection: stop once a feasible candidate's combined score reaches it.")
+    max_rounds: int = Field(8, ge=1, description="rejection: most rounds when no budget ends the search first.")
+    beam_width: int = Field(2, ge=1, description="beam: partial responses kept per step.")
+    expansions: int = Field(4, ge=1, description="beam: continuations asked per kept beam and step.")
+    chunk_tokens: int = Field(32, ge=1, description="beam: tokens per continuation chunk.")
+    prune: float = Field(0.0, ge=0.0, lt=1.0, description="beam: fraction of the width dropped after each step.")
+    neighbors: int = Field(4, ge=1, description="rps: neighbouring directions sampled.")
+    spread: float = Field(15.0, gt=0.0, le=90.0, description="rps: angle in degrees between the direction and its neighbours.")
 
     @field_validator("strategy")
     @classmethod
@@ -38,6 +63,23 @@ class SearchSpec(_Strict):
         if value not in STRATEGIES:
             raise ValueError(f"unknown strategy {value!r}; allowed: {', '.join(STRATEGIES)}")
         return value
+
+    @model_validator(mode="after")
+    def _within_limits(self, info: ValidationInfo) -> SearchSpec:
+        limits = (info.context or {}).get("limits", DEFAULT_LIMITS)
+        for name, maximum in limits.model_dump().items():
+            value = getattr(self, name)
+            if value > maximum:
+                raise InvalidRequest(f"search.{name}", f"is {value} but the configured maximum is {maximum}")
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise InvalidRequest("search.threshold", "must be a finite number")
+        return self
+
+
+class Budget(_Strict):
+    max_candidate_tokens: int | None = Field(None, ge=1, description="Most tokens generated over all candidates.")
+    max_reward_calls: int | None = Field(None, ge=1, description="Most candidates (or partial candidates) scored.")
+    deadline_ms: int | None = Field(None, ge=1, description="Wall-time limit of the search in milliseconds.")
 
 
 class Constraint(_Strict):
@@ -70,6 +112,8 @@ class AlignRequest(_Strict):
         None, description="Hard constraints per objective, e.g. {\"harmlessness\": {\"min\": 0.9}}."
     )
     search: SearchSpec = Field(default_factory=SearchSpec, description="Search strategy and its parameters.")
+    budget: Budget = Field(default_factory=Budget, description="Compute limits of the search.")
+    return_candidates: bool = Field(False, description="Return every final candidate with its scores.")
     max_tokens: int = Field(256, ge=1, description="Most tokens to generate for the response.")
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
@@ -128,8 +172,14 @@ class AlignRequest(_Strict):
                 raise InvalidRequest("messages", "must contain at least one user message")
         elif not self.prompt.strip():
             raise InvalidRequest("prompt", "must not be empty")
-        if self.search.strategy == "best_of_n" and self.preference_vector is None:
-            raise InvalidRequest("preference_vector", "best_of_n ranks candidates by a direction; give a preference_vector")
+        if self.search.strategy in RANKED_STRATEGIES and self.preference_vector is None:
+            raise InvalidRequest(
+                "preference_vector", f"{self.search.strategy} ranks candidates by a direction; give a preference_vector"
+            )
+        if self.search.strategy == "rejection" and self.search.threshold is None:
+            raise InvalidRequest("search.threshold", "rejection sampling needs a threshold on the combined score")
+        if self.search.threshold is not None and self.preference_vector is None:
+            raise InvalidRequest("preference_vector", "a threshold applies to the combined score; give a preference_vector")
         for name, value in (self.references or {}).items():
             if not math.isfinite(value):
                 raise InvalidRequest(f"references.{name}", "must be a finite number")
@@ -149,15 +199,15 @@ class AlignRequest(_Strict):
         return [ChatMessage(role="user", content=self.prompt)]
 
     @classmethod
-    def parse(cls, data: Any) -> AlignRequest:
-        """Validate `data`; raise InvalidRequest naming the first offending field."""
-        return parse_model(cls, data)
+    def parse(cls, data: Any, limits: SearchLimits = DEFAULT_LIMITS) -> AlignRequest:
+        """Validate `data` against `limits`; raise InvalidRequest naming the first offending field."""
+        return parse_model(cls, data, context={"limits": limits})
 
 
-def parse_model(model: type[BaseModel], data: Any) -> Any:
+def parse_model(model: type[BaseModel], data: Any, context: dict | None = None) -> Any:
     """`model.model_validate(data)` with pydantic errors turned into InvalidRequest."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except InvalidRequest:
         raise
     except ValidationError as exc:
@@ -187,6 +237,20 @@ class Usage(_Strict):
     prompt_tokens: int = Field(description="Tokens in the composed prompt.")
     generated_tokens: int = Field(description="Tokens generated, over all candidates.")
     wall_time_s: float = Field(description="Wall time of the request inside the aligner, in seconds.")
+    engine_requests: int = Field(0, description="Requests sent to the engine.")
+    reward_calls: int = Field(0, description="Candidates (or partial candidates) scored.")
+    rounds: int = Field(0, description="Search rounds (rejection) or steps (beam).")
+    stopped_by: str | None = Field(None, description="The budget limit that cut the search short, if any.")
+    stage_seconds: dict[str, float] = Field(default_factory=dict, description="Wall time per stage: generate, score, select.")
+
+
+class CandidateInfo(_Strict):
+    text: str
+    tokens: int = Field(description="Tokens in this candidate.")
+    finish_reason: str
+    scores: dict[str, float] | None = None
+    combined_score: float | None = None
+    feasible: bool | None = None
 
 
 class AlignResponse(_Strict):
@@ -200,6 +264,10 @@ class AlignResponse(_Strict):
     )
     combined_score: float | None = Field(None, description="The chosen response's combined score under the direction.")
     feasible: bool | None = Field(None, description="Whether the chosen response meets every constraint.")
+    threshold_met: bool | None = Field(None, description="rejection: whether a candidate reached the threshold.")
+    candidates: list[CandidateInfo] | None = Field(
+        None, description="Every final candidate, best first (when `return_candidates` is true)."
+    )
     prompt: list[ChatMessage] | None = Field(
         None, description="The composed conversation sent to the model (when `return_prompt` is true)."
     )

@@ -40,7 +40,12 @@ def test_flags_map_onto_the_request():
     [
         (["--vector", "helpfulness=nan"], "preference_vector"),
         (["--vector", "a=0,b=0"], "preference_vector: all weights are zero"),
-        (["--strategy", "beam"], "search.strategy: unknown strategy 'beam'; allowed: sample"),
+        (["--strategy", "beam_search"], "search.strategy: unknown strategy 'beam_search'; allowed: sample, best_of_n"),
+        (["--strategy", "beam", "--vector", "relevance=1", "--beam-width", "99"], "search.beam_width: is 99 but the configured maximum is 16"),
+        (["--strategy", "beam", "--vector", "relevance=1", "--chunk-tokens", "0"], "search.chunk_tokens"),
+        (["--strategy", "beam", "--vector", "relevance=1", "--prune", "1"], "search.prune"),
+        (["--strategy", "rejection", "--threshold", "0.5"], "preference_vector"),
+        (["--max-reward-calls", "0"], "budget.max_reward_calls"),
         (["--max-tokens", "0"], "max_tokens"),
         (["--seed", "abc"], "--seed"),
         (["--temperature", "9"], "temperature"),

@@ -1,0 +1,225 @@
+"""What every search strategy shares: context, budget, usage accounting, results.
+
+A *reward call* is the scoring of one candidate (or partial candidate) on all
+the objectives the request needs; `max_reward_calls` bounds their number.
+`max_candidate_tokens` bounds the tokens generated over all candidates, and
+`deadline_ms` the wall time of the search. Strategies ask the meter what they
+can afford before each round, so no limit is ever exceeded; the first limit
+that cuts a search short is reported as `stopped_by`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from aligner.engine import Candidate, Engine, SamplingSpec
+from aligner.errors import AlignerError
+from aligner.preference import Combiner, Ranking
+from aligner.rewards import ObjectiveCatalog
+from aligner.types import AlignRequest, ChatMessage
+
+STAGES = ("generate", "score", "select")
+
+
+class DeadlineExceeded(AlignerError):
+    """The deadline passed before any candidate was complete enough to return."""
+
+    code = "deadline_exceeded"
+
+
+@dataclass
+class Meter:
+    """Usage of one search, and what the budget still allows."""
+
+    started: float
+    max_candidate_tokens: int | None = None
+    max_reward_calls: int | None = None
+    deadline_ms: int | None = None
+    generated_tokens: int = 0
+    engine_requests: int = 0
+    reward_calls: int = 0
+    rounds: int = 0
+    stopped_by: str | None = None
+    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    def stop(self, limit: str) -> None:
+        if self.stopped_by is None:
+            self.stopped_by = limit
+
+    def time_left(self) -> float | None:
+        if self.deadline_ms is None:
+            return None
+        return self.deadline_ms / 1000 - (time.monotonic() - self.started)
+
+    def out_of_time(self) -> bool:
+        left = self.time_left()
+        if left is not None and left <= 0:
+            self.stop("deadline_ms")
+            return True
+        return False
+
+    def affordable(self, count: int, tokens_each: int, *, scored: bool) -> tuple[int, int]:
+        """(candidates, tokens each) that fit the token and reward-call budgets; (0, 0) if none.
+
+        Fewer candidates at full length are preferred; a single candidate is
+        shortened only when not even one full one fits.
+        """
+        if self.out_of_time():
+            return 0, 0
+        if scored and self.max_reward_calls is not None:
+            calls_left = self.max_reward_calls - self.reward_calls
+            if calls_left < count:
+                self.stop("max_reward_calls")
+                count = max(0, calls_left)
+        if self.max_candidate_tokens is not None and count:
+            tokens_left = self.max_candidate_tokens - self.generated_tokens
+            if tokens_left < count * tokens_each:
+                self.stop("max_candidate_tokens")
+                if tokens_left >= tokens_each:
+                    count = tokens_left // tokens_each
+                else:
+                    count, tokens_each = (1, tokens_left) if tokens_left > 0 else (0, 0)
+        return (count, tokens_each) if count else (0, 0)
+
+    @contextmanager
+    def stage(self, name: str):
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.stage_seconds[name] += time.monotonic() - started
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A (possibly partial) response with its scores under the request."""
+
+    token_ids: tuple[int, ...]
+    text: str
+    finish_reason: str
+    finished: bool
+    scores: dict[str, float] | None = None
+    combined: float | None = None
+    feasible: bool | None = None
+
+
+@dataclass
+class SearchResult:
+    chosen: Scored
+    candidates: list[Scored]
+    threshold_met: bool | None = None
+
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class SearchContext:
+    engine: Engine
+    catalog: ObjectiveCatalog
+    request: AlignRequest
+    prompt_ids: list[int]
+    meter: Meter
+    emit: Emit | None = None
+    # Prompt ids for another direction (DPA models read it from the system prompt).
+    prompt_for_direction: Callable[[dict[str, float]], list[int]] | None = None
+
+    @property
+    def spec(self) -> SamplingSpec:
+        r = self.request
+        return SamplingSpec(max_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p, seed=r.seed, stop=tuple(r.stop))
+
+    @property
+    def conversation(self) -> list[ChatMessage]:
+        return self.request.conversation()
+
+    @property
+    def objective_names(self) -> list[str]:
+        return self.request.scored_objectives()
+
+    def combiner(self, direction: dict[str, float] | None = None) -> Combiner:
+        r = self.request
+        names = self.objective_names
+        return Combiner(
+            objectives=tuple(self.catalog.objective(n) for n in names),
+            direction=direction if direction is not None else (r.preference_vector or {}),
+            method=r.combination,
+            references=r.references,
+            minimums={name: c.min for name, c in (r.constraints or {}).items()},
+        )
+
+    def seed_for(self, round_index: int) -> int | None:
+        """A distinct, reproducible seed per round of one request."""
+        seed = self.request.seed
+        return None if seed is None else (seed * 1_000_003 + round_index * 7919) % (2**63 - 1)
+
+    async def generate(
+        self, spec: SamplingSpec, n: int, *, prefix_ids: Sequence[int] = (), prompt_ids: Sequence[int] | None = None
+    ) -> list[Candidate]:
+        """One engine request, counted, bounded by the deadline (cancelled and aborted when it passes)."""
+        self.meter.engine_requests += 1
+        with self.meter.stage("generate"):
+            call = self.engine.generate(prompt_ids or self.prompt_ids, spec, n=n, prefix_ids=prefix_ids)
+            left = self.meter.time_left()
+            try:
+                candidates = await (call if left is None else asyncio.wait_for(call, max(left, 0.001)))
+            except TimeoutError:
+                self.meter.stop("deadline_ms")
+                return []
+        self.meter.generated_tokens += sum(len(c.token_ids) for c in candidates)
+        return candidates
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.engine.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    async def score(self, texts: Sequence[str]) -> np.ndarray:
+        self.meter.reward_calls += len(texts)
+        with self.meter.stage("score"):
+            return await self.catalog.score(self.conversation, texts, self.objective_names)
+
+    def rank(self, items: Sequence[Scored], raw: np.ndarray, combiner: Combiner | None = None) -> tuple[list[Scored], Ranking]:
+        """`items` with their scores filled in, and their ranking (best first)."""
+        with self.meter.stage("select"):
+            ranking = (combiner or self.combiner()).rank(raw)
+            names = self.objective_names
+            scored = [
+                Scored(
+                    item.token_ids, item.text, item.finish_reason, item.finished,
+                    scores={n: float(raw[i, j]) for j, n in enumerate(names)},
+                    combined=float(ranking.combined[i]),
+                    feasible=bool(ranking.feasible[i]),
+                )
+                for i, item in enumerate(items)
+            ]
+        return scored, ranking
+
+
+def to_scored(candidate: Candidate, ctx: SearchContext, prefix: Sequence[int] = ()) -> Scored:
+    token_ids = (*prefix, *candidate.token_ids)
+    finished = candidate.finish_reason in ("stop", "abort") or len(token_ids) >= ctx.request.max_tokens
+    return Scored(token_ids, ctx.decode(token_ids), candidate.finish_reason, finished)
+
+
+async def score_and_rank(ctx: SearchContext, items: list[Scored]) -> list[Scored]:
+    """Score `items` and return them best first (feasible before infeasible)."""
+    if not items:
+        return []
+    raw = await ctx.score([i.text for i in items])
+    scored, ranking = ctx.rank(items, raw)
+    return [scored[i] for i in ranking.order]
+
+
+class Strategy(ABC):
+    name: str
+    needs_scores: bool = True
+
+    @abstractmethod
+    async def run(self, ctx: SearchContext) -> SearchResult: ...

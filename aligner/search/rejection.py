@@ -1,0 +1,47 @@
+"""`rejection`: sample rounds of `batch` until a feasible candidate reaches `threshold` or the budget is spent."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from aligner.search.base import (
+    DeadlineExceeded,
+    Scored,
+    SearchContext,
+    SearchResult,
+    Strategy,
+    score_and_rank,
+    to_scored,
+)
+
+
+def best_first(items: list[Scored]) -> list[Scored]:
+    order = sorted(range(len(items)), key=lambda i: (not items[i].feasible, -items[i].combined, i))
+    return [items[i] for i in order]
+
+
+class Rejection(Strategy):
+    name = "rejection"
+
+    async def run(self, ctx: SearchContext) -> SearchResult:
+        search = ctx.request.search
+        seen: list[Scored] = []
+        met = False
+        for round_index in range(search.max_rounds):
+            count, tokens = ctx.meter.affordable(search.batch, ctx.request.max_tokens, scored=True)
+            if not count:
+                break
+            spec = replace(ctx.spec, max_tokens=tokens, seed=ctx.seed_for(round_index))
+            candidates = await ctx.generate(spec, count)
+            if not candidates:
+                break
+            ctx.meter.rounds += 1
+            ranked = await score_and_rank(ctx, [to_scored(c, ctx) for c in candidates])
+            seen.extend(ranked)
+            if ranked[0].feasible and ranked[0].combined >= search.threshold:
+                met = True
+                break
+        if not seen:
+            raise DeadlineExceeded("the deadline passed before any candidate was complete")
+        ranked = best_first(seen)
+        return SearchResult(chosen=ranked[0], candidates=ranked, threshold_met=met)
