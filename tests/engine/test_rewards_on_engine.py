@@ -1,15 +1,10 @@
 """Reward-ranked generation on the real engine with the embedded objectives."""
 
-import statistics
-
 import numpy as np
 import pytest
 
 from aligner.errors import InvalidRequest
 from aligner.types import AlignRequest, ChatMessage
-
-PROMPTS = ["Tell me about the moon.", "How do plants grow?", "What is a computer?", "Describe the ocean."]
-
 
 def test_judge_scores_with_the_policy_logprobs(catalog, run):
     conversation = [ChatMessage(role="user", content="What is the capital of France?")]
@@ -20,28 +15,6 @@ def test_judge_scores_with_the_policy_logprobs(catalog, run):
     assert ((scores > 0) & (scores < 1)).all()
     assert not np.allclose(scores, 0.5), "the judge should find Yes/No among the top logprobs"
     assert scores[0, 0] > scores[1, 0]
-
-
-def test_best_of_n_with_negative_verbosity_picks_shorter_responses(aligner, run):
-    def mean_tokens(strategy):
-        lengths = []
-        for seed, prompt in enumerate(PROMPTS):
-            request = AlignRequest.parse(
-                {
-                    "prompt": prompt,
-                    "seed": seed,
-                    "temperature": 1.0,
-                    "max_tokens": 64,
-                    "preference_vector": {"verbosity": -1},
-                    "search": {"strategy": strategy, "n": 6},
-                }
-            )
-            response = run(aligner.generate(request))
-            assert response.scores is not None and set(response.scores) == {"verbosity"}
-            lengths.append(len(aligner.engine.tokenizer(response.text)["input_ids"]))
-        return statistics.mean(lengths)
-
-    assert mean_tokens("best_of_n") < mean_tokens("sample")
 
 
 def test_best_of_n_reports_scores_usage_and_is_deterministic(aligner, run):

@@ -1,0 +1,164 @@
+"""Every search strategy on the real engine with the embedded objectives."""
+
+import asyncio
+import statistics
+import time
+
+import pytest
+
+from aligner.search import DeadlineExceeded
+from aligner.types import AlignRequest
+
+QUESTION = "Give me one tip for learning to cook."
+
+
+def request(strategy, **fields):
+    search = {"strategy": strategy, **fields.pop("search", {})}
+    data = {
+        "prompt": QUESTION,
+        "seed": 3,
+        "temperature": 1.0,
+        "max_tokens": 32,
+        "preference_vector": {"relevance": 1, "verbosity": -0.5},
+        "return_candidates": True,
+        "search": search,
+        **fields,
+    }
+    return AlignRequest.parse(data)
+
+
+def test_best_of_n_usage_adds_up(aligner, run):
+    response = run(aligner.generate(request("best_of_n", search={"n": 4})))
+    usage = response.usage
+    assert usage.engine_requests == 1 and usage.reward_calls == 4 and usage.rounds == 1
+    assert usage.generated_tokens == sum(c.tokens for c in response.candidates)
+    assert len(response.candidates) == 4 and response.text == response.candidates[0].text
+    combined = [c.combined_score for c in response.candidates]
+    assert combined == sorted(combined, reverse=True)
+    assert set(usage.stage_seconds) == {"generate", "score", "select"} and usage.stopped_by is None
+
+
+def test_rejection_stops_at_the_threshold_or_after_its_rounds(aligner, run):
+    easy = run(aligner.generate(request("rejection", search={"batch": 2, "threshold": -10})))
+    assert easy.threshold_met is True and easy.usage.rounds == 1 and easy.usage.reward_calls == 2
+    hard = run(aligner.generate(request("rejection", search={"batch": 2, "threshold": 10, "max_rounds": 3})))
+    assert hard.threshold_met is False and hard.usage.rounds == 3
+    assert hard.usage.reward_calls == 6 and hard.usage.engine_requests == 3
+    assert hard.usage.generated_tokens == sum(c.tokens for c in hard.candidates)
+    assert hard.text == hard.candidates[0].text
+
+
+def test_beam_builds_the_response_from_chunks(aligner, run):
+    response = run(
+        aligner.generate(request("beam", max_tokens=40, search={"beam_width": 2, "expansions": 2, "chunk_tokens": 8}))
+    )
+    usage = response.usage
+    assert 1 <= usage.rounds <= 5
+    assert usage.reward_calls <= usage.rounds * 4 and usage.engine_requests <= usage.rounds * 2
+    assert len(response.candidates) <= 2 and response.text == response.candidates[0].text
+    assert response.candidates[0].tokens <= 40 and response.text.strip()
+
+
+def test_beam_stream_chunks_concatenate_to_the_final_text(aligner, run):
+    req = request("beam", max_tokens=40, search={"beam_width": 2, "expansions": 3, "chunk_tokens": 8})
+
+    async def collect():
+        return [e async for e in aligner.stream(req)]
+
+    events = run(collect())
+    chunks = [e for e in events if e.kind == "chunk"]
+    done = events[-1]
+    assert done.kind == "done" and chunks
+    assert "".join(c.text for c in chunks) == done.response.text
+    assert all(c.scores is None or set(c.scores) == {"relevance", "verbosity"} for c in chunks)
+
+
+def test_rps_samples_neighbours_and_picks_by_the_original_direction(aligner, run):
+    response = run(aligner.generate(request("rps", search={"neighbors": 3, "n": 2, "spread": 20})))
+    assert response.usage.engine_requests == 1 and response.usage.reward_calls == 6
+    assert 1 <= len(response.candidates) <= 3  # the neighbour winners
+    assert response.combined_score == max(c.combined_score for c in response.candidates)
+
+
+@pytest.mark.parametrize("strategy", ["best_of_n", "rejection", "beam", "rps"])
+def test_candidate_token_budget_is_never_exceeded(aligner, run, strategy):
+    search = {"best_of_n": {"n": 4}, "rejection": {"threshold": 10}, "beam": {"chunk_tokens": 8}, "rps": {"neighbors": 2}}
+    response = run(aligner.generate(request(strategy, search=search[strategy], budget={"max_candidate_tokens": 40})))
+    assert response.usage.generated_tokens <= 40
+    assert response.usage.stopped_by == "max_candidate_tokens"
+
+
+@pytest.mark.parametrize("strategy", ["best_of_n", "rejection", "beam", "rps"])
+def test_reward_call_budget_is_never_exceeded(aligner, run, strategy):
+    search = {"best_of_n": {"n": 6}, "rejection": {"threshold": 10}, "beam": {"chunk_tokens": 8}, "rps": {"neighbors": 4}}
+    response = run(aligner.generate(request(strategy, search=search[strategy], budget={"max_reward_calls": 3})))
+    assert 1 <= response.usage.reward_calls <= 3
+    assert response.usage.stopped_by == "max_reward_calls"
+
+
+def test_deadline_stops_a_long_beam_cleanly(aligner, run, engine):
+    req = request("beam", max_tokens=400, search={"beam_width": 2, "expansions": 2, "chunk_tokens": 4},
+                  budget={"deadline_ms": 4000})
+    started = time.monotonic()
+    try:
+        response = run(aligner.generate(req))
+    except DeadlineExceeded:
+        response = None
+    assert time.monotonic() - started < 4 + 5  # the deadline plus scoring of the last step
+    if response is not None:
+        assert response.usage.stopped_by == "deadline_ms"
+    assert engine.unfinished_requests() == 0
+
+
+def test_same_request_and_seed_give_the_same_output(aligner, run):
+    for strategy, search in [("best_of_n", {"n": 3}), ("beam", {"chunk_tokens": 8, "expansions": 2})]:
+        req = request(strategy, search=search)
+        first, second = run(aligner.generate(req)), run(aligner.generate(req))
+        assert first.text == second.text and first.combined_score == second.combined_score
+
+
+def test_closing_a_beam_stream_aborts_its_engine_requests(aligner, run, engine):
+    req = request("beam", max_tokens=400, search={"beam_width": 3, "expansions": 3, "chunk_tokens": 8})
+
+    async def first_chunk_then_close():
+        stream = aligner.stream(req)
+        event = await anext(stream)
+        await stream.aclose()
+        return event
+
+    assert run(first_chunk_then_close()).kind == "chunk"
+    deadline = time.monotonic() + 10
+    while engine.unfinished_requests() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.unfinished_requests() == 0
+
+
+OPEN_PROMPTS = ["Tell me about the moon.", "How do plants grow?", "What is a computer?"]
+SHORT_ANSWER_PROMPTS = ["What is 2 + 2?", "Name a primary color.", "What is the capital of Italy?"]
+
+
+def mean_over_prompts(aligner, run, strategy, vector, measure, prompts=OPEN_PROMPTS):
+    values = []
+    for seed, prompt in enumerate(prompts):
+        search = {"sample": {}, "best_of_n": {"n": 6}, "beam": {"beam_width": 2, "expansions": 3, "chunk_tokens": 16}}
+        req = AlignRequest.parse(
+            {"prompt": prompt, "seed": seed, "temperature": 1.0, "max_tokens": 64, "preference_vector": vector,
+             "search": {"strategy": strategy, **search[strategy]}}
+        )
+        values.append(measure(run(aligner.generate(req))))
+    return statistics.mean(values)
+
+
+def test_direction_matters_for_verbosity(aligner, run):
+    tokens = lambda r: len(aligner.engine.tokenizer(r.text)["input_ids"])  # noqa: E731
+    shorter = {"verbosity": -1}
+    sample = mean_over_prompts(aligner, run, "sample", shorter, tokens, SHORT_ANSWER_PROMPTS)
+    assert mean_over_prompts(aligner, run, "best_of_n", shorter, tokens, SHORT_ANSWER_PROMPTS) < sample
+    assert mean_over_prompts(aligner, run, "beam", shorter, tokens, SHORT_ANSWER_PROMPTS) < sample
+
+
+def test_direction_matters_for_relevance(aligner, run):
+    relevance = lambda r: r.scores["relevance"]  # noqa: E731
+    sample = mean_over_prompts(aligner, run, "sample", {"relevance": 1}, relevance)
+    assert mean_over_prompts(aligner, run, "best_of_n", {"relevance": 1}, relevance) > sample
+    assert mean_over_prompts(aligner, run, "beam", {"relevance": 1}, relevance) > sample
