@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     scoring.add_argument("--device", help="cpu or cuda (default: cuda when available).")
     scoring.add_argument("--out", help="Output JSON (default: bench-results/scoring-DEVICE.json).")
 
+    search = benches.add_parser("search", help="Latency, throughput and reward per compute of every strategy.")
+    search.add_argument("--strategies", default="sample,best_of_n,rejection,beam,rps", help="Strategies to compare.")
+    search.add_argument("--max-tokens", type=int, default=64, help="max_tokens of every request (64).")
+    search.add_argument("--out", help="Output JSON (default: bench-results/search-cpu.json).")
+
     prep = commands.add_parser("prepare-model", help="Materialise the embedded model into the cache and print its path.")
     prep.add_argument("--model", default="embedded", help="'embedded' or a local HF model directory.")
     return parser
@@ -231,6 +236,8 @@ def int_list(text: str, field: str) -> list[int]:
 def run_bench(args: argparse.Namespace) -> int:
     from aligner.bench import scoring
 
+    if args.bench == "search":
+        return run_search_bench(args)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     for model in models:
         if model not in ("tiny", "small"):
@@ -251,7 +258,29 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_search_bench(args: argparse.Namespace) -> int:
+    from aligner.bench import search
+    from aligner.bench.scoring import write
+    from aligner.types import STRATEGIES
+
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    for strategy in strategies:
+        if strategy not in STRATEGIES:
+            raise InvalidRequest("--strategies", f"unknown strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
+    report = search.run(strategies=strategies, max_tokens=args.max_tokens, progress=status)
+    out = write(report, Path(args.out or "bench-results/search-cpu.json"))
+    status(f"wrote {out}")
+    for name, value in report["ratios"].items():
+        status(f"{name}: {value}")
+    return 0
+
+
 async def run_generate(args: argparse.Namespace) -> int:
+    request = request_from_args(args)
+    config = engine_config_from_args(args)
+    safety_config = read_text_arg(args.safety_config)
+
+    # Heavy imports only once the arguments are known to be valid.
     from transformers import AutoTokenizer
 
     from aligner.core import Aligner
@@ -259,10 +288,6 @@ async def run_generate(args: argparse.Namespace) -> int:
     from aligner.models import resolve_model
     from aligner.prompting import prepare_prompt
     from aligner.rewards import build_catalog
-
-    request = request_from_args(args)
-    config = engine_config_from_args(args)
-    safety_config = read_text_arg(args.safety_config)
     model_dir = resolve_model(config.model, progress=status)
     # Reject what cannot work before paying for engine start-up.
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -53,6 +53,12 @@ class EngineConfig(BaseModel):
         None, description="Disable vLLM CUDA graphs; None means True on CPU (no graphs there) and False on GPU."
     )
     enable_prefix_caching: bool = Field(True, description="Reuse KV blocks of shared prefixes (beam search needs it).")
+    block_size: int | None = Field(
+        None,
+        ge=1,
+        description="KV block size in tokens; prefix caching reuses whole blocks, so short beam chunks hit more "
+        "with small blocks. None: vLLM's default (128 on CPU, where multiples of 32 are fastest; 16 on GPU).",
+    )
     profile: ModelProfile = Field(default_factory=ModelProfile, description="What the policy model understands.")
 
 
@@ -185,6 +191,7 @@ class Engine:
             seed=config.seed,
             enforce_eager=cpu if config.enforce_eager is None else config.enforce_eager,
             enable_prefix_caching=config.enable_prefix_caching,
+            block_size=config.block_size,
             gpu_memory_utilization=config.gpu_memory_utilization,
             kv_cache_memory_bytes=None if config.kv_cache_gib is None else int(config.kv_cache_gib * GiB),
             disable_log_stats=False,

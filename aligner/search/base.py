@@ -208,6 +208,12 @@ def to_scored(candidate: Candidate, ctx: SearchContext, prefix: Sequence[int] = 
     return Scored(token_ids, ctx.decode(token_ids), candidate.finish_reason, finished)
 
 
+def best_first(items: Sequence[Scored]) -> list[Scored]:
+    """Already-scored items, feasible before infeasible, higher combined score first, earlier first on ties."""
+    order = sorted(range(len(items)), key=lambda i: (not items[i].feasible, -items[i].combined, i))
+    return [items[i] for i in order]
+
+
 async def score_and_rank(ctx: SearchContext, items: list[Scored]) -> list[Scored]:
     """Score `items` and return them best first (feasible before infeasible)."""
     if not items:

@@ -26,6 +26,7 @@ from aligner.search.base import (
     SearchContext,
     SearchResult,
     Strategy,
+    best_first,
     score_and_rank,
     to_scored,
 )
@@ -102,7 +103,7 @@ class Beam(Strategy):
             finished_kept = [b for b in pool if b.finished]
             ranked = await score_and_rank(ctx, children)
             # Finished beams keep their scores and compete with the new children for the kept slots.
-            pool = _best(finished_kept + ranked, width)
+            pool = best_first(finished_kept + ranked)[:width]
             if search.prune:
                 width = max(1, math.ceil(width * (1 - search.prune)))
             committer.commit(common_prefix([b.token_ids for b in pool]), pool[0].scores)
@@ -121,7 +122,3 @@ def _unique(items: list[Scored]) -> list[Scored]:
             out.append(item)
     return out
 
-
-def _best(items: list[Scored], width: int) -> list[Scored]:
-    order = sorted(range(len(items)), key=lambda i: (not items[i].feasible, -items[i].combined, i))
-    return [items[i] for i in order[:width]]

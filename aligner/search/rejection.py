@@ -10,14 +10,10 @@ from aligner.search.base import (
     SearchContext,
     SearchResult,
     Strategy,
+    best_first,
     score_and_rank,
     to_scored,
 )
-
-
-def best_first(items: list[Scored]) -> list[Scored]:
-    order = sorted(range(len(items)), key=lambda i: (not items[i].feasible, -items[i].combined, i))
-    return [items[i] for i in order]
 
 
 class Rejection(Strategy):

@@ -162,3 +162,11 @@ def test_direction_matters_for_relevance(aligner, run):
     sample = mean_over_prompts(aligner, run, "sample", {"relevance": 1}, relevance)
     assert mean_over_prompts(aligner, run, "best_of_n", {"relevance": 1}, relevance) > sample
     assert mean_over_prompts(aligner, run, "beam", {"relevance": 1}, relevance) > sample
+
+
+def test_beam_steps_reuse_the_cached_prompt_and_prefix(aligner, run, engine):
+    before_queries, before_hits = engine.scheduler.prefix_cache_queries, engine.scheduler.prefix_cache_hits
+    run(aligner.generate(request("beam", max_tokens=48, search={"beam_width": 2, "expansions": 2, "chunk_tokens": 8})))
+    queries = engine.scheduler.prefix_cache_queries - before_queries
+    hits = engine.scheduler.prefix_cache_hits - before_hits
+    assert queries > 0 and hits / queries > 0.3

@@ -77,3 +77,53 @@ def test_response_round_trips_through_json():
         usage=Usage(prompt_tokens=3, generated_tokens=2, wall_time_s=0.1),
     )
     assert AlignResponse.model_validate_json(response.model_dump_json()) == response
+
+
+RANKED = {"prompt": "hi", "preference_vector": {"relevance": 1}}
+
+
+@pytest.mark.parametrize(
+    ("search", "field", "words"),
+    [
+        ({"strategy": "beam", "beam_width": 17}, "search.beam_width", "configured maximum is 16"),
+        ({"strategy": "beam", "expansions": 99}, "search.expansions", "configured maximum is 16"),
+        ({"strategy": "best_of_n", "n": 65}, "search.n", "configured maximum is 64"),
+        ({"strategy": "beam", "chunk_tokens": 0}, "search.chunk_tokens", "greater than or equal to 1"),
+        ({"strategy": "beam", "chunk_tokens": 513}, "search.chunk_tokens", "configured maximum is 512"),
+        ({"strategy": "beam", "prune": 1.0}, "search.prune", "less than 1"),
+        ({"strategy": "beam", "prune": -0.1}, "search.prune", "greater than or equal to 0"),
+        ({"strategy": "rejection"}, "search.threshold", "needs a threshold"),
+        ({"strategy": "rps", "spread": 120}, "search.spread", "less than or equal to 90"),
+    ],
+)
+def test_search_parameters_outside_their_limits(search, field, words):
+    with pytest.raises(InvalidRequest) as err:
+        AlignRequest.parse({**RANKED, "search": search})
+    assert err.value.field == field and words in err.value.message
+
+
+def test_limits_are_configurable():
+    from aligner.types import SearchLimits
+
+    with pytest.raises(InvalidRequest, match="search.beam_width: is 3 but the configured maximum is 2"):
+        AlignRequest.parse({**RANKED, "search": {"strategy": "beam", "beam_width": 3}}, limits=SearchLimits(beam_width=2))
+
+
+@pytest.mark.parametrize("strategy", ["best_of_n", "rejection", "beam", "rps"])
+def test_ranked_strategies_need_a_direction(strategy):
+    with pytest.raises(InvalidRequest) as err:
+        AlignRequest.parse({"prompt": "hi", "search": {"strategy": strategy, "threshold": 0.5}})
+    assert err.value.field == "preference_vector"
+
+
+def test_threshold_without_a_vector_names_the_vector():
+    with pytest.raises(InvalidRequest) as err:
+        AlignRequest.parse({"prompt": "hi", "search": {"threshold": 0.5}})
+    assert err.value.field == "preference_vector" and "threshold" in err.value.message
+
+
+@pytest.mark.parametrize("budget", [{"max_candidate_tokens": 0}, {"max_reward_calls": -1}, {"deadline_ms": 0}])
+def test_budget_limits_must_be_positive(budget):
+    with pytest.raises(InvalidRequest) as err:
+        AlignRequest.parse({"prompt": "hi", "budget": budget})
+    assert err.value.field == f"budget.{next(iter(budget))}"
