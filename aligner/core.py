@@ -73,6 +73,7 @@ class Aligner:
         """Events as the search produces them; closing the iterator cancels the search and its engine requests."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         task = asyncio.ensure_future(self._search(request, safety_config, emit=queue.put_nowait))
+        streamed = ""
         try:
             while not (task.done() and queue.empty()):
                 getter = asyncio.ensure_future(queue.get())
@@ -81,8 +82,13 @@ class Aligner:
                     getter.cancel()
                     continue
                 event = getter.result()
+                streamed += event["text"]
                 yield StreamEvent(event["type"], text=event["text"], scores=event.get("scores"))
-            yield StreamEvent("done", response=task.result())
+            response = task.result()
+            # Strategies that only know their answer at the end send it here, whole.
+            if response.text.startswith(streamed) and len(response.text) > len(streamed):
+                yield StreamEvent("delta", text=response.text[len(streamed) :], scores=response.scores)
+            yield StreamEvent("done", response=response)
         finally:
             if not task.done():
                 task.cancel()

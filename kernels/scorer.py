@@ -3,7 +3,9 @@
 On CUDA every bucket's forward pass is captured once as a CUDA graph (static
 input buffers, warm-up on a side stream, largest bucket first so the smaller
 graphs share its memory pool) and replayed; batches above the largest bucket
-run eagerly. On CPU the same buckets run eagerly.
+run eagerly. On CPU the same buckets group the sequences, but each batch runs
+eagerly at its real size (padded only to its longest member), since eager
+execution gains nothing from fixed shapes and padding is pure extra compute.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -117,6 +119,11 @@ class BatchedScorer:
             self.stats.calls += 1
             self.stats.sequences += len(sequences)
             for batch in plan_batches(lengths, self.spec):
+                if not self.use_graphs:
+                    # Eager runs need no fixed shapes: keep the bucket's grouping, drop its padding.
+                    batch = replace(
+                        batch, batch_size=len(batch.indices), seq_len=max(lengths[i] for i in batch.indices)
+                    )
                 rows = self._run(sequences, batch)
                 out[list(batch.indices)] = rows[: len(batch.indices)]
                 self.stats.batches += 1

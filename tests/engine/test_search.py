@@ -170,3 +170,14 @@ def test_beam_steps_reuse_the_cached_prompt_and_prefix(aligner, run, engine):
     queries = engine.scheduler.prefix_cache_queries - before_queries
     hits = engine.scheduler.prefix_cache_hits - before_hits
     assert queries > 0 and hits / queries > 0.3
+
+
+def test_ranked_strategies_stream_their_final_text(aligner, run):
+    req = request("best_of_n", search={"n": 2})
+
+    async def collect():
+        return [e async for e in aligner.stream(req)]
+
+    events = run(collect())
+    assert [e.kind for e in events] == ["delta", "done"]
+    assert events[0].text == events[1].response.text and events[0].scores == events[1].response.scores
