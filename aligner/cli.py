@@ -12,12 +12,21 @@ import json
 import logging
 import os
 import sys
+import typing
 from pathlib import Path
 
+from pydantic import BaseModel
+
+from aligner.engine import EngineConfig
 from aligner.errors import AlignerError, InvalidRequest
+from aligner.types import AlignRequest, Budget, SearchSpec, parse_model
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
+SEARCH_FLAGS = ("n", "batch", "threshold", "max_rounds", "beam_width", "expansions", "chunk_tokens", "prune", "neighbors", "spread")
+BUDGET_FLAGS = ("max_candidate_tokens", "max_reward_calls", "deadline_ms")
+REQUEST_FLAGS = ("combination", "seed", "temperature", "top_p", "max_tokens")
+ENGINE_FLAGS = ("model", "dtype", "max_model_len", "kv_cache_gib", "block_size")
 
 
 def status(message: str) -> None:
@@ -68,28 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--strategy", default="sample", help="Search strategy: sample (default), best_of_n, rejection, beam or rps."
     )
-    gen.add_argument("--n", type=int, default=4, help="best_of_n: candidates; rps: candidates per direction (4).")
-    gen.add_argument("--batch", type=int, default=4, help="rejection: candidates per round (4).")
-    gen.add_argument("--threshold", type=float, help="rejection: combined score to reach.")
-    gen.add_argument("--max-rounds", type=int, default=8, help="rejection: most rounds (8).")
-    gen.add_argument("--beam-width", type=int, default=2, help="beam: partial responses kept per step (2).")
-    gen.add_argument("--expansions", type=int, default=4, help="beam: continuations per beam and step (4).")
-    gen.add_argument("--chunk-tokens", type=int, default=32, help="beam: tokens per chunk (32).")
-    gen.add_argument("--prune", type=float, default=0.0, help="beam: fraction of the width dropped per step (0).")
-    gen.add_argument("--neighbors", type=int, default=4, help="rps: neighbouring directions (4).")
-    gen.add_argument("--spread", type=float, default=15.0, help="rps: angle to the neighbours in degrees (15).")
-    gen.add_argument("--max-candidate-tokens", type=int, help="Budget: most tokens generated over all candidates.")
-    gen.add_argument("--max-reward-calls", type=int, help="Budget: most candidates scored.")
-    gen.add_argument("--deadline-ms", type=int, help="Budget: wall-time limit of the search in milliseconds.")
+    add_model_flags(gen, SearchSpec, SEARCH_FLAGS)
+    add_model_flags(gen, Budget, BUDGET_FLAGS)
     gen.add_argument("--return-candidates", action="store_true", help="Include every final candidate (with --json).")
-    gen.add_argument("--combination", default="linear", help="How objectives combine: linear (default) or and.")
     gen.add_argument(
         "--constraint", action="append", default=[], help="Hard constraint NAME=MIN on a raw score; repeatable."
     )
-    gen.add_argument("--seed", type=int, help="Seed for reproducible sampling.")
-    gen.add_argument("--temperature", type=float, default=0.7, help="Sampling temperature; 0 is greedy (0.7).")
-    gen.add_argument("--top-p", type=float, default=1.0, help="Nucleus sampling mass (1.0).")
-    gen.add_argument("--max-tokens", type=int, default=256, help="Most tokens to generate (256).")
+    add_model_flags(gen, AlignRequest, REQUEST_FLAGS)
     gen.add_argument("--stop", action="append", default=[], help="A stop string; repeatable.")
     gen.add_argument("--stream", action="store_true", help="Print the response as it is generated.")
     gen.add_argument("--json", action="store_true", help="Print the full AlignResponse as JSON.")
@@ -121,21 +115,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_model_flags(parser, model: type[BaseModel], names: tuple[str, ...]) -> None:
+    """One --flag per pydantic field, with the field's own description and default: one source of truth."""
+    for name in names:
+        field = model.model_fields[name]
+        kinds = [k for k in typing.get_args(field.annotation) if k is not type(None)] or [field.annotation]
+        kind = kinds[0] if kinds[0] in (int, float) else str
+        default = "" if field.default is None else f" (default: {field.default})"
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"{field.description}{default}")
+
+
+def given(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
+    """The flags the user set; the rest take the model's defaults."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
 def _engine_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("engine")
-    group.add_argument("--model", default="embedded", help="'embedded' (default) or a local HF model directory.")
-    group.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16.")
-    group.add_argument("--max-model-len", type=int, default=2048, help="Context window in tokens (2048).")
-    group.add_argument("--kv-cache-gib", type=float, default=1.0, help="KV-cache size in GiB (1.0).")
+    add_model_flags(group, EngineConfig, ENGINE_FLAGS)
     group.add_argument(
         "--reward-model", action="append", default=[], help="An HF reward model directory to serve; repeatable."
     )
     group.add_argument("--no-judge", action="store_true", help="Do not serve the `helpfulness` judge objective.")
 
 
-def request_from_args(args: argparse.Namespace):
-    from aligner.types import AlignRequest
-
+def request_from_args(args: argparse.Namespace) -> AlignRequest:
     messages = []
     if args.system:
         messages.append({"role": "system", "content": args.system})
@@ -143,33 +147,13 @@ def request_from_args(args: argparse.Namespace):
     data = {
         "messages": messages,
         "preferences": args.preferences,
-        "search": {
-            "strategy": args.strategy,
-            "n": args.n,
-            "batch": args.batch,
-            "threshold": args.threshold,
-            "max_rounds": args.max_rounds,
-            "beam_width": args.beam_width,
-            "expansions": args.expansions,
-            "chunk_tokens": args.chunk_tokens,
-            "prune": args.prune,
-            "neighbors": args.neighbors,
-            "spread": args.spread,
-        },
-        "budget": {
-            "max_candidate_tokens": args.max_candidate_tokens,
-            "max_reward_calls": args.max_reward_calls,
-            "deadline_ms": args.deadline_ms,
-        },
+        "search": {"strategy": args.strategy, **given(args, SEARCH_FLAGS)},
+        "budget": given(args, BUDGET_FLAGS),
         "return_candidates": args.return_candidates,
-        "combination": args.combination,
-        "max_tokens": args.max_tokens,
-        "temperature": args.temperature,
-        "top_p": args.top_p,
-        "seed": args.seed,
         "stop": args.stop,
         "stream": args.stream,
         "return_prompt": args.return_prompt,
+        **given(args, REQUEST_FLAGS),
     }
     if args.vector is not None:
         data["preference_vector"] = parse_vector(args.vector)
@@ -184,14 +168,8 @@ def rewards_config_from_args(args: argparse.Namespace):
     return RewardsConfig(judge=not getattr(args, "no_judge", False), models=[{"path": p} for p in args.reward_model])
 
 
-def engine_config_from_args(args: argparse.Namespace):
-    from aligner.engine import EngineConfig
-    from aligner.types import parse_model
-
-    return parse_model(
-        EngineConfig,
-        {"model": args.model, "dtype": args.dtype, "max_model_len": args.max_model_len, "kv_cache_gib": args.kv_cache_gib},
-    )
+def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
+    return parse_model(EngineConfig, given(args, ENGINE_FLAGS))
 
 
 def format_scores(response) -> str:
