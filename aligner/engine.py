@@ -209,7 +209,7 @@ class Engine:
     def max_model_len(self) -> int:
         return self.config.max_model_len
 
-    def _sampling_params(self, spec: SamplingSpec, n: int, streaming: bool) -> Any:
+    def _sampling_params(self, spec: SamplingSpec, n: int, *, streaming: bool = False, logprobs: int = 0) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -220,7 +220,7 @@ class Engine:
             top_p=spec.top_p,
             seed=spec.seed,
             stop=list(spec.stop) or None,
-            logprobs=0,
+            logprobs=logprobs,
             output_kind=RequestOutputKind.DELTA if streaming else RequestOutputKind.FINAL_ONLY,
         )
 
@@ -246,14 +246,8 @@ class Engine:
         self, prompt_ids: Sequence[int], spec: SamplingSpec, *, n: int = 1, prefix_ids: Sequence[int] = ()
     ) -> list[Candidate]:
         """`n` continuations of prompt + prefix; seeds make them reproducible (candidate i uses seed + i)."""
-        from vllm.inputs import TokensPrompt
-
         ids = self._check(prompt_ids, prefix_ids, spec, n)
-        final = None
-        async for output in self._run(TokensPrompt(prompt_token_ids=ids), self._sampling_params(spec, n, False)):
-            final = output
-        if final is None:
-            raise EngineUnavailable("the engine returned no output")
+        final = await self._final(ids, self._sampling_params(spec, n))
         return [
             Candidate(
                 index=o.index,
@@ -267,18 +261,10 @@ class Engine:
 
     async def next_token_logprobs(self, prompt_ids: Sequence[int], top_k: int = 20) -> dict[int, float]:
         """Log-probabilities of the `top_k` most likely next tokens after `prompt_ids` (one prefill)."""
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
-
-        self._check(prompt_ids, (), SamplingSpec(max_tokens=1), 1)
-        params = SamplingParams(
-            max_tokens=1, temperature=0.0, logprobs=top_k, output_kind=RequestOutputKind.FINAL_ONLY
-        )
-        final = None
-        async for output in self._run(TokensPrompt(prompt_token_ids=list(prompt_ids)), params):
-            final = output
-        if final is None or not final.outputs[0].logprobs:
+        spec = SamplingSpec(max_tokens=1, temperature=0.0)
+        ids = self._check(prompt_ids, (), spec, 1)
+        final = await self._final(ids, self._sampling_params(spec, 1, logprobs=top_k))
+        if not final.outputs[0].logprobs:
             raise EngineUnavailable("the engine returned no logprobs")
         return {token: lp.logprob for token, lp in final.outputs[0].logprobs[0].items()}
 
@@ -286,19 +272,26 @@ class Engine:
         self, prompt_ids: Sequence[int], spec: SamplingSpec, *, prefix_ids: Sequence[int] = ()
     ) -> AsyncIterator[Delta]:
         """One continuation, delivered as it is decoded."""
-        from vllm.inputs import TokensPrompt
-
         ids = self._check(prompt_ids, prefix_ids, spec, 1)
-        async for output in self._run(TokensPrompt(prompt_token_ids=ids), self._sampling_params(spec, 1, True)):
+        async for output in self._run(ids, self._sampling_params(spec, 1, streaming=True)):
             for o in output.outputs:
                 yield Delta(text=o.text, token_ids=tuple(o.token_ids), finish_reason=o.finish_reason)
 
-    async def _run(self, prompt: Any, params: Any) -> AsyncIterator[Any]:
+    async def _final(self, ids: list[int], params: Any) -> Any:
+        final = None
+        async for output in self._run(ids, params):
+            final = output
+        if final is None:
+            raise EngineUnavailable("the engine returned no output")
+        return final
+
+    async def _run(self, ids: list[int], params: Any) -> AsyncIterator[Any]:
+        from vllm.inputs import TokensPrompt
         from vllm.v1.engine.exceptions import EngineDeadError
 
         request_id = uuid.uuid4().hex
         try:
-            async for output in self._llm.generate(prompt, params, request_id):
+            async for output in self._llm.generate(TokensPrompt(prompt_token_ids=ids), params, request_id):
                 yield output
         except EngineDeadError as exc:
             raise EngineUnavailable(f"the engine died: {exc}") from exc

@@ -101,3 +101,19 @@ def test_single_head_model_takes_the_configured_name(tmp_path, tokenizer):
 def test_directory_without_config_is_rejected(tmp_path):
     with pytest.raises(ModelUnavailable, match="no config.json"):
         HFRewardModel(HFRewardModelConfig(path=str(tmp_path)))
+
+
+def test_catalog_merges_builtins_and_hf_heads_and_rejects_a_second_copy(tiny_reward_model_dir, tokenizer):
+    import asyncio
+
+    from aligner.errors import ConfigError
+    from aligner.rewards import RewardsConfig, build_catalog
+
+    config = RewardsConfig(judge=False, models=[{"path": str(tiny_reward_model_dir), "device": "cpu"}])
+    catalog = build_catalog(config, tokenizer=tokenizer)
+    assert {"verbosity", "relevance", "helpsteer-helpfulness", "beavertails-is_safe"} <= set(catalog.names)
+    scores = asyncio.run(catalog.score(CONVERSATION, RESPONSES[:2], ["beavertails-is_safe", "verbosity"]))
+    assert scores.shape == (2, 2)
+    twice = RewardsConfig(judge=False, builtin=False, models=[config.models[0], config.models[0]])
+    with pytest.raises(ConfigError, match="'helpsteer-helpfulness' is declared by two reward models"):
+        build_catalog(twice, tokenizer=tokenizer)
