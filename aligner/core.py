@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aligner.engine import Engine
-from aligner.prompting import PreparedPrompt, prepare_prompt
+from aligner.prompting import ModelProfile, PreparedPrompt, prepare_prompt
 from aligner.rewards import ObjectiveCatalog
 from aligner.search import STRATEGIES, Meter, SearchContext, SearchResult
 from aligner.types import AlignRequest, AlignResponse, CandidateInfo, Usage
@@ -42,9 +42,10 @@ class StreamEvent:
 class Aligner:
     """Serves AlignRequests on one engine and one objective catalog."""
 
-    def __init__(self, engine: Engine, catalog: ObjectiveCatalog | None = None):
+    def __init__(self, engine: Engine, catalog: ObjectiveCatalog | None = None, profile: ModelProfile | None = None):
         self.engine = engine
         self.catalog = catalog or ObjectiveCatalog([])
+        self.profile = profile or engine.config.profile
 
     @staticmethod
     def check_objectives_of(request: AlignRequest, catalog: ObjectiveCatalog) -> None:
@@ -61,7 +62,7 @@ class Aligner:
         return prepare_prompt(
             request,
             tokenizer=self.engine.tokenizer,
-            profile=self.engine.config.profile,
+            profile=self.profile,
             max_model_len=self.engine.max_model_len,
             safety_config=safety_config,
         )
@@ -106,7 +107,7 @@ class Aligner:
             max_reward_calls=budget.max_reward_calls,
             deadline_ms=budget.deadline_ms,
         )
-        reads_directions = self.engine.config.profile.reads_directions
+        reads_directions = self.profile.reads_directions
         ctx = SearchContext(
             engine=self.engine,
             catalog=self.catalog,

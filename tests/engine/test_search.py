@@ -181,3 +181,15 @@ def test_ranked_strategies_stream_their_final_text(aligner, run):
     events = run(collect())
     assert [e.kind for e in events] == ["delta", "done"]
     assert events[0].text == events[1].response.text and events[0].scores == events[1].response.scores
+
+
+def test_rps_renders_each_neighbour_for_models_that_read_directions(engine, catalog, run):
+    from aligner.core import Aligner
+    from aligner.prompting import ModelProfile
+
+    dpa = Aligner(engine, catalog, profile=ModelProfile(reads_directions=True))
+    req = request("rps", return_prompt=True, search={"neighbors": 3, "n": 1, "spread": 30})
+    response = run(dpa.generate(req))
+    assert response.usage.engine_requests == 3 and response.usage.reward_calls == 3
+    assert "maximize weighted rating = relevance*89 + verbosity*-45" in response.prompt[0].content
+    assert response.combined_score == max(c.combined_score for c in response.candidates)
