@@ -308,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     # stdout carries only results (text or JSON); vLLM logs to stdout by default.
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     if not args.verbose:
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        # vLLM's start-up warnings (no Triton on CPU, eager mode) are noise for a CLI user.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     try:

@@ -193,3 +193,11 @@ def test_rps_renders_each_neighbour_for_models_that_read_directions(engine, cata
     assert response.usage.engine_requests == 3 and response.usage.reward_calls == 3
     assert "maximize weighted rating = relevance*89 + verbosity*-45" in response.prompt[0].content
     assert response.combined_score == max(c.combined_score for c in response.candidates)
+
+
+def test_beam_prune_narrows_the_beam_each_step(aligner, run):
+    req = request("beam", max_tokens=48, search={"beam_width": 4, "expansions": 2, "chunk_tokens": 8, "prune": 0.5})
+    response = run(aligner.generate(req))
+    assert response.usage.rounds >= 3  # widths 4 -> 2 -> 1
+    assert len(response.candidates) == 1
+    assert response.usage.reward_calls <= 2 + 4 * 2 + 2 * 2 + (response.usage.rounds - 3) * 2
