@@ -103,8 +103,3 @@ def pad_batch(
             mask.append([1] * len(row) + [0] * padding)
     return ids, mask
 
-
-def padding_waste(lengths: Sequence[int], batches: Sequence[Batch]) -> float:
-    """Fraction of the computed token slots that are padding."""
-    slots = sum(b.batch_size * b.seq_len for b in batches)
-    return 0.0 if slots == 0 else 1.0 - sum(lengths) / slots

@@ -225,7 +225,6 @@ async def score_and_rank(ctx: SearchContext, items: list[Scored]) -> list[Scored
 
 class Strategy(ABC):
     name: str
-    needs_scores: bool = True
 
     @abstractmethod
     async def run(self, ctx: SearchContext) -> SearchResult: ...

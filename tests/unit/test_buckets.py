@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from kernels.buckets import Batch, BucketSpec, pad_batch, padding_waste, plan_batches
+from kernels.buckets import Batch, BucketSpec, pad_batch, plan_batches
 
 SPEC = BucketSpec(batch_sizes=(1, 2, 4, 8), seq_lens=(8, 16, 32))
 
@@ -55,11 +55,6 @@ def test_right_padding():
 def test_left_padding():
     ids, mask = pad_batch([[5, 6, 7]], Batch((0,), 1, 8), pad_id=9, left=True)
     assert ids == [[9, 9, 9, 9, 9, 5, 6, 7]] and mask == [[0, 0, 0, 0, 0, 1, 1, 1]]
-
-
-def test_padding_waste():
-    lengths = [8, 4]
-    assert padding_waste(lengths, plan_batches(lengths, SPEC)) == pytest.approx(1 - 12 / 16)
 
 
 def test_capture_order_is_largest_first():
