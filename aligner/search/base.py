@@ -82,12 +82,21 @@ class Meter:
         if self.max_candidate_tokens is not None and count:
             tokens_left = self.max_candidate_tokens - self.generated_tokens
             if tokens_left < count * tokens_each:
-                self.stop("max_candidate_tokens")
                 if tokens_left >= tokens_each:
+                    self.stop("max_candidate_tokens")  # candidates are dropped: the budget binds now
                     count = tokens_left // tokens_each
+                elif tokens_left > 0:
+                    # One shorter candidate; it binds only if it uses it all (see `generated`).
+                    count, tokens_each = 1, tokens_left
                 else:
-                    count, tokens_each = (1, tokens_left) if tokens_left > 0 else (0, 0)
+                    self.stop("max_candidate_tokens")
+                    count = 0
         return (count, tokens_each) if count else (0, 0)
+
+    def generated(self, tokens: int) -> None:
+        self.generated_tokens += tokens
+        if self.max_candidate_tokens is not None and self.generated_tokens >= self.max_candidate_tokens:
+            self.stop("max_candidate_tokens")
 
     @contextmanager
     def stage(self, name: str):
@@ -174,7 +183,7 @@ class SearchContext:
             except TimeoutError:
                 self.meter.stop("deadline_ms")
                 return []
-        self.meter.generated_tokens += sum(len(c.token_ids) for c in candidates)
+        self.meter.generated(sum(len(c.token_ids) for c in candidates))
         return candidates
 
     def decode(self, token_ids: Sequence[int]) -> str:

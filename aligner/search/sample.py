@@ -45,5 +45,5 @@ class Sample(Strategy):
             ctx.meter.stop("deadline_ms")
             finish_reason = "length"
         finally:
-            ctx.meter.generated_tokens += len(ids)
+            ctx.meter.generated(len(ids))
         return Scored(tuple(ids), "".join(pieces), finish_reason, True)

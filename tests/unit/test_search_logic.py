@@ -20,9 +20,13 @@ def test_unlimited_meter_affords_everything():
 def test_token_budget_prefers_fewer_full_candidates_then_one_shorter():
     m = meter(max_candidate_tokens=100)
     assert m.affordable(4, 32, scored=False) == (3, 32) and m.stopped_by == "max_candidate_tokens"
-    m.generated_tokens = 90
-    assert m.affordable(4, 32, scored=False) == (1, 10)
-    m.generated_tokens = 100
+    m = meter(max_candidate_tokens=100)
+    m.generated(90)
+    assert m.affordable(4, 32, scored=False) == (1, 10) and m.stopped_by is None
+    m.generated(4)  # the shortened candidate stopped on its own: the budget did not bind
+    assert m.stopped_by is None
+    m.generated(6)
+    assert m.stopped_by == "max_candidate_tokens"
     assert m.affordable(4, 32, scored=False) == (0, 0)
 
 
