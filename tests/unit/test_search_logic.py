@@ -71,3 +71,12 @@ def test_neighbours_are_unit_vectors_at_the_requested_angle(spread):
 
 def test_a_single_objective_has_no_neighbours():
     assert neighbour_directions({"a": 1.0}, 4, 15, seed=0) == []
+
+
+def test_every_strategy_name_in_the_contract_has_exactly_one_implementation():
+    """types.STRATEGIES (the validated contract) and the search registry must not drift apart."""
+    from aligner import types
+    from aligner.search import STRATEGIES
+
+    assert list(STRATEGIES) == list(types.STRATEGIES)
+    assert set(types.RANKED_STRATEGIES) == set(types.STRATEGIES) - {"sample"}
