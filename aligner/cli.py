@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import typing
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -63,12 +64,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+Extension = Callable[[argparse._SubParsersAction, argparse._SubParsersAction], None]
+
+
+def build_parser(extend: Extension | None = None) -> argparse.ArgumentParser:
+    """Every subcommand sets `handler(args) -> exit status`; `extend(commands, benches)` adds more
+    (the server package adds `serve` and `bench serve` this way, so this module never imports it)."""
     parser = _Parser(prog="aligner", description="Decoding-time alignment on a vLLM engine.")
     parser.add_argument("-v", "--verbose", action="store_true", help="Show vLLM's own logs.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     gen = commands.add_parser("generate", help="Generate one aligned response in-process.")
+    gen.set_defaults(handler=lambda args: asyncio.run(run_generate(args)))
     gen.add_argument("question", help="The user's message.")
     gen.add_argument("--system", help="A system message from the user (comes after the safety config).")
     gen.add_argument("--prefer", dest="preferences", help='Free-text preferences, e.g. "concise, formal".')
@@ -91,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_args(gen)
 
     objectives = commands.add_parser("objectives", help="List the reward objectives a preference vector can name.")
+    objectives.set_defaults(handler=run_objectives)
     objectives.add_argument("--json", action="store_true", help="Print them as JSON.")
     objectives.add_argument("--reward-model", action="append", default=[], help="Also load this HF reward model directory.")
     objectives.add_argument("--model", default="embedded", help="Policy model (its tokenizer measures verbosity).")
@@ -98,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="Benchmarks that write JSON with side-by-side ratios.")
     benches = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
     scoring = benches.add_parser("scoring", help="Reward scoring: one-at-a-time vs bucketed (vs CUDA graphs on GPU).")
+    scoring.set_defaults(handler=run_bench)
     scoring.add_argument("--models", default="tiny,small", help="tiny (2-layer random) and/or small (SmolLM2-135M backbone).")
     scoring.add_argument("--candidates", default="1,4,16,64", help="Candidate counts (1,4,16,64).")
     scoring.add_argument("--lengths", default="64,128,256,512", help="Nominal token lengths (64,128,256,512).")
@@ -106,12 +115,21 @@ def build_parser() -> argparse.ArgumentParser:
     scoring.add_argument("--out", help="Output JSON (default: bench-results/scoring-DEVICE.json).")
 
     search = benches.add_parser("search", help="Latency, throughput and reward per compute of every strategy.")
+    search.set_defaults(handler=run_search_bench)
     search.add_argument("--strategies", default="sample,best_of_n,rejection,beam,rps", help="Strategies to compare.")
     search.add_argument("--max-tokens", type=int, default=64, help="max_tokens of every request (64).")
     search.add_argument("--out", help="Output JSON (default: bench-results/search-cpu.json).")
 
     prep = commands.add_parser("prepare-model", help="Materialise the embedded model into the cache and print its path.")
     prep.add_argument("--model", default="embedded", help="'embedded' or a local HF model directory.")
+    prep.set_defaults(handler=run_prepare_model)
+
+    from aligner import keys_cli, safety_cli
+
+    keys_cli.add_parser(commands, _Parser)
+    safety_cli.add_parser(commands, _Parser)
+    if extend is not None:
+        extend(commands, benches)
     return parser
 
 
@@ -211,11 +229,16 @@ def int_list(text: str, field: str) -> list[int]:
     return values
 
 
+def run_prepare_model(args: argparse.Namespace) -> int:
+    from aligner.models import resolve_model
+
+    print(resolve_model(args.model, progress=status))
+    return 0
+
+
 def run_bench(args: argparse.Namespace) -> int:
     from aligner.bench import scoring
 
-    if args.bench == "search":
-        return run_search_bench(args)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     for model in models:
         if model not in ("tiny", "small"):
@@ -303,8 +326,8 @@ async def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, extend: Extension | None = None) -> int:
+    args = build_parser(extend).parse_args(argv)
     # stdout carries only results (text or JSON); vLLM logs to stdout by default.
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     if not args.verbose:
@@ -313,16 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     try:
-        if args.command == "bench":
-            return run_bench(args)
-        if args.command == "objectives":
-            return run_objectives(args)
-        if args.command == "prepare-model":
-            from aligner.models import resolve_model
-
-            print(resolve_model(args.model, progress=status))
-            return 0
-        return asyncio.run(run_generate(args))
+        return args.handler(args)
     except InvalidRequest as exc:
         print(f"aligner: error: {exc.message}", file=sys.stderr)
         return EXIT_BAD_INPUT

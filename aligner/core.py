@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from aligner.engine import Engine
+from aligner.engine import ENGINE_USAGE, Engine, EngineUsage
 from aligner.prompting import ModelProfile, PreparedPrompt, prepare_prompt
 from aligner.rewards import ObjectiveCatalog
 from aligner.search import STRATEGIES, Meter, SearchContext, SearchResult
@@ -70,8 +70,15 @@ class Aligner:
     async def generate(self, request: AlignRequest, *, safety_config: str | None = None) -> AlignResponse:
         return await self._search(request, safety_config, emit=None)
 
-    async def stream(self, request: AlignRequest, *, safety_config: str | None = None) -> AsyncIterator[StreamEvent]:
-        """Events as the search produces them; closing the iterator cancels the search and its engine requests."""
+    async def stream(
+        self, request: AlignRequest, *, safety_config: str | None = None, announce_start: bool = False
+    ) -> AsyncIterator[StreamEvent]:
+        """Events as the search produces them; closing the iterator cancels the search and its engine requests.
+
+        With `announce_start`, a `start` event comes first, once the request is validated against the
+        catalog and its prompt is composed and fits: a server can then answer errors with a status
+        before it commits to a stream.
+        """
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         task = asyncio.ensure_future(self._search(request, safety_config, emit=queue.put_nowait))
         streamed = ""
@@ -83,6 +90,10 @@ class Aligner:
                     getter.cancel()
                     continue
                 event = getter.result()
+                if event["type"] == "start":
+                    if announce_start:
+                        yield StreamEvent("start")
+                    continue
                 streamed += event["text"]
                 yield StreamEvent(event["type"], text=event["text"], scores=event.get("scores"))
             response = task.result()
@@ -98,8 +109,22 @@ class Aligner:
 
     async def _search(self, request: AlignRequest, safety_config: str | None, emit) -> AlignResponse:
         started = time.monotonic()
+        # Every engine request this search causes (the judge's included) is counted here.
+        engine_usage = EngineUsage()
+        token = ENGINE_USAGE.set(engine_usage)
+        try:
+            return await self._run_search(request, safety_config, emit, started, engine_usage)
+        finally:
+            ENGINE_USAGE.reset(token)
+
+    async def _run_search(
+        self, request: AlignRequest, safety_config: str | None, emit, started: float, engine_usage: EngineUsage
+    ) -> AlignResponse:
         self.check_objectives_of(request, self.catalog)
-        prepared = self.prepare(request, safety_config=safety_config)
+        # Rendering and tokenising a long conversation is CPU work: keep it off the event loop.
+        prepared = await asyncio.to_thread(self.prepare, request, safety_config=safety_config)
+        if emit is not None:
+            emit({"type": "start", "text": ""})
         budget = request.budget
         meter = Meter(
             started=started,
@@ -122,10 +147,16 @@ class Aligner:
             ),
         )
         result = await STRATEGIES[request.search.strategy].run(ctx)
-        return self._response(request, prepared, result, meter, started)
+        return self._response(request, prepared, result, meter, engine_usage, started)
 
     def _response(
-        self, request: AlignRequest, prepared: PreparedPrompt, result: SearchResult, meter: Meter, started: float
+        self,
+        request: AlignRequest,
+        prepared: PreparedPrompt,
+        result: SearchResult,
+        meter: Meter,
+        engine_usage: EngineUsage,
+        started: float,
     ) -> AlignResponse:
         chosen = result.chosen
         return AlignResponse(
@@ -135,9 +166,13 @@ class Aligner:
             finish_reason=chosen.finish_reason if chosen.finish_reason in ("stop", "length", "abort") else "length",
             usage=Usage(
                 prompt_tokens=len(prepared.token_ids),
-                generated_tokens=meter.generated_tokens,
+                completion_tokens=len(chosen.token_ids),
+                candidate_tokens=meter.candidate_tokens,
+                generated_tokens=engine_usage.generated_tokens,
+                prefill_tokens=engine_usage.prefill_tokens,
+                candidates=len(result.candidates),
                 wall_time_s=round(time.monotonic() - started, 6),
-                engine_requests=meter.engine_requests,
+                engine_requests=engine_usage.requests,
                 reward_calls=meter.reward_calls,
                 rounds=meter.rounds,
                 stopped_by=meter.stopped_by,

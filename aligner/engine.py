@@ -9,10 +9,12 @@ text. Cancelling the awaiting task aborts the request inside vLLM.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -91,6 +93,20 @@ class Delta:
     text: str
     token_ids: tuple[int, ...]
     finish_reason: str | None
+
+
+@dataclass
+class EngineUsage:
+    """Every engine request made while it is the current one, whoever made it (search, judge, ...)."""
+
+    requests: int = 0
+    prefill_tokens: int = 0
+    generated_tokens: int = 0
+
+
+# The usage of the request being served; asyncio tasks inherit it, so work spread over
+# tasks (beam's siblings, the judge's prompts) is counted into the same object.
+ENGINE_USAGE: ContextVar[EngineUsage | None] = ContextVar("aligner_engine_usage", default=None)
 
 
 @dataclass
@@ -273,14 +289,17 @@ class Engine:
     ) -> AsyncIterator[Delta]:
         """One continuation, delivered as it is decoded."""
         ids = self._check(prompt_ids, prefix_ids, spec, 1)
-        async for output in self._run(ids, self._sampling_params(spec, 1, streaming=True)):
-            for o in output.outputs:
-                yield Delta(text=o.text, token_ids=tuple(o.token_ids), finish_reason=o.finish_reason)
+        # aclosing: closing this stream closes `_run` now (aborting the request), not when it is collected.
+        async with contextlib.aclosing(self._run(ids, self._sampling_params(spec, 1, streaming=True))) as outputs:
+            async for output in outputs:
+                for o in output.outputs:
+                    yield Delta(text=o.text, token_ids=tuple(o.token_ids), finish_reason=o.finish_reason)
 
     async def _final(self, ids: list[int], params: Any) -> Any:
         final = None
-        async for output in self._run(ids, params):
-            final = output
+        async with contextlib.aclosing(self._run(ids, params)) as outputs:
+            async for output in outputs:
+                final = output
         if final is None:
             raise EngineUnavailable("the engine returned no output")
         return final
@@ -290,8 +309,15 @@ class Engine:
         from vllm.v1.engine.exceptions import EngineDeadError
 
         request_id = uuid.uuid4().hex
+        usage = ENGINE_USAGE.get()
+        if usage is not None:
+            usage.requests += 1
+            usage.prefill_tokens += len(ids)
         try:
             async for output in self._llm.generate(TokensPrompt(prompt_token_ids=ids), params, request_id):
+                if usage is not None:
+                    # DELTA outputs carry new tokens only and FINAL_ONLY comes once, so the sum is exact.
+                    usage.generated_tokens += sum(len(o.token_ids) for o in output.outputs)
                 yield output
         except EngineDeadError as exc:
             raise EngineUnavailable(f"the engine died: {exc}") from exc

@@ -67,3 +67,43 @@ class ConfigError(AlignerError):
     """The server or model configuration is inconsistent (found at start, not per request)."""
 
     code = "invalid_config"
+
+
+class Unauthenticated(AlignerError):
+    """No API key, an unknown key, or a revoked key."""
+
+    code = "unauthenticated"
+
+
+class PermissionDenied(AlignerError):
+    """The key is valid but may not do this (not an admin, or another tenant's resource)."""
+
+    code = "permission_denied"
+
+
+class NotFound(AlignerError):
+    """The named resource (key, tenant, model) does not exist."""
+
+    code = "not_found"
+
+
+class Conflict(AlignerError):
+    """The resource changed since the caller read it (or already exists)."""
+
+    code = "conflict"
+
+
+class VersionConflict(Conflict):
+    """A write named an `expected_version` that is no longer the current one (someone changed it first)."""
+
+    code = "version_conflict"
+
+
+class Overloaded(AlignerError):
+    """The server's queue is full; retry after `retry_after_s` seconds."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -15,6 +15,7 @@ in the same system message, under a heading that subordinates it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -63,26 +64,40 @@ def compose_messages(
     preferences: str | None = None,
     direction: Mapping[str, float] | None = None,
 ) -> list[ChatMessage]:
-    """The conversation sent to the model, with every steering text in its place."""
-    sections: list[str] = []
+    """The conversation sent to the model, with every steering text in its place.
+
+    With a safety config, everything the request contributes (preferences, the direction, the
+    user's system text) follows under a heading that subordinates it, so no user text sits
+    directly after the operator's section or can pass for it.
+    """
     safety = (safety_config or "").strip()
-    if safety:
-        sections.append(f"{SAFETY_HEADING}\n{safety}")
+    steering: list[str] = []
     if preferences and preferences.strip():
-        sections.append(f"{PREFERENCES_HEADING} {preferences.strip()}")
+        steering.append(f"{PREFERENCES_HEADING} {preferences.strip()}")
     if direction and profile.reads_directions:
-        sections.append(render_dpa(direction))
+        steering.append(render_dpa(direction))
     user_system = "\n\n".join(m.content.strip() for m in conversation if m.role == "system" and m.content.strip())
     if user_system:
-        sections.append(f"{USER_SYSTEM_HEADING}\n{user_system}" if safety else user_system)
+        steering.append(user_system)
+    sections: list[str] = []
+    if safety:
+        sections.append(f"{SAFETY_HEADING}\n{safety}")
+        if steering:
+            sections.append(f"{USER_SYSTEM_HEADING}\n" + "\n\n".join(steering))
+    else:
+        sections += steering
     turns = [m for m in conversation if m.role != "system"]
     if not sections:
         return turns
     system_text = "\n\n".join(sections)
     if profile.system_role:
         return [ChatMessage(role="system", content=system_text), *turns]
+    # No system role: instructions go in a user turn, the one the model reads them from; a
+    # conversation that opens with the assistant gets a user turn of its own before it.
     first = turns[0]
-    return [ChatMessage(role=first.role, content=f"{system_text}\n\n{first.content}"), *turns[1:]]
+    if first.role != "user":
+        return [ChatMessage(role="user", content=system_text), *turns]
+    return [ChatMessage(role="user", content=f"{system_text}\n\n{first.content}"), *turns[1:]]
 
 
 def prompt_token_ids(tokenizer: Any, messages: Sequence[ChatMessage]) -> list[int]:
@@ -91,6 +106,43 @@ def prompt_token_ids(tokenizer: Any, messages: Sequence[ChatMessage]) -> list[in
         [m.model_dump() for m in messages], tokenize=False, add_generation_prompt=True
     )
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+@functools.lru_cache(maxsize=16)
+def control_tokens(tokenizer: Any) -> tuple[str, ...]:
+    """The tokenizer's special tokens as text (`<|im_start|>`, ...): what user text must not contain."""
+    special = set(tokenizer.all_special_tokens)
+    special.update(t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special)
+    return tuple(sorted(s for s in special if s))
+
+
+def neutralize_control_tokens(text: str, tokenizer: Any) -> str:
+    """`text` with every spelled-out control token broken by a zero-width space, so tokenizing it
+    yields only ordinary tokens. For text the server renders but cannot refuse: model output
+    (and the conversation around it) in the judge's and reward models' prompts."""
+    for token in control_tokens(tokenizer):
+        if token in text:
+            text = text.replace(token, f"{token[:1]}\u200b{token[1:]}")
+    return text
+
+
+def check_no_control_tokens(request: AlignRequest, tokenizer: Any) -> None:
+    """Refuse user text that spells a control token: tokenized with the template, it would become
+    that token and could close the operator's system message and open a forged one. Refuse the
+    operator's safety heading too: user text must not pass for the operator's section."""
+    texts = [("preferences", request.preferences or "")]
+    if request.messages is not None:
+        texts += [(f"messages[{i}].content", m.content) for i, m in enumerate(request.messages)]
+    else:
+        texts.append(("prompt", request.prompt or ""))
+    tokens = control_tokens(tokenizer)
+    operator = SAFETY_HEADING.casefold()
+    for field, text in texts:
+        for token in tokens:
+            if token in text:
+                raise InvalidRequest(field, f"contains the model's control token {token!r}; control tokens are not allowed in text")
+        if operator in text.casefold():
+            raise InvalidRequest(field, "imitates the operator's safety policy heading; that heading is reserved")
 
 
 def check_fits(prompt_tokens: int, max_tokens: int, max_model_len: int) -> None:
@@ -117,6 +169,7 @@ def prepare_prompt(
     safety_config: str | None = None,
 ) -> PreparedPrompt:
     """Compose the request's conversation and tokenise it; raises PromptTooLong if it cannot fit."""
+    check_no_control_tokens(request, tokenizer)
     messages = compose_messages(
         request.conversation(),
         profile=profile,

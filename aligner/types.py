@@ -15,11 +15,36 @@ RANKED_STRATEGIES = ("best_of_n", "rejection", "beam", "rps")
 
 OBJECTIVE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 MAX_STOP_SEQUENCES = 8
+MAX_STOP_CHARS = 128
 MAX_SEED = 2**63 - 1
+MAX_MESSAGES = 1024
+MAX_OBJECTIVES = 64
+MAX_DEADLINE_MS = 3_600_000
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+# Search parameters each strategy reads; setting another one is refused (it would do nothing).
+STRATEGY_FIELDS = {
+    "sample": (),
+    "best_of_n": ("n",),
+    "rejection": ("batch", "threshold", "max_rounds"),
+    "beam": ("beam_width", "expansions", "chunk_tokens", "prune"),
+    "rps": ("n", "neighbors", "spread"),
+}
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict types: JSON's "5" or true is not an integer; nothing is coerced silently.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def check_text(field: str, text: str) -> None:
+    """Refuse text JSON can carry but no tokenizer can encode: unpaired UTF-16 surrogates."""
+    match = SURROGATE.search(text)
+    if match:
+        raise InvalidRequest(
+            field, f"contains an unpaired UTF-16 surrogate (U+{ord(match.group()):04X}) at index {match.start()}; "
+            "send valid Unicode"
+        )
 
 
 class ChatMessage(_Strict):
@@ -39,6 +64,25 @@ class SearchLimits(BaseModel):
     expansions: int = Field(16, ge=1, description="Most continuations per beam and step.")
     chunk_tokens: int = Field(512, ge=1, description="Longest beam chunk in tokens.")
     neighbors: int = Field(16, ge=1, description="Most neighbouring directions for rps.")
+    max_tokens: int = Field(4096, ge=1, description="Most tokens one request may ask to generate (`max_tokens`).")
+    max_input_chars: int = Field(
+        200_000,
+        ge=1,
+        description="Most characters in a request's text (message contents or prompt, plus preferences), checked "
+        "before anything is tokenized.",
+    )
+    max_candidates: int = Field(
+        256,
+        ge=1,
+        description="Most candidates one request's search may generate (rejection: over all rounds; beam: the "
+        "continuations of one step).",
+    )
+    max_search_tokens: int = Field(
+        262_144,
+        ge=1,
+        description="Most tokens one request's search may generate over all candidates: its worst case "
+        "(candidates × max_tokens), or the request's budget.max_candidate_tokens when that is lower.",
+    )
 
 
 DEFAULT_LIMITS = SearchLimits()
@@ -68,18 +112,52 @@ class SearchSpec(_Strict):
     def _within_limits(self, info: ValidationInfo) -> SearchSpec:
         limits = (info.context or {}).get("limits", DEFAULT_LIMITS)
         for name, maximum in limits.model_dump().items():
+            if name not in SearchSpec.model_fields:
+                continue
             value = getattr(self, name)
-            if value > maximum:
+            if value > maximum and name not in self.model_fields_set:
+                # A default above the server's maximum becomes the maximum; only explicit values are refused.
+                object.__setattr__(self, name, maximum)
+            elif value > maximum:
                 raise InvalidRequest(f"search.{name}", f"is {value} but the configured maximum is {maximum}")
         if self.threshold is not None and not math.isfinite(self.threshold):
             raise InvalidRequest("search.threshold", "must be a finite number")
+        applies = STRATEGY_FIELDS[self.strategy]
+        for name in sorted(self.model_fields_set - {"strategy", *applies}):
+            users = ", ".join(s for s, fields in STRATEGY_FIELDS.items() if name in fields)
+            raise InvalidRequest(
+                f"search.{name}", f"does not apply to strategy {self.strategy!r} (it is read by: {users})"
+            )
         return self
+
+    def worst_case(self, max_tokens: int, objectives: int) -> tuple[int, int]:
+        """(candidates, generated tokens) this search may cost at most, before any budget."""
+        if self.strategy == "sample":
+            return 1, max_tokens
+        if self.strategy == "best_of_n":
+            return self.n, self.n * max_tokens
+        if self.strategy == "rejection":
+            count = self.batch * self.max_rounds
+            return count, count * max_tokens
+        if self.strategy == "rps":
+            count = self.n * (self.neighbors if objectives > 1 else 1)
+            return count, count * max_tokens
+        # beam: every step asks `expansions` children of each kept beam, `chunk_tokens` each; the
+        # candidates alive at once are one step's children.
+        per_step = self.beam_width * self.expansions
+        return per_step, per_step * max_tokens
 
 
 class Budget(_Strict):
-    max_candidate_tokens: int | None = Field(None, ge=1, description="Most tokens generated over all candidates.")
-    max_reward_calls: int | None = Field(None, ge=1, description="Most candidates (or partial candidates) scored.")
-    deadline_ms: int | None = Field(None, ge=1, description="Wall-time limit of the search in milliseconds.")
+    max_candidate_tokens: int | None = Field(
+        None, ge=1, le=2**31 - 1, description="Most tokens generated over all candidates."
+    )
+    max_reward_calls: int | None = Field(
+        None, ge=1, le=2**31 - 1, description="Most candidates (or partial candidates) scored."
+    )
+    deadline_ms: int | None = Field(
+        None, ge=1, le=MAX_DEADLINE_MS, description="Wall-time limit of the whole search (scoring included), in ms."
+    )
 
 
 class Constraint(_Strict):
@@ -90,7 +168,9 @@ class AlignRequest(_Strict):
     """One generation request, steered by preferences, a direction and a search strategy."""
 
     messages: list[ChatMessage] | None = Field(
-        None, description="The conversation in OpenAI chat format. Exactly one of `messages` and `prompt`."
+        None,
+        max_length=MAX_MESSAGES,
+        description="The conversation in OpenAI chat format. Exactly one of `messages` and `prompt`.",
     )
     prompt: str | None = Field(
         None, description="Shorthand for a single user message. Exactly one of `messages` and `prompt`."
@@ -100,26 +180,35 @@ class AlignRequest(_Strict):
     )
     preference_vector: dict[str, float] | None = Field(
         None,
+        max_length=MAX_OBJECTIVES,
         description="Direction over reward objectives (objective -> weight); normalised to a unit vector (DPA).",
     )
     combination: Literal["linear", "and"] = Field(
         "linear", description="How objectives combine: `linear` (v·r) or `and` (Σ|v|·log σ(r − ref)); see preference.py."
     )
     references: dict[str, float] | None = Field(
-        None, description="`and` combination: unit-scale reference per objective (default: the objective's own)."
+        None,
+        max_length=MAX_OBJECTIVES,
+        description="`and` combination: unit-scale reference per objective of the direction or the constraints "
+        "(default: the objective's own).",
     )
     constraints: dict[str, Constraint] | None = Field(
-        None, description="Hard constraints per objective, e.g. {\"harmlessness\": {\"min\": 0.9}}."
+        None, max_length=MAX_OBJECTIVES, description="Hard constraints per objective, e.g. {\"harmlessness\": {\"min\": 0.9}}."
     )
     search: SearchSpec = Field(default_factory=SearchSpec, description="Search strategy and its parameters.")
     budget: Budget = Field(default_factory=Budget, description="Compute limits of the search.")
     return_candidates: bool = Field(False, description="Return every final candidate with its scores.")
     max_tokens: int = Field(256, ge=1, description="Most tokens to generate for the response.")
-    temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy.")
+    temperature: float = Field(
+        0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy (only `sample`: ranked candidates would be identical)."
+    )
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Seed for reproducible sampling.")
     stop: list[str] = Field(
-        default_factory=list, max_length=MAX_STOP_SEQUENCES, description="Strings that end generation."
+        default_factory=list,
+        max_length=MAX_STOP_SEQUENCES,
+        description=f"Strings that end generation (at most {MAX_STOP_SEQUENCES}, each at most {MAX_STOP_CHARS} "
+        "characters); the returned text stops before the first one, streamed or not.",
     )
     stream: bool = Field(False, description="Stream the response as it is generated.")
     return_prompt: bool = Field(False, description="Return the composed conversation as `prompt`.")
@@ -132,8 +221,12 @@ class AlignRequest(_Strict):
     @field_validator("stop")
     @classmethod
     def _stop_not_empty(cls, value: list[str]) -> list[str]:
-        if any(not s for s in value):
-            raise ValueError("stop strings must be non-empty")
+        for i, stop in enumerate(value):
+            if not stop:
+                raise InvalidRequest(f"stop[{i}]", "must be non-empty")
+            if len(stop) > MAX_STOP_CHARS:
+                raise InvalidRequest(f"stop[{i}]", f"is {len(stop)} characters; the maximum is {MAX_STOP_CHARS}")
+            check_text(f"stop[{i}]", stop)
         return value
 
     @field_validator("preference_vector")
@@ -148,15 +241,28 @@ class AlignRequest(_Strict):
                 raise ValueError(f"objective name {name!r} must match {OBJECTIVE_NAME.pattern}")
             if not math.isfinite(weight):
                 raise ValueError(f"weight of {name!r} is {weight}; weights must be finite numbers")
-        norm = math.sqrt(sum(w * w for w in value.values()))
-        if norm == 0.0:
+        # Scale by the largest weight first: squares of 1e200 overflow and of 1e-200 underflow.
+        largest = max(abs(w) for w in value.values())
+        if largest == 0.0:
             raise ValueError("all weights are zero; a direction needs at least one non-zero weight")
-        return {name: w / norm for name, w in value.items()}
+        scaled = {name: w / largest for name, w in value.items()}
+        norm = math.hypot(*scaled.values())
+        return {name: w / norm for name, w in scaled.items()}
 
     @model_validator(mode="after")
-    def _one_conversation(self) -> AlignRequest:
+    def _one_conversation(self, info: ValidationInfo) -> AlignRequest:
+        limits = (info.context or {}).get("limits", DEFAULT_LIMITS)
+        if self.max_tokens > limits.max_tokens:
+            raise InvalidRequest("max_tokens", f"is {self.max_tokens} but the configured maximum is {limits.max_tokens}")
+        self._check_conversation(limits)
+        self._check_search(limits)
+        self._check_objectives()
+        return self
+
+    def _check_conversation(self, limits: SearchLimits) -> None:
         if (self.messages is None) == (self.prompt is None):
             raise InvalidRequest("messages", "give exactly one of `messages` and `prompt`")
+        texts = [("preferences", self.preferences or "")]
         if self.messages is not None:
             if not self.messages:
                 raise InvalidRequest("messages", "must not be empty")
@@ -168,25 +274,69 @@ class AlignRequest(_Strict):
                     raise InvalidRequest(
                         f"messages[{i}].role", "system messages are allowed only at the start of the conversation"
                     )
+                if message.role == "user" and not message.content.strip():
+                    raise InvalidRequest(f"messages[{i}].content", "a user message must not be empty or only whitespace")
+                texts.append((f"messages[{i}].content", message.content))
             if not any(m.role == "user" for m in self.messages):
                 raise InvalidRequest("messages", "must contain at least one user message")
-        elif not self.prompt.strip():
-            raise InvalidRequest("prompt", "must not be empty")
-        if self.search.strategy in RANKED_STRATEGIES and self.preference_vector is None:
+        else:
+            if not self.prompt.strip():
+                raise InvalidRequest("prompt", "must not be empty or only whitespace")
+            texts.append(("prompt", self.prompt))
+        # Sizes before content: nothing below may scan a text longer than the limit.
+        total = sum(len(text) for _, text in texts)
+        if total > limits.max_input_chars:
+            field = "prompt" if self.prompt is not None else "messages"
             raise InvalidRequest(
-                "preference_vector", f"{self.search.strategy} ranks candidates by a direction; give a preference_vector"
+                field, f"the request's text has {total} characters; the configured maximum is {limits.max_input_chars}"
             )
-        if self.search.strategy == "rejection" and self.search.threshold is None:
+        for field, text in texts:
+            check_text(field, text)
+
+    def _check_search(self, limits: SearchLimits) -> None:
+        search = self.search
+        if search.strategy in RANKED_STRATEGIES and self.preference_vector is None:
+            raise InvalidRequest(
+                "preference_vector", f"{search.strategy} ranks candidates by a direction; give a preference_vector"
+            )
+        if search.strategy == "rejection" and search.threshold is None:
             raise InvalidRequest("search.threshold", "rejection sampling needs a threshold on the combined score")
-        if self.search.threshold is not None and self.preference_vector is None:
-            raise InvalidRequest("preference_vector", "a threshold applies to the combined score; give a preference_vector")
+        if search.strategy in RANKED_STRATEGIES and self.temperature == 0:
+            raise InvalidRequest(
+                "temperature", f"is 0 (greedy), so every {search.strategy} candidate would be the same; use a "
+                "temperature above 0 or strategy 'sample'"
+            )
+        candidates, tokens = search.worst_case(self.max_tokens, len(self.preference_vector or {}))
+        if candidates > limits.max_candidates:
+            raise InvalidRequest(
+                "search", f"{search.strategy} may generate up to {candidates} candidates; the configured maximum per "
+                f"request is {limits.max_candidates} (max_candidates)"
+            )
+        if self.budget.max_candidate_tokens is not None:
+            tokens = min(tokens, self.budget.max_candidate_tokens)
+        if tokens > limits.max_search_tokens:
+            raise InvalidRequest(
+                "search", f"{search.strategy} may generate up to {tokens} tokens over all candidates; the configured "
+                f"maximum per request is {limits.max_search_tokens} (max_search_tokens): lower max_tokens or the "
+                "search size, or set budget.max_candidate_tokens"
+            )
+
+    def _check_objectives(self) -> None:
+        scored = set(self.scored_objectives())
+        if self.references is not None and self.combination != "and":
+            raise InvalidRequest("references", "apply only to combination 'and'")
         for name, value in (self.references or {}).items():
+            if name not in scored:
+                raise InvalidRequest(
+                    f"references.{name}", "names no objective of the preference_vector or the constraints"
+                )
             if not math.isfinite(value):
                 raise InvalidRequest(f"references.{name}", "must be a finite number")
         for name, constraint in (self.constraints or {}).items():
+            if not OBJECTIVE_NAME.match(name):
+                raise InvalidRequest(f"constraints.{name}", f"objective names must match {OBJECTIVE_NAME.pattern}")
             if not math.isfinite(constraint.min):
                 raise InvalidRequest(f"constraints.{name}.min", "must be a finite number")
-        return self
 
     def scored_objectives(self) -> list[str]:
         """Objectives to score: the direction's, then the constraints', each once."""
@@ -223,6 +373,8 @@ def invalid_request_from(exc: ValidationError) -> InvalidRequest:
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown field"
+    elif error["type"] == "string_unicode":
+        message = "contains an unpaired UTF-16 surrogate; send valid Unicode"
     return InvalidRequest(field, message)
 
 
@@ -235,9 +387,15 @@ def _field_path(loc: tuple) -> str:
 
 class Usage(_Strict):
     prompt_tokens: int = Field(description="Tokens in the composed prompt.")
-    generated_tokens: int = Field(description="Tokens generated, over all candidates.")
+    completion_tokens: int = Field(0, description="Tokens of the chosen response.")
+    generated_tokens: int = Field(
+        description="Tokens the engine generated for this request: every candidate's, and the judge's."
+    )
+    candidate_tokens: int = Field(0, description="Tokens generated over all candidates (what budget.max_candidate_tokens bounds).")
+    prefill_tokens: int = Field(0, description="Prompt tokens over every engine request (candidates' and the judge's).")
+    candidates: int = Field(1, description="Final candidates the search compared.")
     wall_time_s: float = Field(description="Wall time of the request inside the aligner, in seconds.")
-    engine_requests: int = Field(0, description="Requests sent to the engine.")
+    engine_requests: int = Field(0, description="Requests sent to the engine, the judge's included.")
     reward_calls: int = Field(0, description="Candidates (or partial candidates) scored.")
     rounds: int = Field(0, description="Search rounds (rejection) or steps (beam).")
     stopped_by: str | None = Field(None, description="The budget limit that cut the search short, if any.")
@@ -251,6 +409,10 @@ class CandidateInfo(_Strict):
     scores: dict[str, float] | None = None
     combined_score: float | None = None
     feasible: bool | None = None
+
+
+class SafetyInfo(_Strict):
+    version: int = Field(description="Version of the tenant's safety config the request was served under.")
 
 
 class AlignResponse(_Strict):
@@ -269,5 +431,10 @@ class AlignResponse(_Strict):
         None, description="Every final candidate, best first (when `return_candidates` is true)."
     )
     prompt: list[ChatMessage] | None = Field(
-        None, description="The composed conversation sent to the model (when `return_prompt` is true)."
+        None,
+        description="The composed conversation sent to the model (when `return_prompt` is true); for a tenant key "
+        "the tenant's safety config text appears as a placeholder naming its version.",
+    )
+    safety: SafetyInfo | None = Field(
+        None, description="The tenant's safety config the request was served under (when the tenant has one)."
     )

@@ -53,7 +53,7 @@ def make_sequences(count: int, max_len: int, seed: int) -> list[list[int]]:
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int, sync: Callable[[], None]) -> float:
-    fn()  # warm-up (and, for graphs, capture)
+    fn()  # warm-up
     sync()
     times = []
     for _ in range(repeats):
@@ -87,6 +87,7 @@ def run(
         scorers = {"bucketed_eager": BatchedScorer(forward, num_outputs=3, pad_id=2, device=device, cuda_graphs=False)}
         if device.startswith("cuda"):
             scorers["bucketed_graphs"] = BatchedScorer(forward, num_outputs=3, pad_id=2, device=device, cuda_graphs=True)
+            scorers["bucketed_graphs"].capture()  # at start-up, as the server does
         for max_len in lengths:
             for count in candidates:
                 sequences = make_sequences(count, max_len, seed=count * 1000 + max_len)

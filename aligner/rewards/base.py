@@ -7,6 +7,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -54,15 +55,48 @@ class RewardModel(ABC):
     async def score(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
         """Raw scores, float array [len(responses), len(objectives)]."""
 
+    @property
+    def label(self) -> str:
+        """A short name for logs and metrics (default: its objective names joined by '+')."""
+        return "+".join(o.name for o in self.objectives)
+
+    def batched_scorers(self) -> Sequence[Any]:
+        """The `kernels.scorer.BatchedScorer`s this model has loaded so far (for their stats); none by default."""
+        return ()
+
+    def load(self) -> None:
+        """Load whatever the model loads lazily (blocking), so the first request does not pay for it."""
+
+
+# One scoring job of a merged batch: a conversation and the responses to score against it.
+ScoreItem = tuple[Sequence[ChatMessage], Sequence[str]]
+
 
 class BlockingRewardModel(RewardModel):
-    """A reward model whose work is CPU/GPU-bound Python: runs off the event loop."""
+    """A reward model whose work is CPU/GPU-bound Python: runs off the event loop.
+
+    `score_many` scores several conversations' responses in one go; the
+    cross-request batcher (`aligner.rewards.batcher`) calls it with the work of
+    concurrent requests. Models with a batched forward pass override it so all
+    sequences share one pass; it must equal `score_now` item by item.
+    """
 
     async def score(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
         return await asyncio.to_thread(self.score_now, conversation, responses)
 
     @abstractmethod
     def score_now(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray: ...
+
+    def score_many(self, items: Sequence[ScoreItem]) -> list[np.ndarray]:
+        """Raw scores for each (conversation, responses) item, in order: one array per item."""
+        return [self.score_now(conversation, responses) for conversation, responses in items]
+
+
+def split_rows(rows: np.ndarray, items: Sequence[ScoreItem]) -> list[np.ndarray]:
+    """Cut the rows scored for all items' responses (concatenated in order) back into one array per item."""
+    if not items:
+        return []
+    return np.split(rows, np.cumsum([len(responses) for _, responses in items])[:-1])
 
 
 def last_user_text(conversation: Sequence[ChatMessage]) -> str:

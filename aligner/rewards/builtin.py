@@ -22,13 +22,21 @@ from typing import Any
 
 import numpy as np
 
-from aligner.rewards.base import BlockingRewardModel, Objective, RewardError, last_user_text
+from aligner.rewards.base import BlockingRewardModel, Objective, RewardError, ScoreItem, last_user_text, split_rows
 from aligner.types import ChatMessage
 
 VERBOSITY_TOKENS = 128.0
 
 
-class Verbosity(BlockingRewardModel):
+class ResponseOnly(BlockingRewardModel):
+    """An objective that reads only the response: a merged batch is one flat call over all responses."""
+
+    def score_many(self, items: Sequence[ScoreItem]) -> list[np.ndarray]:
+        flat = [r for _, responses in items for r in responses]
+        return split_rows(self.score_now((), flat), items)
+
+
+class Verbosity(ResponseOnly):
     objectives = (
         Objective("verbosity", f"Response length in policy tokens, 1 - exp(-tokens/{VERBOSITY_TOKENS:g}); higher is longer."),
     )
@@ -37,11 +45,14 @@ class Verbosity(BlockingRewardModel):
         self.tokenizer = tokenizer
 
     def score_now(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
-        counts = np.array([len(self.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses], float)
+        if not responses:
+            return np.zeros((0, 1))
+        ids = self.tokenizer(list(responses), add_special_tokens=False)["input_ids"]  # one batched (fast) call
+        counts = np.array([len(i) for i in ids], float)
         return (1.0 - np.exp(-counts / VERBOSITY_TOKENS)).reshape(-1, 1)
 
 
-class Readability(BlockingRewardModel):
+class Readability(ResponseOnly):
     objectives = (
         Objective("readability", "Flesch reading ease / 100, clipped to [0, 1]; higher is easier to read."),
     )
@@ -70,7 +81,7 @@ class Readability(BlockingRewardModel):
         return np.array([0.0 if e is None else min(1.0, max(0.0, e / 100.0)) for e in ease]).reshape(-1, 1)
 
 
-class Harmlessness(BlockingRewardModel):
+class Harmlessness(ResponseOnly):
     objectives = (
         Objective(
             "harmlessness",
@@ -86,7 +97,7 @@ class Harmlessness(BlockingRewardModel):
         return np.array([1.0 - float(next(probs)) if r.strip() else 1.0 for r in responses]).reshape(-1, 1)
 
 
-class Positivity(BlockingRewardModel):
+class Positivity(ResponseOnly):
     objectives = (Objective("positivity", "VADER compound sentiment mapped to [0, 1]; 0.5 is neutral, higher is more positive."),)
 
     @cached_property
@@ -147,19 +158,39 @@ class Relevance(BlockingRewardModel):
         )
         return tokenizer, scorer
 
+    def batched_scorers(self):
+        return (self._embedder[1],) if "_embedder" in self.__dict__ else ()
+
+    def load(self) -> None:
+        self._embedder
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         tokenizer, scorer = self._embedder
         ids = [tokenizer(t, truncation=True, max_length=self.max_tokens)["input_ids"] for t in texts]
         return scorer.score(ids)
 
     def score_now(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
-        if not responses:
-            return np.zeros((0, 1))
-        question, *answers = self.embed([last_user_text(conversation), *responses])
-        cosine = np.asarray(answers) @ question
-        return np.array(
-            [0.0 if not r.strip() else min(1.0, max(0.0, float(c))) for r, c in zip(responses, cosine)]
-        ).reshape(-1, 1)
+        return self.score_many([(conversation, responses)])[0]
+
+    def score_many(self, items: Sequence[ScoreItem]) -> list[np.ndarray]:
+        """Every item's question and responses are embedded in one scorer call (shared batches)."""
+        texts: list[str] = []
+        for conversation, responses in items:
+            if responses:
+                texts += [last_user_text(conversation), *responses]
+        vectors = self.embed(texts) if texts else np.zeros((0, 0))
+        out, start = [], 0
+        for _, responses in items:
+            if not responses:
+                out.append(np.zeros((0, 1)))
+                continue
+            question, answers = vectors[start], vectors[start + 1 : start + 1 + len(responses)]
+            start += 1 + len(responses)
+            cosine = answers @ question
+            out.append(
+                np.array([0.0 if not r.strip() else min(1.0, max(0.0, float(c))) for r, c in zip(responses, cosine)]).reshape(-1, 1)
+            )
+        return out
 
 
 def builtin_models(tokenizer: Any, device: str = "cpu") -> list[BlockingRewardModel]:

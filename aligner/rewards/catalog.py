@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import asdict
 from collections.abc import Sequence
 from typing import Any
@@ -11,9 +12,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from aligner.errors import ConfigError, InvalidRequest
-from aligner.rewards.base import Objective, RewardError, RewardModel
+from aligner.rewards.base import BlockingRewardModel, Objective, RewardError, RewardModel
+from aligner.rewards.batcher import BatchObserver, ScoringBatcher, UnbatchedScorer
 from aligner.rewards.hf import HFRewardModelConfig
 from aligner.types import ChatMessage
+
+log = logging.getLogger(__name__)
 
 
 class RewardsConfig(BaseModel):
@@ -22,11 +26,43 @@ class RewardsConfig(BaseModel):
     builtin: bool = Field(True, description="Serve the built-in objectives (verbosity, relevance, readability, harmlessness, positivity).")
     judge: bool = Field(True, description="Serve `helpfulness`, judged by the policy model through the engine.")
     models: list[HFRewardModelConfig] = Field(default_factory=list, description="HF reward models to load.")
+    batch_window_ms: float | None = Field(
+        2.0,
+        ge=0,
+        le=1000,
+        description="Cross-request scoring: concurrent scoring calls on one reward model that arrive within this "
+        "window (or while that model's previous batch is running) are merged into one batched pass. "
+        "0 never waits: it merges only calls queued in the same event-loop iteration or during the previous batch. "
+        "null turns merging off: every call scores on its own.",
+    )
+    max_batch_sequences: int = Field(
+        256, ge=1, description="Most responses in one merged scoring batch; a full batch closes before its window ends."
+    )
 
 
 class ObjectiveCatalog:
-    def __init__(self, models: Sequence[RewardModel]):
+    """Every objective by name, and the scoring of any subset of them.
+
+    With `batch_window_ms` set (as `build_catalog` does by default), each
+    blocking reward model scores through a `ScoringBatcher`, which merges
+    concurrent requests' calls into one `score_many` pass; with None (the
+    default here) each call runs on its own in a worker thread. Either way
+    every scoring pass is reported to the batch observers.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[RewardModel],
+        *,
+        batch_window_ms: float | None = None,
+        max_batch_sequences: int = 256,
+    ):
         self.models = list(models)
+        self._observers: list[BatchObserver] = []
+        # What `score` calls for each model: the model itself or its batcher.
+        self._scorer: dict[int, RewardModel] = {
+            id(model): self._scorer_for(model, batch_window_ms, max_batch_sequences) for model in self.models
+        }
         self._owner: dict[str, tuple[RewardModel, int]] = {}
         for model in self.models:
             for column, objective in enumerate(model.objectives):
@@ -36,6 +72,13 @@ class ObjectiveCatalog:
                         f"({type(self._owner[objective.name][0]).__name__} and {type(model).__name__}); names must be unique"
                     )
                 self._owner[objective.name] = (model, column)
+
+    def _scorer_for(self, model: RewardModel, window_ms: float | None, max_batch_sequences: int) -> RewardModel:
+        if not isinstance(model, BlockingRewardModel):
+            return model
+        if window_ms is None:
+            return UnbatchedScorer(model, on_batch=self._batch_done)
+        return ScoringBatcher(model, window_ms=window_ms, max_batch_sequences=max_batch_sequences, on_batch=self._batch_done)
 
     @property
     def names(self) -> list[str]:
@@ -55,7 +98,7 @@ class ObjectiveCatalog:
         """Raw scores [len(responses), len(names)]; each needed model runs once, all concurrently."""
         self.check_names(names, "objectives")
         needed: dict[int, RewardModel] = {id(self._owner[n][0]): self._owner[n][0] for n in names}
-        results = await asyncio.gather(*(m.score(conversation, responses) for m in needed.values()))
+        results = await asyncio.gather(*(self._scorer[key].score(conversation, responses) for key in needed))
         by_model = dict(zip(needed, results))
         out = np.empty((len(responses), len(names)), dtype=float)
         for j, name in enumerate(names):
@@ -70,6 +113,46 @@ class ObjectiveCatalog:
                 raise RewardError(f"objective {name!r} returned a non-finite score for candidate {int(np.argmax(bad))}")
             out[:, j] = scores[:, column]
         return out
+
+    def add_batch_observer(self, observer: BatchObserver) -> None:
+        """Call `observer(model_label, requests, sequences, seconds)` after every merged scoring batch.
+
+        It runs on the event loop thread that scored the batch, after the callers got
+        their rows; it must be quick and must not block. Its exceptions are logged
+        and ignored. Every blocking model reports (unmerged calls as batches of one
+        request); engine-backed ones (the judge) do not.
+        """
+        self._observers.append(observer)
+
+    def _batch_done(self, model: str, requests: int, sequences: int, seconds: float) -> None:
+        for observer in self._observers:
+            try:
+                observer(model, requests, sequences, seconds)
+            except Exception:
+                log.exception("scoring batch observer %r failed", observer)
+
+    def scorer_stats(self) -> dict[str, float]:
+        """`kernels.scorer.ScorerStats` summed over every loaded BatchedScorer of every model.
+
+        Keys: calls, sequences, batches, real_tokens, padded_tokens, graph_replays,
+        eager_runs, graph_captures (counters since start) and padding_waste (of the sums).
+        All zero while no model has a scorer loaded (Relevance loads its own on first use).
+        """
+        from kernels.scorer import ScorerStats
+
+        total = ScorerStats()
+        for model in self.models:
+            for scorer in getattr(model, "batched_scorers", tuple)():
+                for name, value in asdict(scorer.stats).items():
+                    setattr(total, name, getattr(total, name) + value)
+        return total.to_dict()
+
+    def warm_up(self) -> None:
+        """Load every lazily loaded model and capture its scorers' CUDA graphs (blocking; at start-up)."""
+        for model in self.models:
+            model.load()
+            for scorer in model.batched_scorers():
+                scorer.capture()
 
     def describe(self) -> list[dict[str, Any]]:
         return [asdict(self.objective(n)) for n in self.names]
@@ -93,4 +176,4 @@ def build_catalog(config: RewardsConfig, *, tokenizer: Any, engine: Any = None, 
     if config.judge:
         models.append(HelpfulnessJudge(tokenizer, engine))
     models += [HFRewardModel(c) for c in config.models]
-    return ObjectiveCatalog(models)
+    return ObjectiveCatalog(models, batch_window_ms=config.batch_window_ms, max_batch_sequences=config.max_batch_sequences)

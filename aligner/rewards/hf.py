@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from aligner.errors import ModelUnavailable
-from aligner.rewards.base import BlockingRewardModel, Objective
+from aligner.rewards.base import BlockingRewardModel, Objective, ScoreItem, split_rows
 from aligner.types import ChatMessage
 
 DEFAULT_LABEL = re.compile(r"^LABEL_\d+$")
@@ -37,13 +37,13 @@ class HFRewardModelConfig(BaseModel):
     cuda_graphs: bool | None = Field(None, description="Replay CUDA graphs per bucket; None means on for CUDA devices.")
 
 
-def pooled_forward(model, pad_id: int, *, left_padding: bool = False):
+def pooled_forward(model, pad_id: int | None, *, left_padding: bool = False):
     """forward(ids, mask, positions) -> scores [B, K] for a sequence-classification model.
 
     Decoder reward models (a `score` head) are pooled like transformers pools
-    them unpadded, at the rightmost token that is not the pad id (reward models
-    were trained that way), but only among attended tokens, so batch padding on
-    either side changes nothing. Position ids follow the real tokens, which
+    them unpadded: at the rightmost token that is not the model's pad id, or at
+    the last token when the model config has no pad id (`pad_id` None), but
+    only among attended tokens, so batch padding on either side changes nothing. Position ids follow the real tokens, which
     keeps left-padded rows equal to unpadded ones. With right padding a causal
     model's real tokens never see the padding after them, so the attention mask
     is dropped and attention takes its fast causal path.
@@ -58,7 +58,7 @@ def pooled_forward(model, pad_id: int, *, left_padding: bool = False):
     def forward(ids, mask, positions):
         attention_mask = mask if left_padding else None
         hidden = base(input_ids=ids, attention_mask=attention_mask, position_ids=positions, use_cache=False).last_hidden_state
-        counted = (ids != pad_id) & mask.bool()
+        counted = mask.bool() if pad_id is None else (ids != pad_id) & mask.bool()
         slots = torch.arange(ids.shape[1], device=ids.device)
         last = (slots * counted).argmax(-1)
         return head(hidden[torch.arange(ids.shape[0], device=ids.device), last])
@@ -101,12 +101,14 @@ class HFRewardModel(BlockingRewardModel):
             )
             for label in labels
         )
-        # The model's own pad id decides its pooling; the tokenizer's is only a fallback.
-        pad_id = self.model.config.pad_token_id
+        # The model's own pad id decides its pooling (none: the last token, as transformers does);
+        # any id pads a batch, since padding is masked out.
+        pooling_pad_id = self.model.config.pad_token_id
+        pad_id = pooling_pad_id
         if pad_id is None:
             pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.scorer = BatchedScorer(
-            pooled_forward(self.model, pad_id),
+            pooled_forward(self.model, pooling_pad_id),
             num_outputs=len(labels),
             pad_id=pad_id,
             device=device,
@@ -115,10 +117,27 @@ class HFRewardModel(BlockingRewardModel):
         )
 
     def token_ids(self, conversation: Sequence[ChatMessage], response: str) -> list[int]:
-        messages = [m.model_dump() for m in conversation] + [{"role": "assistant", "content": response}]
+        from aligner.prompting import neutralize_control_tokens
+
+        # Only the reward model's template may produce its control tokens, never the texts in it.
+        messages = [
+            {"role": m.role, "content": neutralize_control_tokens(m.content, self.tokenizer)} for m in conversation
+        ] + [{"role": "assistant", "content": neutralize_control_tokens(response, self.tokenizer)}]
         text = self.tokenizer.apply_chat_template(messages, tokenize=False)
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids[-self.config.max_length :] or [self.scorer.pad_id]
 
+    @property
+    def label(self) -> str:
+        return self.config.name or Path(self.config.path).expanduser().name
+
+    def batched_scorers(self):
+        return (self.scorer,)
+
     def score_now(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
         return self.scorer.score([self.token_ids(conversation, r) for r in responses]).astype(float)
+
+    def score_many(self, items: Sequence[ScoreItem]) -> list[np.ndarray]:
+        """All items' sequences go through one scorer call, so they share padded batches (and CUDA graphs)."""
+        sequences = [self.token_ids(conversation, r) for conversation, responses in items for r in responses]
+        return split_rows(self.scorer.score(sequences).astype(float), items)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from aligner.rewards.base import Objective, RewardError, RewardModel, last_user_text
+from aligner.tasks import gather_all
 from aligner.types import ChatMessage
 
 JUDGE_SYSTEM = "You are a strict judge of answers. Reply with Yes or No only."
@@ -42,9 +43,12 @@ class HelpfulnessJudge(RewardModel):
         self.no_ids = _single_token_ids(tokenizer, ("No", " No", "no", " no", "NO"))
 
     def judge_prompt_ids(self, question: str, response: str) -> list[int]:
-        from aligner.prompting import prompt_token_ids
+        from aligner.prompting import neutralize_control_tokens, prompt_token_ids
 
         tokenizer = self.tokenizer
+        # The response is model output: it cannot be refused, so control tokens it spells are broken up.
+        response = neutralize_control_tokens(response, tokenizer)
+        question = neutralize_control_tokens(question, tokenizer)
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"][:MAX_RESPONSE_TOKENS]
         messages = [
             ChatMessage(role="system", content=JUDGE_SYSTEM),
@@ -63,8 +67,9 @@ class HelpfulnessJudge(RewardModel):
         if self.engine is None:
             raise RewardError("the helpfulness judge has no engine attached")
         question = last_user_text(conversation)
-        prompts = [self.judge_prompt_ids(question, r) for r in responses]
-        tops = await asyncio.gather(*(self.engine.next_token_logprobs(p, TOP_LOGPROBS) for p in prompts))
+        # Tokenizing and rendering every candidate's judge prompt is CPU work: off the event loop.
+        prompts = await asyncio.to_thread(lambda: [self.judge_prompt_ids(question, r) for r in responses])
+        tops = await gather_all(*(self.engine.next_token_logprobs(p, TOP_LOGPROBS) for p in prompts))
         return np.array([self.p_yes(top) for top in tops], dtype=float).reshape(-1, 1)
 
 

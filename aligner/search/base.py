@@ -3,9 +3,13 @@
 A *reward call* is the scoring of one candidate (or partial candidate) on all
 the objectives the request needs; `max_reward_calls` bounds their number.
 `max_candidate_tokens` bounds the tokens generated over all candidates, and
-`deadline_ms` the wall time of the search. Strategies ask the meter what they
+`deadline_ms` the wall time of the whole search: generation, scoring and
+judging alike are cut off when it passes. Strategies ask the meter what they
 can afford before each round, so no limit is ever exceeded; the first limit
 that cuts a search short is reported as `stopped_by`.
+
+Stop strings have one meaning everywhere (OpenAI's): the text ends before the
+first occurrence of any of them, wherever it falls, chunk boundaries included.
 """
 
 from __future__ import annotations
@@ -43,8 +47,7 @@ class Meter:
     max_candidate_tokens: int | None = None
     max_reward_calls: int | None = None
     deadline_ms: int | None = None
-    generated_tokens: int = 0
-    engine_requests: int = 0
+    candidate_tokens: int = 0
     reward_calls: int = 0
     rounds: int = 0
     stopped_by: str | None = None
@@ -80,7 +83,7 @@ class Meter:
                 self.stop("max_reward_calls")
                 count = max(0, calls_left)
         if self.max_candidate_tokens is not None and count:
-            tokens_left = self.max_candidate_tokens - self.generated_tokens
+            tokens_left = self.max_candidate_tokens - self.candidate_tokens
             if tokens_left < count * tokens_each:
                 if tokens_left >= tokens_each:
                     self.stop("max_candidate_tokens")  # candidates are dropped: the budget binds now
@@ -94,8 +97,8 @@ class Meter:
         return (count, tokens_each) if count else (0, 0)
 
     def generated(self, tokens: int) -> None:
-        self.generated_tokens += tokens
-        if self.max_candidate_tokens is not None and self.generated_tokens >= self.max_candidate_tokens:
+        self.candidate_tokens += tokens
+        if self.max_candidate_tokens is not None and self.candidate_tokens >= self.max_candidate_tokens:
             self.stop("max_candidate_tokens")
 
     @contextmanager
@@ -173,8 +176,7 @@ class SearchContext:
     async def generate(
         self, spec: SamplingSpec, n: int, *, prefix_ids: Sequence[int] = (), prompt_ids: Sequence[int] | None = None
     ) -> list[Candidate]:
-        """One engine request, counted, bounded by the deadline (cancelled and aborted when it passes)."""
-        self.meter.engine_requests += 1
+        """One engine request, bounded by the deadline (cancelled and aborted when it passes)."""
         with self.meter.stage("generate"):
             call = self.engine.generate(prompt_ids or self.prompt_ids, spec, n=n, prefix_ids=prefix_ids)
             left = self.meter.time_left()
@@ -189,10 +191,25 @@ class SearchContext:
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.engine.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
-    async def score(self, texts: Sequence[str]) -> np.ndarray:
+    async def score(self, texts: Sequence[str]) -> np.ndarray | None:
+        """Raw scores of `texts`, or None when the deadline passes first (the scoring is then abandoned)."""
+        if self.meter.out_of_time():
+            return None
         self.meter.reward_calls += len(texts)
         with self.meter.stage("score"):
-            return await self.catalog.score(self.conversation, texts, self.objective_names)
+            call = self.catalog.score(self.conversation, texts, self.objective_names)
+            left = self.meter.time_left()
+            try:
+                return await (call if left is None else asyncio.wait_for(call, max(left, 0.001)))
+            except TimeoutError:
+                self.meter.stop("deadline_ms")
+                return None
+
+    async def scored(self, candidates: Sequence[Candidate]) -> list[Scored]:
+        """`to_scored` for each fresh candidate, off the event loop (stop strings are searched in long texts)."""
+        if not candidates:
+            return []
+        return await asyncio.to_thread(lambda: [to_scored(c, self) for c in candidates])
 
     def rank(self, items: Sequence[Scored], raw: np.ndarray, combiner: Combiner | None = None) -> tuple[list[Scored], Ranking]:
         """`items` with their scores filled in, and their ranking (best first)."""
@@ -211,10 +228,26 @@ class SearchContext:
         return scored, ranking
 
 
-def to_scored(candidate: Candidate, ctx: SearchContext, prefix: Sequence[int] = ()) -> Scored:
-    token_ids = (*prefix, *candidate.token_ids)
-    finished = candidate.finish_reason in ("stop", "abort") or len(token_ids) >= ctx.request.max_tokens
-    return Scored(token_ids, ctx.decode(token_ids), candidate.finish_reason, finished)
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """`text` up to the first occurrence of any stop string, and whether one occurred."""
+    found = [i for i in (text.find(stop) for stop in stops) if i >= 0]
+    return (text[: min(found)], True) if found else (text, False)
+
+
+def to_scored(candidate: Candidate, ctx: SearchContext, prefix: Sequence[int] | None = None) -> Scored:
+    """The candidate as a (partial) response: prefix + new tokens, its text cut at the first stop string.
+
+    Without a prefix the text is vLLM's, already cut at a stop string (and what `sample` streams).
+    A continuation of a prefix (beam; an empty prefix included, so every beam is decoded the same
+    way) is decoded whole, because vLLM never sees a stop string that straddles the prefix and the
+    new tokens.
+    """
+    token_ids = (*(prefix or ()), *candidate.token_ids)
+    text = candidate.text if prefix is None else ctx.decode(token_ids)
+    text, stopped = cut_at_stop(text, ctx.request.stop)
+    finish_reason = "stop" if stopped else candidate.finish_reason
+    finished = finish_reason in ("stop", "abort") or len(token_ids) >= ctx.request.max_tokens
+    return Scored(token_ids, text, finish_reason, finished)
 
 
 def best_first(items: Sequence[Scored]) -> list[Scored]:
@@ -224,10 +257,12 @@ def best_first(items: Sequence[Scored]) -> list[Scored]:
 
 
 async def score_and_rank(ctx: SearchContext, items: list[Scored]) -> list[Scored]:
-    """Score `items` and return them best first (feasible before infeasible)."""
+    """Score `items` and return them best first (feasible before infeasible); [] if the deadline passed."""
     if not items:
         return []
     raw = await ctx.score([i.text for i in items])
+    if raw is None:
+        return []
     scored, ranking = ctx.rank(items, raw)
     return [scored[i] for i in ranking.order]
 

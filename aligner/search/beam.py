@@ -11,7 +11,8 @@ ends when every kept beam has finished or the budget runs out.
 Streaming: the longest token prefix shared by every kept beam can no longer
 change, so it is emitted as a committed chunk as soon as it grows; the rest of
 the chosen beam follows at the end, so the chunks always concatenate to the
-final text.
+final text. Committed text holds back its last characters while they could
+still begin a stop string that the next chunk completes.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from aligner.search.base import (
     SearchResult,
     Strategy,
     best_first,
+    cut_at_stop,
     score_and_rank,
     to_scored,
 )
+from aligner.tasks import gather_all
 
 
 def common_prefix(sequences: list[tuple[int, ...]]) -> tuple[int, ...]:
@@ -43,23 +46,25 @@ def common_prefix(sequences: list[tuple[int, ...]]) -> tuple[int, ...]:
 
 
 class Committer:
-    """Emits committed text once, in order, holding back an incomplete UTF-8 character."""
+    """Emits committed text once, in order, holding back an incomplete UTF-8 character and
+    anything that could be the start of a stop string."""
 
     def __init__(self, ctx: SearchContext):
         self.ctx = ctx
         self.text = ""
-        self.tokens = 0
+        self.hold_back = max((len(s) for s in ctx.request.stop), default=1) - 1
 
     def commit(self, token_ids: tuple[int, ...], scores: dict | None = None) -> None:
-        text = self.ctx.decode(token_ids).rstrip("\ufffd")
+        text, stopped = cut_at_stop(self.ctx.decode(token_ids).rstrip("\ufffd"), self.ctx.request.stop)
+        if not stopped and self.hold_back:
+            text = text[: max(len(text) - self.hold_back, 0)]
         if len(text) > len(self.text) and text.startswith(self.text):
             self._emit(text[len(self.text) :], scores)
-            self.text, self.tokens = text, len(token_ids)
+            self.text = text
 
     def finish(self, chosen: Scored) -> Scored:
         """Emit the rest of `chosen`; its text is returned as exactly what was streamed."""
-        text = self.ctx.decode(chosen.token_ids)
-        rest = text[len(self.text) :] if text.startswith(self.text) else self.ctx.decode(chosen.token_ids[self.tokens :])
+        rest = chosen.text[len(self.text) :]
         if rest:
             self._emit(rest, chosen.scores)
         return replace(chosen, text=self.text + rest)
@@ -89,19 +94,21 @@ class Beam(Strategy):
             per_beam = max(1, count // len(running))
             running = running[: max(1, count // per_beam)]
             spec = replace(ctx.spec, seed=ctx.seed_for(step))
-            results = await asyncio.gather(
+            results = await gather_all(
                 *(
                     ctx.generate(replace(spec, max_tokens=min(tokens, max_tokens - len(b.token_ids))), per_beam, prefix_ids=b.token_ids)
                     for b in running
                 )
             )
-            children = _unique([to_scored(c, ctx, b.token_ids) for b, cs in zip(running, results) for c in cs])
+            children = _unique(await _decoded(ctx, running, results))
             if not children:
                 break
             step += 1
             ctx.meter.rounds += 1
             finished_kept = [b for b in pool if b.finished]
             ranked = await score_and_rank(ctx, children)
+            if not ranked:
+                break  # the deadline passed while scoring: the last scored pool stands
             # Finished beams keep their scores and compete with the new children for the kept slots.
             pool = best_first(finished_kept + ranked)[:width]
             if search.prune:
@@ -111,6 +118,13 @@ class Beam(Strategy):
             raise DeadlineExceeded("the search stopped before any chunk was generated")
         chosen = committer.finish(pool[0])
         return SearchResult(chosen=chosen, candidates=[chosen, *pool[1:]])
+
+
+async def _decoded(ctx: SearchContext, beams: list[Scored], results: list) -> list[Scored]:
+    """Every child as prefix + continuation, decoded off the event loop."""
+    return await asyncio.to_thread(
+        lambda: [to_scored(c, ctx, b.token_ids) for b, cs in zip(beams, results) for c in cs]
+    )
 
 
 def _unique(items: list[Scored]) -> list[Scored]:

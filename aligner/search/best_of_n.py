@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from aligner.search.base import DeadlineExceeded, SearchContext, SearchResult, Strategy, score_and_rank, to_scored
+from aligner.search.base import DeadlineExceeded, SearchContext, SearchResult, Strategy, score_and_rank
 
 
 class BestOfN(Strategy):
@@ -16,5 +16,7 @@ class BestOfN(Strategy):
         if not candidates:
             raise DeadlineExceeded("the deadline passed before any candidate was complete")
         ctx.meter.rounds += 1
-        ranked = await score_and_rank(ctx, [to_scored(c, ctx) for c in candidates])
+        ranked = await score_and_rank(ctx, await ctx.scored(candidates))
+        if not ranked:
+            raise DeadlineExceeded("the deadline passed before the candidates were scored")
         return SearchResult(chosen=ranked[0], candidates=ranked)

@@ -12,7 +12,6 @@ from aligner.search.base import (
     Strategy,
     best_first,
     score_and_rank,
-    to_scored,
 )
 
 
@@ -32,12 +31,14 @@ class Rejection(Strategy):
             if not candidates:
                 break
             ctx.meter.rounds += 1
-            ranked = await score_and_rank(ctx, [to_scored(c, ctx) for c in candidates])
+            ranked = await score_and_rank(ctx, await ctx.scored(candidates))
+            if not ranked:
+                break  # the deadline passed while scoring: the earlier rounds' candidates stand
             seen.extend(ranked)
             if ranked[0].feasible and ranked[0].combined >= search.threshold:
                 met = True
                 break
         if not seen:
-            raise DeadlineExceeded("the deadline passed before any candidate was complete")
+            raise DeadlineExceeded("the deadline passed before any candidate was complete and scored")
         ranked = best_first(seen)
         return SearchResult(chosen=ranked[0], candidates=ranked, threshold_met=met)

@@ -23,7 +23,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from aligner.search.base import DeadlineExceeded, SearchContext, SearchResult, Strategy, to_scored
+from aligner.search.base import DeadlineExceeded, SearchContext, SearchResult, Strategy
+from aligner.tasks import gather_all
 
 
 def neighbour_directions(direction: dict[str, float], count: int, spread_degrees: float, seed: int | None) -> list[dict[str, float]]:
@@ -58,11 +59,10 @@ class RobustPreferenceSelection(Strategy):
         if ctx.prompt_for_direction is not None:
             kept = neighbours[: max(1, count // per_direction)]
             per = min(per_direction, count)
-            batches = await asyncio.gather(
-                *(
-                    ctx.generate(replace(spec, seed=ctx.seed_for(i)), per, prompt_ids=ctx.prompt_for_direction(d))
-                    for i, d in enumerate(kept)
-                )
+            # Each direction's prompt is rendered and tokenized: CPU work, off the event loop.
+            prompts = await asyncio.to_thread(lambda: [ctx.prompt_for_direction(d) for d in kept])
+            batches = await gather_all(
+                *(ctx.generate(replace(spec, seed=ctx.seed_for(i)), per, prompt_ids=p) for i, p in enumerate(prompts))
             )
             candidates = [c for batch in batches for c in batch]
         else:
@@ -70,8 +70,10 @@ class RobustPreferenceSelection(Strategy):
         if not candidates:
             raise DeadlineExceeded("the deadline passed before any candidate was complete")
         ctx.meter.rounds += 1
-        items = [to_scored(c, ctx) for c in candidates]
+        items = await ctx.scored(candidates)
         raw = await ctx.score([i.text for i in items])
+        if raw is None:
+            raise DeadlineExceeded("the deadline passed before the candidates were scored")
         if ctx.prompt_for_direction is None:
             shortlist = sorted({ctx.combiner(d).rank(raw).best for d in neighbours})
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from aligner.search.base import DeadlineExceeded, Scored, SearchContext, SearchResult, Strategy, score_and_rank, to_scored
+from aligner.search.base import DeadlineExceeded, Scored, SearchContext, SearchResult, Strategy, score_and_rank
 
 
 class Sample(Strategy):
@@ -22,16 +22,17 @@ class Sample(Strategy):
             generated = await ctx.generate(spec, 1)
             if not generated:
                 raise DeadlineExceeded("the deadline passed before the response was complete")
-            candidate = to_scored(generated[0], ctx)
+            (candidate,) = await ctx.scored(generated)
         if ctx.objective_names and ctx.meter.affordable(1, 0, scored=True)[0]:
-            candidate = (await score_and_rank(ctx, [candidate]))[0]
+            # Past the deadline the response is returned unscored, with stopped_by saying why.
+            candidate = (await score_and_rank(ctx, [candidate]) or [candidate])[0]
         return SearchResult(chosen=candidate, candidates=[candidate])
 
     async def _stream(self, ctx: SearchContext, spec) -> Scored:
+        """vLLM's deltas, which already end before a stop string, so the text equals the non-streamed one."""
         ids: list[int] = []
         pieces: list[str] = []
         finish_reason = "abort"
-        ctx.meter.engine_requests += 1
         try:
             with ctx.meter.stage("generate"):
                 async with asyncio.timeout(ctx.meter.time_left()):
@@ -43,7 +44,9 @@ class Sample(Strategy):
                         finish_reason = delta.finish_reason or finish_reason
         except TimeoutError:
             ctx.meter.stop("deadline_ms")
-            finish_reason = "length"
+            if not pieces:
+                raise DeadlineExceeded("the deadline passed before any text was generated") from None
+            finish_reason = "length"  # what was streamed stands; stopped_by says why it is short
         finally:
             ctx.meter.generated(len(ids))
         return Scored(tuple(ids), "".join(pieces), finish_reason, True)

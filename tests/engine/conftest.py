@@ -33,14 +33,14 @@ class LoopThread:
         self.thread.join(timeout=30)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def loop_thread():
     runner = LoopThread()
     yield runner
     runner.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def engine(loop_thread, model_dir):
     async def start():
         return Engine.start(TEST_ENGINE.model_copy(update={"model": str(model_dir)}))
@@ -50,12 +50,12 @@ def engine(loop_thread, model_dir):
     engine.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def catalog(engine):
     return build_catalog(RewardsConfig(), tokenizer=engine.tokenizer, engine=engine)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def aligner(engine, catalog):
     return Aligner(engine, catalog)
 

@@ -84,7 +84,7 @@ def test_rps_samples_neighbours_and_picks_by_the_original_direction(aligner, run
 def test_candidate_token_budget_is_never_exceeded(aligner, run, strategy):
     search = {"best_of_n": {"n": 4}, "rejection": {"threshold": 10}, "beam": {"chunk_tokens": 8}, "rps": {"neighbors": 2}}
     response = run(aligner.generate(request(strategy, search=search[strategy], budget={"max_candidate_tokens": 40})))
-    assert response.usage.generated_tokens <= 40
+    assert response.usage.candidate_tokens <= 40
     assert response.usage.stopped_by == "max_candidate_tokens"
 
 

@@ -1,4 +1,4 @@
-"""CUDA-graph scoring equals eager scoring; graphs are captured once per bucket (skipped without CUDA)."""
+"""CUDA-graph scoring equals eager scoring; graphs are captured once per bucket, at start-up (skipped without CUDA)."""
 
 import random
 
@@ -38,18 +38,22 @@ def test_graph_replay_equals_eager_for_every_bucket(forward):
     assert graphs.stats.graph_replays == graphs.stats.batches and graphs.stats.eager_runs == 0
 
 
-def test_repeated_shapes_replay_without_recapture(forward):
+def test_requests_replay_the_start_up_graphs_without_recapture(forward):
     scorer = BatchedScorer(forward, num_outputs=3, pad_id=2, device="cuda", spec=SPEC, cuda_graphs=True)
+    scorer.score(sequences_for(3, 30, random.Random(0)))
+    assert scorer.stats.graph_captures == 0 and scorer.stats.eager_runs == 1  # nothing captured in a request
+    scorer.capture()
     rng = random.Random(1)
     for _ in range(5):
         scorer.score(sequences_for(3, 30, rng))
-    assert scorer.stats.graph_captures == 1
+    assert scorer.stats.graph_captures == len(SPEC.shapes())
     assert scorer.stats.graph_replays == 5
 
 
 def test_oversize_batches_run_eagerly(forward):
     scorer = BatchedScorer(forward, num_outputs=3, pad_id=2, device="cuda", spec=SPEC, cuda_graphs=True)
     eager = BatchedScorer(forward, num_outputs=3, pad_id=2, device="cuda", spec=SPEC, cuda_graphs=False)
+    scorer.capture()
     sequences = sequences_for(3, 100, random.Random(2))
     np.testing.assert_allclose(scorer.score(sequences), eager.score(sequences), atol=1e-4, rtol=1e-4)
-    assert scorer.stats.eager_runs >= 1 and scorer.stats.graph_captures == 0
+    assert scorer.stats.eager_runs >= 1 and scorer.stats.graph_replays == 0

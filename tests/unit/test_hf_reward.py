@@ -117,3 +117,20 @@ def test_catalog_merges_builtins_and_hf_heads_and_rejects_a_second_copy(tiny_rew
     twice = RewardsConfig(judge=False, builtin=False, models=[config.models[0], config.models[0]])
     with pytest.raises(ConfigError, match="'helpsteer-helpfulness' is declared by two reward models"):
         build_catalog(twice, tokenizer=tokenizer)
+
+
+def test_a_model_without_a_pad_id_pools_its_last_token_like_transformers(tmp_path, tokenizer):
+    """No pad id in the config: transformers pools the last token, even one equal to the tokenizer's pad id."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(1)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, num_labels=1, pad_token_id=None)
+    LlamaForSequenceClassification(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model = HFRewardModel(HFRewardModelConfig(path=str(tmp_path), name="quality", device="cpu"),
+                          bucket_spec=BucketSpec(batch_sizes=(1, 4), seq_lens=(16, 64)))
+    assert model.model.config.pad_token_id is None
+    pad = model.scorer.pad_id
+    sequences = [[5, 6, 7, pad], [9, pad, pad], [11, 12]]  # trailing tokens equal to the padding id
+    np.testing.assert_allclose(model.scorer.score(sequences), one_at_a_time(tmp_path, sequences), atol=1e-4)

@@ -80,3 +80,150 @@ def test_every_strategy_name_in_the_contract_has_exactly_one_implementation():
 
     assert list(STRATEGIES) == list(types.STRATEGIES)
     assert set(types.RANKED_STRATEGIES) == set(types.STRATEGIES) - {"sample"}
+
+
+# --- stop strings, deadlines on scoring, sibling cancellation (fakes stand in for engine and models) ---
+
+import asyncio  # noqa: E402
+
+from aligner.engine import Candidate  # noqa: E402
+from aligner.search.base import SearchContext, cut_at_stop, to_scored  # noqa: E402
+from aligner.search.beam import Committer  # noqa: E402
+from aligner.tasks import gather_all  # noqa: E402
+from aligner.types import AlignRequest  # noqa: E402
+
+
+class FakeCharTokenizer:
+    """One token per character (id = code point): decoding is exact and easy to reason about."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(i) for i in ids)
+
+
+class FakeEngine:
+    tokenizer = FakeCharTokenizer()
+
+
+def ids(text):
+    return tuple(ord(c) for c in text)
+
+
+def context(stop=(), deadline_ms=None, catalog=None, emit=None):
+    request = AlignRequest.parse({"prompt": "hi", "stop": list(stop), "max_tokens": 100,
+                                  **({"budget": {"deadline_ms": deadline_ms}} if deadline_ms else {})})
+    return SearchContext(engine=FakeEngine(), catalog=catalog, request=request, prompt_ids=[1],
+                         meter=Meter(started=time.monotonic(), deadline_ms=deadline_ms), emit=emit)
+
+
+def test_cut_at_stop_takes_the_earliest_of_any_stop_string():
+    assert cut_at_stop("abc END def STOP", ["STOP", "END"]) == ("abc ", True)
+    assert cut_at_stop("abc", ["x"]) == ("abc", False)
+    assert cut_at_stop("abc", []) == ("abc", False)
+
+
+def test_a_stop_string_across_the_prefix_and_the_continuation_ends_the_candidate():
+    ctx = context(stop=["END"])
+    scored = to_scored(Candidate(0, ids("ND and more"), "ND and more", "length", None), ctx, ids("so it is E"))
+    assert scored.text == "so it is " and scored.finish_reason == "stop" and scored.finished
+
+
+def test_a_fresh_candidate_keeps_vllms_text_and_is_cut_again_only_if_needed():
+    ctx = context(stop=["END"])
+    scored = to_scored(Candidate(0, ids("abcEND"), "abc", "stop", None), ctx)
+    assert scored.text == "abc" and scored.finished
+
+
+def test_committed_text_holds_back_a_possible_stop_string_start():
+    emitted = []
+    ctx = context(stop=["STOP"], emit=emitted.append)
+    committer = Committer(ctx)
+    committer.commit(ids("hello ST"))
+    assert "".join(e["text"] for e in emitted) == "hello"  # "hello ST" minus 3 held-back characters
+    committer.commit(ids("hello STOP and on"))  # the stop string completes across the chunk boundary
+    assert "".join(e["text"] for e in emitted) == "hello "
+    chosen = to_scored(Candidate(0, ids("OP and on"), "", "length", None), ctx, ids("hello ST"))
+    final = committer.finish(chosen)
+    assert final.text == "hello " == "".join(e["text"] for e in emitted)
+
+
+class FakeSlowCatalog:
+    """Scores after `delay` seconds; records whether it was cancelled."""
+
+    def __init__(self, delay):
+        self.delay = delay
+        self.cancelled = False
+
+    async def score(self, conversation, texts, names):
+        try:
+            await asyncio.sleep(self.delay)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return np.zeros((len(texts), len(names)))
+
+
+def test_the_deadline_cuts_scoring_short_and_says_so():
+    catalog = FakeSlowCatalog(delay=5.0)
+    ctx = context(deadline_ms=100, catalog=catalog)
+    started = time.monotonic()
+    assert asyncio.run(ctx.score(["a", "b"])) is None
+    assert time.monotonic() - started < 1.0
+    assert ctx.meter.stopped_by == "deadline_ms" and catalog.cancelled
+
+
+def test_scoring_within_the_deadline_returns_scores():
+    ctx = context(deadline_ms=5_000, catalog=FakeSlowCatalog(delay=0.01))
+    assert asyncio.run(ctx.score(["a"])).shape == (1, 0) and ctx.meter.stopped_by is None
+
+
+def test_when_one_sibling_fails_the_others_are_cancelled():
+    cancelled = []
+
+    async def slow(i):
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(i)
+            raise
+
+    async def failing():
+        await asyncio.sleep(0.05)
+        raise ValueError("engine said no")
+
+    async def main():
+        with pytest.raises(ValueError, match="engine said no"):
+            await gather_all(slow(1), failing(), slow(2))
+
+    started = time.monotonic()
+    asyncio.run(main())
+    assert sorted(cancelled) == [1, 2] and time.monotonic() - started < 2
+
+
+# --- property: whatever a strategy asks, the meter never lets a budget be exceeded ---
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    max_candidate_tokens=st.one_of(st.none(), st.integers(1, 500)),
+    max_reward_calls=st.one_of(st.none(), st.integers(1, 40)),
+    rounds=st.lists(st.tuples(st.integers(1, 16), st.integers(1, 64), st.booleans(), st.floats(0, 1)), max_size=12),
+)
+def test_budgets_are_never_exceeded(max_candidate_tokens, max_reward_calls, rounds):
+    m = meter(max_candidate_tokens=max_candidate_tokens, max_reward_calls=max_reward_calls)
+    for count, tokens_each, scored, used in rounds:
+        granted, tokens = m.affordable(count, tokens_each, scored=scored)
+        assert 0 <= granted <= count and 0 <= tokens <= tokens_each
+        if granted:
+            # Candidates may stop early: each uses a fraction of what it was granted.
+            m.generated(sum(max(1, int(tokens * used)) if used else tokens for _ in range(granted)))
+            if scored:
+                m.reward_calls += granted
+        if max_candidate_tokens is not None:
+            assert m.candidate_tokens <= max_candidate_tokens
+        if max_reward_calls is not None:
+            assert m.reward_calls <= max_reward_calls
+    if m.stopped_by is not None:
+        assert m.stopped_by in ("max_candidate_tokens", "max_reward_calls")

@@ -57,7 +57,7 @@ def test_stop_accepts_a_single_string():
         ({"prompt": "hi", "temperature": -0.1}, "temperature", "greater than or equal to 0"),
         ({"prompt": "hi", "top_p": 0}, "top_p", "greater than 0"),
         ({"prompt": "hi", "seed": -1}, "seed", "greater than or equal to 0"),
-        ({"prompt": "hi", "stop": [""]}, "stop", "non-empty"),
+        ({"prompt": "hi", "stop": [""]}, "stop[0]", "non-empty"),
         ({"prompt": "hi", "tempurature": 1.0}, "tempurature", "unknown field"),
     ],
 )
@@ -112,14 +112,15 @@ def test_limits_are_configurable():
 @pytest.mark.parametrize("strategy", ["best_of_n", "rejection", "beam", "rps"])
 def test_ranked_strategies_need_a_direction(strategy):
     with pytest.raises(InvalidRequest) as err:
-        AlignRequest.parse({"prompt": "hi", "search": {"strategy": strategy, "threshold": 0.5}})
+        search = {"strategy": strategy, **({"threshold": 0.5} if strategy == "rejection" else {})}
+        AlignRequest.parse({"prompt": "hi", "search": search})
     assert err.value.field == "preference_vector"
 
 
-def test_threshold_without_a_vector_names_the_vector():
+def test_a_threshold_outside_rejection_names_the_threshold():
     with pytest.raises(InvalidRequest) as err:
         AlignRequest.parse({"prompt": "hi", "search": {"threshold": 0.5}})
-    assert err.value.field == "preference_vector" and "threshold" in err.value.message
+    assert err.value.field == "search.threshold" and "rejection" in err.value.message
 
 
 @pytest.mark.parametrize("budget", [{"max_candidate_tokens": 0}, {"max_reward_calls": -1}, {"deadline_ms": 0}])

@@ -1,0 +1,232 @@
+"""Cross-request scoring micro-batcher: concurrent `score` calls on one model share one `score_many` call.
+
+Many requests run on one event loop; each scores its candidates with its own
+`score(conversation, responses)`. `ScoringBatcher` queues those calls per
+event loop and hands them to the model together:
+
+- a batch closes `window_ms` after its first call arrived, or as soon as the
+  queue holds `max_batch_sequences` responses (a single bigger call goes alone);
+- one batch per model runs at a time, so calls arriving while it runs queue up
+  and go together in the next one (with `window_ms=0` that, and calls made in
+  the same loop iteration, is all that is merged: nothing ever waits);
+- the merged batch runs `model.score_many(items)` in a worker thread
+  (`asyncio.to_thread`), so the event loop never blocks; each caller then gets
+  its own rows, in order;
+- a caller cancelled while queued is dropped, one cancelled while its batch
+  runs just does not get its rows: the others are unaffected;
+- an exception from `score_many` is raised to every caller of that batch (the
+  same exception object, so the same type, e.g. `RewardError`).
+
+The per-loop state is created on first use, so a batcher may be built outside
+any loop and used from several loops (tests run engines on a background thread's
+loop). Observers (`on_batch`) run on the event loop thread after each batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from aligner.rewards.base import BlockingRewardModel, Objective, RewardError, RewardModel, ScoreItem
+from aligner.types import ChatMessage
+from kernels.scorer import SCORING_ABANDONED
+
+log = logging.getLogger(__name__)
+
+# observer(model label, requests merged, sequences scored, seconds score_many took as seen from the loop)
+BatchObserver = Callable[[str, int, int, float], None]
+
+
+@dataclass(eq=False)
+class _Call:
+    item: ScoreItem
+    future: asyncio.Future
+    arrived: float  # loop.time()
+
+    @property
+    def sequences(self) -> int:
+        return len(self.item[1])
+
+
+@dataclass(eq=False)
+class _LoopState:
+    """What the callers of one model on one event loop share."""
+
+    pending: deque[_Call] = field(default_factory=deque)
+    drainer: asyncio.Task | None = None  # the task forming and running batches while calls are queued
+    wake: asyncio.Future | None = None  # resolved to close the waiting batch early (it is full)
+
+    def queued_sequences(self) -> int:
+        return sum(call.sequences for call in self.pending)
+
+    def prune(self) -> None:
+        """Drop calls whose callers were cancelled."""
+        if any(call.future.done() for call in self.pending):
+            self.pending = deque(call for call in self.pending if not call.future.done())
+
+
+class _ScoringWrapper(RewardModel):
+    """What the catalog scores through instead of a `BlockingRewardModel`: same objectives, and
+    every scoring pass reported to `on_batch`."""
+
+    def __init__(self, model: BlockingRewardModel, on_batch: BatchObserver | None):
+        self.model = model
+        self.on_batch = on_batch
+
+    @property
+    def objectives(self) -> tuple[Objective, ...]:  # type: ignore[override]
+        return self.model.objectives
+
+    @property
+    def label(self) -> str:
+        return self.model.label
+
+    def batched_scorers(self) -> Sequence[Any]:
+        return self.model.batched_scorers()
+
+    def _report(self, requests: int, sequences: int, seconds: float) -> None:
+        if self.on_batch is not None:
+            try:
+                self.on_batch(self.label, requests, sequences, seconds)
+            except Exception:
+                log.exception("scoring batch observer failed")
+
+
+class ScoringBatcher(_ScoringWrapper):
+    """A `BlockingRewardModel` whose concurrent `score` calls are merged into `score_many` batches."""
+
+    def __init__(
+        self,
+        model: BlockingRewardModel,
+        *,
+        window_ms: float = 2.0,
+        max_batch_sequences: int = 256,
+        on_batch: BatchObserver | None = None,
+    ):
+        if not window_ms >= 0:
+            raise ValueError(f"window_ms must be >= 0, got {window_ms}")
+        if max_batch_sequences < 1:
+            raise ValueError(f"max_batch_sequences must be >= 1, got {max_batch_sequences}")
+        super().__init__(model, on_batch)
+        self.window = window_ms / 1000.0
+        self.max_batch_sequences = max_batch_sequences
+        self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
+        self._states_lock = threading.Lock()
+
+    async def score(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
+        if not responses:
+            return np.zeros((0, len(self.objectives)))
+        loop = asyncio.get_running_loop()
+        state = self._state(loop)
+        call = _Call((tuple(conversation), tuple(responses)), loop.create_future(), loop.time())
+        state.pending.append(call)
+        if state.drainer is None:
+            state.drainer = loop.create_task(self._drain(state, loop), name=f"scoring-batcher[{self.label}]")
+        elif state.wake is not None and not state.wake.done() and state.queued_sequences() >= self.max_batch_sequences:
+            state.wake.set_result(None)
+        # Cancelling the caller cancels `call.future`; the drainer then skips it.
+        return await call.future
+
+    def _state(self, loop: asyncio.AbstractEventLoop) -> _LoopState:
+        with self._states_lock:
+            state = self._states.get(loop)
+            if state is None:
+                for closed in [old for old in self._states if old.is_closed()]:
+                    del self._states[closed]
+                state = self._states[loop] = _LoopState()
+            return state
+
+    async def _drain(self, state: _LoopState, loop: asyncio.AbstractEventLoop) -> None:
+        """Form and run batches until the queue is empty (runs as one task per loop while calls are queued)."""
+        batch: list[_Call] = []
+        try:
+            while True:
+                state.prune()
+                if not state.pending:
+                    return
+                delay = state.pending[0].arrived + self.window - loop.time()
+                if delay > 0 and state.queued_sequences() < self.max_batch_sequences:
+                    state.wake = loop.create_future()
+                    try:
+                        await asyncio.wait([state.wake], timeout=delay)
+                    finally:
+                        state.wake = None
+                    state.prune()
+                batch = self._take(state)
+                if batch:
+                    await self._run(batch)
+                batch = []
+        except BaseException:
+            # The drainer itself was cancelled (the loop is shutting down): nobody will answer these calls.
+            for call in [*batch, *state.pending]:
+                call.future.cancel()
+            state.pending.clear()
+            raise
+        finally:
+            state.drainer = None
+
+    def _take(self, state: _LoopState) -> list[_Call]:
+        """The oldest calls that fit in `max_batch_sequences` (at least one)."""
+        batch: list[_Call] = []
+        sequences = 0
+        while state.pending and (not batch or sequences + state.pending[0].sequences <= self.max_batch_sequences):
+            call = state.pending.popleft()
+            batch.append(call)
+            sequences += call.sequences
+        return batch
+
+    async def _run(self, batch: list[_Call]) -> None:
+        items = [call.item for call in batch]
+        started = time.perf_counter()
+        # The worker thread inherits this: once every caller of the batch is gone, it stops between batches.
+        abandoned = SCORING_ABANDONED.set(lambda: all(call.future.done() for call in batch))
+        try:
+            rows = await asyncio.to_thread(self.model.score_many, items)
+            if len(rows) != len(items):
+                raise RewardError(f"reward model {self.label!r} returned {len(rows)} results for {len(items)} requests")
+        except Exception as exc:
+            for call in batch:
+                if not call.future.done():
+                    call.future.set_exception(exc)
+        else:
+            for call, scores in zip(batch, rows):
+                if not call.future.done():
+                    call.future.set_result(np.asarray(scores, dtype=float))
+        finally:
+            SCORING_ABANDONED.reset(abandoned)
+        self._report(len(batch), sum(call.sequences for call in batch), time.perf_counter() - started)
+
+
+class UnbatchedScorer(_ScoringWrapper):
+    """A `BlockingRewardModel` scored one call at a time, each in its own worker thread.
+
+    What the catalog uses when cross-request batching is off: every call is its
+    own batch of one request, reported to `on_batch` like a merged one, so the
+    batch metrics mean the same with and without the batcher.
+    """
+
+    def __init__(self, model: BlockingRewardModel, *, on_batch: BatchObserver | None = None):
+        super().__init__(model, on_batch)
+
+    async def score(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
+        if not responses:
+            return np.zeros((0, len(self.objectives)))
+        started = time.perf_counter()
+        gone = threading.Event()
+        abandoned = SCORING_ABANDONED.set(gone.is_set)
+        try:
+            return await asyncio.to_thread(self.model.score_now, conversation, responses)
+        except asyncio.CancelledError:
+            gone.set()  # the worker thread stops between batches
+            raise
+        finally:
+            SCORING_ABANDONED.reset(abandoned)
+            self._report(1, len(responses), time.perf_counter() - started)

@@ -1,0 +1,104 @@
+"""Per-tenant safety configs (CoSA): what one tenant's users may and may not get, set by an admin.
+
+A config is natural-language `text` placed first in the system message, `thresholds` that
+become hard constraints on every candidate, and what to do when no candidate passes. The
+tenant store keeps every version (immutable, numbered per tenant) and an audit row per change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from aligner.errors import InvalidRequest
+from aligner.types import OBJECTIVE_NAME, check_text
+
+MAX_TEXT_CHARS = 20_000
+MAX_TOPICS = 32
+MAX_TOPIC_CHARS = 200
+MAX_THRESHOLDS = 16
+DEFAULT_REFUSAL = "I can't help with that request."
+
+
+class SafetyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    text: str = Field(
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        description="What this tenant's users may and may not get, in natural language; placed first in the "
+        "system message, with precedence over everything the user writes.",
+    )
+    thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        max_length=MAX_THRESHOLDS,
+        description="Objective -> lowest acceptable raw score; hard constraints on every candidate, beside the "
+        "request's own (which cannot loosen them).",
+    )
+    action: Literal["refuse", "resample", "flag"] = Field(
+        "refuse",
+        description="When no candidate passes: `refuse` answers with `refusal_message`; `resample` draws more "
+        "candidates (up to `max_resamples`), then refuses; `flag` returns the best, marked flagged.",
+    )
+    refusal_message: str = Field(
+        DEFAULT_REFUSAL, min_length=1, max_length=2000, description="The answer when a request is refused."
+    )
+    max_resamples: int = Field(8, ge=1, le=64, description="`resample`: most extra candidates before refusing.")
+    allowed: list[str] = Field(
+        default_factory=list, max_length=MAX_TOPICS, description="Short descriptions of topics that are allowed."
+    )
+    disallowed: list[str] = Field(
+        default_factory=list, max_length=MAX_TOPICS, description="Short descriptions of topics that are not."
+    )
+
+    @field_validator("text", "refusal_message")
+    @classmethod
+    def _real_text(cls, value: str, info) -> str:
+        if not value.strip():
+            raise InvalidRequest(info.field_name, "must not be empty or only whitespace")
+        check_text(info.field_name, value)
+        return value
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, minimum in value.items():
+            if not OBJECTIVE_NAME.match(name):
+                raise InvalidRequest(f"thresholds.{name}", f"objective names must match {OBJECTIVE_NAME.pattern}")
+            if not math.isfinite(minimum):
+                raise InvalidRequest(f"thresholds.{name}", "must be a finite number")
+        return value
+
+    @field_validator("allowed", "disallowed")
+    @classmethod
+    def _topics(cls, value: list[str], info) -> list[str]:
+        for i, topic in enumerate(value):
+            field = f"{info.field_name}[{i}]"
+            if not topic.strip():
+                raise InvalidRequest(field, "must not be empty or only whitespace")
+            if len(topic) > MAX_TOPIC_CHARS:
+                raise InvalidRequest(field, f"is {len(topic)} characters; the maximum is {MAX_TOPIC_CHARS}")
+            check_text(field, topic)
+        return value
+
+    def check_objectives(self, ranges: Mapping[str, tuple[float, float]]) -> None:
+        """Every threshold names a served objective (`ranges`: name -> (low, high)) within its raw range."""
+        for name, minimum in self.thresholds.items():
+            if name not in ranges:
+                valid = ", ".join(sorted(ranges)) or "(none configured)"
+                raise InvalidRequest(f"thresholds.{name}", f"unknown objective {name!r}; valid objectives: {valid}")
+            low, high = ranges[name]
+            if not low <= minimum <= high:
+                raise InvalidRequest(f"thresholds.{name}", f"is {minimum} but {name}'s scores lie in [{low:g}, {high:g}]")
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def content_hash(self) -> str:
+        """SHA-256 of the canonical JSON: what the audit log records of each version."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()

@@ -1,0 +1,63 @@
+"""`build_app(config) -> Application`: the one builder, used by `aligner serve` and KubeRay.
+
+KubeRay's serveConfigV2 imports `serve.app:build_app` and passes the
+ServerConfig fields as `args` (a dict); Ray Serve calls builders that way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from serve.config import ServerConfig
+from serve.metrics import MetricsAggregate
+
+
+class MetricsHub:
+    """Holds the latest metrics snapshot of every replica; `render()` is what GET /metrics returns."""
+
+    def __init__(self, stale_after_s: float):
+        self.aggregate = MetricsAggregate(stale_after_s)
+
+    def report(self, replica: str, snapshot: list) -> None:
+        self.aggregate.report(replica, snapshot)
+
+    def render(self) -> bytes:
+        return self.aggregate.render()
+
+
+def build_app(config: ServerConfig | dict[str, Any] | None = None) -> Application:
+    from serve.http import Ingress
+    from serve.model import AlignerServer
+
+    config = ServerConfig.load(config or {})
+    plain = config.model_dump(mode="json")
+    hub = serve.deployment(MetricsHub, name="MetricsHub", num_replicas=1, ray_actor_options={"num_cpus": 0}).bind(
+        max(10.0, 10 * config.metrics_interval_s)
+    )
+    scaling: dict[str, Any] = (
+        {"autoscaling_config": config.autoscaling.model_dump()}
+        if config.autoscaling is not None
+        else {"num_replicas": config.num_replicas}
+    )
+    model = serve.deployment(
+        AlignerServer,
+        name="AlignerServer",
+        max_ongoing_requests=config.max_ongoing_requests,
+        max_queued_requests=config.max_queued_requests,
+        ray_actor_options={"num_cpus": config.replica_num_cpus, "num_gpus": config.replica_num_gpus},
+        health_check_period_s=10,
+        health_check_timeout_s=60,
+        graceful_shutdown_timeout_s=30,
+        **scaling,
+    ).bind(plain, hub)
+    ingress = serve.deployment(
+        Ingress,
+        name="Ingress",
+        num_replicas=config.ingress_replicas,
+        max_ongoing_requests=config.ingress_max_ongoing_requests,
+        ray_actor_options={"num_cpus": 0},
+    )
+    return ingress.bind(plain, model, hub)

@@ -1,0 +1,505 @@
+"""`aligner bench serve`: the server against in-process Aligner and vLLM's own OpenAI server, in one run.
+
+Phases, one engine at a time (a small CPU machine holds one):
+
+1. in-process `Aligner` (its own engine): latency of one greedy `sample` request;
+2. vLLM's OpenAI server (`python -m vllm.entrypoints.openai.api_server`) on the same
+   model and engine settings: `sample` throughput at each client count;
+3. the Ray Serve app with the cross-request scoring batcher on (default config):
+   the same `sample` latency through `/v1/generate`, `sample` throughput through
+   `/v1/chat/completions`, and `best_of_n` throughput + mean reward-batch size;
+4. the app redeployed with the batcher off (`batch_window_ms: null`): `best_of_n` again.
+
+The JSON holds the raw figures, the ratios and the targets with `met`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+PROMPTS = (
+    "Write a long story about a dragon who learns to bake bread.",
+    "Explain in detail how a steam engine works.",
+    "Describe a day in the life of a lighthouse keeper.",
+    "Give a detailed history of the bicycle.",
+)
+DIRECTION = {"relevance": 1.0, "verbosity": -0.5}
+TARGETS = {
+    "http_over_in_process_latency": {"max": 1.10},
+    "aligner_over_vllm_tokens_per_s_at_max_clients": {"min": 0.9},
+    "batcher_on_over_off_mean_batch_size": {"min": 1.3},
+}
+OFF_REWARDS = {"batch_window_ms": None}
+OFF_NOTE = "batch_window_ms=null: every scoring call runs alone in its own worker thread, as a batch of one request."
+BATCH_METRIC = "aligner_reward_batch_size"
+
+
+# -- pure helpers (unit-tested) ---------------------------------------------------------------
+
+
+def parse_clients(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"client counts must be positive integers, got {text!r}")
+    return values
+
+
+def histogram_totals(metrics_text: str, name: str = BATCH_METRIC) -> tuple[float, float]:
+    """(sum, count) of a Prometheus histogram, summed over all its label sets."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total, count = 0.0, 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name == f"{name}_sum":
+                total += sample.value
+            elif sample.name == f"{name}_count":
+                count += sample.value
+    return total, count
+
+
+def mean_between(before: tuple[float, float], after: tuple[float, float]) -> float | None:
+    """Mean observation of a histogram between two (sum, count) readings; None if nothing was observed."""
+    count = after[1] - before[1]
+    return (after[0] - before[0]) / count if count > 0 else None
+
+
+def ratio(numerator: float | None, denominator: float | None, digits: int = 3) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return round(numerator / denominator, digits)
+
+
+def target(value: float | None, spec: dict[str, float]) -> dict[str, Any]:
+    """A target entry: the measured value, the bound and whether it is met (None measured: not met)."""
+    out: dict[str, Any] = {"measured": value, **{f"target_{k}": v for k, v in spec.items()}}
+    met = value is not None
+    if met and "max" in spec:
+        met = value <= spec["max"]
+    if met and "min" in spec:
+        met = value >= spec["min"]
+    out["met"] = met
+    return out
+
+
+def load_summary(latencies: Sequence[float], tokens: Sequence[int], wall_s: float, clients: int) -> dict[str, Any]:
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "completion_tokens": int(sum(tokens)),
+        "wall_s": round(wall_s, 3),
+        "tokens_per_s": round(sum(tokens) / wall_s, 2) if wall_s > 0 else None,
+        "requests_per_s": round(len(latencies) / wall_s, 3) if wall_s > 0 else None,
+        "mean_latency_s": round(statistics.mean(latencies), 4) if latencies else None,
+        "p50_latency_s": round(statistics.median(latencies), 4) if latencies else None,
+    }
+
+
+def summarize(report: dict[str, Any]) -> dict[str, Any]:
+    """Ratios and targets from the raw phases of a report (missing phases give None / met false)."""
+    ratios: dict[str, Any] = {}
+    overhead = report.get("overhead", {})
+    ratios["http_over_in_process_latency"] = ratio(
+        overhead.get("http", {}).get("median_s"), overhead.get("in_process", {}).get("median_s")
+    )
+    aligner_tp = {r["clients"]: r["tokens_per_s"] for r in report.get("throughput", {}).get("aligner", [])}
+    vllm_tp = {r["clients"]: r["tokens_per_s"] for r in report.get("throughput", {}).get("vllm", [])}
+    ratios["aligner_over_vllm_tokens_per_s"] = {
+        str(c): ratio(aligner_tp.get(c), vllm_tp.get(c)) for c in sorted(set(aligner_tp) | set(vllm_tp))
+    }
+    top = max(set(aligner_tp) | set(vllm_tp), default=None)
+    ratios["aligner_over_vllm_tokens_per_s_at_max_clients"] = (
+        ratio(aligner_tp.get(top), vllm_tp.get(top)) if top is not None else None
+    )
+    best = report.get("best_of_n", {})
+    on, off = best.get("batcher_on", {}), best.get("batcher_off", {})
+    ratios["batcher_on_over_off_mean_batch_size"] = ratio(on.get("mean_reward_batch_size"), off.get("mean_reward_batch_size"))
+    ratios["batcher_on_over_off_tokens_per_s"] = ratio(on.get("tokens_per_s"), off.get("tokens_per_s"))
+    targets = {name: target(ratios.get(name), spec) for name, spec in TARGETS.items()}
+    return {"ratios": ratios, "targets": targets}
+
+
+# -- load generation --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def chat_body(model: str, prompt: str, max_tokens: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "seed": 0,
+        **(extra or {}),
+    }
+
+
+async def run_load(
+    url: str, bodies: Callable[[int, int], dict[str, Any]], clients: int, per_client: int, headers: dict[str, str]
+) -> dict[str, Any]:
+    """`clients` concurrent clients, each sending `per_client` requests one after another."""
+    import httpx
+
+    latencies: list[float] = []
+    tokens: list[int] = []
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(900.0), trust_env=False, limits=httpx.Limits(max_connections=clients + 4)
+    ) as client:
+
+        async def one_client(c: int) -> None:
+            for i in range(per_client):
+                t0 = time.perf_counter()
+                r = await client.post(url, json=bodies(c, i), headers=headers)
+                if r.status_code != 200:
+                    raise RuntimeError(f"{url} answered {r.status_code}: {r.text[:300]}")
+                latencies.append(time.perf_counter() - t0)
+                tokens.append(int(r.json()["usage"]["completion_tokens"]))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_client(c) for c in range(clients)))
+        wall = time.perf_counter() - started
+    return load_summary(latencies, tokens, wall, clients)
+
+
+async def timed_requests(url: str, body: dict[str, Any], repeats: int, headers: dict[str, str]) -> dict[str, Any]:
+    import httpx
+
+    times, tokens = [], []
+    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), trust_env=False) as client:
+        for _ in range(repeats + 1):  # the first is a warm-up
+            t0 = time.perf_counter()
+            r = await client.post(url, json=body, headers=headers)
+            r.raise_for_status()
+            times.append(time.perf_counter() - t0)
+            tokens.append(r.json()["usage"]["completion_tokens"])
+    return latency_summary(times[1:], tokens[1:])
+
+
+def latency_summary(times: Sequence[float], tokens: Sequence[int]) -> dict[str, Any]:
+    return {
+        "repeats": len(times),
+        "median_s": round(statistics.median(times), 4),
+        "min_s": round(min(times), 4),
+        "seconds": [round(t, 4) for t in times],
+        "completion_tokens": list(tokens),
+    }
+
+
+# -- phases -----------------------------------------------------------------------------------
+
+
+def sample_request(max_tokens: int) -> dict[str, Any]:
+    return {
+        "prompt": PROMPTS[0],
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "seed": 1234,
+        "search": {"strategy": "sample"},
+    }
+
+
+def in_process_latency(engine_config, body: dict[str, Any], repeats: int, progress) -> dict[str, Any]:
+    from aligner.core import Aligner
+    from aligner.engine import Engine
+    from aligner.types import AlignRequest
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="bench-engine-loop", daemon=True)
+    thread.start()
+
+    def run(coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(900)
+
+    async def start():
+        return Engine.start(engine_config, progress=progress)
+
+    engine = run(start())
+    try:
+        aligner = Aligner(engine)
+
+        async def measure():
+            times, tokens = [], []
+            for _ in range(repeats + 1):
+                request = AlignRequest.parse(body)
+                t0 = time.perf_counter()
+                response = await aligner.generate(request)
+                times.append(time.perf_counter() - t0)
+                tokens.append(response.usage.completion_tokens)
+            return latency_summary(times[1:], tokens[1:])
+
+        result = run(measure())
+        progress(f"in-process Aligner.generate median {result['median_s']}s")
+        return result
+    finally:
+        engine.shutdown()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+
+
+def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with status {proc.returncode} before {url} answered")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=5, trust_env=False).status_code == 200:
+                return
+        time.sleep(1)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout_s:.0f}s")
+
+
+def vllm_throughput(engine_config, model_dir: Path, args, progress) -> list[dict[str, Any]]:
+    port = free_port()
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir), "--served-model-name", model_dir.name,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--dtype", engine_config.dtype, "--max-model-len", str(engine_config.max_model_len),
+        "--max-num-seqs", str(engine_config.max_num_seqs), "--seed", str(engine_config.seed),
+        "--kv-cache-memory-bytes", str(int(engine_config.kv_cache_gib * (1 << 30))),
+        "--enforce-eager", "--enable-prefix-caching", "--disable-uvicorn-access-log", "--uvicorn-log-level", "warning",
+    ]
+    if engine_config.block_size:
+        command += ["--block-size", str(engine_config.block_size)]
+    progress(f"starting vLLM's OpenAI server on 127.0.0.1:{port}")
+    log = open(Path(tempfile.gettempdir()) / f"bench-serve-vllm-{port}.log", "w")
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", 600, proc)
+        progress("vLLM server ready")
+        return asyncio.run(sample_throughput(f"http://127.0.0.1:{port}/v1/chat/completions", model_dir.name, {}, args, progress, "vllm"))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
+        log.close()
+
+
+async def sample_throughput(url: str, model: str, headers: dict[str, str], args, progress, label: str) -> list[dict[str, Any]]:
+    def body(c: int, i: int) -> dict[str, Any]:
+        return chat_body(model, PROMPTS[(c + i) % len(PROMPTS)], args.max_tokens)
+
+    await run_load(url, body, 1, 1, headers)  # warm-up
+    rows = []
+    for clients in args.clients:
+        row = await run_load(url, body, clients, args.requests_per_client, headers)
+        progress(f"{label} sample, {clients} client(s): {row['tokens_per_s']} tokens/s")
+        rows.append(row)
+    return rows
+
+
+async def best_of_n_phase(base: str, model: str, headers: dict[str, str], args, progress, label: str) -> dict[str, Any]:
+    import httpx
+
+    def body(c: int, i: int) -> dict[str, Any]:
+        return chat_body(
+            model, PROMPTS[(c + i) % len(PROMPTS)], args.max_tokens,
+            {"temperature": 1.0, "seed": c * 100 + i, "preference_vector": DIRECTION,
+             "search": {"strategy": "best_of_n", "n": args.n}},
+        )
+
+    url = f"{base}/v1/chat/completions"
+    await run_load(url, body, 1, 1, headers)  # warm-up (loads the reward models)
+
+    async def read_metrics() -> tuple[float, float]:
+        await asyncio.sleep(args.metrics_settle_s)  # replicas push metrics every metrics_interval_s
+        async with httpx.AsyncClient(timeout=30, trust_env=False) as client:
+            r = await client.get(f"{base}/metrics")
+            r.raise_for_status()
+            return histogram_totals(r.text)
+
+    before = await read_metrics()
+    row = await run_load(url, body, args.best_of_n_clients, args.requests_per_client, headers)
+    after = await read_metrics()
+    mean = mean_between(before, after)
+    row.update(
+        n=args.n,
+        reward_batches=after[1] - before[1],
+        reward_batch_sequences=after[0] - before[0],
+        mean_reward_batch_size=round(mean, 3) if mean is not None else None,
+    )
+    progress(f"best_of_n ({label}), {row['clients']} clients: {row['tokens_per_s']} tokens/s, "
+             f"mean reward batch {row['mean_reward_batch_size']}")
+    return row
+
+
+def server_phases(engine_config, model_dir: Path, args, report: dict[str, Any], progress) -> None:
+    import ray
+    from ray import serve
+
+    from aligner.tenants import TenantStore
+    from serve.app import build_app
+    from serve.config import ServerConfig
+
+    tmp = tempfile.mkdtemp(prefix="bench-serve-")
+    store_url = f"sqlite:///{tmp}/tenants.db"
+    store = TenantStore.open(store_url)
+    _, key = store.create_key("bench")
+    headers = {"Authorization": f"Bearer {key}"}
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+
+    def config(rewards: dict[str, Any]) -> ServerConfig:
+        return ServerConfig.load({
+            "engine": engine_config.model_dump(mode="json"),
+            "rewards": rewards,
+            "tenant_store": store_url,
+            "http_host": "127.0.0.1",
+            "http_port": port,
+            "replica_num_cpus": 0,
+            "max_ongoing_requests": max(32, max(args.clients), args.best_of_n_clients),
+        })
+
+    def deploy(cfg: ServerConfig, what: str) -> None:
+        progress(f"deploying the app ({what}); the engine starts in the replica")
+        t0 = time.monotonic()
+        serve.run(build_app(cfg), name=cfg.app_name, route_prefix="/",
+                  logging_config={"log_level": "WARNING", "enable_access_log": False})
+        wait_http(f"{base}/readyz", 600)
+        progress(f"app ready in {time.monotonic() - t0:.0f}s")
+
+    progress("starting Ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
+             log_to_driver=bool(os.environ.get("ALIGNER_RAY_LOGS")))
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        on_config = config({})
+        report["server_config"] = {"rewards_on": on_config.rewards.model_dump(), "rewards_off": OFF_REWARDS}
+        deploy(on_config, "scoring batcher on")
+        model = model_dir.name
+        report["overhead"]["http"] = asyncio.run(
+            timed_requests(f"{base}/v1/generate", sample_request(args.max_tokens), args.repeats, headers)
+        )
+        progress(f"HTTP /v1/generate median {report['overhead']['http']['median_s']}s")
+        report["throughput"]["aligner"] = asyncio.run(
+            sample_throughput(f"{base}/v1/chat/completions", model, headers, args, progress, "aligner")
+        )
+        report["best_of_n"]["batcher_on"] = asyncio.run(best_of_n_phase(base, model, headers, args, progress, "batcher on"))
+        progress("removing the app before redeploying with the batcher off")
+        serve.delete(on_config.app_name)
+        deploy(config(OFF_REWARDS), "scoring batcher off: batch_window_ms=null")
+        report["best_of_n"]["batcher_off"] = asyncio.run(best_of_n_phase(base, model, headers, args, progress, "batcher off"))
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            store.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from aligner.bench.scoring import write
+    from aligner.cli import status
+    from aligner.engine import EngineConfig
+    from aligner.models import resolve_model
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt  # run the phases' cleanup (vLLM server, Serve, Ray) on SIGTERM too
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    model_dir = resolve_model(args.model, progress=status)
+    engine_config = EngineConfig(
+        model=str(model_dir), dtype="float32", max_model_len=args.max_model_len, kv_cache_gib=args.kv_cache_gib,
+        max_num_seqs=args.max_num_seqs, block_size=32,
+    )
+    report: dict[str, Any] = {
+        "benchmark": "serve",
+        "model": model_dir.name,
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "engine": engine_config.model_dump(mode="json", exclude={"model", "profile"}),
+        "settings": {
+            "max_tokens": args.max_tokens, "clients": args.clients, "requests_per_client": args.requests_per_client,
+            "repeats": args.repeats, "best_of_n_clients": args.best_of_n_clients, "n": args.n, "direction": DIRECTION,
+        },
+        "notes": {
+            "overhead": "greedy `sample` (temperature 0, fixed seed), same body on /v1/generate and Aligner.generate; "
+            "medians after one warm-up. Lengths: usage.completion_tokens (no ignore-eos in the aligner).",
+            "throughput": "completion tokens (usage.completion_tokens) / wall time; each client sends its requests "
+            "one after another; same chat bodies (temperature 0) to both servers.",
+            "batcher_off": OFF_NOTE,
+        },
+        "overhead": {},
+        "throughput": {},
+        "best_of_n": {},
+        "errors": {},
+    }
+    started = time.monotonic()
+    phases = [
+        ("overhead_in_process", lambda: report["overhead"].__setitem__(
+            "in_process", in_process_latency(engine_config, sample_request(args.max_tokens), args.repeats, status))),
+    ]
+    if not args.skip_vllm:
+        phases.append(("vllm", lambda: report["throughput"].__setitem__(
+            "vllm", vllm_throughput(engine_config, model_dir, args, status))))
+    phases.append(("server", lambda: server_phases(engine_config, model_dir, args, report, status)))
+    out_path = Path(args.out or "bench-results/serve-cpu.json")
+    for name, phase in phases:
+        status(f"phase {name}")
+        try:
+            phase()
+        except Exception as exc:  # keep the other phases' figures
+            report["errors"][name] = f"{type(exc).__name__}: {exc}"
+            status(f"phase {name} failed: {report['errors'][name]}")
+        report["total_s"] = round(time.monotonic() - started, 1)
+        report.update(summarize(report))
+        write(report, out_path)  # after every phase, so an interrupted run keeps what it measured
+    out = out_path
+    print(json.dumps({"ratios": report["ratios"], "targets": report["targets"]}, indent=2))
+    status(f"wrote {out}")
+    return 1 if report["errors"] else 0
+
+
+def add_parser(benches: argparse._SubParsersAction) -> None:
+    """Register `aligner bench serve`."""
+    p = benches.add_parser(
+        "serve", help="The server vs in-process Aligner (latency) and vs vLLM's OpenAI server (throughput); batcher on/off."
+    )
+    p.set_defaults(handler=run)
+    p.add_argument("--model", default="embedded", help="A local HF model directory (default: the embedded model).")
+    p.add_argument("--max-tokens", type=int, default=64, help="Tokens per response (default 64).")
+    p.add_argument("--clients", type=parse_clients, default=[1, 4, 16], help="Concurrent client counts (default 1,4,16).")
+    p.add_argument("--requests-per-client", type=int, default=2, help="Requests each client sends per load (default 2).")
+    p.add_argument("--repeats", type=int, default=3, help="Timed repeats of the latency request (default 3).")
+    p.add_argument("--best-of-n-clients", type=int, default=16, help="Concurrent clients of the best_of_n phase (default 16).")
+    p.add_argument("--n", type=int, default=4, help="best_of_n candidates (default 4).")
+    p.add_argument("--max-model-len", type=int, default=2048)
+    p.add_argument("--max-num-seqs", type=int, default=16)
+    p.add_argument("--kv-cache-gib", type=float, default=0.5)
+    p.add_argument("--metrics-settle-s", type=float, default=2.0, help="Wait before each /metrics read (default 2).")
+    p.add_argument("--skip-vllm", action="store_true", help="Skip the vLLM OpenAI server comparison.")
+    p.add_argument("--out", help="Output JSON (default: bench-results/serve-cpu.json).")

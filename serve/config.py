@@ -1,0 +1,111 @@
+"""ServerConfig: everything `build_app` needs, one pydantic model, loadable from YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from aligner.engine import EngineConfig
+from aligner.errors import ConfigError
+from aligner.rewards import RewardsConfig
+from aligner.types import SearchLimits, parse_model
+
+
+class AutoscalingSpec(BaseModel):
+    """Ray Serve autoscaling of the model deployment (replaces `num_replicas` when set)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int = Field(1, ge=0, description="Fewest model replicas kept running.")
+    max_replicas: int = Field(4, ge=1, description="Most model replicas.")
+    target_ongoing_requests: float = Field(
+        8.0, gt=0, description="Requests in flight per replica that autoscaling aims for."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} exceeds max_replicas {self.max_replicas}")
+        return self
+
+
+class ServerConfig(BaseModel):
+    """The Aligner server: engine, rewards, limits, replicas, queues, tenant store and ports."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="The policy engine of every model replica.")
+    rewards: RewardsConfig = Field(default_factory=RewardsConfig, description="Reward objectives served beside the engine.")
+    search_limits: SearchLimits = Field(
+        default_factory=SearchLimits, description="Server-side maximums of request parameters."
+    )
+    model_name: str | None = Field(
+        None, description="Name clients use in `model` (OpenAI route); default: the model directory's name."
+    )
+    num_replicas: int = Field(1, ge=1, description="Model replicas (one engine + reward models each), without autoscaling.")
+    autoscaling: AutoscalingSpec | None = Field(None, description="Autoscale the model replicas instead of a fixed count.")
+    replica_num_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves for each model replica.")
+    replica_num_gpus: float = Field(
+        0.0,
+        ge=0,
+        description="GPUs per model replica (1 on a GPU node). Engine and reward models share it: set "
+        "engine.gpu_memory_utilization below 1 so the reward models fit beside the KV cache.",
+    )
+    max_ongoing_requests: int = Field(
+        32, ge=1, description="Requests one model replica runs at once (they share the engine's continuous batching)."
+    )
+    max_queued_requests: int = Field(
+        64,
+        ge=1,
+        description="Requests waiting for a model replica, per ingress replica; beyond it requests get 429 at once.",
+    )
+    retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with 429 (queue full).")
+    ingress_replicas: int = Field(1, ge=1, description="HTTP ingress replicas (auth, validation, protocol conversion).")
+    ingress_max_ongoing_requests: int = Field(
+        1024, ge=1, description="Requests one ingress replica holds at once (mostly waiting on the model replicas)."
+    )
+    tenant_store: str | None = Field(
+        None,
+        description="Tenant store URL: sqlite:///PATH (one machine) or postgresql://… (replicas on several "
+        "machines). Default: a SQLite file under the Aligner cache (~/.cache/aligner/tenants.db).",
+    )
+    auth_cache_s: float = Field(
+        0.5, ge=0, le=1.0, description="How long a checked key is trusted before the store is asked again (≤ 1 s, "
+        "so a revoked key is refused within a second everywhere).",
+    )
+    http_host: str = Field("127.0.0.1", description="Address the HTTP proxy listens on (0.0.0.0 in a cluster).")
+    http_port: int = Field(8000, ge=1, le=65535, description="HTTP port (REST, OpenAI-compatible API, /metrics).")
+    grpc_port: int | None = Field(None, ge=1, le=65535, description="gRPC port (reserved for the gRPC API).")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest accepted request body; larger gets 413.")
+    metrics_interval_s: float = Field(
+        0.5, gt=0, le=60, description="How often each replica sends its metrics to the aggregator behind /metrics."
+    )
+    app_name: str = Field("aligner", description="Ray Serve application name.")
+
+    @classmethod
+    def load(cls, data: Any) -> ServerConfig:
+        """From a ServerConfig, a dict (KubeRay's serveConfigV2 `args`) or a YAML file path."""
+        if isinstance(data, ServerConfig):
+            return data
+        if isinstance(data, (str, Path)):
+            data = read_yaml(Path(data))
+        try:
+            return parse_model(cls, data or {})
+        except Exception as exc:  # InvalidRequest from parse_model: a config error here
+            raise ConfigError(f"server config: {getattr(exc, 'message', exc)}") from None
+
+
+def read_yaml(path: Path) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of ServerConfig fields")
+    return data or {}

@@ -1,0 +1,446 @@
+"""HTTP ingress: auth, body limits, validation and protocol conversion; the work happens in AlignerServer.
+
+Routes (all documented in docs/http-api.md and at /docs):
+POST /v1/chat/completions (OpenAI-compatible), POST /v1/generate (native),
+GET /v1/models, GET /v1/objectives, GET /healthz, GET /readyz, GET /metrics,
+and the admin key routes under /v1/admin/keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from datetime import datetime
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+
+from aligner.errors import AlignerError, InvalidRequest, NotFound, Overloaded
+from aligner.tenants import TenantStore, default_store_url, validate_tenant
+from aligner.types import AlignRequest, AlignResponse
+from serve import openapi
+from serve.auth import ActiveSafetyConfigs, Authenticator
+from serve.config import ServerConfig
+from serve.errors import Remote, error_payload, http_status, native_body, openai_body, retry_headers
+from serve.metrics import Metrics
+from serve.model import MetricsPusher
+from serve.openai_api import ChunkWriter, alignment, chat_completion, to_align_request
+
+log = logging.getLogger("aligner.serve")
+
+app = FastAPI(
+    title="Aligner",
+    version="0.1.0",
+    description="Decoding-time alignment server: preferences, preference vectors, reward-guided search.",
+)
+openapi.install(app)
+
+
+class PayloadTooLarge(AlignerError):
+    code = "payload_too_large"
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object, refusing bodies over `limit` bytes before reading them whole."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body: {declared} bytes exceeds the limit of {limit} bytes")
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise PayloadTooLarge(f"body: exceeds the limit of {limit} bytes")
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRequest("body", f"is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest("body", "is nested too deeply") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("body", "must be a JSON object")
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest("body", "contains an unpaired UTF-16 surrogate (\\ud800-\\udfff); send valid Unicode") from None
+    return data
+
+
+def sse(data: Any, event: str | None = None) -> str:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+class Call:
+    """One request's bookkeeping at the ingress: tenant, strategy, timing, and its final metric."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+        self.started = time.monotonic()
+        self.tenant = "unauthenticated"
+        self.strategy = "none"
+        self.safety: dict[str, Any] | None = None  # the tenant's safety config this request is served under
+        self.done = False
+
+    def ok(self, response: dict[str, Any]) -> None:
+        self.metrics.response(self.strategy, response, time.monotonic() - self.started)
+        self.finish("ok")
+
+    def finish(self, status: str) -> None:
+        if not self.done:
+            self.done = True
+            self.metrics.finished(self.tenant, self.strategy, status)
+
+
+class ChatStream:
+    """Renders the replica's events as OpenAI `chat.completion.chunk` SSE lines, ending with [DONE]."""
+
+    def __init__(self, model: str, strategy: str, include_usage: bool):
+        self.model, self.strategy, self.include_usage = model, strategy, include_usage
+        self.writer: ChunkWriter | None = None
+
+    def render(self, event: dict[str, Any]):
+        if self.writer is None:
+            self.writer = ChunkWriter(f"{time.time_ns():x}", self.model)
+            yield sse(self.writer.chunk({"role": "assistant", "content": ""}))
+        kind = event["type"]
+        if kind == "delta":
+            yield sse(self.writer.chunk({"content": event["text"]}))
+        elif kind == "chunk":
+            yield sse(self.writer.chunk({"content": event["text"]}, alignment={"scores": event.get("scores")}))
+        elif kind == "done":
+            response = event["response"]
+            finish = {"stop": "stop"}.get(response["finish_reason"], "length")
+            yield sse(self.writer.chunk({}, finish, alignment=alignment(self.strategy, response)))
+            if self.include_usage:
+                yield sse(self.writer.usage_chunk(response))
+            yield "data: [DONE]\n\n"
+        elif kind == "error":
+            yield sse(openai_body(event["error"]))
+            yield "data: [DONE]\n\n"
+
+
+READY_TIMEOUT_S = 10.0
+
+
+# Defined last: serve.ingress captures the module's globals when it wraps the class,
+# so everything the routes use must exist above this point.
+@serve.ingress(app)
+class Ingress:
+    def __init__(self, config: dict[str, Any], model: Any, hub: Any):
+        self.config = ServerConfig.load(config)
+        self.store = TenantStore.open(self.config.tenant_store or default_store_url())
+        self.auth = Authenticator(self.store, self.config.auth_cache_s)
+        self.safety = ActiveSafetyConfigs(self.store, self.config.auth_cache_s)
+        self.model = model
+        self.hub = hub
+        self.metrics = Metrics()
+        self.pusher = MetricsPusher(hub, self.metrics, self.config.metrics_interval_s)
+        self._info: dict[str, Any] | None = None
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def error(self, call: Call | None, exc: BaseException, *, openai: bool = False) -> JSONResponse:
+        payload = error_payload(exc)
+        if call is not None:
+            call.finish(payload["code"])
+        body = openai_body(payload) if openai else native_body(payload)
+        return JSONResponse(body, status_code=http_status(payload["code"]), headers=retry_headers(payload))
+
+    async def info(self) -> dict[str, Any]:
+        if self._info is None:
+            self._info = await self.model.info.remote()
+        return self._info
+
+    def parse(self, data: dict[str, Any], call: Call) -> AlignRequest:
+        request = AlignRequest.parse(data, self.config.search_limits)
+        call.strategy = request.search.strategy
+        return request
+
+    async def accepted(self, request: Request, call: Call) -> dict[str, Any]:
+        key = await self.auth.authenticate(request.headers.get("authorization"))
+        call.tenant = key.tenant
+        data = await read_json(request, self.config.max_body_bytes)
+        # One version per request: the one active now, whatever changes while it runs.
+        call.safety = await self.safety.for_request(key)
+        return data
+
+    @staticmethod
+    def safety_headers(call: Call) -> dict[str, str]:
+        return {} if call.safety is None else {"x-aligner-safety-version": str(call.safety["version"])}
+
+    async def run(self, data: dict[str, Any], call: Call) -> tuple[dict[str, Any], dict[str, str]]:
+        """The replica's response and the headers that say who served it, and under which safety config."""
+        try:
+            result = await self.model.generate.remote(data, call.safety)
+        except BackPressureError:
+            raise self.overloaded() from None
+        if "error" in result:
+            raise Remote(result["error"])
+        return result["response"], {"x-aligner-replica": result["replica"], **self.safety_headers(call)}
+
+    async def open_stream(self, data: dict[str, Any], call: Call) -> Any:
+        """The replica's event stream, once it has accepted the request (errors raise before any byte is sent)."""
+        events = self.model.options(stream=True).stream.remote(data, call.safety)
+        try:
+            first = await events.__anext__()
+        except BackPressureError:
+            raise self.overloaded() from None
+        if first["type"] == "error":
+            raise Remote(first["error"])
+        return events
+
+    def overloaded(self) -> Overloaded:
+        return Overloaded(
+            f"the server is at capacity ({self.config.max_queued_requests} requests queued per ingress); retry later",
+            retry_after_s=self.config.retry_after_s,
+        )
+
+    async def relay(self, events: Any, call: Call, render) -> AsyncIterator[str]:
+        """SSE lines from the replica's events; closing (client gone) cancels the replica's search."""
+        first_text = True
+        try:
+            async for event in events:
+                if event["type"] in ("delta", "chunk") and first_text:
+                    first_text = False
+                    self.metrics.first_chunk.labels(strategy=call.strategy).observe(time.monotonic() - call.started)
+                if event["type"] == "done":
+                    call.ok(event["response"])
+                elif event["type"] == "error":
+                    call.finish(event["error"]["code"])
+                for line in render(event):
+                    yield line
+        finally:
+            if not call.done:
+                events.cancel()
+                call.finish("cancelled")
+
+    # -- generation ---------------------------------------------------------------------
+
+    @app.post("/v1/generate", openapi_extra=openapi.body("AlignRequest"), responses=openapi.responses("AlignResponse"))
+    async def generate(self, request: Request) -> Response:
+        """Native AlignRequest -> AlignResponse; `stream: true` gives SSE events delta, chunk, done."""
+        call = Call(self.metrics)
+        try:
+            data = await self.accepted(request, call)
+            parsed = self.parse(data, call)
+            if not parsed.stream:
+                response, headers = await self.run(data, call)
+                call.ok(response)
+                return JSONResponse(response, headers=headers)
+            events = await self.open_stream(data, call)
+        except Exception as exc:
+            return self.error(call, exc)
+
+        def render(event):
+            if event["type"] == "error":
+                yield sse(native_body(event["error"]), "error")
+            else:
+                yield sse(event, event["type"])
+
+        return StreamingResponse(
+            self.relay(events, call, render), media_type="text/event-stream", headers=self.safety_headers(call)
+        )
+
+    @app.post(
+        "/v1/chat/completions",
+        openapi_extra=openapi.body("ChatCompletionRequest"),
+        responses=openapi.responses("ChatCompletion", openai=True),
+    )
+    async def chat_completions(self, request: Request) -> Response:
+        """OpenAI-compatible chat completions; alignment fields ride in the body (the client's extra_body)."""
+        call = Call(self.metrics)
+        try:
+            body = await self.accepted(request, call)
+            data, options = to_align_request(body)
+            data["stream"] = options["stream"]
+            parsed = self.parse(data, call)
+            info = await self.info()
+            if options["model"] != info["model"]:
+                raise NotFound(f"model: {options['model']!r} is not served; this server serves {info['model']!r}")
+            model = info["model"]
+            if not parsed.stream:
+                response, headers = await self.run(data, call)
+                call.ok(response)
+                return JSONResponse(chat_completion(response, model=model, strategy=call.strategy), headers=headers)
+            events = await self.open_stream(data, call)
+        except Exception as exc:
+            return self.error(call, exc, openai=True)
+        return StreamingResponse(
+            self.relay(events, call, ChatStream(model, call.strategy, options["include_usage"]).render),
+            media_type="text/event-stream",
+            headers=self.safety_headers(call),
+        )
+
+    # -- discovery and health -----------------------------------------------------------
+
+    @app.get("/v1/models")
+    async def models(self, request: Request) -> Response:
+        """The served model, in OpenAI's list format."""
+        try:
+            await self.auth.authenticate(request.headers.get("authorization"))
+            info = await self.info()
+        except Exception as exc:
+            return self.error(None, exc, openai=True)
+        entry = {"id": info["model"], "object": "model", "created": 0, "owned_by": "aligner",
+                 "max_model_len": info["max_model_len"]}
+        return JSONResponse({"object": "list", "data": [entry]})
+
+    @app.get("/v1/objectives")
+    async def objectives(self, request: Request) -> Response:
+        """Objectives a preference vector or constraint can name: name, scale (low, high), description."""
+        try:
+            await self.auth.authenticate(request.headers.get("authorization"))
+            info = await self.info()
+        except Exception as exc:
+            return self.error(None, exc)
+        return JSONResponse({"objectives": info["objectives"]})
+
+    @app.get("/healthz")
+    async def healthz(self) -> Response:
+        """Liveness of the ingress (no engine involved)."""
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz(self) -> Response:
+        """Readiness: a model replica's engine answers and its objectives score a probe."""
+        try:
+            # Short: while replicas are being replaced nobody answers, and "not ready" must come back fast.
+            state = await asyncio.wait_for(self.model.ready.remote(), READY_TIMEOUT_S)
+        except Exception as exc:
+            state = {"ready": False, "error": error_payload(exc)}
+        return JSONResponse(state, status_code=200 if state.get("ready") else 503)
+
+    @app.get("/metrics")
+    async def metrics(self) -> Response:
+        """Prometheus text format: every replica's metrics, merged (see serve/metrics.py)."""
+        text = await self.hub.render.remote()
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # -- admin: API keys ----------------------------------------------------------------
+
+    @app.post("/v1/admin/keys", status_code=201, openapi_extra=openapi.body("CreateKey"))
+    async def create_key(self, request: Request) -> Response:
+        """Create a key for a tenant; the response holds the key, the only time it is shown."""
+        try:
+            admin = await self.auth.admin(request.headers.get("authorization"))
+            body = await read_json(request, self.config.max_body_bytes)
+            spec = openapi.CreateKey.parse(body)
+            record, key = await asyncio.to_thread(
+                self.store.create_key, spec.tenant, admin=spec.admin, created_by=admin.id
+            )
+        except Exception as exc:
+            return self.error(None, exc)
+        return JSONResponse({**record.to_dict(), "key": key}, status_code=201)
+
+    @app.get("/v1/admin/keys")
+    async def list_keys(self, request: Request, tenant: str | None = None) -> Response:
+        """Every key (or one tenant's): ids, tenants, admin flag, created, revoked; never the key."""
+        try:
+            await self.auth.admin(request.headers.get("authorization"))
+            keys = await asyncio.to_thread(self.store.list_keys, tenant)
+        except Exception as exc:
+            return self.error(None, exc)
+        return JSONResponse({"keys": [k.to_dict() for k in keys]})
+
+    @app.delete("/v1/admin/keys/{key_id}")
+    async def revoke_key(self, key_id: str, request: Request) -> Response:
+        """Revoke a key; it is refused everywhere within a second."""
+        try:
+            await self.auth.admin(request.headers.get("authorization"))
+            record = await asyncio.to_thread(self.store.revoke_key, key_id)
+        except Exception as exc:
+            return self.error(None, exc)
+        return JSONResponse(record.to_dict())
+
+    # -- admin: tenants' safety configs -------------------------------------------------------
+
+    async def objective_ranges(self) -> dict[str, tuple[float, float]]:
+        return {o["name"]: (o["low"], o["high"]) for o in (await self.info())["objectives"]}
+
+    @app.put("/v1/admin/tenants/{tenant}/safety-config", openapi_extra=openapi.body("PutSafetyConfig"))
+    async def put_safety_config(self, tenant: str, request: Request) -> Response:
+        """Store a new version of the tenant's safety config and activate it (in force within a second)."""
+        try:
+            admin = await self.auth.admin(request.headers.get("authorization"))
+            validate_tenant(tenant)
+            spec = openapi.PutSafetyConfig.parse(await read_json(request, self.config.max_body_bytes))
+            spec.config.check_objectives(await self.objective_ranges())
+            stored = await asyncio.to_thread(
+                self.store.set_safety_config, tenant, spec.config, expected_version=spec.expected_version, actor=admin.id
+            )
+        except Exception as exc:
+            return self.error(None, exc)
+        return JSONResponse(stored.to_dict())
+
+    @app.get("/v1/admin/tenants/{tenant}/safety-config")
+    async def get_safety_config(self, tenant: str, request: Request) -> Response:
+        """The tenant's active safety config (version and content); 404 when it has none."""
+        try:
+            await self.auth.admin(request.headers.get("authorization"))
+            active = await asyncio.to_thread(self.store.get_safety_config, validate_tenant(tenant))
+            if active is None:
+                raise NotFound(f"tenant {tenant!r} has no active safety config")
+        except Exception as exc:
+            return self.error(None, exc)
+        return JSONResponse(active.to_dict())
+
+    @app.get("/v1/admin/tenants/{tenant}/safety-config/versions")
+    async def safety_config_versions(self, tenant: str, request: Request) -> Response:
+        """Every version of the tenant's safety config, oldest first, and which one is active."""
+        try:
+            await self.auth.admin(request.headers.get("authorization"))
+            validate_tenant(tenant)
+            versions = await asyncio.to_thread(self.store.safety_config_versions, tenant)
+            active = await asyncio.to_thread(self.store.get_safety_config, tenant)
+        except Exception as exc:
+            return self.error(None, exc)
+        return JSONResponse({"active": None if active is None else active.version,
+                             "versions": [v.to_dict() for v in versions]})
+
+    @app.post("/v1/admin/tenants/{tenant}/safety-config/activate", openapi_extra=openapi.body("ActivateSafetyConfig"))
+    async def activate_safety_config(self, tenant: str, request: Request) -> Response:
+        """Make an existing version active again (a rollback)."""
+        try:
+            admin = await self.auth.admin(request.headers.get("authorization"))
+            validate_tenant(tenant)
+            spec = openapi.ActivateSafetyConfig.parse(await read_json(request, self.config.max_body_bytes))
+            chosen = await asyncio.to_thread(
+                self.store.activate_safety_config, tenant, spec.version,
+                expected_version=spec.expected_version, actor=admin.id,
+            )
+        except Exception as exc:
+            return self.error(None, exc)
+        return JSONResponse(chosen.to_dict())
+
+    @app.delete("/v1/admin/tenants/{tenant}/safety-config")
+    async def delete_safety_config(self, tenant: str, request: Request, expected_version: int) -> Response:
+        """Deactivate the tenant's safety config (the versions and the audit stay)."""
+        try:
+            admin = await self.auth.admin(request.headers.get("authorization"))
+            validate_tenant(tenant)
+            await asyncio.to_thread(
+                self.store.delete_safety_config, tenant, expected_version=expected_version, actor=admin.id
+            )
+        except Exception as exc:
+            return self.error(None, exc)
+        return JSONResponse({"tenant": tenant, "active": None})
+
+    @app.get("/v1/admin/audit")
+    async def audit(self, request: Request, tenant: str | None = None, since: str | None = None) -> Response:
+        """Every safety-config change (of `tenant`, at or after the ISO time `since`), oldest first; read-only."""
+        try:
+            await self.auth.admin(request.headers.get("authorization"))
+            try:
+                when = None if since is None else datetime.fromisoformat(since)
+            except ValueError:
+                raise InvalidRequest("since", f"is {since!r}; expected an ISO 8601 time") from None
+            entries = await asyncio.to_thread(self.store.safety_audit, tenant, when)
+        except Exception as exc:
+            return self.error(None, exc)
+        return JSONResponse({"entries": [e.to_dict() for e in entries]})

@@ -1,0 +1,152 @@
+"""Every metric of the server, declared once, and their aggregation over replicas.
+
+Each replica (ingress and model) records into its own registry and sends a
+snapshot to the `MetricsHub` deployment every `metrics_interval_s`; `GET
+/metrics` renders the hub's merge: counters and histograms summed over every
+replica that ever reported (so totals never go back when a replica is
+replaced), gauges summed over the replicas that reported recently. This works
+wherever the replicas run (other processes, other nodes), because snapshots
+travel through Ray like any other call. Labels are bounded: tenants, strategies,
+error codes, objectives and budget limits, never request ids.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.metrics_core import Metric
+
+disable_created_metrics()
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
+COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+SCORE_BUCKETS = (-5, -1, 0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 5)
+Snapshot = list[tuple[str, str, str, list[tuple[str, dict[str, str], float]]]]
+
+
+class Metrics:
+    """One replica's metrics (a private registry, so several can live in one process)."""
+
+    def __init__(self):
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "aligner_requests", "Requests finished, by tenant, strategy and status (ok or the error code).",
+            ["tenant", "strategy", "status"], registry=r,
+        )
+        self.latency = Histogram(
+            "aligner_request_latency_seconds", "Wall time of successful requests at the ingress.",
+            ["strategy"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.first_chunk = Histogram(
+            "aligner_time_to_first_chunk_seconds", "Streaming: time from arrival to the first text sent.",
+            ["strategy"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.generated_tokens = Counter(
+            "aligner_generated_tokens", "Tokens the engine generated: every candidate's and the judge's.", ["strategy"], registry=r
+        )
+        self.candidates = Histogram(
+            "aligner_candidates_per_request", "Final candidates a search compared.",
+            ["strategy"], buckets=COUNT_BUCKETS, registry=r,
+        )
+        self.reward_calls = Counter("aligner_reward_calls", "Candidates (or partial candidates) scored.", registry=r)
+        self.reward_batch_size = Histogram(
+            "aligner_reward_batch_size", "Responses per merged reward-model batch (across requests).",
+            buckets=COUNT_BUCKETS, registry=r,
+        )
+        self.reward_scoring = Histogram(
+            "aligner_reward_scoring_seconds", "Wall time of one merged reward-model batch.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.graph_replays = Counter(
+            "aligner_cuda_graph_replays", "Reward-scoring CUDA graph replays.", registry=r
+        )
+        self.chosen_reward = Histogram(
+            "aligner_chosen_reward", "Raw score of the chosen response, by objective.",
+            ["objective"], buckets=SCORE_BUCKETS, registry=r,
+        )
+        self.budget_stops = Counter(
+            "aligner_budget_stops", "Searches cut short by a budget limit.", ["limit"], registry=r
+        )
+        self.engine_running = Gauge(
+            "aligner_engine_running_requests", "Requests the engines are decoding.", registry=r
+        )
+        self.engine_waiting = Gauge(
+            "aligner_engine_waiting_requests", "Requests waiting in the engines' schedulers.", registry=r
+        )
+        self.queue_rejections = Counter(
+            "aligner_queue_rejections", "Requests refused because the queue was full (429).", registry=r
+        )
+
+    def finished(self, tenant: str, strategy: str, status: str) -> None:
+        self.requests.labels(tenant=tenant, strategy=strategy, status=status).inc()
+        if status == "overloaded":
+            self.queue_rejections.inc()
+
+    def response(self, strategy: str, response: dict[str, Any], seconds: float) -> None:
+        """Everything a successful AlignResponse (as a dict) says about the work done."""
+        usage = response.get("usage", {})
+        self.latency.labels(strategy=strategy).observe(seconds)
+        self.generated_tokens.labels(strategy=strategy).inc(usage.get("generated_tokens", 0))
+        self.candidates.labels(strategy=strategy).observe(usage.get("candidates", 1))
+        self.reward_calls.inc(usage.get("reward_calls", 0))
+        if usage.get("stopped_by"):
+            self.budget_stops.labels(limit=usage["stopped_by"]).inc()
+        for objective, value in (response.get("scores") or {}).items():
+            self.chosen_reward.labels(objective=objective).observe(value)
+
+    def snapshot(self) -> Snapshot:
+        return [
+            (m.name, m.type, m.documentation, [(s.name, dict(s.labels), float(s.value)) for s in m.samples])
+            for m in self.registry.collect()
+        ]
+
+
+class MetricsAggregate:
+    """Merges the snapshots of every replica (see the module docstring)."""
+
+    def __init__(self, stale_after_s: float = 10.0):
+        self.stale_after_s = stale_after_s
+        self.snapshots: dict[str, tuple[float, Snapshot]] = {}
+
+    def report(self, replica: str, snapshot: Snapshot) -> None:
+        self.snapshots[replica] = (time.monotonic(), snapshot)
+
+    def merged(self) -> dict[str, tuple[str, str, dict[tuple, float]]]:
+        now = time.monotonic()
+        families: dict[str, tuple[str, str, dict[tuple, float]]] = {}
+        for seen, snapshot in self.snapshots.values():
+            fresh = now - seen <= self.stale_after_s
+            for name, kind, doc, samples in snapshot:
+                if kind == "gauge" and not fresh:
+                    continue
+                _, _, values = families.setdefault(name, (kind, doc, {}))
+                for sample, labels, value in samples:
+                    key = (sample, tuple(sorted(labels.items())))
+                    values[key] = values.get(key, 0.0) + value
+        return families
+
+    def render(self) -> bytes:
+        families = self.merged()
+
+        class Collector:
+            def collect(self):
+                for name, (kind, doc, values) in families.items():
+                    metric = Metric(name, doc, kind)
+                    for sample, labels in sorted(values, key=_sample_order):
+                        metric.add_sample(sample, dict(labels), values[(sample, labels)])
+                    yield metric
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(Collector())
+        return generate_latest(registry)
+
+
+def _sample_order(key: tuple) -> tuple:
+    sample, labels = key
+    series = tuple((k, v) for k, v in labels if k != "le")
+    le = dict(labels).get("le")
+    bound = math.inf if le in (None, "+Inf") else float(le)
+    return (series, sample.endswith("_count") or sample.endswith("_sum"), sample, bound)

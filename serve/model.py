@@ -1,0 +1,166 @@
+"""`AlignerServer`: the model deployment. One replica = one vLLM engine + its reward catalog.
+
+The replica only adapts the core to calls through a DeploymentHandle: requests
+arrive as JSON-safe dicts, answers and errors leave as dicts (`{"response": …}`
+or `{"error": …}`), so nothing depends on pickling exception classes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aligner.core import Aligner
+from aligner.engine import Engine, on_cpu
+from aligner.rewards import build_catalog
+from aligner.types import AlignRequest, AlignResponse, ChatMessage, SafetyInfo
+from serve.config import ServerConfig
+from serve.errors import error_payload
+from serve.metrics import Metrics
+
+log = logging.getLogger("aligner.serve")
+READY_CACHE_S = 2.0
+
+
+class MetricsPusher:
+    """Sends this replica's metrics snapshot to the hub every `interval` seconds."""
+
+    def __init__(self, hub: Any, metrics: Metrics, interval: float, refresh: Callable[[], None] | None = None):
+        self.hub, self.metrics, self.interval, self.refresh = hub, metrics, interval, refresh
+        self.replica = uuid.uuid4().hex
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                if self.refresh is not None:
+                    self.refresh()
+                await self.hub.report.remote(self.replica, self.metrics.snapshot())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("could not send metrics to the hub", exc_info=True)
+            await asyncio.sleep(self.interval)
+
+
+class AlignerServer:
+    async def __init__(self, config: dict[str, Any], hub: Any):
+        self.config = ServerConfig.load(config)
+        self.metrics = Metrics()
+        log.info("model replica: preparing the model and starting the engine (tens of seconds on CPU)")
+        self.engine = await asyncio.to_thread(Engine.start, self.config.engine, progress=log.info)
+        self.catalog = build_catalog(
+            self.config.rewards, tokenizer=self.engine.tokenizer, engine=self.engine, device="cpu" if on_cpu() else "cuda"
+        )
+        self.catalog.add_batch_observer(self._on_batch)
+        # Reward models load and capture their CUDA graphs now, never inside a request.
+        await asyncio.to_thread(self.catalog.warm_up)
+        self.aligner = Aligner(self.engine, self.catalog)
+        self.model_name = self.config.model_name or self.engine.model_name
+        self._graph_replays = 0
+        self._ready_at = 0.0
+        self.pusher = MetricsPusher(hub, self.metrics, self.config.metrics_interval_s, refresh=self._refresh)
+        log.info("model replica ready: %s with objectives %s", self.model_name, ", ".join(self.catalog.names))
+
+    def _on_batch(self, model: str, requests: int, sequences: int, seconds: float) -> None:
+        self.metrics.reward_batch_size.observe(sequences)
+        self.metrics.reward_scoring.observe(seconds)
+
+    def _refresh(self) -> None:
+        # The scheduler's last report can predate an abort; with no request left it is 0 for sure.
+        busy = self.engine.unfinished_requests() > 0
+        self.metrics.engine_running.set(self.engine.scheduler.running if busy else 0)
+        self.metrics.engine_waiting.set(self.engine.scheduler.waiting if busy else 0)
+        replays = int(self.catalog.scorer_stats().get("graph_replays", 0))
+        self.metrics.graph_replays.inc(replays - self._graph_replays)
+        self._graph_replays = replays
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "model": self.model_name,
+            "max_model_len": self.engine.max_model_len,
+            "objectives": self.catalog.describe(),
+        }
+
+    def engine_state(self) -> dict[str, int]:
+        """What this replica's engine holds now (tests and operators check cancellation with it)."""
+        self._refresh()
+        return {
+            "unfinished_requests": self.engine.unfinished_requests(),
+            "running": int(self.metrics.engine_running._value.get()),
+            "waiting": int(self.metrics.engine_waiting._value.get()),
+        }
+
+    async def ready(self) -> dict[str, Any]:
+        """The engine answers and every objective scores a probe (cached for a moment)."""
+        try:
+            if time.monotonic() - self._ready_at > READY_CACHE_S:
+                await self.engine.health()
+                await self.catalog.score(
+                    [ChatMessage(role="user", content="Say hello.")], ["Hello!"], self.catalog.names
+                )
+                self._ready_at = time.monotonic()
+            return {"ready": True, "model": self.model_name}
+        except Exception as exc:
+            self._ready_at = 0.0
+            return {"ready": False, "error": error_payload(exc)}
+
+    async def check_health(self) -> None:
+        """Ray Serve's health check: a dead engine makes Serve replace this replica."""
+        await self.engine.health()
+
+    def _parse(self, data: dict[str, Any]) -> AlignRequest:
+        return AlignRequest.parse(data, self.config.search_limits)
+
+    async def generate(self, data: dict[str, Any], safety: dict[str, Any] | None = None) -> dict[str, Any]:
+        """`safety`: the tenant's active config as the ingress found it ({version, text, reveal}) or None."""
+        try:
+            response = await self.aligner.generate(self._parse(data), safety_config=safety and safety["text"])
+            return {"response": self._served_under(response, safety), "replica": self.pusher.replica}
+        except Exception as exc:
+            return {"error": error_payload(exc)}
+
+    async def stream(self, data: dict[str, Any], safety: dict[str, Any] | None = None) -> AsyncIterator[dict[str, Any]]:
+        """`start` once accepted, then the core's `delta` / `chunk` / `done` events, or one `error` event."""
+        try:
+            events = self.aligner.stream(
+                self._parse(data), safety_config=safety and safety["text"], announce_start=True
+            )
+        except Exception as exc:
+            yield {"type": "error", "error": error_payload(exc)}
+            return
+        try:
+            async for event in events:
+                if event.kind == "start":
+                    yield {"type": "start"}
+                elif event.kind == "done":
+                    yield {"type": "done", "response": self._served_under(event.response, safety)}
+                else:
+                    yield event.to_dict()
+        except Exception as exc:
+            yield {"type": "error", "error": error_payload(exc)}
+        finally:
+            await events.aclose()
+
+    @staticmethod
+    def _served_under(response: AlignResponse, safety: dict[str, Any] | None) -> dict[str, Any]:
+        """The response as sent: the config version it was served under, and for a tenant key the
+        config's text in `prompt` replaced by a placeholder (only admins may read a config)."""
+        if safety is not None:
+            response.safety = SafetyInfo(version=safety["version"])
+            if response.prompt is not None and not safety["reveal"]:
+                placeholder = f"[tenant safety config, version {safety['version']}]"
+                response.prompt = [
+                    m.model_copy(update={"content": m.content.replace(safety["text"].strip(), placeholder)})
+                    for m in response.prompt
+                ]
+        return response.model_dump(exclude_none=True)
+
+    def __del__(self):
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.shutdown()

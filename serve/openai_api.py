@@ -1,0 +1,176 @@
+"""OpenAI chat-completions format <-> the aligner's AlignRequest / AlignResponse dicts.
+
+Pure protocol conversion: no alignment logic. Every OpenAI field is either
+mapped, accepted at its no-op value (`n: 1`, `logprobs: false`, penalties 0),
+or refused with a 400 naming it — never silently ignored.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aligner.errors import InvalidRequest
+
+ALIGNMENT_FIELDS = (
+    "preferences", "preference_vector", "search", "budget", "combination", "references", "constraints",
+    "return_candidates",
+)
+PASSED_THROUGH = ("temperature", "top_p", "seed", "stop")
+# OpenAI fields this server knows but does not implement.
+UNSUPPORTED = (
+    "tools", "tool_choice", "functions", "function_call", "parallel_tool_calls", "top_logprobs", "response_format",
+    "logit_bias", "modalities", "audio", "prediction", "service_tier", "store", "metadata", "reasoning_effort",
+    "web_search_options", "verbosity", "prompt_cache_key", "safety_identifier", "suffix", "echo", "best_of",
+)
+# Accepted only at the value that changes nothing.
+NO_OP_VALUES = {"n": (1,), "logprobs": (False,), "presence_penalty": (0, 0.0), "frequency_penalty": (0, 0.0)}
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+FINISH_REASONS = {"stop": "stop", "length": "length", "abort": "length"}
+
+
+def to_align_request(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(AlignRequest data, OpenAI-only options: model, stream, include_usage, user) from a request body."""
+    data: dict[str, Any] = {}
+    options: dict[str, Any] = {"model": None, "stream": False, "include_usage": False}
+    for name, value in body.items():
+        if name in ALIGNMENT_FIELDS or name in PASSED_THROUGH:
+            data[name] = value
+        elif name == "model":
+            if not isinstance(value, str) or not value:
+                raise InvalidRequest("model", "must be a non-empty string naming the served model (GET /v1/models)")
+            options["model"] = value
+        elif name == "messages":
+            data["messages"] = _messages(value)
+        elif name in ("max_tokens", "max_completion_tokens"):
+            if value is not None:
+                if "max_tokens" in data and data["max_tokens"] != value:
+                    raise InvalidRequest(name, "max_tokens and max_completion_tokens differ; give one of them")
+                data["max_tokens"] = value
+        elif name == "stream":
+            if value is not None and not isinstance(value, bool):
+                raise InvalidRequest("stream", "must be a boolean")
+            options["stream"] = bool(value)
+        elif name == "stream_options":
+            options["include_usage"] = _stream_options(value)
+        elif name == "user":
+            if value is not None and not isinstance(value, str):
+                raise InvalidRequest("user", "must be a string")
+            options["user"] = value
+        elif name in NO_OP_VALUES:
+            # bool is an int in Python: `n: true` must not pass as 1, nor `logprobs: 0` as false.
+            no_op = value in NO_OP_VALUES[name] and isinstance(value, bool) == (name == "logprobs")
+            if value is not None and not no_op:
+                allowed = " or ".join(repr(v) for v in NO_OP_VALUES[name][:1])
+                raise InvalidRequest(name, f"is {value!r}; this server supports only {allowed}")
+        elif name in UNSUPPORTED:
+            if value is not None:
+                raise InvalidRequest(name, "is not supported by this server")
+        else:
+            raise InvalidRequest(name, "unknown field")
+    if "messages" not in data:
+        raise InvalidRequest("messages", "is required")
+    if options["model"] is None:
+        raise InvalidRequest("model", "is required (GET /v1/models lists the served model)")
+    if options["include_usage"] and not options["stream"]:
+        raise InvalidRequest("stream_options", "is only allowed with stream: true")
+    return data, options
+
+
+def _messages(value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list):
+        raise InvalidRequest("messages", "must be a list of {role, content} objects")
+    out = []
+    for i, message in enumerate(value):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise InvalidRequest(where, "must be an object with role and content")
+        for key in message:
+            if key not in ("role", "content"):
+                raise InvalidRequest(f"{where}.{key}", "is not supported by this server")
+        role = message.get("role")
+        if role not in ROLES:
+            raise InvalidRequest(f"{where}.role", f"is {role!r}; allowed: {', '.join(ROLES)}")
+        out.append({"role": ROLES[role], "content": _content(message.get("content"), f"{where}.content")})
+    return out
+
+
+def _content(value: Any, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        texts = []
+        for j, part in enumerate(value):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise InvalidRequest(f"{where}[{j}]", "only text parts ({\"type\": \"text\", \"text\": ...}) are supported")
+            texts.append(part["text"])
+        return "".join(texts)
+    raise InvalidRequest(where, "must be a string or a list of text parts")
+
+
+def _stream_options(value: Any) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, dict):
+        raise InvalidRequest("stream_options", "must be an object")
+    for key, flag in value.items():
+        if key != "include_usage":
+            raise InvalidRequest(f"stream_options.{key}", "is not supported by this server")
+        if not isinstance(flag, bool):
+            raise InvalidRequest("stream_options.include_usage", "must be a boolean")
+    return bool(value.get("include_usage", False))
+
+
+def alignment(strategy: str, response: dict[str, Any]) -> dict[str, Any]:
+    """The `alignment` extension object: what steered the answer and what it cost."""
+    keys = ("scores", "combined_score", "feasible", "threshold_met", "usage", "candidates", "safety")
+    return {"strategy": strategy, **{k: response[k] for k in keys if response.get(k) is not None}}
+
+
+def usage(response: dict[str, Any]) -> dict[str, int]:
+    prompt, completion = response["usage"]["prompt_tokens"], response["usage"].get("completion_tokens", 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def chat_completion(response: dict[str, Any], *, model: str, strategy: str) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{response['id']}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": response["text"]},
+                "finish_reason": FINISH_REASONS.get(response["finish_reason"], "length"),
+                "logprobs": None,
+            }
+        ],
+        "usage": usage(response),
+        "alignment": alignment(strategy, response),
+    }
+
+
+class ChunkWriter:
+    """`chat.completion.chunk` objects of one streamed completion."""
+
+    def __init__(self, request_id: str, model: str):
+        self.id = f"chatcmpl-{request_id}"
+        self.model = model
+        self.created = int(time.time())
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
+            **extra,
+        }
+
+    def usage_chunk(self, response: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [], "usage": usage(response),
+        }

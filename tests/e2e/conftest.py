@@ -1,0 +1,127 @@
+"""One real Aligner app per test session: Ray Serve + the real vLLM CPU engine + the embedded model.
+
+Two model replicas (each its own engine), so metrics aggregation and routing are
+tested across processes. Queues are small so overload is reachable. Ray is shut
+down at the end; no process outlives the session.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import socket
+import time
+
+import httpx
+import pytest
+
+E2E_CONFIG = {
+    "engine": {"dtype": "float32", "max_model_len": 1024, "kv_cache_gib": 0.25, "max_num_seqs": 8, "block_size": 32},
+    "search_limits": {"max_tokens": 256, "n": 8, "batch": 8, "max_rounds": 4, "beam_width": 4, "expansions": 4,
+                      "chunk_tokens": 64, "neighbors": 4},
+    "num_replicas": 2,
+    "replica_num_cpus": 0,
+    "max_ongoing_requests": 2,
+    "max_queued_requests": 2,
+    "metrics_interval_s": 0.25,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """The running app: its URL, its store, keys, and how to restart it."""
+
+    def __init__(self, tmp, model_dir):
+        from aligner.tenants import TenantStore
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.store_url = f"sqlite:///{tmp}/tenants.db"
+        self.store = TenantStore.open(self.store_url)
+        self.config = {**E2E_CONFIG, "engine": {**E2E_CONFIG["engine"], "model": str(model_dir)},
+                       "tenant_store": self.store_url, "http_port": self.port}
+        _, self.key = self.store.create_key("acme")
+        _, self.other_key = self.store.create_key("globex")
+        _, self.admin_key = self.store.create_key("ops", admin=True)
+        self.model = model_dir.name
+
+    def deploy(self) -> None:
+        from ray import serve
+
+        from serve.app import build_app
+
+        serve.run(build_app(self.config), name="aligner", route_prefix="/",
+                  logging_config={"log_level": "WARNING", "enable_access_log": False})
+
+    def undeploy(self) -> None:
+        from ray import serve
+
+        serve.delete("aligner")
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.key}"}
+
+    def client(self, timeout: float = 300) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+    def metrics(self) -> dict:
+        """{(sample name, frozenset(labels)): value} from one scrape."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = httpx.get(f"{self.url}/metrics", timeout=30).text
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def metric_sum(self, name: str, **labels) -> float:
+        wanted = set(labels.items())
+        return sum(v for (n, ls), v in self.metrics().items() if n == name and wanted <= set(ls))
+
+    def wait_metric(self, name: str, predicate, timeout: float = 10, **labels) -> float:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.metric_sum(name, **labels)
+            if predicate(value) or time.monotonic() > deadline:
+                return value
+            time.sleep(0.2)
+
+
+# Package scope: Ray and its two engines go away as soon as the last e2e test is done.
+@pytest.fixture(scope="package")
+def server(tmp_path_factory, model_dir):
+    import ray
+    from ray import serve
+
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    srv = Server(tmp_path_factory.mktemp("e2e"), model_dir)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": srv.port})
+        srv.deploy()
+        yield srv
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            srv.store.close()
+
+
+def pytest_collection_modifyitems(items):
+    """The restart test tears the app down and redeploys it: run it after every other e2e test.
+
+    Only the e2e block is reordered, in place, so the package's server is torn down before
+    the next directory's tests start.
+    """
+    here = str(Path(__file__).parent)
+    slots = [i for i, item in enumerate(items) if str(item.path).startswith(here)]
+    ordered = sorted((items[i] for i in slots), key=lambda item: item.get_closest_marker("restarts_app") is not None)
+    for i, item in zip(slots, ordered):
+        items[i] = item

@@ -1,0 +1,116 @@
+"""Per-tenant safety configs over HTTP: admin-only routes, versions, conflicts, audit, propagation, privacy."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import httpx
+
+SMALL = {"prompt": "Name a colour.", "max_tokens": 4, "temperature": 0}
+KIDS = {"text": "Users are children aged 8-12. Never discuss violence, dating or gambling.",
+        "thresholds": {"harmlessness": 0.5}, "disallowed": ["violence", "dating", "gambling"]}
+ROUTE = "/v1/admin/tenants/umbrella/safety-config"
+
+
+def put(client, server, config, expected, key=None):
+    return client.put(ROUTE, json={"config": config, "expected_version": expected},
+                      headers=server.headers(key or server.admin_key))
+
+
+def test_admin_sets_a_tenant_config_and_only_that_tenant_is_served_under_it(server):
+    _, tenant_key = server.store.create_key("umbrella")
+    _, tenant_admin = server.store.create_key("umbrella", admin=True)
+    with server.client() as client:
+        stored = put(client, server, KIDS, None)
+        assert stored.status_code == 200, stored.text
+        version = stored.json()["version"]
+        time.sleep(1.0)  # in force on every replica within a second
+
+        plain = client.post("/v1/generate", json={**SMALL, "return_prompt": True}, headers=server.headers(tenant_key))
+        assert plain.status_code == 200 and plain.headers["x-aligner-safety-version"] == str(version)
+        body = plain.json()
+        assert body["safety"] == {"version": version}
+        system = body["prompt"][0]
+        assert system["role"] == "system" and system["content"].startswith("Safety policy set by the operator")
+        # A tenant key sees a placeholder, never the config's text.
+        assert f"[tenant safety config, version {version}]" in system["content"]
+        assert "children aged 8-12" not in plain.text
+
+        shown = client.post("/v1/generate", json={**SMALL, "return_prompt": True}, headers=server.headers(tenant_admin))
+        assert "children aged 8-12" in shown.json()["prompt"][0]["content"]  # an admin sees it all
+
+        chat = client.post("/v1/chat/completions", headers=server.headers(tenant_key), json={
+            "model": server.model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+        assert chat.status_code == 200 and chat.json()["alignment"]["safety"] == {"version": version}
+
+        other = client.post("/v1/generate", json={**SMALL, "return_prompt": True}, headers=server.headers(server.other_key))
+        assert other.status_code == 200 and "x-aligner-safety-version" not in other.headers
+        assert "safety" not in other.json() and "Safety policy" not in other.text
+
+        for method, path in (("GET", ROUTE), ("GET", f"{ROUTE}/versions"), ("PUT", ROUTE), ("DELETE", ROUTE),
+                             ("POST", f"{ROUTE}/activate"), ("GET", "/v1/admin/audit")):
+            denied = client.request(method, path, headers=server.headers(tenant_key), params={"expected_version": 1},
+                                    json={"config": KIDS, "expected_version": None, "version": 1})
+            assert denied.status_code == 403, (method, path, denied.text)
+
+
+def test_versions_conflicts_rollback_delete_and_audit(server):
+    with server.client() as client:
+        current = client.get(ROUTE, headers=server.headers(server.admin_key))
+        base = current.json()["version"] if current.status_code == 200 else None
+        first = put(client, server, {**KIDS, "action": "flag"}, base)
+        assert first.status_code == 200
+        v1 = first.json()["version"]
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            replies = list(pool.map(
+                lambda i: httpx.put(f"{server.url}{ROUTE}", headers=server.headers(server.admin_key), timeout=60,
+                                    json={"config": {**KIDS, "text": f"writer {i}"}, "expected_version": v1}),
+                range(4)))
+        codes = sorted(r.status_code for r in replies)
+        assert codes == [200, 409, 409, 409], [r.text for r in replies]
+        assert all(r.json()["error"]["code"] == "version_conflict" for r in replies if r.status_code == 409)
+        v2 = v1 + 1
+
+        bad = put(client, server, {**KIDS, "thresholds": {"harmlessness": 7}}, v2)
+        assert bad.status_code == 400 and bad.json()["error"]["field"] == "thresholds.harmlessness"
+        unknown = put(client, server, {**KIDS, "thresholds": {"nonsense": 0.1}}, v2)
+        assert unknown.status_code == 400 and unknown.json()["error"]["field"] == "thresholds.nonsense"
+
+        back = client.post(f"{ROUTE}/activate", json={"version": v1, "expected_version": v2},
+                           headers=server.headers(server.admin_key))
+        assert back.status_code == 200 and client.get(ROUTE, headers=server.headers(server.admin_key)).json()["version"] == v1
+        versions = client.get(f"{ROUTE}/versions", headers=server.headers(server.admin_key)).json()
+        assert versions["active"] == v1 and [v["version"] for v in versions["versions"]][-2:] == [v1, v2]
+
+        stale = client.delete(ROUTE, params={"expected_version": v2}, headers=server.headers(server.admin_key))
+        assert stale.status_code == 409
+        gone = client.delete(ROUTE, params={"expected_version": v1}, headers=server.headers(server.admin_key))
+        assert gone.status_code == 200
+        assert client.get(ROUTE, headers=server.headers(server.admin_key)).status_code == 404
+
+        audit = client.get("/v1/admin/audit", params={"tenant": "umbrella"}, headers=server.headers(server.admin_key))
+        entries = audit.json()["entries"]
+        assert [(e["action"], e["new_version"]) for e in entries[-4:]] == [
+            ("set", v1), ("set", v2), ("activate", v1), ("delete", None)]
+        assert all(e["actor"].startswith("key_") for e in entries)
+        bad_since = client.get("/v1/admin/audit", params={"since": "yesterday"}, headers=server.headers(server.admin_key))
+        assert bad_since.status_code == 400 and bad_since.json()["error"]["field"] == "since"
+
+
+def test_a_change_reaches_both_replicas_within_a_second(server):
+    _, tenant_key = server.store.create_key("umbrella")
+    with server.client() as client:
+        current = client.get(ROUTE, headers=server.headers(server.admin_key))
+        base = current.json()["version"] if current.status_code == 200 else None
+        new = put(client, server, {**KIDS, "text": "Only talk about colours."}, base).json()["version"]
+        time.sleep(1.0)
+        seen: dict[str, set[str]] = {}
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            for reply in pool.map(lambda i: httpx.post(f"{server.url}/v1/generate", json={**SMALL, "seed": i},
+                                                       headers=server.headers(tenant_key), timeout=120), range(8)):
+                assert reply.status_code == 200
+                seen.setdefault(reply.headers["x-aligner-replica"], set()).add(reply.headers["x-aligner-safety-version"])
+        assert len(seen) == 2, "both model replicas should have served"
+        assert all(versions == {str(new)} for versions in seen.values()), seen

@@ -1,0 +1,124 @@
+"""Stop strings, usage accounting and deadlines on the real engine (issue: hostile input and faults)."""
+
+import time
+
+import pytest
+
+from aligner.search import DeadlineExceeded
+from aligner.types import AlignRequest
+
+QUESTION = "Write a short story about a cat who learns to fly."
+
+
+def parse(**fields):
+    return AlignRequest.parse({"prompt": QUESTION, "seed": 11, "max_tokens": 48, **fields})
+
+
+def streamed_text(aligner, run, request):
+    async def collect():
+        return [e async for e in aligner.stream(request)]
+
+    events = run(collect())
+    assert events[-1].kind == "done"
+    return "".join(e.text for e in events if e.kind in ("delta", "chunk")), events[-1].response
+
+
+def test_sample_text_ends_before_the_stop_string_streamed_or_not(aligner, run):
+    free = run(aligner.generate(parse(temperature=0)))
+    words = free.text.split()
+    assert len(words) > 6, free.text
+    stop = f"{words[3]} {words[4]}"  # a stop string in the middle of the free text
+    request = parse(temperature=0, stop=[stop])
+    plain = run(aligner.generate(request))
+    text, streamed = streamed_text(aligner, run, request)
+    assert stop not in plain.text and plain.text == free.text[: free.text.index(stop)]
+    assert text == streamed.text == plain.text
+    assert plain.finish_reason == "stop"
+
+
+def test_beam_cuts_at_a_stop_string_that_straddles_a_chunk_boundary(aligner, run, engine):
+    # One beam, one continuation per step: the same seeded path with and without the stop string,
+    # so the cut text is known exactly (wider beams may rank differently once texts are cut).
+    search = {"strategy": "beam", "beam_width": 1, "expansions": 1, "chunk_tokens": 4}
+    fields = {"temperature": 1.0, "preference_vector": {"relevance": 1.0}, "search": search}
+    free = run(aligner.generate(parse(**fields)))
+    ids = engine.tokenizer(free.text, add_special_tokens=False)["input_ids"]
+    assert len(ids) > 8, free.text
+    # Characters around the end of the first 4-token chunk: the stop string spans two engine requests.
+    boundary = len(engine.tokenizer.decode(ids[:4]))
+    stop = free.text[boundary - 2 : boundary + 2]
+    assert len(stop.strip()) >= 2, (free.text, boundary)
+    request = parse(**fields, stop=[stop])
+    cut = run(aligner.generate(request))
+    text, streamed = streamed_text(aligner, run, request)
+    expected = free.text[: free.text.index(stop)]
+    assert cut.text == expected and stop not in cut.text and cut.finish_reason == "stop"
+    assert text == streamed.text == expected  # nothing past the stop string was ever streamed
+
+
+def test_usage_counts_the_judges_engine_requests(aligner, run):
+    request = parse(temperature=1.0, max_tokens=16, preference_vector={"helpfulness": 1.0},
+                    search={"strategy": "best_of_n", "n": 4})
+    response = run(aligner.generate(request))
+    usage = response.usage
+    assert usage.engine_requests == 1 + 4  # the candidates' request, then one judge prefill per candidate
+    assert usage.generated_tokens == usage.candidate_tokens + 4  # each judge request generates one token
+    assert usage.prefill_tokens > 5 * usage.prompt_tokens // 2
+
+
+def test_a_deadline_cuts_scoring_by_the_judge_short(aligner, run):
+    request = parse(temperature=1.0, max_tokens=16, preference_vector={"helpfulness": 1.0},
+                    search={"strategy": "rejection", "batch": 4, "threshold": 2.0, "max_rounds": 8},
+                    budget={"deadline_ms": 1500})
+    started = time.monotonic()
+    try:
+        response = run(aligner.generate(request))
+    except DeadlineExceeded:
+        response = None
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.5 + 1.0, elapsed  # the deadline, plus prompt preparation and the last abort
+    if response is not None:
+        assert response.usage.stopped_by == "deadline_ms"
+    assert aligner.engine.unfinished_requests() == 0
+
+
+def test_a_streamed_sample_that_misses_its_deadline_is_an_error(aligner, run):
+    request = parse(temperature=1.0, max_tokens=1000, budget={"deadline_ms": 40})
+
+    async def collect():
+        return [e async for e in aligner.stream(request)]
+
+    with pytest.raises(DeadlineExceeded):
+        run(collect())
+
+
+def test_a_huge_prompt_does_not_block_the_event_loop(aligner, run):
+    """Rendering, scanning and tokenizing a maximal prompt run off the loop: a ticker keeps ticking."""
+    import asyncio
+
+    from aligner.errors import PromptTooLong
+
+    huge = AlignRequest.parse({"prompt": "lorem ipsum dolor sit amet " * 7000, "max_tokens": 16})  # 189k chars
+
+    async def race():
+        gaps = []
+
+        async def ticker():
+            last = time.monotonic()
+            while True:
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        tick = asyncio.ensure_future(ticker())
+        started = time.monotonic()
+        try:
+            with pytest.raises(PromptTooLong):
+                await aligner.generate(huge)
+        finally:
+            tick.cancel()
+        return max(gaps), time.monotonic() - started
+
+    worst_gap, took = run(race())
+    assert worst_gap < 0.25, (worst_gap, took)
