@@ -7,9 +7,11 @@ package; the console script enters here and extends its parser.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -68,8 +70,9 @@ def run_serve(args: argparse.Namespace) -> int:
     stopping = {"signal": None}
 
     def on_signal(signum, frame):
-        stopping["signal"] = signum
-        raise KeyboardInterrupt
+        if stopping["signal"] is None:  # once: a second signal must not cut the cleanup short
+            stopping["signal"] = signum
+            raise KeyboardInterrupt
 
     demo = None
     status("starting Ray" if not args.address else f"joining the Ray cluster at {args.address}")
@@ -81,8 +84,9 @@ def run_serve(args: argparse.Namespace) -> int:
         serve.start(http_options={"host": config.http_host, "port": config.http_port})
         status(f"deploying {config.num_replicas} model replica(s) of {model_dir.name}; the engine starts in each (tens of seconds on CPU)")
         started = time.monotonic()
-        serve.run(build_app(config), name=config.app_name, route_prefix="/",
-                  logging_config={"log_level": "WARNING", "enable_access_log": False})
+        with deployment_progress(config.app_name, started):
+            serve.run(build_app(config), name=config.app_name, route_prefix="/",
+                      logging_config={"log_level": "WARNING", "enable_access_log": False})
         status(f"ready in {time.monotonic() - started:.0f}s")
         url = f"http://{'127.0.0.1' if config.http_host in ('0.0.0.0', '::') else config.http_host}:{config.http_port}"
         if not args.no_demo_key:
@@ -107,6 +111,33 @@ def run_serve(args: argparse.Namespace) -> int:
             store.close()
         status("stopped")
     return 0
+
+
+@contextlib.contextmanager
+def deployment_progress(app_name: str, started: float, every_s: float = 10.0):
+    """While the app deploys, report every `every_s` seconds which deployments are still starting."""
+    from ray import serve
+
+    done = threading.Event()
+
+    def report() -> None:
+        while not done.wait(every_s):
+            try:
+                app = serve.status().applications.get(app_name)
+                waiting = [] if app is None else [
+                    f"{name} {d.status.value.lower()}" for name, d in app.deployments.items() if d.status.value != "HEALTHY"
+                ]
+            except Exception:  # status is only a progress hint; the deploy itself reports real failures
+                waiting = []
+            status(f"still starting after {time.monotonic() - started:.0f}s" + (f": {', '.join(waiting)}" if waiting else ""))
+
+    thread = threading.Thread(target=report, name="deploy-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=5)
 
 
 def print_ready(url: str, key: str, model: str, temporary: bool) -> None:

@@ -20,6 +20,7 @@ ERROR_TABLE: dict[str, tuple[int, str, str]] = {
     "unauthenticated": (401, "UNAUTHENTICATED", "authentication_error"),
     "permission_denied": (403, "PERMISSION_DENIED", "permission_error"),
     "not_found": (404, "NOT_FOUND", "not_found_error"),
+    "method_not_allowed": (405, "UNIMPLEMENTED", "invalid_request_error"),
     "conflict": (409, "ABORTED", "conflict_error"),
     "version_conflict": (409, "ABORTED", "conflict_error"),
     "payload_too_large": (413, "INVALID_ARGUMENT", "invalid_request_error"),

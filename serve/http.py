@@ -17,9 +17,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 from ray.serve.exceptions import BackPressureError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aligner.errors import AlignerError, InvalidRequest, NotFound, Overloaded
 from aligner.tenants import TenantStore, default_store_url, validate_tenant
@@ -46,6 +48,42 @@ class PayloadTooLarge(AlignerError):
     code = "payload_too_large"
 
 
+# Routing errors (unknown path, wrong method) and bad query/path parameters leave in the
+# same `{"error": {code, field, message}}` shape as every other error.
+ROUTING_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+@app.exception_handler(StarletteHTTPException)
+async def routing_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = ROUTING_CODES.get(exc.status_code, "invalid_argument")
+    message = {404: f"no route {request.url.path}; see /docs",
+               405: f"{request.method} is not allowed on {request.url.path}; see /docs"}.get(exc.status_code, str(exc.detail))
+    return JSONResponse(native_body({"code": code, "message": message}), status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+@app.exception_handler(RequestValidationError)
+async def parameter_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0]
+    field = str(first["loc"][-1]) if first.get("loc") else "parameters"
+    message = "is required" if first.get("type") == "missing" else first.get("msg", "is invalid")
+    payload = error_payload(InvalidRequest(field, message))
+    return JSONResponse(native_body(payload), status_code=http_status(payload["code"]))
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        name = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise InvalidRequest(name, "appears more than once in the same JSON object")
+    return data
+
+
+def _no_constants(name: str) -> Any:
+    raise InvalidRequest("body", f"{name} is not valid JSON; numbers must be finite")
+
+
 async def read_json(request: Request, limit: int) -> dict[str, Any]:
     """The body as a JSON object, refusing bodies over `limit` bytes before reading them whole."""
     declared = request.headers.get("content-length")
@@ -57,7 +95,7 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
         if len(body) > limit:
             raise PayloadTooLarge(f"body: exceeds the limit of {limit} bytes")
     try:
-        data = json.loads(body)
+        data = json.loads(body, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRequest("body", f"is not valid JSON: {exc}") from None
     except RecursionError:
@@ -191,6 +229,9 @@ class Ingress:
             first = await events.__anext__()
         except BackPressureError:
             raise self.overloaded() from None
+        except asyncio.CancelledError:
+            events.cancel()
+            raise
         if first["type"] == "error":
             raise Remote(first["error"])
         return events
@@ -234,6 +275,9 @@ class Ingress:
                 call.ok(response)
                 return JSONResponse(response, headers=headers)
             events = await self.open_stream(data, call)
+        except asyncio.CancelledError:  # the client went away: Serve cancels us and the replica's search
+            call.finish("cancelled")
+            raise
         except Exception as exc:
             return self.error(call, exc)
 
@@ -269,6 +313,9 @@ class Ingress:
                 call.ok(response)
                 return JSONResponse(chat_completion(response, model=model, strategy=call.strategy), headers=headers)
             events = await self.open_stream(data, call)
+        except asyncio.CancelledError:
+            call.finish("cancelled")
+            raise
         except Exception as exc:
             return self.error(call, exc, openai=True)
         return StreamingResponse(

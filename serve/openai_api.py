@@ -35,7 +35,8 @@ def to_align_request(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     options: dict[str, Any] = {"model": None, "stream": False, "include_usage": False}
     for name, value in body.items():
         if name in ALIGNMENT_FIELDS or name in PASSED_THROUGH:
-            data[name] = value
+            if value is not None:  # OpenAI clients send null for "unset"; the default applies
+                data[name] = value
         elif name == "model":
             if not isinstance(value, str) or not value:
                 raise InvalidRequest("model", "must be a non-empty string naming the served model (GET /v1/models)")

@@ -114,14 +114,19 @@ def server(tmp_path_factory, model_dir):
             srv.store.close()
 
 
-def pytest_collection_modifyitems(items):
-    """The restart test tears the app down and redeploys it: run it after every other e2e test.
+def run_order(item) -> int:
+    """`own_ray` tests first (before the shared app exists), `restarts_app` tests last."""
+    if item.get_closest_marker("own_ray") is not None:
+        return 0
+    return 2 if item.get_closest_marker("restarts_app") is not None else 1
 
-    Only the e2e block is reordered, in place, so the package's server is torn down before
+
+def pytest_collection_modifyitems(items):
+    """Order the e2e block by `run_order`, in place, so the package's server is torn down before
     the next directory's tests start.
     """
     here = str(Path(__file__).parent)
     slots = [i for i, item in enumerate(items) if str(item.path).startswith(here)]
-    ordered = sorted((items[i] for i in slots), key=lambda item: item.get_closest_marker("restarts_app") is not None)
+    ordered = sorted((items[i] for i in slots), key=run_order)
     for i, item in zip(slots, ordered):
         items[i] = item

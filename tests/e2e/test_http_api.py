@@ -177,3 +177,13 @@ def test_prompt_too_long_is_400_before_any_stream(server):
         response = client.post("/v1/generate", json=body, headers=server.headers())
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "prompt_too_long"
+
+
+def test_openai_null_fields_mean_unset(server):
+    body = {"model": server.model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
+            "temperature": None, "top_p": None, "seed": None, "stop": None, "preference_vector": None,
+            "search": None, "n": None, "logprobs": None, "user": None, "stream_options": None}
+    with server.client() as client:
+        response = client.post("/v1/chat/completions", json=body, headers=server.headers())
+    assert response.status_code == 200, response.text
+    assert response.json()["alignment"]["strategy"] == "sample"

@@ -106,6 +106,34 @@ def test_a_client_that_disconnects_mid_stream_leaves_no_engine_request(server):
     assert server.wait_metric("aligner_engine_running_requests", lambda v: v == 0, timeout=5) == 0
 
 
+def test_a_client_that_disconnects_before_the_answer_cancels_the_search(server):
+    before = server.metric_sum("aligner_requests_total", status="cancelled")
+    body = {"prompt": "Write a very long story about a dragon.", "max_tokens": 256, "temperature": 1.0, "seed": 2,
+            "search": {"strategy": "best_of_n", "n": 4}, "preference_vector": {"verbosity": 1.0}}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.url}/v1/generate", json=body, headers=server.headers(), timeout=2.5)
+    # Four 256-token candidates take far longer than this on two cores: the search was cancelled,
+    # its engine request aborted, and the request counted as cancelled.
+    assert server.wait_metric("aligner_engine_running_requests", lambda v: v == 0, timeout=5) == 0
+    assert server.wait_metric("aligner_requests_total", lambda v: v > before, status="cancelled") == before + 1
+
+
+def test_routing_and_parameter_errors_use_the_error_format(server):
+    with server.client() as client:
+        missing = client.get("/v1/nothing-here", headers=server.headers())
+        wrong_method = client.get("/v1/generate", headers=server.headers())
+        no_param = client.delete("/v1/admin/tenants/acme/safety-config", headers=server.headers(server.admin_key))
+        twice = client.post("/v1/generate", headers={**server.headers(), "content-type": "application/json"},
+                            content=b'{"prompt": "hi", "max_tokens": 4, "max_tokens": 8}')
+        nan = client.post("/v1/generate", headers={**server.headers(), "content-type": "application/json"},
+                          content=b'{"prompt": "hi", "temperature": NaN}')
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method_not_allowed"
+    assert no_param.status_code == 400 and no_param.json()["error"]["field"] == "expected_version"
+    assert twice.status_code == 400 and twice.json()["error"]["field"] == "max_tokens"
+    assert nan.status_code == 400 and "NaN" in nan.json()["error"]["message"]
+
+
 def test_schema_fuzzing_finds_no_server_errors(server):
     import schemathesis
     from hypothesis import HealthCheck, given, settings
