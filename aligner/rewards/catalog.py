@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import asdict
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from aligner.errors import ConfigError, InvalidRequest
 from aligner.rewards.base import BlockingRewardModel, Objective, RewardError, RewardModel
 from aligner.rewards.batcher import BatchObserver, ScoringBatcher, UnbatchedScorer
 from aligner.rewards.hf import HFRewardModelConfig
+from aligner.tasks import gather_all
 from aligner.types import ChatMessage
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,8 @@ class ObjectiveCatalog:
         """Raw scores [len(responses), len(names)]; each needed model runs once, all concurrently."""
         self.check_names(names, "objectives")
         needed: dict[int, RewardModel] = {id(self._owner[n][0]): self._owner[n][0] for n in names}
-        results = await asyncio.gather(*(self._scorer[key].score(conversation, responses) for key in needed))
+        # A failing model must not leave the others (the judge's engine requests) running.
+        results = await gather_all(*(self._scorer[key].score(conversation, responses) for key in needed))
         by_model = dict(zip(needed, results))
         out = np.empty((len(responses), len(names)), dtype=float)
         for j, name in enumerate(names):

@@ -88,6 +88,31 @@ def test_catalog_scores_only_requested_objectives_once_per_model():
     assert (a.calls, b.calls) == (1, 0)
 
 
+def test_a_failing_reward_model_cancels_the_others_scoring():
+    cancelled = []
+
+    class FakeSlowModel(FakeRewardModel):
+        async def score(self, conversation, responses):
+            try:
+                await asyncio.sleep(10)  # e.g. the judge waiting on its engine requests
+            except asyncio.CancelledError:
+                cancelled.append(True)
+                raise
+
+    class FakeFailingModel(FakeRewardModel):
+        async def score(self, conversation, responses):
+            await asyncio.sleep(0.05)
+            raise RewardError("the reward model failed")
+
+    async def main():
+        catalog = ObjectiveCatalog([FakeSlowModel(["slow"], [0]), FakeFailingModel(["bad"], [0])])
+        with pytest.raises(RewardError, match="failed"):
+            await catalog.score(CONV, ["r"], ["slow", "bad"])
+        return list(cancelled)  # before asyncio.run's own clean-up could cancel a leftover
+
+    assert asyncio.run(main()) == [True]
+
+
 def test_unknown_objective_error_lists_valid_names():
     catalog = ObjectiveCatalog([FakeRewardModel(["x", "y"], [0, 0])])
     with pytest.raises(InvalidRequest) as err:
