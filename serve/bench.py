@@ -1,14 +1,14 @@
 """`aligner bench serve`: the server against in-process Aligner and vLLM's own OpenAI server, in one run.
 
-Phases, one engine at a time (a small CPU machine holds one):
+Phases; one engine decodes at a time (a small CPU machine has no cores to spare):
 
-1. in-process `Aligner` (its own engine): latency of one greedy `sample` request;
-2. vLLM's OpenAI server (`python -m vllm.entrypoints.openai.api_server`) on the same
+1. vLLM's OpenAI server (`python -m vllm.entrypoints.openai.api_server`) on the same
    model and engine settings: `sample` throughput at each client count;
-3. the Ray Serve app with the cross-request scoring batcher on (default config):
-   the same `sample` latency through `/v1/generate`, `sample` throughput through
+2. the Ray Serve app with the cross-request scoring batcher on (default config):
+   greedy `sample` latency through `/v1/generate` alternated with the same request
+   on an in-process `Aligner` (its own engine, started before Ray), `sample` throughput through
    `/v1/chat/completions`, and `best_of_n` throughput + mean reward-batch size;
-4. the app redeployed with the batcher off (`batch_window_ms: null`): `best_of_n` again.
+3. the app redeployed with the batcher off (`batch_window_ms: null`): `best_of_n` again.
 
 The JSON holds the raw figures, the ratios and the targets with `met`.
 """
@@ -186,20 +186,6 @@ async def run_load(
     return load_summary(latencies, tokens, wall, clients)
 
 
-async def timed_requests(url: str, body: dict[str, Any], repeats: int, headers: dict[str, str]) -> dict[str, Any]:
-    import httpx
-
-    times, tokens = [], []
-    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), trust_env=False) as client:
-        for _ in range(repeats + 1):  # the first is a warm-up
-            t0 = time.perf_counter()
-            r = await client.post(url, json=body, headers=headers)
-            r.raise_for_status()
-            times.append(time.perf_counter() - t0)
-            tokens.append(r.json()["usage"]["completion_tokens"])
-    return latency_summary(times[1:], tokens[1:])
-
-
 def latency_summary(times: Sequence[float], tokens: Sequence[int]) -> dict[str, Any]:
     return {
         "repeats": len(times),
@@ -223,42 +209,61 @@ def sample_request(max_tokens: int) -> dict[str, Any]:
     }
 
 
-def in_process_latency(engine_config, body: dict[str, Any], repeats: int, progress) -> dict[str, Any]:
-    from aligner.core import Aligner
-    from aligner.engine import Engine
-    from aligner.types import AlignRequest
+class InProcessAligner:
+    """An `Aligner` with its own engine in this process, on a loop thread (the bench's reference)."""
 
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="bench-engine-loop", daemon=True)
-    thread.start()
+    def __init__(self, engine_config, progress):
+        from aligner.core import Aligner
+        from aligner.engine import Engine
 
-    def run(coroutine):
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(900)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="bench-engine-loop", daemon=True)
+        self.thread.start()
 
-    async def start():
-        return Engine.start(engine_config, progress=progress)
+        async def start():
+            return Engine.start(engine_config, progress=progress)
 
-    engine = run(start())
-    try:
-        aligner = Aligner(engine)
+        self.engine = self._run(start())
+        self.aligner = Aligner(self.engine)
 
-        async def measure():
-            times, tokens = [], []
-            for _ in range(repeats + 1):
-                request = AlignRequest.parse(body)
-                t0 = time.perf_counter()
-                response = await aligner.generate(request)
-                times.append(time.perf_counter() - t0)
-                tokens.append(response.usage.completion_tokens)
-            return latency_summary(times[1:], tokens[1:])
+    def _run(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(900)
 
-        result = run(measure())
-        progress(f"in-process Aligner.generate median {result['median_s']}s")
-        return result
-    finally:
-        engine.shutdown()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=30)
+    def timed(self, body: dict[str, Any]) -> tuple[float, int]:
+        """(seconds, completion tokens) of one `Aligner.generate`."""
+        from aligner.types import AlignRequest
+
+        request = AlignRequest.parse(body)
+        t0 = time.perf_counter()
+        response = self._run(self.aligner.generate(request))
+        return time.perf_counter() - t0, response.usage.completion_tokens
+
+    def close(self) -> None:
+        self.engine.shutdown()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=30)
+
+
+def interleaved_overhead(local: InProcessAligner, url: str, body: dict[str, Any], repeats: int,
+                         headers: dict[str, str]) -> dict[str, Any]:
+    """The same request alternately in-process and over HTTP, so both see the same machine state
+    (the server's background processes included); one warm-up of each is not counted."""
+    import httpx
+
+    times: dict[str, list[float]] = {"in_process": [], "http": []}
+    tokens: dict[str, list[int]] = {"in_process": [], "http": []}
+    with httpx.Client(timeout=600, trust_env=False) as client:
+        for i in range(repeats + 1):
+            seconds, n = local.timed(body)
+            t0 = time.perf_counter()
+            r = client.post(url, json=body, headers=headers)
+            r.raise_for_status()
+            if i:
+                times["in_process"].append(seconds)
+                tokens["in_process"].append(n)
+                times["http"].append(time.perf_counter() - t0)
+                tokens["http"].append(r.json()["usage"]["completion_tokens"])
+    return {side: latency_summary(times[side], tokens[side]) for side in times}
 
 
 def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
@@ -388,6 +393,8 @@ def server_phases(engine_config, model_dir: Path, args, report: dict[str, Any], 
         wait_http(f"{base}/readyz", 600)
         progress(f"app ready in {time.monotonic() - t0:.0f}s")
 
+    progress("starting the in-process reference engine (before Ray, so the two do not start at once)")
+    local: InProcessAligner | None = InProcessAligner(engine_config, progress)
     progress("starting Ray")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
              log_to_driver=bool(os.environ.get("ALIGNER_RAY_LOGS")))
@@ -397,10 +404,13 @@ def server_phases(engine_config, model_dir: Path, args, report: dict[str, Any], 
         report["server_config"] = {"rewards_on": on_config.rewards.model_dump(), "rewards_off": OFF_REWARDS}
         deploy(on_config, "scoring batcher on")
         model = model_dir.name
-        report["overhead"]["http"] = asyncio.run(
-            timed_requests(f"{base}/v1/generate", sample_request(args.max_tokens), args.repeats, headers)
+        report["overhead"] = interleaved_overhead(
+            local, f"{base}/v1/generate", sample_request(args.max_tokens), args.repeats, headers
         )
-        progress(f"HTTP /v1/generate median {report['overhead']['http']['median_s']}s")
+        progress(f"median latency: HTTP /v1/generate {report['overhead']['http']['median_s']}s, "
+                 f"in-process {report['overhead']['in_process']['median_s']}s")
+        local.close()
+        local = None
         report["throughput"]["aligner"] = asyncio.run(
             sample_throughput(f"{base}/v1/chat/completions", model, headers, args, progress, "aligner")
         )
@@ -411,6 +421,8 @@ def server_phases(engine_config, model_dir: Path, args, report: dict[str, Any], 
         report["best_of_n"]["batcher_off"] = asyncio.run(best_of_n_phase(base, model, headers, args, progress, "batcher off"))
     finally:
         try:
+            if local is not None:
+                local.close()
             serve.shutdown()
         finally:
             ray.shutdown()
@@ -447,8 +459,9 @@ def run(args: argparse.Namespace) -> int:
             "repeats": args.repeats, "best_of_n_clients": args.best_of_n_clients, "n": args.n, "direction": DIRECTION,
         },
         "notes": {
-            "overhead": "greedy `sample` (temperature 0, fixed seed), same body on /v1/generate and Aligner.generate; "
-            "medians after one warm-up. Lengths: usage.completion_tokens (no ignore-eos in the aligner).",
+            "overhead": "greedy `sample` (temperature 0, fixed seed), the same body alternately on Aligner.generate "
+            "(its own engine in the bench process) and /v1/generate, while the app runs; medians after one warm-up "
+            "of each. Lengths: usage.completion_tokens (no ignore-eos in the aligner).",
             "throughput": "completion tokens (usage.completion_tokens) / wall time; each client sends its requests "
             "one after another; same chat bodies (temperature 0) to both servers.",
             "batcher_off": OFF_NOTE,
@@ -459,10 +472,7 @@ def run(args: argparse.Namespace) -> int:
         "errors": {},
     }
     started = time.monotonic()
-    phases = [
-        ("overhead_in_process", lambda: report["overhead"].__setitem__(
-            "in_process", in_process_latency(engine_config, sample_request(args.max_tokens), args.repeats, status))),
-    ]
+    phases = []
     if not args.skip_vllm:
         phases.append(("vllm", lambda: report["throughput"].__setitem__(
             "vllm", vllm_throughput(engine_config, model_dir, args, status))))
@@ -494,7 +504,7 @@ def add_parser(benches: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens", type=int, default=64, help="Tokens per response (default 64).")
     p.add_argument("--clients", type=parse_clients, default=[1, 4, 16], help="Concurrent client counts (default 1,4,16).")
     p.add_argument("--requests-per-client", type=int, default=2, help="Requests each client sends per load (default 2).")
-    p.add_argument("--repeats", type=int, default=3, help="Timed repeats of the latency request (default 3).")
+    p.add_argument("--repeats", type=int, default=5, help="Timed repeats of the latency request on each side (default 5).")
     p.add_argument("--best-of-n-clients", type=int, default=16, help="Concurrent clients of the best_of_n phase (default 16).")
     p.add_argument("--n", type=int, default=4, help="best_of_n candidates (default 4).")
     p.add_argument("--max-model-len", type=int, default=2048)

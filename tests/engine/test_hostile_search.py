@@ -122,3 +122,30 @@ def test_a_huge_prompt_does_not_block_the_event_loop(aligner, run):
 
     worst_gap, took = run(race())
     assert worst_gap < 0.25, (worst_gap, took)
+
+
+def test_huge_requests_do_not_hold_up_a_concurrent_small_one(aligner, run):
+    """Two maximal prompts (rejected as too long after tokenization) beside a small request: the small
+    one's latency grows by no more than a bound (the huge ones' work runs off the event loop)."""
+    import asyncio
+
+    from aligner.errors import PromptTooLong
+
+    huge = AlignRequest.parse({"prompt": "lorem ipsum dolor sit amet " * 7000, "max_tokens": 16})
+    small = AlignRequest.parse({"prompt": "Name a colour.", "max_tokens": 8, "temperature": 0})
+
+    async def timed_small():
+        started = time.monotonic()
+        await aligner.generate(small)
+        return time.monotonic() - started
+
+    async def beside_huge():
+        results = await asyncio.gather(aligner.generate(huge), timed_small(), aligner.generate(huge),
+                                       return_exceptions=True)
+        assert all(isinstance(r, PromptTooLong) for r in (results[0], results[2])), results
+        return results[1]
+
+    run(timed_small())  # warm-up
+    alone = min(run(timed_small()) for _ in range(3))
+    crowded = run(beside_huge())
+    assert crowded < alone + 1.5, (alone, crowded)
