@@ -16,6 +16,7 @@ in the same system message, under a heading that subordinates it.
 from __future__ import annotations
 
 import functools
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -110,10 +111,24 @@ def prompt_token_ids(tokenizer: Any, messages: Sequence[ChatMessage]) -> list[in
 
 @functools.lru_cache(maxsize=16)
 def control_tokens(tokenizer: Any) -> tuple[str, ...]:
-    """The tokenizer's special tokens as text (`<|im_start|>`, ...): what user text must not contain."""
+    """The tokenizer's special and added tokens as text (`<|im_start|>`, `<tool_call>`, ...): each
+    tokenizes to one token whatever surrounds it, so user text must not contain them."""
     special = set(tokenizer.all_special_tokens)
-    special.update(t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special)
+    special.update(t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values())
     return tuple(sorted(s for s in special if s))
+
+
+def _comparable(text: str) -> str:
+    """`text` as a reader sees it: NFKC, invisible characters (zero-width, bidi marks) dropped,
+    any run of whitespace one space, case folded. Imitations differ from the original only there."""
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    return " ".join(text.split()).casefold()
+
+
+# The heading's first sentence: user text containing it, however spaced or cased, could pass for
+# the operator's section.
+_OPERATOR_PHRASE = _comparable(SAFETY_HEADING.split(".")[0])
 
 
 def neutralize_control_tokens(text: str, tokenizer: Any) -> str:
@@ -136,12 +151,11 @@ def check_no_control_tokens(request: AlignRequest, tokenizer: Any) -> None:
     else:
         texts.append(("prompt", request.prompt or ""))
     tokens = control_tokens(tokenizer)
-    operator = SAFETY_HEADING.casefold()
     for field, text in texts:
         for token in tokens:
             if token in text:
                 raise InvalidRequest(field, f"contains the model's control token {token!r}; control tokens are not allowed in text")
-        if operator in text.casefold():
+        if _OPERATOR_PHRASE in _comparable(text):
             raise InvalidRequest(field, "imitates the operator's safety policy heading; that heading is reserved")
 
 
