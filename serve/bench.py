@@ -225,6 +225,9 @@ class InProcessAligner:
 
         self.engine = self._run(start())
         self.aligner = Aligner(self.engine)
+        import psutil
+
+        self.engine_processes = psutil.Process().children(recursive=True)  # started before anything else
 
     def _run(self, coroutine):
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(900)
@@ -239,9 +242,17 @@ class InProcessAligner:
         return time.perf_counter() - t0, response.usage.completion_tokens
 
     def close(self) -> None:
+        import psutil
+
         self.engine.shutdown()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=30)
+        # The engine's processes must be gone (not just told to go) before the next phase measures.
+        _, alive = psutil.wait_procs([p for p in self.engine_processes if p.is_running()], timeout=30)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    proc.kill()
 
 
 def interleaved_overhead(local: InProcessAligner, url: str, body: dict[str, Any], repeats: int,
