@@ -142,6 +142,16 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
 # -- load generation --------------------------------------------------------------------------
 
 
+def scratch_store(prefix: str) -> tuple[Any, str, dict[str, str]]:
+    """A fresh SQLite tenant store in a temporary directory: (store, its URL, auth headers of a new key)."""
+    from aligner.tenants import TenantStore
+
+    store_url = f"sqlite:///{tempfile.mkdtemp(prefix=prefix)}/tenants.db"
+    store = TenantStore.open(store_url)
+    _, key = store.create_key("bench")
+    return store, store_url, {"Authorization": f"Bearer {key}"}
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -373,15 +383,10 @@ def server_phases(engine_config, model_dir: Path, args, report: dict[str, Any], 
     import ray
     from ray import serve
 
-    from aligner.tenants import TenantStore
     from serve.app import build_app
     from serve.config import ServerConfig
 
-    tmp = tempfile.mkdtemp(prefix="bench-serve-")
-    store_url = f"sqlite:///{tmp}/tenants.db"
-    store = TenantStore.open(store_url)
-    _, key = store.create_key("bench")
-    headers = {"Authorization": f"Bearer {key}"}
+    store, store_url, headers = scratch_store("bench-serve-")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
 

@@ -18,13 +18,12 @@ import json
 import os
 import random
 import statistics
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from serve.bench import free_port, wait_http
+from serve.bench import free_port, scratch_store, wait_http
 
 MiB = 1 << 20
 WARM_UP_FRACTION = 0.25
@@ -215,18 +214,13 @@ def run(args: argparse.Namespace) -> int:
     from aligner.bench.scoring import write
     from aligner.cli import status
     from aligner.models import resolve_model
-    from aligner.tenants import TenantStore
     from serve.app import build_app
     from serve.config import ServerConfig
 
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model_dir = resolve_model(args.model, progress=status)
-    tmp = tempfile.mkdtemp(prefix="bench-soak-")
-    store_url = f"sqlite:///{tmp}/tenants.db"
-    store = TenantStore.open(store_url)
-    _, key = store.create_key("soak")
-    headers = {"Authorization": f"Bearer {key}"}
+    store, store_url, headers = scratch_store("bench-soak-")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     config = ServerConfig.load({
