@@ -48,14 +48,24 @@ def parse_vector(text: str, field: str = "preference_vector") -> dict[str, float
     return vector
 
 
-def read_text_arg(value: str | None) -> str | None:
-    """A literal string, or the contents of a file when given as @PATH."""
-    if value is None or not value.startswith("@"):
-        return value
+def safety_config_arg(value: str | None):
+    """`--safety-config`: literal text, @FILE of text, or @FILE.yaml/.yml/.json holding a whole SafetyConfig
+    (thresholds and action included, as `aligner safety set` takes it)."""
+    from aligner.safety import SafetyConfig
+    from aligner.safety_cli import read_config
+    from aligner.types import parse_model
+
+    if value is None:
+        return None
+    if not value.startswith("@"):
+        return parse_model(SafetyConfig, {"text": value})
+    path = value[1:]
     try:
-        return Path(value[1:]).read_text()
+        if Path(path).suffix.lower() in (".yaml", ".yml", ".json"):
+            return read_config(path)
+        return parse_model(SafetyConfig, {"text": Path(path).read_text()})
     except OSError as exc:
-        raise InvalidRequest("safety_config", f"cannot read {value[1:]}: {exc.strerror}") from None
+        raise InvalidRequest("safety_config", f"cannot read {path}: {exc.strerror}") from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,7 +90,8 @@ def build_parser(extend: Extension | None = None) -> argparse.ArgumentParser:
     gen.add_argument("--system", help="A system message from the user (comes after the safety config).")
     gen.add_argument("--prefer", dest="preferences", help='Free-text preferences, e.g. "concise, formal".')
     gen.add_argument("--vector", help="Preference direction, e.g. helpfulness=0.8,verbosity=-0.6 (normalised).")
-    gen.add_argument("--safety-config", help="Tenant safety config text, or @FILE to read it from a file.")
+    gen.add_argument("--safety-config", help="Tenant safety config: text, @FILE of text, or @FILE.yaml/.json "
+                     "with a whole config (text, thresholds, action, ...) enforced on the answer.")
     gen.add_argument(
         "--strategy", default="sample", help="Search strategy: sample (default), best_of_n, rejection, beam or rps."
     )
@@ -279,7 +290,7 @@ def run_search_bench(args: argparse.Namespace) -> int:
 async def run_generate(args: argparse.Namespace) -> int:
     request = request_from_args(args)
     config = engine_config_from_args(args)
-    safety_config = read_text_arg(args.safety_config)
+    safety = safety_config_arg(args.safety_config)
 
     # Heavy imports only once the arguments are known to be valid.
     from transformers import AutoTokenizer
@@ -294,19 +305,21 @@ async def run_generate(args: argparse.Namespace) -> int:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     catalog = build_catalog(rewards_config_from_args(args), tokenizer=tokenizer)
     Aligner.check_objectives_of(request, catalog)
+    if safety is not None:
+        safety.check_objectives({o["name"]: (o["low"], o["high"]) for o in catalog.describe()})
     prepare_prompt(
         request,
         tokenizer=tokenizer,
         profile=config.profile,
         max_model_len=config.max_model_len,
-        safety_config=safety_config,
+        safety_config=None if safety is None else safety.text,
     )
     engine = Engine.start(config.model_copy(update={"model": str(model_dir)}), progress=status)
     catalog.attach_engine(engine)
     try:
         aligner = Aligner(engine, catalog)
         if request.stream:
-            async for event in aligner.stream(request, safety_config=safety_config):
+            async for event in aligner.stream(request, safety=safety):
                 if args.json:
                     print(json.dumps(event.to_dict()), flush=True)
                 elif event.kind in ("delta", "chunk"):
@@ -314,7 +327,7 @@ async def run_generate(args: argparse.Namespace) -> int:
             if not args.json:
                 print()
         else:
-            response = await aligner.generate(request, safety_config=safety_config)
+            response = await aligner.generate(request, safety=safety)
             if args.json:
                 print(response.model_dump_json(indent=2, exclude_none=True))
             else:

@@ -17,8 +17,12 @@ from typing import Any
 from aligner.engine import ENGINE_USAGE, Engine, EngineUsage
 from aligner.prompting import ModelProfile, PreparedPrompt, prepare_prompt
 from aligner.rewards import ObjectiveCatalog
-from aligner.search import STRATEGIES, Meter, SearchContext, SearchResult
+from aligner.search import STRATEGIES, Meter, Scored, SearchContext, SearchResult
+from aligner.errors import ConfigError, InvalidRequest
+from aligner.safety import SafetyConfig, enforce, passes, with_thresholds
 from aligner.types import AlignRequest, AlignResponse, CandidateInfo, Usage
+
+FINISH_REASONS = ("stop", "length", "abort", "content_filter")
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ class Aligner:
         catalog.check_names(list(request.references or {}), "references")
 
     def prepare(
-        self, request: AlignRequest, *, safety_config: str | None = None, direction: dict[str, float] | None = None
+        self, request: AlignRequest, *, safety: SafetyConfig | None = None, direction: dict[str, float] | None = None
     ) -> PreparedPrompt:
         if direction is not None:
             request = request.model_copy(update={"preference_vector": direction})
@@ -64,23 +68,25 @@ class Aligner:
             tokenizer=self.engine.tokenizer,
             profile=self.profile,
             max_model_len=self.engine.max_model_len,
-            safety_config=safety_config,
+            safety_config=None if safety is None else safety.text,
         )
 
-    async def generate(self, request: AlignRequest, *, safety_config: str | None = None) -> AlignResponse:
-        return await self._search(request, safety_config, emit=None)
+    async def generate(self, request: AlignRequest, *, safety: SafetyConfig | None = None) -> AlignResponse:
+        """`safety`: the tenant's config, placed first in the prompt and, with thresholds, enforced on the answer."""
+        return await self._search(request, safety, emit=None)
 
     async def stream(
-        self, request: AlignRequest, *, safety_config: str | None = None, announce_start: bool = False
+        self, request: AlignRequest, *, safety: SafetyConfig | None = None, announce_start: bool = False
     ) -> AsyncIterator[StreamEvent]:
         """Events as the search produces them; closing the iterator cancels the search and its engine requests.
 
         With `announce_start`, a `start` event comes first, once the request is validated against the
         catalog and its prompt is composed and fits: a server can then answer errors with a status
-        before it commits to a stream.
+        before it commits to a stream. Under a config with thresholds nothing is released before the
+        verdict: the answer comes whole at the end (it may be the refusal message).
         """
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        task = asyncio.ensure_future(self._search(request, safety_config, emit=queue.put_nowait))
+        task = asyncio.ensure_future(self._search(request, safety, emit=queue.put_nowait))
         streamed = ""
         try:
             while not (task.done() and queue.empty()):
@@ -107,24 +113,33 @@ class Aligner:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    async def _search(self, request: AlignRequest, safety_config: str | None, emit) -> AlignResponse:
+    async def _search(self, request: AlignRequest, safety: SafetyConfig | None, emit) -> AlignResponse:
         started = time.monotonic()
         # Every engine request this search causes (the judge's included) is counted here.
         engine_usage = EngineUsage()
         token = ENGINE_USAGE.set(engine_usage)
         try:
-            return await self._run_search(request, safety_config, emit, started, engine_usage)
+            return await self._run_search(request, safety, emit, started, engine_usage)
         finally:
             ENGINE_USAGE.reset(token)
 
     async def _run_search(
-        self, request: AlignRequest, safety_config: str | None, emit, started: float, engine_usage: EngineUsage
+        self, request: AlignRequest, safety: SafetyConfig | None, emit, started: float, engine_usage: EngineUsage
     ) -> AlignResponse:
         self.check_objectives_of(request, self.catalog)
+        enforcing = safety is not None and bool(safety.thresholds)
+        if enforcing:
+            try:
+                self.catalog.check_names(list(safety.thresholds), "safety.thresholds")
+            except InvalidRequest as exc:  # the operator's config, not the request, is wrong
+                raise ConfigError(f"the tenant's safety config: {exc.message}") from None
+            request = with_thresholds(request, safety)
         # Rendering and tokenising a long conversation is CPU work: keep it off the event loop.
-        prepared = await asyncio.to_thread(self.prepare, request, safety_config=safety_config)
+        prepared = await asyncio.to_thread(self.prepare, request, safety=safety)
         if emit is not None:
             emit({"type": "start", "text": ""})
+            if enforcing:
+                emit = None  # hold every text back until the verdict
         budget = request.budget
         meter = Meter(
             started=started,
@@ -141,13 +156,20 @@ class Aligner:
             meter=meter,
             emit=emit,
             prompt_for_direction=(
-                (lambda d: self.prepare(request, safety_config=safety_config, direction=d).token_ids)
+                (lambda d: self.prepare(request, safety=safety, direction=d).token_ids)
                 if reads_directions
                 else None
             ),
         )
         result = await STRATEGIES[request.search.strategy].run(ctx)
-        return self._response(request, prepared, result, meter, engine_usage, started)
+        verdict, shown = None, result.candidates
+        if enforcing:
+            result, verdict = await enforce(ctx, safety, result)
+            # `return_candidates` must not reveal text the config refuses (`flag` returns it anyway).
+            shown = [c for c in result.candidates if safety.action == "flag" or passes(safety, c.scores)]
+        response = self._response(request, prepared, result, meter, engine_usage, started, shown)
+        response.safety = verdict
+        return response
 
     def _response(
         self,
@@ -157,13 +179,14 @@ class Aligner:
         meter: Meter,
         engine_usage: EngineUsage,
         started: float,
+        shown: list[Scored],
     ) -> AlignResponse:
         chosen = result.chosen
         return AlignResponse(
             id=uuid.uuid4().hex,
             model=self.engine.model_name,
             text=chosen.text,
-            finish_reason=chosen.finish_reason if chosen.finish_reason in ("stop", "length", "abort") else "length",
+            finish_reason=chosen.finish_reason if chosen.finish_reason in FINISH_REASONS else "length",
             usage=Usage(
                 prompt_tokens=len(prepared.token_ids),
                 completion_tokens=len(chosen.token_ids),
@@ -192,7 +215,7 @@ class Aligner:
                         combined_score=c.combined,
                         feasible=c.feasible,
                     )
-                    for c in result.candidates
+                    for c in shown
                 ]
                 if request.return_candidates
                 else None

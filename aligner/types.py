@@ -412,14 +412,27 @@ class CandidateInfo(_Strict):
 
 
 class SafetyInfo(_Strict):
-    version: int = Field(description="Version of the tenant's safety config the request was served under.")
+    version: int | None = Field(
+        None, description="Version of the tenant's safety config the request was served under (null: not stored)."
+    )
+    verdict: Literal["passed", "refused", "resampled", "flagged"] | None = Field(
+        None,
+        description="Enforcement of the config's thresholds: `passed` (the chosen response met them), `resampled` "
+        "(it did not; a resampled candidate did), `refused` (none did: the refusal message is returned), "
+        "`flagged` (none did: the best is returned, flagged). Null when the config has no thresholds.",
+    )
+    scores: dict[str, float] | None = Field(
+        None, description="Raw scores of the returned response on the config's threshold objectives (null when refused)."
+    )
 
 
 class AlignResponse(_Strict):
     id: str = Field(description="Request id.")
     model: str = Field(description="Policy model that generated the response.")
     text: str = Field(description="The chosen response.")
-    finish_reason: Literal["stop", "length", "abort"] = Field(description="Why generation of the response ended.")
+    finish_reason: Literal["stop", "length", "abort", "content_filter"] = Field(
+        description="Why generation of the response ended; `content_filter`: the tenant's safety config refused it."
+    )
     usage: Usage
     scores: dict[str, float] | None = Field(
         None, description="Raw score of the chosen response on each objective of the direction and constraints."

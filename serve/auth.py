@@ -69,7 +69,7 @@ class ActiveSafetyConfigs:
     """Each tenant's active safety config, re-read from the store at most every `cache_s` (≤ 1 s),
     so a change is in force on every replica within a second.
 
-    `for_request` is what travels with a request to the model replica: the version and text, and
+    `for_request` is what travels with a request to the model replica: the version and the config, and
     whether the caller may see the text (admins) or only a placeholder naming the version.
     """
 
@@ -79,4 +79,6 @@ class ActiveSafetyConfigs:
 
     async def for_request(self, key: ApiKey) -> dict | None:
         found = await self._cache.get(key.tenant, lambda: self.store.get_safety_config(key.tenant))
-        return None if found is None else {"version": found.version, "text": found.config.text, "reveal": key.admin}
+        if found is None:
+            return None
+        return {"version": found.version, "config": found.config.model_dump(mode="json"), "reveal": key.admin}

@@ -32,7 +32,7 @@ from serve.config import ServerConfig
 from serve.errors import Remote, error_payload, http_status, native_body, openai_body, retry_headers
 from serve.metrics import Metrics
 from serve.model import MetricsPusher
-from serve.openai_api import ChunkWriter, alignment, chat_completion, to_align_request
+from serve.openai_api import FINISH_REASONS, ChunkWriter, alignment, chat_completion, to_align_request
 
 log = logging.getLogger("aligner.serve")
 
@@ -127,6 +127,9 @@ class Call:
 
     def ok(self, response: dict[str, Any]) -> None:
         self.metrics.response(self.strategy, response, time.monotonic() - self.started)
+        verdict = (response.get("safety") or {}).get("verdict")
+        if verdict is not None:
+            self.metrics.safety_actions.labels(tenant=self.tenant, action=verdict).inc()
         self.finish("ok")
 
     def finish(self, status: str) -> None:
@@ -153,7 +156,7 @@ class ChatStream:
             yield sse(self.writer.chunk({"content": event["text"]}, alignment={"scores": event.get("scores")}))
         elif kind == "done":
             response = event["response"]
-            finish = {"stop": "stop"}.get(response["finish_reason"], "length")
+            finish = FINISH_REASONS.get(response["finish_reason"], "length")
             yield sse(self.writer.chunk({}, finish, alignment=alignment(self.strategy, response)))
             if self.include_usage:
                 yield sse(self.writer.usage_chunk(response))
@@ -206,6 +209,7 @@ class Ingress:
         data = await read_json(request, self.config.max_body_bytes)
         # One version per request: the one active now, whatever changes while it runs.
         call.safety = await self.safety.for_request(key)
+        self.metrics.safety_version.labels(tenant=key.tenant).set(0 if call.safety is None else call.safety["version"])
         return data
 
     @staticmethod

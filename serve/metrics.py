@@ -4,7 +4,8 @@ Each replica (ingress and model) records into its own registry and sends a
 snapshot to the `MetricsHub` deployment every `metrics_interval_s`; `GET
 /metrics` renders the hub's merge: counters and histograms summed over every
 replica that ever reported (so totals never go back when a replica is
-replaced), gauges summed over the replicas that reported recently. This works
+replaced), gauges summed over the replicas that reported recently (those in
+`MAX_MERGED` by max: the same fact seen by several replicas). This works
 wherever the replicas run (other processes, other nodes), because snapshots
 travel through Ray like any other call. Labels are bounded: tenants, strategies,
 error codes, objectives and budget limits, never request ids.
@@ -79,6 +80,14 @@ class Metrics:
         self.queue_rejections = Counter(
             "aligner_queue_rejections", "Requests refused because the queue was full (429).", registry=r
         )
+        self.safety_actions = Counter(
+            "aligner_safety_actions", "Verdicts of tenants' safety configs on answered requests: passed, resampled, "
+            "refused, flagged.", ["tenant", "action"], registry=r,
+        )
+        self.safety_version = Gauge(
+            "aligner_safety_config_version", "Version of each tenant's safety config in force (0: none), as last "
+            "seen by a request.", ["tenant"], registry=r,
+        )
 
     def finished(self, tenant: str, strategy: str, status: str) -> None:
         self.requests.labels(tenant=tenant, strategy=strategy, status=status).inc()
@@ -104,6 +113,14 @@ class Metrics:
         ]
 
 
+# Gauges whose replicas' values are the same fact seen from several places: merged by max, not summed.
+MAX_MERGED = {"aligner_safety_config_version"}
+
+
+def _add(a: float, b: float) -> float:
+    return a + b
+
+
 class MetricsAggregate:
     """Merges the snapshots of every replica (see the module docstring)."""
 
@@ -123,9 +140,10 @@ class MetricsAggregate:
                 if kind == "gauge" and not fresh:
                     continue
                 _, _, values = families.setdefault(name, (kind, doc, {}))
+                merge = max if name in MAX_MERGED else _add
                 for sample, labels, value in samples:
                     key = (sample, tuple(sorted(labels.items())))
-                    values[key] = values.get(key, 0.0) + value
+                    values[key] = value if key not in values else merge(values[key], value)
         return families
 
     def render(self) -> bytes:

@@ -17,6 +17,7 @@ from typing import Any
 from aligner.core import Aligner
 from aligner.engine import Engine, on_cpu
 from aligner.rewards import build_catalog
+from aligner.safety import SafetyConfig
 from aligner.types import AlignRequest, AlignResponse, ChatMessage, SafetyInfo
 from serve.config import ServerConfig
 from serve.errors import error_payload
@@ -116,10 +117,14 @@ class AlignerServer:
     def _parse(self, data: dict[str, Any]) -> AlignRequest:
         return AlignRequest.parse(data, self.config.search_limits)
 
+    @staticmethod
+    def _config(safety: dict[str, Any] | None) -> SafetyConfig | None:
+        return None if safety is None else SafetyConfig.model_validate(safety["config"])
+
     async def generate(self, data: dict[str, Any], safety: dict[str, Any] | None = None) -> dict[str, Any]:
-        """`safety`: the tenant's active config as the ingress found it ({version, text, reveal}) or None."""
+        """`safety`: the tenant's active config as the ingress found it ({version, config, reveal}) or None."""
         try:
-            response = await self.aligner.generate(self._parse(data), safety_config=safety and safety["text"])
+            response = await self.aligner.generate(self._parse(data), safety=self._config(safety))
             return {"response": self._served_under(response, safety), "replica": self.pusher.replica}
         except Exception as exc:
             return {"error": error_payload(exc)}
@@ -128,7 +133,7 @@ class AlignerServer:
         """`start` once accepted, then the core's `delta` / `chunk` / `done` events, or one `error` event."""
         try:
             events = self.aligner.stream(
-                self._parse(data), safety_config=safety and safety["text"], announce_start=True
+                self._parse(data), safety=self._config(safety), announce_start=True
             )
         except Exception as exc:
             yield {"type": "error", "error": error_payload(exc)}
@@ -151,11 +156,12 @@ class AlignerServer:
         """The response as sent: the config version it was served under, and for a tenant key the
         config's text in `prompt` replaced by a placeholder (only admins may read a config)."""
         if safety is not None:
-            response.safety = SafetyInfo(version=safety["version"])
+            response.safety = (response.safety or SafetyInfo()).model_copy(update={"version": safety["version"]})
             if response.prompt is not None and not safety["reveal"]:
                 placeholder = f"[tenant safety config, version {safety['version']}]"
+                text = safety["config"]["text"].strip()
                 response.prompt = [
-                    m.model_copy(update={"content": m.content.replace(safety["text"].strip(), placeholder)})
+                    m.model_copy(update={"content": m.content.replace(text, placeholder)})
                     for m in response.prompt
                 ]
         return response.model_dump(exclude_none=True)

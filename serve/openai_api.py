@@ -26,7 +26,7 @@ UNSUPPORTED = (
 # Accepted only at the value that changes nothing.
 NO_OP_VALUES = {"n": (1,), "logprobs": (False,), "presence_penalty": (0, 0.0), "frequency_penalty": (0, 0.0)}
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-FINISH_REASONS = {"stop": "stop", "length": "length", "abort": "length"}
+FINISH_REASONS = {"stop": "stop", "length": "length", "abort": "length", "content_filter": "content_filter"}
 
 
 def to_align_request(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

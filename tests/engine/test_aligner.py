@@ -2,6 +2,7 @@ import pytest
 
 from aligner.errors import PromptTooLong
 from aligner.prompting import SAFETY_HEADING
+from aligner.safety import SafetyConfig
 from aligner.types import AlignRequest
 
 SAFETY = "Do not discuss weapons."
@@ -28,7 +29,7 @@ def test_return_prompt_shows_the_composed_conversation(aligner, run):
             "seed": 1,
         }
     )
-    response = run(aligner.generate(request, safety_config=SAFETY))
+    response = run(aligner.generate(request, safety=SafetyConfig(text=SAFETY)))
     system, user = response.prompt
     assert system.role == "system" and system.content.startswith(f"{SAFETY_HEADING}\n{SAFETY}")
     assert system.content.index("concise") < system.content.index("Answer in French.")
