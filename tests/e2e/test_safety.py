@@ -30,7 +30,7 @@ def test_admin_sets_a_tenant_config_and_only_that_tenant_is_served_under_it(serv
         plain = client.post("/v1/generate", json={**SMALL, "return_prompt": True}, headers=server.headers(tenant_key))
         assert plain.status_code == 200 and plain.headers["x-aligner-safety-version"] == str(version)
         body = plain.json()
-        assert body["safety"] == {"version": version}
+        assert body["safety"]["version"] == version and body["safety"]["verdict"] == "passed"
         system = body["prompt"][0]
         assert system["role"] == "system" and system["content"].startswith("Safety policy set by the operator")
         # A tenant key sees a placeholder, never the config's text.
@@ -42,7 +42,7 @@ def test_admin_sets_a_tenant_config_and_only_that_tenant_is_served_under_it(serv
 
         chat = client.post("/v1/chat/completions", headers=server.headers(tenant_key), json={
             "model": server.model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
-        assert chat.status_code == 200 and chat.json()["alignment"]["safety"] == {"version": version}
+        assert chat.status_code == 200 and chat.json()["alignment"]["safety"]["version"] == version
 
         other = client.post("/v1/generate", json={**SMALL, "return_prompt": True}, headers=server.headers(server.other_key))
         assert other.status_code == 200 and "x-aligner-safety-version" not in other.headers
@@ -50,9 +50,11 @@ def test_admin_sets_a_tenant_config_and_only_that_tenant_is_served_under_it(serv
 
         for method, path in (("GET", ROUTE), ("GET", f"{ROUTE}/versions"), ("PUT", ROUTE), ("DELETE", ROUTE),
                              ("POST", f"{ROUTE}/activate"), ("GET", "/v1/admin/audit")):
-            denied = client.request(method, path, headers=server.headers(tenant_key), params={"expected_version": 1},
-                                    json={"config": KIDS, "expected_version": None, "version": 1})
-            assert denied.status_code == 403, (method, path, denied.text)
+            for key in (tenant_key, server.other_key):  # the tenant itself, and another tenant
+                denied = client.request(method, path, headers=server.headers(key), params={"expected_version": 1},
+                                        json={"config": KIDS, "expected_version": None, "version": 1})
+                assert denied.status_code == 403, (method, path, denied.text)
+                assert "children aged 8-12" not in denied.text
 
 
 def test_versions_conflicts_rollback_delete_and_audit(server):
@@ -114,3 +116,40 @@ def test_a_change_reaches_both_replicas_within_a_second(server):
                 seen.setdefault(reply.headers["x-aligner-replica"], set()).add(reply.headers["x-aligner-safety-version"])
         assert len(seen) == 2, "both model replicas should have served"
         assert all(versions == {str(new)} for versions in seen.values()), seen
+
+
+def test_a_tenant_whose_config_refuses_gets_the_refusal_on_every_route_and_it_is_counted(server):
+    import json
+
+    route = "/v1/admin/tenants/hooli/safety-config"
+    _, key = server.store.create_key("hooli")
+    refusal = "This assistant cannot help with that."
+    strict = {"text": "Answer only questions about our products.", "refusal_message": refusal,
+              "thresholds": {"verbosity": 0.999}}  # unreachable for short answers: every answer is refused
+    with server.client() as client:
+        current = client.get(route, headers=server.headers(server.admin_key))
+        base = current.json()["version"] if current.status_code == 200 else None
+        version = client.put(route, json={"config": strict, "expected_version": base},
+                             headers=server.headers(server.admin_key)).json()["version"]
+        time.sleep(1.0)
+        native = client.post("/v1/generate", json={**SMALL, "max_tokens": 8, "temperature": 0.7, "seed": 1},
+                             headers=server.headers(key))
+        chat = client.post("/v1/chat/completions", headers=server.headers(key), json={
+            "model": server.model, "messages": [{"role": "user", "content": "Tell me a joke."}], "max_tokens": 8})
+        with client.stream("POST", "/v1/chat/completions", headers=server.headers(key), json={
+                "model": server.model, "messages": [{"role": "user", "content": "Tell me a joke."}], "max_tokens": 8,
+                "stream": True}) as stream:
+            chunks = [json.loads(line[6:]) for line in stream.iter_lines()
+                      if line.startswith("data: ") and line != "data: [DONE]"]
+    assert native.status_code == 200 and native.json()["text"] == refusal
+    assert native.json()["finish_reason"] == "content_filter"
+    assert native.json()["safety"] == {"version": version, "verdict": "refused"}
+    assert native.headers["x-aligner-safety-version"] == str(version)
+    choice = chat.json()["choices"][0]
+    assert choice["message"]["content"] == refusal and choice["finish_reason"] == "content_filter"
+    assert chat.json()["alignment"]["safety"]["verdict"] == "refused"
+    streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert streamed == refusal  # nothing the verdict refused was ever sent
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "content_filter"
+    assert server.wait_metric("aligner_safety_actions_total", lambda v: v >= 3, tenant="hooli", action="refused") == 3
+    assert server.wait_metric("aligner_safety_config_version", lambda v: v == version, tenant="hooli") == version
