@@ -70,3 +70,28 @@ def test_missing_model_directory_exits_1():
     result = run_cli("generate", "hi", "--model", "/nonexistent/model")
     assert result.returncode == 1
     assert "not a directory" in result.stderr
+
+
+def test_safety_config_argument_is_text_a_text_file_or_a_whole_config_file(tmp_path):
+    from aligner.cli import safety_config_arg
+
+    assert safety_config_arg("Be kind.").text == "Be kind." and safety_config_arg(None) is None
+    (tmp_path / "policy.txt").write_text("No gambling.")
+    assert safety_config_arg(f"@{tmp_path / 'policy.txt'}").text == "No gambling."
+    (tmp_path / "kids.yaml").write_text("text: Users are children.\nthresholds: {harmlessness: 0.9}\naction: resample\n")
+    whole = safety_config_arg(f"@{tmp_path / 'kids.yaml'}")
+    assert whole.thresholds == {"harmlessness": 0.9} and whole.action == "resample"
+    with pytest.raises(InvalidRequest) as err:
+        safety_config_arg(f"@{tmp_path / 'missing.txt'}")
+    assert err.value.field == "safety_config"
+    (tmp_path / "bad.yaml").write_text("text: ok\naction: explode\n")
+    with pytest.raises(InvalidRequest) as err:
+        safety_config_arg(f"@{tmp_path / 'bad.yaml'}")
+    assert err.value.field == "action"
+
+
+def test_a_safety_threshold_on_an_unknown_objective_fails_before_the_engine_starts(tmp_path):
+    (tmp_path / "c.yaml").write_text("text: Be safe.\nthresholds: {wit: 0.5}\n")
+    result = run_cli("generate", "hi", "--safety-config", f"@{tmp_path / 'c.yaml'}")
+    assert result.returncode == 2 and "thresholds.wit" in result.stderr and "valid objectives" in result.stderr
+    assert "starting the vLLM engine" not in result.stderr
