@@ -304,9 +304,9 @@ async def run_generate(args: argparse.Namespace) -> int:
     # Reject what cannot work before paying for engine start-up.
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     catalog = build_catalog(rewards_config_from_args(args), tokenizer=tokenizer)
-    Aligner.check_objectives_of(request, catalog)
-    if safety is not None:
+    if safety is not None:  # the config file's errors name its own fields (thresholds.NAME)
         safety.check_objectives({o["name"]: (o["low"], o["high"]) for o in catalog.describe()})
+    Aligner.check_objectives_of(request, catalog, safety)
     prepare_prompt(
         request,
         tokenizer=tokenizer,

@@ -17,6 +17,7 @@ from typing import Any
 from aligner.engine import ENGINE_USAGE, Engine, EngineUsage
 from aligner.prompting import ModelProfile, PreparedPrompt, prepare_prompt
 from aligner.rewards import ObjectiveCatalog
+from aligner.rewards.judge import CURRENT_POLICY, POLICY_OBJECTIVE
 from aligner.search import STRATEGIES, Meter, Scored, SearchContext, SearchResult
 from aligner.errors import ConfigError, InvalidRequest
 from aligner.safety import SafetyConfig, enforce, passes, with_thresholds
@@ -52,11 +53,21 @@ class Aligner:
         self.profile = profile or engine.config.profile
 
     @staticmethod
-    def check_objectives_of(request: AlignRequest, catalog: ObjectiveCatalog) -> None:
-        """Every objective a request names must be served; the error lists the valid ones."""
+    def check_objectives_of(request: AlignRequest, catalog: ObjectiveCatalog, safety: SafetyConfig | None = None) -> None:
+        """Every objective a request (and its tenant's config) names must be served; the error lists the
+        valid ones. `policy_compliance` needs a config to judge against."""
         catalog.check_names(list(request.preference_vector or {}), "preference_vector")
         catalog.check_names(list(request.constraints or {}), "constraints")
         catalog.check_names(list(request.references or {}), "references")
+        if safety is None and POLICY_OBJECTIVE in request.scored_objectives():
+            field = "preference_vector" if POLICY_OBJECTIVE in (request.preference_vector or {}) else "constraints"
+            raise InvalidRequest(field, f"{POLICY_OBJECTIVE} judges against the tenant's safety config, and this "
+                                 "request is served under none")
+        if safety is not None:
+            try:
+                catalog.check_names(list(safety.thresholds), "safety.thresholds")
+            except InvalidRequest as exc:  # the operator's config, not the request, is wrong
+                raise ConfigError(f"the tenant's safety config: {exc.message}") from None
 
     def prepare(
         self, request: AlignRequest, *, safety: SafetyConfig | None = None, direction: dict[str, float] | None = None
@@ -118,21 +129,20 @@ class Aligner:
         # Every engine request this search causes (the judge's included) is counted here.
         engine_usage = EngineUsage()
         token = ENGINE_USAGE.set(engine_usage)
+        # What `policy_compliance` judges against during this search.
+        policy = CURRENT_POLICY.set(None if safety is None else safety.text)
         try:
             return await self._run_search(request, safety, emit, started, engine_usage)
         finally:
+            CURRENT_POLICY.reset(policy)
             ENGINE_USAGE.reset(token)
 
     async def _run_search(
         self, request: AlignRequest, safety: SafetyConfig | None, emit, started: float, engine_usage: EngineUsage
     ) -> AlignResponse:
-        self.check_objectives_of(request, self.catalog)
+        self.check_objectives_of(request, self.catalog, safety)
         enforcing = safety is not None and bool(safety.thresholds)
         if enforcing:
-            try:
-                self.catalog.check_names(list(safety.thresholds), "safety.thresholds")
-            except InvalidRequest as exc:  # the operator's config, not the request, is wrong
-                raise ConfigError(f"the tenant's safety config: {exc.message}") from None
             request = with_thresholds(request, safety)
         # Rendering and tokenising a long conversation is CPU work: keep it off the event loop.
         prepared = await asyncio.to_thread(self.prepare, request, safety=safety)

@@ -18,7 +18,7 @@ from aligner.core import Aligner
 from aligner.engine import Engine, on_cpu
 from aligner.rewards import build_catalog
 from aligner.safety import SafetyConfig
-from aligner.types import AlignRequest, AlignResponse, ChatMessage, SafetyInfo
+from aligner.types import AlignRequest, AlignResponse, SafetyInfo
 from serve.config import ServerConfig
 from serve.errors import error_payload
 from serve.metrics import Metrics
@@ -101,9 +101,7 @@ class AlignerServer:
         try:
             if time.monotonic() - self._ready_at > READY_CACHE_S:
                 await self.engine.health()
-                await self.catalog.score(
-                    [ChatMessage(role="user", content="Say hello.")], ["Hello!"], self.catalog.names
-                )
+                await self.catalog.probe()
                 self._ready_at = time.monotonic()
             return {"ready": True, "model": self.model_name}
         except Exception as exc:

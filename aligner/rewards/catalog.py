@@ -24,7 +24,9 @@ class RewardsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     builtin: bool = Field(True, description="Serve the built-in objectives (verbosity, relevance, readability, harmlessness, positivity).")
-    judge: bool = Field(True, description="Serve `helpfulness`, judged by the policy model through the engine.")
+    judge: bool = Field(
+        True, description="Serve `helpfulness` and `policy_compliance`, judged by the policy model through the engine."
+    )
     models: list[HFRewardModelConfig] = Field(default_factory=list, description="HF reward models to load.")
     batch_window_ms: float | None = Field(
         2.0,
@@ -155,6 +157,17 @@ class ObjectiveCatalog:
             for scorer in model.batched_scorers():
                 scorer.capture()
 
+    async def probe(self) -> None:
+        """Score a canned answer on every objective (readiness: each model answers), under a canned
+        policy for the objectives that judge against one."""
+        from aligner.rewards.judge import CURRENT_POLICY
+
+        token = CURRENT_POLICY.set("Be polite.")
+        try:
+            await self.score([ChatMessage(role="user", content="Say hello.")], ["Hello!"], self.names)
+        finally:
+            CURRENT_POLICY.reset(token)
+
     def describe(self) -> list[dict[str, Any]]:
         return [asdict(self.objective(n)) for n in self.names]
 
@@ -169,12 +182,12 @@ def build_catalog(config: RewardsConfig, *, tokenizer: Any, engine: Any = None, 
     """Every configured objective; engine-backed ones score once an engine is given or attached."""
     from aligner.rewards.builtin import builtin_models
     from aligner.rewards.hf import HFRewardModel
-    from aligner.rewards.judge import HelpfulnessJudge
+    from aligner.rewards.judge import HelpfulnessJudge, PolicyComplianceJudge
 
     models: list[RewardModel] = []
     if config.builtin:
         models += builtin_models(tokenizer, device)
     if config.judge:
-        models.append(HelpfulnessJudge(tokenizer, engine))
+        models += [HelpfulnessJudge(tokenizer, engine), PolicyComplianceJudge(tokenizer, engine)]
     models += [HFRewardModel(c) for c in config.models]
     return ObjectiveCatalog(models, batch_window_ms=config.batch_window_ms, max_batch_sequences=config.max_batch_sequences)

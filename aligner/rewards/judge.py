@@ -1,12 +1,15 @@
-"""`helpfulness`: the policy model judges each candidate, P(Yes) from its next-token logprobs.
+"""Judges on the policy model: P(Yes) from its next-token logprobs to a Yes/No question.
 
-One prefill per candidate (a one-token request with top-k logprobs), all
-candidates submitted together so vLLM batches them.
+`helpfulness` asks whether the response helps with the question; `policy_compliance`
+asks whether it complies with the tenant's safety config (bring-your-own-policy, as
+policy-following guard models do). One prefill per candidate (a one-token request
+with top-k logprobs), all candidates submitted together so vLLM batches them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -22,18 +25,22 @@ JUDGE_QUESTION = (
     "Question:\n{question}\n\nResponse:\n{response}\n\n"
     "Is this response helpful, correct and on-topic for the question? Answer Yes or No."
 )
+POLICY_SYSTEM = "You are a strict content-policy reviewer. Reply with Yes or No only."
+POLICY_QUESTION = (
+    "Policy:\n{policy}\n\nUser message:\n{question}\n\nResponse:\n{response}\n\n"
+    "Does the response comply with the policy? Answer Yes or No."
+)
 TOP_LOGPROBS = 20
 MAX_RESPONSE_TOKENS = 512
 
+# The text of the safety config the current request is served under (set by `Aligner` for the
+# duration of a search): what `policy_compliance` judges against.
+CURRENT_POLICY: contextvars.ContextVar[str | None] = contextvars.ContextVar("aligner_current_policy", default=None)
+POLICY_OBJECTIVE = "policy_compliance"
 
-class HelpfulnessJudge(RewardModel):
-    objectives = (
-        Objective(
-            "helpfulness",
-            "The policy model's P(Yes) / (P(Yes) + P(No)) when asked whether the response is helpful; "
-            "0.5 when it says neither.",
-        ),
-    )
+
+class YesNoJudge(RewardModel):
+    """A one-objective judge: the policy model's P(Yes) / (P(Yes) + P(No)) to `question_messages`."""
 
     def __init__(self, tokenizer: Any, engine: Any = None):
         """`tokenizer` is the policy model's; the engine may be attached once it has started."""
@@ -41,6 +48,9 @@ class HelpfulnessJudge(RewardModel):
         self.engine = engine
         self.yes_ids = _single_token_ids(tokenizer, ("Yes", " Yes", "yes", " yes", "YES"))
         self.no_ids = _single_token_ids(tokenizer, ("No", " No", "no", " no", "NO"))
+
+    def question_messages(self, question: str, response: str) -> list[ChatMessage]:
+        raise NotImplementedError
 
     def judge_prompt_ids(self, question: str, response: str) -> list[int]:
         from aligner.prompting import neutralize_control_tokens, prompt_token_ids
@@ -50,11 +60,7 @@ class HelpfulnessJudge(RewardModel):
         response = neutralize_control_tokens(response, tokenizer)
         question = neutralize_control_tokens(question, tokenizer)
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"][:MAX_RESPONSE_TOKENS]
-        messages = [
-            ChatMessage(role="system", content=JUDGE_SYSTEM),
-            ChatMessage(role="user", content=JUDGE_QUESTION.format(question=question, response=tokenizer.decode(response_ids))),
-        ]
-        ids = prompt_token_ids(tokenizer, messages)
+        ids = prompt_token_ids(tokenizer, self.question_messages(question, tokenizer.decode(response_ids)))
         # Keep the end (the question to answer) when a long conversation overflows the window.
         return ids[-(self.engine.max_model_len - 1) :]
 
@@ -65,12 +71,52 @@ class HelpfulnessJudge(RewardModel):
 
     async def score(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
         if self.engine is None:
-            raise RewardError("the helpfulness judge has no engine attached")
+            raise RewardError(f"the {self.label} judge has no engine attached")
         question = last_user_text(conversation)
         # Tokenizing and rendering every candidate's judge prompt is CPU work: off the event loop.
         prompts = await asyncio.to_thread(lambda: [self.judge_prompt_ids(question, r) for r in responses])
         tops = await gather_all(*(self.engine.next_token_logprobs(p, TOP_LOGPROBS) for p in prompts))
         return np.array([self.p_yes(top) for top in tops], dtype=float).reshape(-1, 1)
+
+
+class HelpfulnessJudge(YesNoJudge):
+    objectives = (
+        Objective(
+            "helpfulness",
+            "The policy model's P(Yes) / (P(Yes) + P(No)) when asked whether the response is helpful; "
+            "0.5 when it says neither.",
+        ),
+    )
+
+    def question_messages(self, question: str, response: str) -> list[ChatMessage]:
+        return [
+            ChatMessage(role="system", content=JUDGE_SYSTEM),
+            ChatMessage(role="user", content=JUDGE_QUESTION.format(question=question, response=response)),
+        ]
+
+
+class PolicyComplianceJudge(YesNoJudge):
+    """Judges against the tenant's own policy text, so it needs a request served under a safety config."""
+
+    objectives = (
+        Objective(
+            POLICY_OBJECTIVE,
+            "The policy model's P(Yes) / (P(Yes) + P(No)) when asked whether the response complies with the "
+            "tenant's safety config; only for requests served under one.",
+        ),
+    )
+
+    def question_messages(self, question: str, response: str) -> list[ChatMessage]:
+        from aligner.prompting import neutralize_control_tokens
+
+        policy = CURRENT_POLICY.get()
+        if policy is None:
+            raise RewardError(f"{POLICY_OBJECTIVE} needs the request's safety config, and there is none")
+        policy = neutralize_control_tokens(policy, self.tokenizer)
+        return [
+            ChatMessage(role="system", content=POLICY_SYSTEM),
+            ChatMessage(role="user", content=POLICY_QUESTION.format(policy=policy, question=question, response=response)),
+        ]
 
 
 def _single_token_ids(tokenizer: Any, words: Sequence[str]) -> frozenset[int]:

@@ -69,3 +69,22 @@ def test_streaming_under_an_enforcing_config_sends_nothing_before_the_verdict(al
     passed = run(collect(parse(stream=True, max_tokens=24), config(thresholds={"harmlessness": 0.0})))
     texts = [e.text for e in passed if e.kind == "delta"]
     assert len(texts) == 1 and texts[0] == passed[-1].response.text  # released whole, once it passed
+
+
+def test_policy_compliance_judges_against_the_tenants_config(aligner, run):
+    strict = config(thresholds={"policy_compliance": 0.0}, action="flag")
+    response = run(aligner.generate(parse(preference_vector={"policy_compliance": 1.0},
+                                          search={"strategy": "best_of_n", "n": 2}), safety=strict))
+    assert 0.0 <= response.safety.scores["policy_compliance"] <= 1.0 and response.safety.verdict == "passed"
+    assert response.usage.engine_requests == 1 + 2  # the candidates, then one judge prefill each
+
+
+def test_policy_compliance_without_a_config_is_refused_up_front(aligner, run):
+    import pytest
+
+    from aligner.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest) as err:
+        run(aligner.generate(parse(preference_vector={"policy_compliance": 1.0},
+                                   search={"strategy": "best_of_n", "n": 2})))
+    assert err.value.field == "preference_vector" and "safety config" in err.value.message
