@@ -17,13 +17,17 @@ from typing import Any
 from aligner.engine import ENGINE_USAGE, Engine, EngineUsage
 from aligner.prompting import ModelProfile, PreparedPrompt, prepare_prompt
 from aligner.rewards import ObjectiveCatalog
-from aligner.rewards.judge import CURRENT_POLICY, POLICY_OBJECTIVE
+from aligner.rewards.base import CURRENT_SAFETY
+from aligner.rewards.builtin import TOPIC_OBJECTIVE
+from aligner.rewards.judge import POLICY_OBJECTIVE
 from aligner.search import STRATEGIES, Meter, Scored, SearchContext, SearchResult
 from aligner.errors import ConfigError, InvalidRequest
 from aligner.safety import SafetyConfig, enforce, passes, with_thresholds
 from aligner.types import AlignRequest, AlignResponse, CandidateInfo, Usage
 
 FINISH_REASONS = ("stop", "length", "abort", "content_filter")
+# Objectives that read the tenant's safety config.
+NEEDS_SAFETY = (POLICY_OBJECTIVE, TOPIC_OBJECTIVE)
 
 
 @dataclass(frozen=True)
@@ -55,14 +59,15 @@ class Aligner:
     @staticmethod
     def check_objectives_of(request: AlignRequest, catalog: ObjectiveCatalog, safety: SafetyConfig | None = None) -> None:
         """Every objective a request (and its tenant's config) names must be served; the error lists the
-        valid ones. `policy_compliance` needs a config to judge against."""
+        valid ones. The objectives that read the tenant's config need one."""
         catalog.check_names(list(request.preference_vector or {}), "preference_vector")
         catalog.check_names(list(request.constraints or {}), "constraints")
         catalog.check_names(list(request.references or {}), "references")
-        if safety is None and POLICY_OBJECTIVE in request.scored_objectives():
-            field = "preference_vector" if POLICY_OBJECTIVE in (request.preference_vector or {}) else "constraints"
-            raise InvalidRequest(field, f"{POLICY_OBJECTIVE} judges against the tenant's safety config, and this "
-                                 "request is served under none")
+        for name in NEEDS_SAFETY if safety is None else ():
+            if name in request.scored_objectives():
+                field = "preference_vector" if name in (request.preference_vector or {}) else "constraints"
+                raise InvalidRequest(field, f"{name} judges against the tenant's safety config, and this request "
+                                     "is served under none")
         if safety is not None:
             try:
                 catalog.check_names(list(safety.thresholds), "safety.thresholds")
@@ -129,12 +134,12 @@ class Aligner:
         # Every engine request this search causes (the judge's included) is counted here.
         engine_usage = EngineUsage()
         token = ENGINE_USAGE.set(engine_usage)
-        # What `policy_compliance` judges against during this search.
-        policy = CURRENT_POLICY.set(None if safety is None else safety.text)
+        # What `policy_compliance` and `topic_safety` judge against during this search.
+        policy = CURRENT_SAFETY.set(safety)
         try:
             return await self._run_search(request, safety, emit, started, engine_usage)
         finally:
-            CURRENT_POLICY.reset(policy)
+            CURRENT_SAFETY.reset(policy)
             ENGINE_USAGE.reset(token)
 
     async def _run_search(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -97,6 +98,18 @@ def split_rows(rows: np.ndarray, items: Sequence[ScoreItem]) -> list[np.ndarray]
     if not items:
         return []
     return np.split(rows, np.cumsum([len(responses) for _, responses in items])[:-1])
+
+
+# The safety config the current request is served under, set by `Aligner` for the duration of a
+# search: what the objectives that judge against a tenant's policy read (its `text`, `disallowed`).
+CURRENT_SAFETY: contextvars.ContextVar[Any] = contextvars.ContextVar("aligner_current_safety", default=None)
+
+
+def current_safety(objective: str) -> Any:
+    safety = CURRENT_SAFETY.get()
+    if safety is None:
+        raise RewardError(f"{objective} needs the request's safety config, and there is none")
+    return safety
 
 
 def last_user_text(conversation: Sequence[ChatMessage]) -> str:

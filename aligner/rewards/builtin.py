@@ -9,10 +9,12 @@ Every built-in scores in [0, 1], higher meaning more of what the name says:
 | readability | Flesch reading ease (syllables from pyphen's hyphenation dictionary) | ease / 100 clipped to [0, 1]; 1 is very easy | 0 |
 | harmlessness | 1 - offensive-language probability (alt-profanity-check's trained classifier) | already in [0, 1] | 1 |
 | positivity | VADER compound sentiment (vadersentiment) | (compound + 1) / 2 | 0.5 |
+| topic_safety | distance of the question and the response from the tenant's disallowed topics (same embedder as relevance) | 1 - highest cosine, clipped to [0, 1]; 1 with no topics | — |
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import re
 from collections.abc import Sequence
@@ -22,7 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from aligner.rewards.base import BlockingRewardModel, Objective, RewardError, ScoreItem, last_user_text, split_rows
+from aligner.rewards.base import (
+    BlockingRewardModel,
+    Objective,
+    RewardError,
+    RewardModel,
+    ScoreItem,
+    current_safety,
+    last_user_text,
+    split_rows,
+)
 from aligner.types import ChatMessage
 
 VERBOSITY_TOKENS = 128.0
@@ -193,6 +204,42 @@ class Relevance(BlockingRewardModel):
         return out
 
 
-def builtin_models(tokenizer: Any, device: str = "cpu") -> list[BlockingRewardModel]:
-    return [Verbosity(tokenizer), Relevance(device), Readability(), Harmlessness(), Positivity()]
+TOPIC_OBJECTIVE = "topic_safety"
+
+
+class TopicSafety(RewardModel):
+    """Distance from the tenant's `disallowed` topics, with the relevance objective's embedder.
+
+    Reads the request's safety config, so it scores in the request's own task (not merged across
+    requests) and its embedding runs in a worker thread.
+    """
+
+    objectives = (
+        Objective(
+            TOPIC_OBJECTIVE,
+            "1 - the highest cosine similarity (all-MiniLM-L6-v2) between the tenant's disallowed topics and the "
+            "last user message or the response, clipped to [0, 1]; 1 when the config lists none. Only for "
+            "requests served under a safety config.",
+        ),
+    )
+
+    def __init__(self, embedder: Relevance):
+        self.embedder = embedder
+
+    async def score(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
+        topics = list(current_safety(TOPIC_OBJECTIVE).disallowed)
+        if not topics or not responses:
+            return np.ones((len(responses), 1))
+        texts = [*topics, last_user_text(conversation), *responses]
+        vectors = await asyncio.to_thread(self.embedder.embed, texts)
+        similarity = vectors[len(topics):] @ vectors[: len(topics)].T  # [question + responses, topics]
+        nearest = similarity.max(axis=1)
+        # The exchange is as close to a disallowed topic as its closer side: the question or the response.
+        closest = np.maximum(nearest[0], nearest[1:])
+        return np.clip(1.0 - closest, 0.0, 1.0).reshape(-1, 1)
+
+
+def builtin_models(tokenizer: Any, device: str = "cpu") -> list[RewardModel]:
+    relevance = Relevance(device)
+    return [Verbosity(tokenizer), relevance, Readability(), Harmlessness(), Positivity(), TopicSafety(relevance)]
 

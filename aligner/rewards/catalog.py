@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from aligner.errors import ConfigError, InvalidRequest
-from aligner.rewards.base import BlockingRewardModel, Objective, RewardError, RewardModel
+from aligner.rewards.base import CURRENT_SAFETY, BlockingRewardModel, Objective, RewardError, RewardModel
 from aligner.rewards.batcher import BatchObserver, ScoringBatcher, UnbatchedScorer
 from aligner.rewards.hf import HFRewardModelConfig
 from aligner.tasks import gather_all
@@ -160,13 +160,13 @@ class ObjectiveCatalog:
     async def probe(self) -> None:
         """Score a canned answer on every objective (readiness: each model answers), under a canned
         policy for the objectives that judge against one."""
-        from aligner.rewards.judge import CURRENT_POLICY
+        from aligner.safety import SafetyConfig
 
-        token = CURRENT_POLICY.set("Be polite.")
+        token = CURRENT_SAFETY.set(SafetyConfig(text="Be polite.", disallowed=["violence"]))
         try:
             await self.score([ChatMessage(role="user", content="Say hello.")], ["Hello!"], self.names)
         finally:
-            CURRENT_POLICY.reset(token)
+            CURRENT_SAFETY.reset(token)
 
     def describe(self) -> list[dict[str, Any]]:
         return [asdict(self.objective(n)) for n in self.names]

@@ -9,14 +9,13 @@ with top-k logprobs), all candidates submitted together so vLLM batches them.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from aligner.rewards.base import Objective, RewardError, RewardModel, last_user_text
+from aligner.rewards.base import Objective, RewardError, RewardModel, current_safety, last_user_text
 from aligner.tasks import gather_all
 from aligner.types import ChatMessage
 
@@ -33,9 +32,6 @@ POLICY_QUESTION = (
 TOP_LOGPROBS = 20
 MAX_RESPONSE_TOKENS = 512
 
-# The text of the safety config the current request is served under (set by `Aligner` for the
-# duration of a search): what `policy_compliance` judges against.
-CURRENT_POLICY: contextvars.ContextVar[str | None] = contextvars.ContextVar("aligner_current_policy", default=None)
 POLICY_OBJECTIVE = "policy_compliance"
 
 
@@ -109,10 +105,7 @@ class PolicyComplianceJudge(YesNoJudge):
     def question_messages(self, question: str, response: str) -> list[ChatMessage]:
         from aligner.prompting import neutralize_control_tokens
 
-        policy = CURRENT_POLICY.get()
-        if policy is None:
-            raise RewardError(f"{POLICY_OBJECTIVE} needs the request's safety config, and there is none")
-        policy = neutralize_control_tokens(policy, self.tokenizer)
+        policy = neutralize_control_tokens(current_safety(POLICY_OBJECTIVE).text, self.tokenizer)
         return [
             ChatMessage(role="system", content=POLICY_SYSTEM),
             ChatMessage(role="user", content=POLICY_QUESTION.format(policy=policy, question=question, response=response)),

@@ -120,7 +120,7 @@ def test_models_and_objectives(server):
         ready = client.get("/readyz")
     assert [m["id"] for m in models["data"]] == [server.model]
     names = {o["name"] for o in objectives}
-    assert {"relevance", "verbosity", "readability", "harmlessness", "positivity", "helpfulness", "policy_compliance"} <= names
+    assert {"relevance", "verbosity", "readability", "harmlessness", "positivity", "helpfulness", "policy_compliance", "topic_safety"} <= names
     assert all({"low", "high", "description"} <= set(o) for o in objectives)
     assert ready.status_code == 200 and ready.json()["ready"] is True
 

@@ -88,3 +88,11 @@ def test_policy_compliance_without_a_config_is_refused_up_front(aligner, run):
         run(aligner.generate(parse(preference_vector={"policy_compliance": 1.0},
                                    search={"strategy": "best_of_n", "n": 2})))
     assert err.value.field == "preference_vector" and "safety config" in err.value.message
+
+
+def test_a_question_on_a_disallowed_topic_is_refused_through_topic_safety(aligner, run):
+    kids = config(thresholds={"topic_safety": 0.5}, disallowed=["gambling, betting and casinos"])
+    asked = run(aligner.generate(parse(prompt="Which casino game is best for betting money?"), safety=kids))
+    allowed = run(aligner.generate(parse(prompt="How do I water tomato plants?"), safety=kids))
+    assert asked.safety.verdict == "refused" and asked.text == REFUSAL
+    assert allowed.safety.verdict == "passed" and allowed.safety.scores["topic_safety"] >= 0.5

@@ -84,3 +84,30 @@ def test_empty_responses_get_documented_values(tokenizer, relevance):
 def test_no_responses_gives_an_empty_matrix(tokenizer, relevance):
     for model in (Verbosity(tokenizer), relevance, Readability(), Harmlessness(), Positivity()):
         assert asyncio.run(model.score(QUESTION, [])).shape == (0, 1)
+
+
+def test_topic_safety_is_lower_near_the_tenants_disallowed_topics(relevance):
+    from aligner.rewards.base import CURRENT_SAFETY, RewardError
+    from aligner.rewards.builtin import TopicSafety
+    from aligner.safety import SafetyConfig
+
+    topic = TopicSafety(relevance)
+    gardening = [ChatMessage(role="user", content="How do I water tomato plants?")]
+    casino = [ChatMessage(role="user", content="Which casino game gives the best odds for betting money?")]
+    with pytest.raises(RewardError, match="safety config"):
+        scores(topic, ["Water them at the base."], gardening)
+
+    def under(config, responses, conversation):
+        token = CURRENT_SAFETY.set(config)
+        try:
+            return scores(topic, responses, conversation)
+        finally:
+            CURRENT_SAFETY.reset(token)
+
+    kids = SafetyConfig(text="Children's education.", disallowed=["gambling, betting and casinos", "violence"])
+    safe, drifting = under(kids, ["Water them at the base in the morning.", "Bet it all on roulette at the casino."],
+                           gardening)
+    assert safe > drifting + 0.2  # a response that drifts into a disallowed topic scores lower
+    (asked,) = under(kids, ["Blackjack has good odds."], casino)
+    assert asked < safe  # a question on a disallowed topic pulls every answer down
+    assert list(under(SafetyConfig(text="No list."), ["Anything."], casino)) == [1.0]
