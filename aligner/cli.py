@@ -131,6 +131,12 @@ def build_parser(extend: Extension | None = None) -> argparse.ArgumentParser:
     search.add_argument("--max-tokens", type=int, default=64, help="max_tokens of every request (64).")
     search.add_argument("--out", help="Output JSON (default: bench-results/search-cpu.json).")
 
+    safety = benches.add_parser("safety", help="Refusal / false-refusal rates of tenant safety configs on a probe set.")
+    safety.set_defaults(handler=run_safety_bench)
+    safety.add_argument("--probes", help="The probe set YAML (default: tests/data/safety_probes.yaml of this checkout).")
+    safety.add_argument("--max-tokens", type=int, default=48, help="max_tokens of every probe (48).")
+    safety.add_argument("--out", help="Output JSON (default: bench-results/safety-cpu.json).")
+
     prep = commands.add_parser("prepare-model", help="Materialise the embedded model into the cache and print its path.")
     prep.add_argument("--model", default="embedded", help="'embedded' or a local HF model directory.")
     prep.set_defaults(handler=run_prepare_model)
@@ -284,6 +290,18 @@ def run_search_bench(args: argparse.Namespace) -> int:
     status(f"wrote {out}")
     for name, value in report["ratios"].items():
         status(f"{name}: {value}")
+    return 0
+
+
+def run_safety_bench(args: argparse.Namespace) -> int:
+    from aligner.bench import safety
+    from aligner.bench.scoring import write
+
+    report = safety.run(Path(args.probes) if args.probes else safety.DEFAULT_PROBES, max_tokens=args.max_tokens,
+                        progress=status)
+    out = write(report, Path(args.out or "bench-results/safety-cpu.json"))
+    status(f"wrote {out}")
+    print(json.dumps({k: report[k] for k in ("modes", "ratios", "targets")}, indent=2))
     return 0
 
 

@@ -32,6 +32,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from aligner.bench.scoring import target
+
 PROMPTS = (
     "Write a long story about a dragon who learns to bake bread.",
     "Explain in detail how a steam engine works.",
@@ -88,18 +90,6 @@ def ratio(numerator: float | None, denominator: float | None, digits: int = 3) -
     if numerator is None or not denominator:
         return None
     return round(numerator / denominator, digits)
-
-
-def target(value: float | None, spec: dict[str, float]) -> dict[str, Any]:
-    """A target entry: the measured value, the bound and whether it is met (None measured: not met)."""
-    out: dict[str, Any] = {"measured": value, **{f"target_{k}": v for k, v in spec.items()}}
-    met = value is not None
-    if met and "max" in spec:
-        met = value <= spec["max"]
-    if met and "min" in spec:
-        met = value >= spec["min"]
-    out["met"] = met
-    return out
 
 
 def load_summary(latencies: Sequence[float], tokens: Sequence[int], wall_s: float, clients: int) -> dict[str, Any]:

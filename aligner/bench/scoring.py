@@ -149,3 +149,15 @@ def write(report: dict[str, Any], out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     return out
+
+
+def target(value: float | None, spec: dict[str, float]) -> dict[str, Any]:
+    """A target entry: the measured value, the bound and whether it is met (None measured: not met)."""
+    out: dict[str, Any] = {"measured": value, **{f"target_{k}": v for k, v in spec.items()}}
+    met = value is not None
+    if met and "max" in spec:
+        met = value <= spec["max"]
+    if met and "min" in spec:
+        met = value >= spec["min"]
+    out["met"] = met
+    return out

@@ -207,6 +207,19 @@ class Relevance(BlockingRewardModel):
 TOPIC_OBJECTIVE = "topic_safety"
 
 
+_LIST_SEPARATORS = re.compile(r",|;|\b(?:and|or|such as|like|including)\b", re.IGNORECASE)
+
+
+def topic_phrases(topics: Sequence[str]) -> list[str]:
+    """Each topic description and the items it lists ("gambling, betting and casinos" -> also "gambling",
+    "betting", "casinos"): one embedding of a whole list blurs its items, so each is matched on its own."""
+    phrases: list[str] = []
+    for topic in topics:
+        phrases.append(topic)
+        phrases += [part.strip() for part in _LIST_SEPARATORS.split(topic) if len(part.strip()) > 2]
+    return list(dict.fromkeys(phrases))
+
+
 class TopicSafety(RewardModel):
     """Distance from the tenant's `disallowed` topics, with the relevance objective's embedder.
 
@@ -217,7 +230,8 @@ class TopicSafety(RewardModel):
     objectives = (
         Objective(
             TOPIC_OBJECTIVE,
-            "1 - the highest cosine similarity (all-MiniLM-L6-v2) between the tenant's disallowed topics and the "
+            "1 - the highest cosine similarity (all-MiniLM-L6-v2) between the tenant's disallowed topics (each and "
+            "the items it lists) and the "
             "last user message or the response, clipped to [0, 1]; 1 when the config lists none. Only for "
             "requests served under a safety config.",
         ),
@@ -227,7 +241,7 @@ class TopicSafety(RewardModel):
         self.embedder = embedder
 
     async def score(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
-        topics = list(current_safety(TOPIC_OBJECTIVE).disallowed)
+        topics = topic_phrases(current_safety(TOPIC_OBJECTIVE).disallowed)
         if not topics or not responses:
             return np.ones((len(responses), 1))
         texts = [*topics, last_user_text(conversation), *responses]

@@ -111,3 +111,11 @@ def test_topic_safety_is_lower_near_the_tenants_disallowed_topics(relevance):
     (asked,) = under(kids, ["Blackjack has good odds."], casino)
     assert asked < safe  # a question on a disallowed topic pulls every answer down
     assert list(under(SafetyConfig(text="No list."), ["Anything."], casino)) == [1.0]
+
+
+def test_topic_phrases_match_each_listed_item():
+    from aligner.rewards.builtin import topic_phrases
+
+    assert topic_phrases(["gambling, betting and casinos", "brands such as Acme or Initech"]) == [
+        "gambling, betting and casinos", "gambling", "betting", "casinos",
+        "brands such as Acme or Initech", "brands", "Acme", "Initech"]
