@@ -4,7 +4,8 @@ Every change is a new audited version (actor `cli`). Writes check the active ver
 caller expects (`--expected-version`; `none` when the tenant has no active config) and fail
 with a conflict if someone changed it first; without the flag, the version active when the
 command starts is expected. The store is --tenant-store, else $ALIGNER_TENANT_STORE, else the
-SQLite file in the cache directory.
+SQLite file in the cache directory. With --server URL (and an admin --key) the same commands go
+through a running server's admin API instead (audited with the key's id).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def add_parser(commands: argparse._SubParsersAction, parser_class: type) -> None
                 help="The active version you expect (`none`: no active config); default: the one active now.",
             )
         _store_arg(parser)
+        parser.add_argument("--server", metavar="URL", help="Go through a running server's admin API (e.g. "
+                            "http://127.0.0.1:8000) instead of opening the tenant store.")
+        parser.add_argument("--key", help="With --server: an admin API key (default: $ALIGNER_API_KEY).")
         return parser
 
     setter = command("set", run_set, "Store a new version of a tenant's config and activate it.", expected=True)
@@ -62,6 +66,11 @@ def _version_or_none(text: str) -> int | None:
 
 
 def _open(args: argparse.Namespace):
+    """The tenant store, or with --server the server's admin API behind the same methods."""
+    if args.server:
+        from aligner.admin_client import AdminClient, key_from
+
+        return AdminClient(args.server, key_from(args.key))
     from aligner.keys_cli import store_url
     from aligner.tenants import TenantStore
 

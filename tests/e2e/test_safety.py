@@ -102,20 +102,40 @@ def test_versions_conflicts_rollback_delete_and_audit(server):
 
 
 def test_a_change_reaches_both_replicas_within_a_second(server):
+    """Measured: after a PUT returns, requests keep flowing to both replicas; none sent a second or
+    more after it may be served under the old version, and both replicas serve the new one."""
+    import threading
+
     _, tenant_key = server.store.create_key("umbrella")
     with server.client() as client:
         current = client.get(ROUTE, headers=server.headers(server.admin_key))
         base = current.json()["version"] if current.status_code == 200 else None
-        new = put(client, server, {**KIDS, "text": "Only talk about colours."}, base).json()["version"]
-        time.sleep(1.0)
-        seen: dict[str, set[str]] = {}
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            for reply in pool.map(lambda i: httpx.post(f"{server.url}/v1/generate", json={**SMALL, "seed": i},
-                                                       headers=server.headers(tenant_key), timeout=120), range(8)):
-                assert reply.status_code == 200
-                seen.setdefault(reply.headers["x-aligner-replica"], set()).add(reply.headers["x-aligner-safety-version"])
-        assert len(seen) == 2, "both model replicas should have served"
-        assert all(versions == {str(new)} for versions in seen.values()), seen
+        old = put(client, server, {**KIDS, "text": "Only talk about colours."}, base).json()["version"]
+        time.sleep(1.2)
+        new = put(client, server, {**KIDS, "text": "Only talk about shapes."}, old)
+        changed_at = time.monotonic()
+        assert new.status_code == 200
+        new = new.json()["version"]
+
+    seen: list[tuple[float, str, int]] = []  # (sent, seconds after the change; replica; version)
+
+    def probe():
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            while time.monotonic() - changed_at < 1.6:
+                sent = time.monotonic() - changed_at
+                reply = http.post("/v1/generate", json={**SMALL, "max_tokens": 1}, headers=server.headers(tenant_key))
+                assert reply.status_code == 200, reply.text
+                seen.append((sent, reply.headers["x-aligner-replica"], int(reply.headers["x-aligner-safety-version"])))
+
+    threads = [threading.Thread(target=probe) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stale = [sent for sent, _, version in seen if version == old]
+    assert max(stale, default=0.0) < 1.0, f"old version served {max(stale):.2f}s after the change"
+    assert {version for _, _, version in seen} <= {old, new}
+    assert len({replica for _, replica, version in seen if version == new}) == 2, seen
 
 
 def test_a_tenant_whose_config_refuses_gets_the_refusal_on_every_route_and_it_is_counted(server):
@@ -153,3 +173,38 @@ def test_a_tenant_whose_config_refuses_gets_the_refusal_on_every_route_and_it_is
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "content_filter"
     assert server.wait_metric("aligner_safety_actions_total", lambda v: v >= 3, tenant="hooli", action="refused") == 3
     assert server.wait_metric("aligner_safety_config_version", lambda v: v == version, tenant="hooli") == version
+
+
+def test_the_safety_cli_manages_configs_through_a_running_server(server, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    def cli(*args, key=None):
+        return subprocess.run([sys.executable, "-m", "aligner.cli", "safety", *args, "--server", server.url,
+                               "--key", key or server.admin_key], capture_output=True, text=True, timeout=120)
+
+    config = tmp_path / "shop.yaml"
+    config.write_text("text: Only discuss our shop.\nthresholds: {harmlessness: 0.5}\naction: flag\n")
+    first = cli("set", "initrode", "--file", str(config), "--expected-version", "none")
+    assert first.returncode == 0, first.stderr
+    config.write_text("text: Only discuss our shop and its opening hours.\n")
+    assert cli("set", "initrode", "--file", str(config)).returncode == 0  # expects the version active now: 1
+    shown = json.loads(cli("get", "initrode", "--json").stdout)
+    assert shown["version"] == 2 and shown["config"]["text"].endswith("opening hours.")
+    assert cli("activate", "initrode", "1").returncode == 0
+    versions = cli("versions", "initrode").stdout.splitlines()
+    assert [line.split()[0] for line in versions] == ["*", "2"] and versions[0].split()[1] == "1"
+    stale = cli("delete", "initrode", "--expected-version", "2")
+    assert stale.returncode == 1 and "version" in stale.stderr
+    assert cli("delete", "initrode").returncode == 0
+    assert cli("get", "initrode").returncode == 1
+    audit = [json.loads(line) for line in cli("audit", "--tenant", "initrode").stdout.splitlines()]
+    assert [e["action"] for e in audit] == ["set", "set", "activate", "delete"]
+    assert all(e["actor"].startswith("key_") for e in audit)  # the admin key's id, through the server
+
+    denied = cli("get", "initrode", key=server.key)  # a tenant key
+    assert denied.returncode == 1 and "admin" in denied.stderr
+    config.write_text("text: Be nice.\nthresholds: {wit: 0.5}\n")
+    bad = cli("set", "initrode", "--file", str(config), "--expected-version", "none")
+    assert bad.returncode == 2 and "thresholds.wit" in bad.stderr  # checked against the served objectives
