@@ -23,11 +23,15 @@ log = logging.getLogger(__name__)
 class RewardsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    builtin: bool = Field(True, description="Serve the built-in objectives (verbosity, relevance, readability, harmlessness, positivity).")
+    builtin: bool = Field(True, description="Serve the built-in objectives (verbosity, relevance, readability, harmlessness, positivity, topic_safety).")
     judge: bool = Field(
         True, description="Serve `helpfulness` and `policy_compliance`, judged by the policy model through the engine."
     )
     models: list[HFRewardModelConfig] = Field(default_factory=list, description="HF reward models to load.")
+    guard_model: str | None = Field(
+        None, description="A local HF causal-LM directory (a guard model) that judges `policy_compliance` instead of "
+        "the policy model; served even with `judge: false`.",
+    )
     batch_window_ms: float | None = Field(
         2.0,
         ge=0,
@@ -182,12 +186,16 @@ def build_catalog(config: RewardsConfig, *, tokenizer: Any, engine: Any = None, 
     """Every configured objective; engine-backed ones score once an engine is given or attached."""
     from aligner.rewards.builtin import builtin_models
     from aligner.rewards.hf import HFRewardModel
-    from aligner.rewards.judge import HelpfulnessJudge, PolicyComplianceJudge
+    from aligner.rewards.judge import GuardModelJudge, HelpfulnessJudge, PolicyComplianceJudge
 
     models: list[RewardModel] = []
     if config.builtin:
         models += builtin_models(tokenizer, device)
     if config.judge:
-        models += [HelpfulnessJudge(tokenizer, engine), PolicyComplianceJudge(tokenizer, engine)]
+        models.append(HelpfulnessJudge(tokenizer, engine))
+    if config.guard_model is not None:
+        models.append(GuardModelJudge(config.guard_model, device))
+    elif config.judge:
+        models.append(PolicyComplianceJudge(tokenizer, engine))
     models += [HFRewardModel(c) for c in config.models]
     return ObjectiveCatalog(models, batch_window_ms=config.batch_window_ms, max_batch_sequences=config.max_batch_sequences)

@@ -103,13 +103,67 @@ class PolicyComplianceJudge(YesNoJudge):
     )
 
     def question_messages(self, question: str, response: str) -> list[ChatMessage]:
-        from aligner.prompting import neutralize_control_tokens
+        return policy_messages(self.tokenizer, question, response)
 
-        policy = neutralize_control_tokens(current_safety(POLICY_OBJECTIVE).text, self.tokenizer)
-        return [
-            ChatMessage(role="system", content=POLICY_SYSTEM),
-            ChatMessage(role="user", content=POLICY_QUESTION.format(policy=policy, question=question, response=response)),
-        ]
+
+def policy_messages(tokenizer: Any, question: str, response: str) -> list[ChatMessage]:
+    """The policy-compliance question about one response, under the request's safety config."""
+    from aligner.prompting import neutralize_control_tokens
+
+    policy = neutralize_control_tokens(current_safety(POLICY_OBJECTIVE).text, tokenizer)
+    return [
+        ChatMessage(role="system", content=POLICY_SYSTEM),
+        ChatMessage(role="user", content=POLICY_QUESTION.format(policy=policy, question=question, response=response)),
+    ]
+
+
+class GuardModelJudge(RewardModel):
+    """`policy_compliance` judged by a separate local guard model (any HF causal LM directory) instead of
+    the policy model: the same question, P(Yes) from its next-token distribution, in a worker thread."""
+
+    objectives = PolicyComplianceJudge.objectives
+
+    def __init__(self, path: str, device: str = "cpu"):
+        self.path, self.device = path, device
+        self._loaded: tuple[Any, Any] | None = None
+
+    def load(self) -> None:
+        if self._loaded is None:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(self.path)
+                model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32).to(self.device).eval()
+            except (OSError, ValueError) as exc:
+                raise RewardError(f"cannot load the guard model at {self.path}: {exc}") from None
+            self.yes_ids = sorted(_single_token_ids(tokenizer, ("Yes", " Yes", "yes", " yes", "YES")))
+            self.no_ids = sorted(_single_token_ids(tokenizer, ("No", " No", "no", " no", "NO")))
+            self._loaded = (tokenizer, model)
+
+    def _p_yes(self, prompts: list[list[int]]) -> np.ndarray:
+        import torch
+
+        _, model = self._loaded
+        out = []
+        with torch.inference_mode():
+            for ids in prompts:
+                logits = model(torch.tensor([ids], device=self.device)).logits[0, -1].float()
+                probs = torch.softmax(logits, dim=-1)
+                yes, no = float(probs[self.yes_ids].sum()), float(probs[self.no_ids].sum())
+                out.append(0.5 if yes + no == 0 else yes / (yes + no))
+        return np.array(out, dtype=float).reshape(-1, 1)
+
+    async def score(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
+        from aligner.prompting import neutralize_control_tokens, prompt_token_ids
+
+        self.load()
+        tokenizer = self._loaded[0]
+        question = neutralize_control_tokens(last_user_text(conversation), tokenizer)
+        # Messages are built here, in the request's context (they read its safety config).
+        messages = [policy_messages(tokenizer, question, neutralize_control_tokens(r, tokenizer)) for r in responses]
+        prompts = await asyncio.to_thread(lambda: [prompt_token_ids(tokenizer, m) for m in messages])
+        return await asyncio.to_thread(self._p_yes, prompts)
 
 
 def _single_token_ids(tokenizer: Any, words: Sequence[str]) -> frozenset[int]:

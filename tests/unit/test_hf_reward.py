@@ -134,3 +134,53 @@ def test_a_model_without_a_pad_id_pools_its_last_token_like_transformers(tmp_pat
     pad = model.scorer.pad_id
     sequences = [[5, 6, 7, pad], [9, pad, pad], [11, 12]]  # trailing tokens equal to the padding id
     np.testing.assert_allclose(model.scorer.score(sequences), one_at_a_time(tmp_path, sequences), atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tiny_guard_model_dir(tmp_path_factory, tokenizer):
+    """A randomly initialised 2-layer LlamaForCausalLM with the policy tokenizer: a stand-in guard model."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024)
+    path = tmp_path_factory.mktemp("tiny-guard")
+    LlamaForCausalLM(config).eval().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_a_guard_model_judges_policy_compliance_as_p_yes_under_the_tenants_policy(tiny_guard_model_dir):
+    import asyncio
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from aligner.prompting import prompt_token_ids
+    from aligner.rewards import RewardsConfig, build_catalog
+    from aligner.rewards.base import CURRENT_SAFETY, RewardError
+    from aligner.rewards.judge import GuardModelJudge, policy_messages
+    from aligner.safety import SafetyConfig
+    from aligner.types import ChatMessage
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_guard_model_dir)
+    catalog = build_catalog(RewardsConfig(builtin=False, judge=False, guard_model=str(tiny_guard_model_dir)),
+                            tokenizer=tokenizer)
+    assert catalog.names == ["policy_compliance"]
+    judge = GuardModelJudge(str(tiny_guard_model_dir))
+    conversation = [ChatMessage(role="user", content="Any betting tips?")]
+    with pytest.raises(RewardError, match="safety config"):
+        asyncio.run(judge.score(conversation, ["No."]))
+    token = CURRENT_SAFETY.set(SafetyConfig(text="Never discuss gambling."))
+    try:
+        got = asyncio.run(judge.score(conversation, ["Bet on red.", "I can't help with that."]))
+        ids = prompt_token_ids(tokenizer, policy_messages(tokenizer, "Any betting tips?", "Bet on red."))
+    finally:
+        CURRENT_SAFETY.reset(token)
+    model = AutoModelForCausalLM.from_pretrained(tiny_guard_model_dir, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        probs = torch.softmax(model(torch.tensor([ids])).logits[0, -1], -1)
+    yes, no = float(probs[judge.yes_ids].sum()), float(probs[judge.no_ids].sum())
+    assert got.shape == (2, 1) and ((got >= 0) & (got <= 1)).all()
+    assert got[0, 0] == pytest.approx(yes / (yes + no), rel=1e-5)
