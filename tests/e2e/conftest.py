@@ -34,17 +34,18 @@ def free_port() -> int:
 
 
 class Server:
-    """The running app: its URL, its store, keys, and how to restart it."""
+    """A running app: its URL, its store, keys, and how to (re)deploy it."""
 
-    def __init__(self, tmp, model_dir):
+    def __init__(self, model_dir, port: int, store_url: str, *, app: str = "aligner", prefix: str = "",
+                 **overrides):
         from aligner.tenants import TenantStore
 
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.store_url = f"sqlite:///{tmp}/tenants.db"
+        self.port, self.app, self.prefix = port, app, prefix
+        self.url = f"http://127.0.0.1:{port}{prefix}"
+        self.store_url = store_url
         self.store = TenantStore.open(self.store_url)
         self.config = {**E2E_CONFIG, "engine": {**E2E_CONFIG["engine"], "model": str(model_dir)},
-                       "tenant_store": self.store_url, "http_port": self.port}
+                       "tenant_store": self.store_url, "http_port": port, "app_name": app, **overrides}
         _, self.key = self.store.create_key("acme")
         _, self.other_key = self.store.create_key("globex")
         _, self.admin_key = self.store.create_key("ops", admin=True)
@@ -55,13 +56,13 @@ class Server:
 
         from serve.app import build_app
 
-        serve.run(build_app(self.config), name="aligner", route_prefix="/",
+        serve.run(build_app(self.config), name=self.app, route_prefix=self.prefix or "/",
                   logging_config={"log_level": "WARNING", "enable_access_log": False})
 
     def undeploy(self) -> None:
         from ray import serve
 
-        serve.delete("aligner")
+        serve.delete(self.app)
 
     def headers(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.key}"}
@@ -100,7 +101,7 @@ def server(tmp_path_factory, model_dir):
     from ray import serve
 
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-    srv = Server(tmp_path_factory.mktemp("e2e"), model_dir)
+    srv = Server(model_dir, free_port(), f"sqlite:///{tmp_path_factory.mktemp('e2e')}/tenants.db")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": srv.port})
@@ -112,6 +113,25 @@ def server(tmp_path_factory, model_dir):
         finally:
             ray.shutdown()
             srv.store.close()
+
+
+@pytest.fixture(scope="package")
+def pg_app(server, model_dir, new_pg_database):
+    """A second app in the same Serve instance (under /pg), one model replica, its tenant store on a
+    real PostgreSQL server: the tenant-facing tests run on both stores."""
+    app = Server(model_dir, server.port, new_pg_database(), app="aligner-pg", prefix="/pg", num_replicas=1)
+    app.deploy()
+    try:
+        yield app
+    finally:
+        app.undeploy()
+        app.store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def app(request, server):
+    """The app on each tenant store: SQLite (the shared app, 2 replicas) and PostgreSQL (`pg_app`)."""
+    return server if request.param == "sqlite" else request.getfixturevalue("pg_app")
 
 
 def run_order(item) -> int:

@@ -189,7 +189,7 @@ def test_keys_and_safety_configs_survive_a_full_restart_of_the_app(server):
         assert again.status_code == 200 and again.json()["config"]["text"] == "Only discuss gardening."
 
 
-def engine_cores_of_the_app() -> list:
+def engine_cores_of_the_app(app: str) -> list:
     import psutil
 
     cores = []
@@ -197,7 +197,7 @@ def engine_cores_of_the_app() -> list:
         try:
             if "VLLM::EngineCore" in " ".join(proc.info["cmdline"] or [proc.info["name"] or ""]):
                 parent = proc.parent()
-                if parent is not None and "ServeReplica" in " ".join(parent.cmdline()):
+                if parent is not None and f"ServeReplica:{app}:" in " ".join(parent.cmdline()):
                     cores.append(proc)
         except psutil.Error:
             continue
@@ -206,7 +206,7 @@ def engine_cores_of_the_app() -> list:
 
 @pytest.mark.restarts_app
 def test_a_dead_engine_fails_requests_with_503_and_its_replica_is_replaced(server):
-    cores = engine_cores_of_the_app()
+    cores = engine_cores_of_the_app(server.app)
     assert len(cores) == 2, "one engine core per model replica"
     body = {"prompt": "Write a very long story about a dragon.", "max_tokens": 200, "temperature": 1.0}
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -230,4 +230,4 @@ def test_a_dead_engine_fails_requests_with_503_and_its_replica_is_replaced(serve
         time.sleep(3)
     with server.client() as client:
         assert client.post("/v1/generate", json=SMALL, headers=server.headers()).status_code == 200
-    assert len(engine_cores_of_the_app()) == 2
+    assert len(engine_cores_of_the_app(server.app)) == 2

@@ -18,16 +18,16 @@ def put(client, server, config, expected, key=None):
                       headers=server.headers(key or server.admin_key))
 
 
-def test_admin_sets_a_tenant_config_and_only_that_tenant_is_served_under_it(server):
-    _, tenant_key = server.store.create_key("umbrella")
-    _, tenant_admin = server.store.create_key("umbrella", admin=True)
-    with server.client() as client:
-        stored = put(client, server, KIDS, None)
+def test_admin_sets_a_tenant_config_and_only_that_tenant_is_served_under_it(app):
+    _, tenant_key = app.store.create_key("umbrella")
+    _, tenant_admin = app.store.create_key("umbrella", admin=True)
+    with app.client() as client:
+        stored = put(client, app, KIDS, None)
         assert stored.status_code == 200, stored.text
         version = stored.json()["version"]
         time.sleep(1.0)  # in force on every replica within a second
 
-        plain = client.post("/v1/generate", json={**SMALL, "return_prompt": True}, headers=server.headers(tenant_key))
+        plain = client.post("/v1/generate", json={**SMALL, "return_prompt": True}, headers=app.headers(tenant_key))
         assert plain.status_code == 200 and plain.headers["x-aligner-safety-version"] == str(version)
         body = plain.json()
         assert body["safety"]["version"] == version and body["safety"]["verdict"] == "passed"
@@ -37,37 +37,37 @@ def test_admin_sets_a_tenant_config_and_only_that_tenant_is_served_under_it(serv
         assert f"[tenant safety config, version {version}]" in system["content"]
         assert "children aged 8-12" not in plain.text
 
-        shown = client.post("/v1/generate", json={**SMALL, "return_prompt": True}, headers=server.headers(tenant_admin))
+        shown = client.post("/v1/generate", json={**SMALL, "return_prompt": True}, headers=app.headers(tenant_admin))
         assert "children aged 8-12" in shown.json()["prompt"][0]["content"]  # an admin sees it all
 
-        chat = client.post("/v1/chat/completions", headers=server.headers(tenant_key), json={
-            "model": server.model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+        chat = client.post("/v1/chat/completions", headers=app.headers(tenant_key), json={
+            "model": app.model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
         assert chat.status_code == 200 and chat.json()["alignment"]["safety"]["version"] == version
 
-        other = client.post("/v1/generate", json={**SMALL, "return_prompt": True}, headers=server.headers(server.other_key))
+        other = client.post("/v1/generate", json={**SMALL, "return_prompt": True}, headers=app.headers(app.other_key))
         assert other.status_code == 200 and "x-aligner-safety-version" not in other.headers
         assert "safety" not in other.json() and "Safety policy" not in other.text
 
         for method, path in (("GET", ROUTE), ("GET", f"{ROUTE}/versions"), ("PUT", ROUTE), ("DELETE", ROUTE),
                              ("POST", f"{ROUTE}/activate"), ("GET", "/v1/admin/audit")):
-            for key in (tenant_key, server.other_key):  # the tenant itself, and another tenant
-                denied = client.request(method, path, headers=server.headers(key), params={"expected_version": 1},
+            for key in (tenant_key, app.other_key):  # the tenant itself, and another tenant
+                denied = client.request(method, path, headers=app.headers(key), params={"expected_version": 1},
                                         json={"config": KIDS, "expected_version": None, "version": 1})
                 assert denied.status_code == 403, (method, path, denied.text)
                 assert "children aged 8-12" not in denied.text
 
 
-def test_versions_conflicts_rollback_delete_and_audit(server):
-    with server.client() as client:
-        current = client.get(ROUTE, headers=server.headers(server.admin_key))
+def test_versions_conflicts_rollback_delete_and_audit(app):
+    with app.client() as client:
+        current = client.get(ROUTE, headers=app.headers(app.admin_key))
         base = current.json()["version"] if current.status_code == 200 else None
-        first = put(client, server, {**KIDS, "action": "flag"}, base)
+        first = put(client, app, {**KIDS, "action": "flag"}, base)
         assert first.status_code == 200
         v1 = first.json()["version"]
 
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             replies = list(pool.map(
-                lambda i: httpx.put(f"{server.url}{ROUTE}", headers=server.headers(server.admin_key), timeout=60,
+                lambda i: httpx.put(f"{app.url}{ROUTE}", headers=app.headers(app.admin_key), timeout=60,
                                     json={"config": {**KIDS, "text": f"writer {i}"}, "expected_version": v1}),
                 range(4)))
         codes = sorted(r.status_code for r in replies)
@@ -75,29 +75,29 @@ def test_versions_conflicts_rollback_delete_and_audit(server):
         assert all(r.json()["error"]["code"] == "version_conflict" for r in replies if r.status_code == 409)
         v2 = v1 + 1
 
-        bad = put(client, server, {**KIDS, "thresholds": {"harmlessness": 7}}, v2)
+        bad = put(client, app, {**KIDS, "thresholds": {"harmlessness": 7}}, v2)
         assert bad.status_code == 400 and bad.json()["error"]["field"] == "thresholds.harmlessness"
-        unknown = put(client, server, {**KIDS, "thresholds": {"nonsense": 0.1}}, v2)
+        unknown = put(client, app, {**KIDS, "thresholds": {"nonsense": 0.1}}, v2)
         assert unknown.status_code == 400 and unknown.json()["error"]["field"] == "thresholds.nonsense"
 
         back = client.post(f"{ROUTE}/activate", json={"version": v1, "expected_version": v2},
-                           headers=server.headers(server.admin_key))
-        assert back.status_code == 200 and client.get(ROUTE, headers=server.headers(server.admin_key)).json()["version"] == v1
-        versions = client.get(f"{ROUTE}/versions", headers=server.headers(server.admin_key)).json()
+                           headers=app.headers(app.admin_key))
+        assert back.status_code == 200 and client.get(ROUTE, headers=app.headers(app.admin_key)).json()["version"] == v1
+        versions = client.get(f"{ROUTE}/versions", headers=app.headers(app.admin_key)).json()
         assert versions["active"] == v1 and [v["version"] for v in versions["versions"]][-2:] == [v1, v2]
 
-        stale = client.delete(ROUTE, params={"expected_version": v2}, headers=server.headers(server.admin_key))
+        stale = client.delete(ROUTE, params={"expected_version": v2}, headers=app.headers(app.admin_key))
         assert stale.status_code == 409
-        gone = client.delete(ROUTE, params={"expected_version": v1}, headers=server.headers(server.admin_key))
+        gone = client.delete(ROUTE, params={"expected_version": v1}, headers=app.headers(app.admin_key))
         assert gone.status_code == 200
-        assert client.get(ROUTE, headers=server.headers(server.admin_key)).status_code == 404
+        assert client.get(ROUTE, headers=app.headers(app.admin_key)).status_code == 404
 
-        audit = client.get("/v1/admin/audit", params={"tenant": "umbrella"}, headers=server.headers(server.admin_key))
+        audit = client.get("/v1/admin/audit", params={"tenant": "umbrella"}, headers=app.headers(app.admin_key))
         entries = audit.json()["entries"]
         assert [(e["action"], e["new_version"]) for e in entries[-4:]] == [
             ("set", v1), ("set", v2), ("activate", v1), ("delete", None)]
         assert all(e["actor"].startswith("key_") for e in entries)
-        bad_since = client.get("/v1/admin/audit", params={"since": "yesterday"}, headers=server.headers(server.admin_key))
+        bad_since = client.get("/v1/admin/audit", params={"since": "yesterday"}, headers=app.headers(app.admin_key))
         assert bad_since.status_code == 400 and bad_since.json()["error"]["field"] == "since"
 
 
@@ -138,26 +138,26 @@ def test_a_change_reaches_both_replicas_within_a_second(server):
     assert len({replica for _, replica, version in seen if version == new}) == 2, seen
 
 
-def test_a_tenant_whose_config_refuses_gets_the_refusal_on_every_route_and_it_is_counted(server):
+def test_a_tenant_whose_config_refuses_gets_the_refusal_on_every_route_and_it_is_counted(app):
     import json
 
     route = "/v1/admin/tenants/hooli/safety-config"
-    _, key = server.store.create_key("hooli")
+    _, key = app.store.create_key("hooli")
     refusal = "This assistant cannot help with that."
     strict = {"text": "Answer only questions about our products.", "refusal_message": refusal,
               "thresholds": {"verbosity": 0.999}}  # unreachable for short answers: every answer is refused
-    with server.client() as client:
-        current = client.get(route, headers=server.headers(server.admin_key))
+    with app.client() as client:
+        current = client.get(route, headers=app.headers(app.admin_key))
         base = current.json()["version"] if current.status_code == 200 else None
         version = client.put(route, json={"config": strict, "expected_version": base},
-                             headers=server.headers(server.admin_key)).json()["version"]
+                             headers=app.headers(app.admin_key)).json()["version"]
         time.sleep(1.0)
         native = client.post("/v1/generate", json={**SMALL, "max_tokens": 8, "temperature": 0.7, "seed": 1},
-                             headers=server.headers(key))
-        chat = client.post("/v1/chat/completions", headers=server.headers(key), json={
-            "model": server.model, "messages": [{"role": "user", "content": "Tell me a joke."}], "max_tokens": 8})
-        with client.stream("POST", "/v1/chat/completions", headers=server.headers(key), json={
-                "model": server.model, "messages": [{"role": "user", "content": "Tell me a joke."}], "max_tokens": 8,
+                             headers=app.headers(key))
+        chat = client.post("/v1/chat/completions", headers=app.headers(key), json={
+            "model": app.model, "messages": [{"role": "user", "content": "Tell me a joke."}], "max_tokens": 8})
+        with client.stream("POST", "/v1/chat/completions", headers=app.headers(key), json={
+                "model": app.model, "messages": [{"role": "user", "content": "Tell me a joke."}], "max_tokens": 8,
                 "stream": True}) as stream:
             chunks = [json.loads(line[6:]) for line in stream.iter_lines()
                       if line.startswith("data: ") and line != "data: [DONE]"]
@@ -171,18 +171,18 @@ def test_a_tenant_whose_config_refuses_gets_the_refusal_on_every_route_and_it_is
     streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert streamed == refusal  # nothing the verdict refused was ever sent
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "content_filter"
-    assert server.wait_metric("aligner_safety_actions_total", lambda v: v >= 3, tenant="hooli", action="refused") == 3
-    assert server.wait_metric("aligner_safety_config_version", lambda v: v == version, tenant="hooli") == version
+    assert app.wait_metric("aligner_safety_actions_total", lambda v: v >= 3, tenant="hooli", action="refused") == 3
+    assert app.wait_metric("aligner_safety_config_version", lambda v: v == version, tenant="hooli") == version
 
 
-def test_the_safety_cli_manages_configs_through_a_running_server(server, tmp_path):
+def test_the_safety_cli_manages_configs_through_a_running_server(app, tmp_path):
     import json
     import subprocess
     import sys
 
     def cli(*args, key=None):
-        return subprocess.run([sys.executable, "-m", "aligner.cli", "safety", *args, "--server", server.url,
-                               "--key", key or server.admin_key], capture_output=True, text=True, timeout=120)
+        return subprocess.run([sys.executable, "-m", "aligner.cli", "safety", *args, "--app", app.url,
+                               "--key", key or app.admin_key], capture_output=True, text=True, timeout=120)
 
     config = tmp_path / "shop.yaml"
     config.write_text("text: Only discuss our shop.\nthresholds: {harmlessness: 0.5}\naction: flag\n")
@@ -201,9 +201,9 @@ def test_the_safety_cli_manages_configs_through_a_running_server(server, tmp_pat
     assert cli("get", "initrode").returncode == 1
     audit = [json.loads(line) for line in cli("audit", "--tenant", "initrode").stdout.splitlines()]
     assert [e["action"] for e in audit] == ["set", "set", "activate", "delete"]
-    assert all(e["actor"].startswith("key_") for e in audit)  # the admin key's id, through the server
+    assert all(e["actor"].startswith("key_") for e in audit)  # the admin key's id, through the app
 
-    denied = cli("get", "initrode", key=server.key)  # a tenant key
+    denied = cli("get", "initrode", key=app.key)  # a tenant key
     assert denied.returncode == 1 and "admin" in denied.stderr
     config.write_text("text: Be nice.\nthresholds: {wit: 0.5}\n")
     bad = cli("set", "initrode", "--file", str(config), "--expected-version", "none")
