@@ -15,7 +15,6 @@ mean latency and generated tokens (the judge's included), and their ratios to `n
 
 from __future__ import annotations
 
-import asyncio
 import re
 import statistics
 import time
@@ -161,22 +160,13 @@ def run(probes_path: Path = DEFAULT_PROBES, max_tokens: int = 48, engine_config=
         progress: Callable[[str], None] = print) -> dict[str, Any]:
     import platform
 
-    from aligner.core import Aligner
-    from aligner.engine import Engine, EngineConfig
-    from aligner.rewards import RewardsConfig, build_catalog
+    from aligner.bench import on_one_engine
+    from aligner.rewards import RewardsConfig
 
     suites = load_probes(probes_path)
-    config = engine_config or EngineConfig(dtype="float32", kv_cache_gib=0.5, max_model_len=2048, block_size=32)
-
-    async def main():
-        engine = Engine.start(config, progress=progress)
-        try:
-            aligner = Aligner(engine, build_catalog(RewardsConfig(), tokenizer=engine.tokenizer, engine=engine))
-            return engine.model_name, await run_async(aligner, suites, max_tokens, progress)
-        finally:
-            engine.shutdown()
-
-    model, rows = asyncio.run(main())
+    model, rows = on_one_engine(
+        engine_config, RewardsConfig(), lambda aligner: run_async(aligner, suites, max_tokens, progress), progress
+    )
     return {
         "benchmark": "safety",
         "model": model,

@@ -6,7 +6,6 @@ All strategies answer the same prompts with the same seeds, direction and
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -100,22 +99,14 @@ def run(
 ) -> dict[str, Any]:
     import platform
 
-    from aligner.core import Aligner
-    from aligner.engine import Engine, EngineConfig
-    from aligner.rewards import RewardsConfig, build_catalog
+    from aligner.bench import on_one_engine
+    from aligner.rewards import RewardsConfig
 
     strategies = list(dict.fromkeys(["sample", *strategies]))
-    config = engine_config or EngineConfig(dtype="float32", kv_cache_gib=0.5, max_model_len=2048, block_size=32)
-
-    async def main():
-        engine = Engine.start(config, progress=progress)
-        try:
-            aligner = Aligner(engine, build_catalog(RewardsConfig(judge=False), tokenizer=engine.tokenizer, engine=engine))
-            return engine.model_name, await run_async(aligner, strategies, prompts, max_tokens, progress)
-        finally:
-            engine.shutdown()
-
-    model, report = asyncio.run(main())
+    model, report = on_one_engine(
+        engine_config, RewardsConfig(judge=False),
+        lambda aligner: run_async(aligner, strategies, prompts, max_tokens, progress), progress,
+    )
     return {
         "benchmark": "search",
         "model": model,
