@@ -28,6 +28,16 @@ class MetricsHub:
         return self.aggregate.render()
 
 
+def proxy_options(config: ServerConfig) -> dict[str, Any]:
+    """`serve.start` options for the app's HTTP and gRPC proxies (they apply to the first start only)."""
+    from serve.grpc_api import SERVICER_FUNCTIONS
+
+    return {
+        "http_options": {"host": config.http_host, "port": config.http_port},
+        "grpc_options": {"port": config.grpc_port, "grpc_servicer_functions": SERVICER_FUNCTIONS},
+    }
+
+
 def build_app(config: ServerConfig | dict[str, Any] | None = None) -> Application:
     from serve.http import Ingress
     from serve.model import AlignerServer

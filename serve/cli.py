@@ -27,6 +27,7 @@ def extend(commands: argparse._SubParsersAction, benches: argparse._SubParsersAc
     run.add_argument("--model", help="A local HF model directory instead of the embedded model.")
     run.add_argument("--http-host", help="Address to listen on (default 127.0.0.1; 0.0.0.0 for every interface).")
     run.add_argument("--http-port", type=int, help="HTTP port (default 8000).")
+    run.add_argument("--grpc-port", type=int, help="gRPC port (default 9000).")
     run.add_argument("--tenant-store", help="Tenant store URL: sqlite:///PATH or postgresql://… (default: $ALIGNER_TENANT_STORE, else a SQLite file in the cache).")
     run.add_argument("--address", help="Join this Ray cluster (e.g. ray://head:10001 or auto) instead of starting a local Ray.")
     run.add_argument("--replicas", type=int, help="Model replicas (default 1).")
@@ -43,7 +44,8 @@ def server_config(args: argparse.Namespace):
     data: dict[str, Any] = read_yaml(Path(args.config)) if args.config else {}
     if args.model:
         data.setdefault("engine", {})["model"] = args.model
-    for flag, field in (("http_host", "http_host"), ("http_port", "http_port"), ("tenant_store", "tenant_store"),
+    for flag, field in (("http_host", "http_host"), ("http_port", "http_port"), ("grpc_port", "grpc_port"),
+                        ("tenant_store", "tenant_store"),
                         ("replicas", "num_replicas")):
         if getattr(args, flag) is not None:
             data[field] = getattr(args, flag)
@@ -65,7 +67,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
-    from serve.app import build_app
+    from serve.app import build_app, proxy_options
 
     stopping = {"signal": None}
 
@@ -81,19 +83,21 @@ def run_serve(args: argparse.Namespace) -> int:
     # After ray.init, which installs a crash handler that would dump stacks on SIGTERM.
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        serve.start(http_options={"host": config.http_host, "port": config.http_port})
+        serve.start(**proxy_options(config))
         status(f"deploying {config.num_replicas} model replica(s) of {model_dir.name}; the engine starts in each (tens of seconds on CPU)")
         started = time.monotonic()
         with deployment_progress(config.app_name, started):
             serve.run(build_app(config), name=config.app_name, route_prefix="/",
                       logging_config={"log_level": "WARNING", "enable_access_log": False})
         status(f"ready in {time.monotonic() - started:.0f}s")
-        url = f"http://{'127.0.0.1' if config.http_host in ('0.0.0.0', '::') else config.http_host}:{config.http_port}"
+        host = "127.0.0.1" if config.http_host in ("0.0.0.0", "::") else config.http_host
+        url = f"http://{host}:{config.http_port}"
         if not args.no_demo_key:
             demo, key = store.create_key("default")
         else:
             key = "$ALIGNER_API_KEY"
-        print_ready(url, key, model_dir.name if config.model_name is None else config.model_name, demo is not None)
+        print_ready(url, key, model_dir.name if config.model_name is None else config.model_name, demo is not None,
+                    grpc=f"{host}:{config.grpc_port}")
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -140,11 +144,12 @@ def deployment_progress(app_name: str, started: float, every_s: float = 10.0):
         thread.join(timeout=5)
 
 
-def print_ready(url: str, key: str, model: str, temporary: bool) -> None:
+def print_ready(url: str, key: str, model: str, temporary: bool, grpc: str) -> None:
     note = " (a temporary key for tenant 'default', revoked when this server stops)" if temporary else ""
     print(f"""
 Aligner is serving {model}
   API        {url}/v1   (OpenAPI docs: {url}/docs)
+  gRPC       {grpc}   (service aligner.v1.Aligner; metadata authorization: Bearer <key>)
   metrics    {url}/metrics
   key        {key}{note}
   more keys  aligner keys create --tenant NAME [--admin]

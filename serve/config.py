@@ -77,7 +77,7 @@ class ServerConfig(BaseModel):
     )
     http_host: str = Field("127.0.0.1", description="Address the HTTP proxy listens on (0.0.0.0 in a cluster).")
     http_port: int = Field(8000, ge=1, le=65535, description="HTTP port (REST, OpenAI-compatible API, /metrics).")
-    grpc_port: int | None = Field(None, ge=1, le=65535, description="gRPC port (reserved for the gRPC API).")
+    grpc_port: int = Field(9000, ge=1, le=65535, description="gRPC port (service aligner.v1.Aligner, h2c).")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest accepted request body; larger gets 413.")
     metrics_interval_s: float = Field(
         0.5, gt=0, le=60, description="How often each replica sends its metrics to the aggregator behind /metrics."

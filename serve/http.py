@@ -20,15 +20,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from aligner.errors import AlignerError, InvalidRequest, NotFound, Overloaded
+from aligner.errors import AlignerError, EngineUnavailable, InvalidRequest, NotFound, Overloaded
 from aligner.tenants import TenantStore, default_store_url, validate_tenant
 from aligner.types import AlignRequest, AlignResponse
 from serve import openapi
 from serve.auth import ActiveSafetyConfigs, Authenticator
 from serve.config import ServerConfig
+from serve.grpc_api import GrpcMethods
 from serve.errors import Remote, error_payload, http_status, native_body, openai_body, retry_headers
 from serve.metrics import Metrics
 from serve.model import MetricsPusher
@@ -172,7 +174,7 @@ READY_TIMEOUT_S = 10.0
 # Defined last: serve.ingress captures the module's globals when it wraps the class,
 # so everything the routes use must exist above this point.
 @serve.ingress(app)
-class Ingress:
+class Ingress(GrpcMethods):
     def __init__(self, config: dict[str, Any], model: Any, hub: Any):
         self.config = ServerConfig.load(config)
         self.store = TenantStore.open(self.config.tenant_store or default_store_url())
@@ -203,14 +205,17 @@ class Ingress:
         call.strategy = request.search.strategy
         return request
 
-    async def accepted(self, request: Request, call: Call) -> dict[str, Any]:
-        key = await self.auth.authenticate(request.headers.get("authorization"))
+    async def admit(self, authorization: str | None, call: Call) -> None:
+        """Authenticate a generation request (any transport) and fix the safety config it is served under."""
+        key = await self.auth.authenticate(authorization)
         call.tenant = key.tenant
-        data = await read_json(request, self.config.max_body_bytes)
         # One version per request: the one active now, whatever changes while it runs.
         call.safety = await self.safety.for_request(key)
         self.metrics.safety_version.labels(tenant=key.tenant).set(0 if call.safety is None else call.safety["version"])
-        return data
+
+    async def accepted(self, request: Request, call: Call) -> dict[str, Any]:
+        await self.admit(request.headers.get("authorization"), call)
+        return await read_json(request, self.config.max_body_bytes)
 
     @staticmethod
     def safety_headers(call: Call) -> dict[str, str]:
@@ -220,8 +225,8 @@ class Ingress:
         """The replica's response and the headers that say who served it, and under which safety config."""
         try:
             result = await self.model.generate.remote(data, call.safety)
-        except BackPressureError:
-            raise self.overloaded() from None
+        except (BackPressureError, RayActorError) as exc:
+            raise self.replica_failure(exc) from None
         if "error" in result:
             raise Remote(result["error"])
         return result["response"], {"x-aligner-replica": result["replica"], **self.safety_headers(call)}
@@ -231,8 +236,8 @@ class Ingress:
         events = self.model.options(stream=True).stream.remote(data, call.safety)
         try:
             first = await events.__anext__()
-        except BackPressureError:
-            raise self.overloaded() from None
+        except (BackPressureError, RayActorError) as exc:
+            raise self.replica_failure(exc) from None
         except asyncio.CancelledError:
             events.cancel()
             raise
@@ -240,17 +245,29 @@ class Ingress:
             raise Remote(first["error"])
         return events
 
-    def overloaded(self) -> Overloaded:
-        return Overloaded(
-            f"the server is at capacity ({self.config.max_queued_requests} requests queued per ingress); retry later",
-            retry_after_s=self.config.retry_after_s,
-        )
+    def replica_failure(self, exc: BaseException) -> AlignerError:
+        """What a failed call to the model deployment means for the client: a full queue (429) or a
+        replica that died with its engine (503; Ray Serve replaces it)."""
+        if isinstance(exc, BackPressureError):
+            return Overloaded(
+                f"the server is at capacity ({self.config.max_queued_requests} requests queued per ingress); retry later",
+                retry_after_s=self.config.retry_after_s,
+            )
+        return EngineUnavailable("the model replica serving this request died; it is being replaced, retry shortly")
+
+    async def _events(self, events: Any) -> AsyncIterator[dict[str, Any]]:
+        """The replica's events; a replica that dies mid-stream ends them with an error event."""
+        try:
+            async for event in events:
+                yield event
+        except RayActorError as exc:
+            yield {"type": "error", "error": error_payload(self.replica_failure(exc))}
 
     async def relay(self, events: Any, call: Call, render) -> AsyncIterator[str]:
         """SSE lines from the replica's events; closing (client gone) cancels the replica's search."""
         first_text = True
         try:
-            async for event in events:
+            async for event in self._events(events):
                 if event["type"] in ("delta", "chunk") and first_text:
                     first_text = False
                     self.metrics.first_chunk.labels(strategy=call.strategy).observe(time.monotonic() - call.started)

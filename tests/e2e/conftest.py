@@ -100,11 +100,15 @@ def server(tmp_path_factory, model_dir):
     import ray
     from ray import serve
 
+    from serve.app import proxy_options
+    from serve.config import ServerConfig
+
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-    srv = Server(model_dir, free_port(), f"sqlite:///{tmp_path_factory.mktemp('e2e')}/tenants.db")
+    srv = Server(model_dir, free_port(), f"sqlite:///{tmp_path_factory.mktemp('e2e')}/tenants.db",
+                 grpc_port=free_port())
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": srv.port})
+        serve.start(**proxy_options(ServerConfig.load(srv.config)))
         srv.deploy()
         yield srv
     finally:

@@ -107,15 +107,17 @@ def test_a_client_that_disconnects_mid_stream_leaves_no_engine_request(server):
 
 
 def test_a_client_that_disconnects_before_the_answer_cancels_the_search(server):
-    before = server.metric_sum("aligner_requests_total", status="cancelled")
+    _, key = server.store.create_key("quitter")  # its own tenant: other tests' cancellations do not count here
+    before = server.metric_sum("aligner_requests_total", tenant="quitter", status="cancelled")
     body = {"prompt": "Write a very long story about a dragon.", "max_tokens": 256, "temperature": 1.0, "seed": 2,
             "search": {"strategy": "best_of_n", "n": 4}, "preference_vector": {"verbosity": 1.0}}
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{server.url}/v1/generate", json=body, headers=server.headers(), timeout=2.5)
+        httpx.post(f"{server.url}/v1/generate", json=body, headers=server.headers(key), timeout=2.5)
     # Four 256-token candidates take far longer than this on two cores: the search was cancelled,
     # its engine request aborted, and the request counted as cancelled.
     assert server.wait_metric("aligner_engine_running_requests", lambda v: v == 0, timeout=5) == 0
-    assert server.wait_metric("aligner_requests_total", lambda v: v > before, status="cancelled") == before + 1
+    assert server.wait_metric("aligner_requests_total", lambda v: v > before, tenant="quitter",
+                              status="cancelled") == before + 1
 
 
 def test_routing_and_parameter_errors_use_the_error_format(server):

@@ -69,7 +69,7 @@ def test_aligner_serve_prints_a_working_curl_and_stops_cleanly(tmp_path, model_d
     env = {**os.environ, "ALIGNER_TENANT_STORE": "sqlite:////nonexistent/ignored.db"}  # the flag wins
     proc = subprocess.Popen(
         [sys.executable, "-m", "serve.cli", "serve", "--config", str(config), "--model", str(model_dir),
-         "--http-port", str(port), "--tenant-store", store],
+         "--http-port", str(port), "--grpc-port", str(free_port()), "--tenant-store", store],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     out, err = Lines(proc.stdout), Lines(proc.stderr)

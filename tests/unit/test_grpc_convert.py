@@ -115,3 +115,52 @@ def test_the_proto_file_is_the_only_contract():
     protos = sorted(str(p.relative_to(Path(__file__).resolve().parents[2]))
                     for p in (Path(__file__).resolve().parents[2] / "proto").rglob("*.proto"))
     assert protos == ["proto/aligner/v1/aligner.proto"]
+
+
+class FakeGrpcContext:
+    """Records what a method sets on Ray Serve's gRPC context (the mapping is under test, not Ray)."""
+
+    def __init__(self):
+        self.code = self.details = None
+        self.trailers = []
+
+    def set_code(self, code):
+        self.code = code
+
+    def set_details(self, details):
+        self.details = details
+
+    def set_trailing_metadata(self, trailers):
+        self.trailers = list(trailers)
+
+
+@pytest.mark.parametrize(("payload", "code"), [
+    ({"code": "invalid_argument", "field": "max_tokens", "message": "max_tokens: too many"}, "INVALID_ARGUMENT"),
+    ({"code": "unauthenticated", "message": "invalid key"}, "UNAUTHENTICATED"),
+    ({"code": "permission_denied", "message": "admin only"}, "PERMISSION_DENIED"),
+    ({"code": "version_conflict", "message": "changed"}, "ABORTED"),
+    ({"code": "overloaded", "message": "full", "retry_after_s": 2}, "RESOURCE_EXHAUSTED"),
+    ({"code": "engine_unavailable", "message": "dead"}, "UNAVAILABLE"),
+    ({"code": "deadline_exceeded", "message": "late"}, "DEADLINE_EXCEEDED"),
+    ({"code": "something_new", "message": "?"}, "INTERNAL"),
+])
+def test_errors_map_to_grpc_status_with_the_field_and_trailers(payload, code):
+    import grpc
+    from google.rpc import error_details_pb2, status_pb2
+
+    from serve.grpc_api import set_error
+
+    context = FakeGrpcContext()
+    set_error(context, payload)
+    assert context.code == grpc.StatusCode[code] and context.details == payload["message"]
+    trailers = dict(context.trailers)
+    assert trailers["aligner-error-code"] == payload["code"]
+    status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+    assert status.code == grpc.StatusCode[code].value[0] and status.message == payload["message"]
+    fields = []
+    for detail in status.details:
+        bad = error_details_pb2.BadRequest()
+        assert detail.Unpack(bad)
+        fields += [v.field for v in bad.field_violations]
+    assert fields == ([payload["field"]] if "field" in payload else [])
+    assert trailers.get("retry-after") == ("2" if "retry_after_s" in payload else None)

@@ -1,0 +1,122 @@
+"""gRPC methods of the ingress (service `aligner.v1.Aligner`), served by Ray Serve's gRPC proxy.
+
+The ingress class serves HTTP (FastAPI) and these methods alike: the proxy calls the method whose
+name is the RPC's, with the request message and a `grpc_context` (metadata in, status out). They
+share the HTTP routes' path — auth, the tenant's safety config, validation, the model replica —
+and the one error table (`serve/errors.py`). Errors carry the code, the message, a
+`google.rpc.BadRequest` naming the field, and `aligner-error-code` / `retry-after` trailers.
+
+Ray Serve's proxy limits what can be done (Ray 2.60): the client's gRPC deadline does not reach
+the deployment (send `budget.deadline_ms`), and a streaming RPC that fails keeps its code and
+message but loses trailers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from proto.aligner.v1 import aligner_pb2 as pb
+from serve import grpc_convert
+from serve.errors import error_payload, grpc_code
+
+SERVICER_FUNCTIONS = ["proto.aligner.v1.aligner_pb2_grpc.add_AlignerServicer_to_server"]
+
+
+class GrpcError(Exception):
+    """Raised out of a streaming method after its status is set (the proxy keeps code and details)."""
+
+
+def set_error(grpc_context: Any, payload: dict[str, Any]) -> None:
+    """Put an error payload on the call: status code from the error table, message, field, trailers."""
+    import grpc
+    from google.protobuf import any_pb2
+    from google.rpc import error_details_pb2, status_pb2
+
+    code = grpc.StatusCode[grpc_code(payload["code"])]
+    grpc_context.set_code(code)
+    grpc_context.set_details(payload["message"])
+    details = []
+    if payload.get("field"):
+        detail = any_pb2.Any()
+        detail.Pack(error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=payload["field"], description=payload["message"])]))
+        details.append(detail)
+    status = status_pb2.Status(code=code.value[0], message=payload["message"], details=details)
+    trailers = [("grpc-status-details-bin", status.SerializeToString()), ("aligner-error-code", payload["code"])]
+    if payload.get("retry_after_s") is not None:
+        trailers.append(("retry-after", str(max(1, round(payload["retry_after_s"])))))
+    grpc_context.set_trailing_metadata(trailers)
+
+
+def authorization(grpc_context: Any) -> str | None:
+    return dict(grpc_context.invocation_metadata()).get("authorization")
+
+
+class GrpcMethods:
+    """Mixed into the ingress deployment; relies on its `admit`, `parse`, `run`, `open_stream`,
+    `relay` and `info` (serve/http.py)."""
+
+    async def Generate(self, request: pb.GenerateRequest, grpc_context: Any) -> pb.AlignResponse:
+        from serve.http import Call
+
+        call = Call(self.metrics)
+        try:
+            await self.admit(authorization(grpc_context), call)
+            data = grpc_convert.generate_request(request, streaming=False)
+            self.parse(data, call)
+            response, headers = await self.run(data, call)
+            call.ok(response)
+            grpc_context.set_trailing_metadata(list(headers.items()))
+            return grpc_convert.align_response(response)
+        except asyncio.CancelledError:
+            call.finish("cancelled")
+            raise
+        except Exception as exc:
+            payload = error_payload(exc)
+            call.finish(payload["code"])
+            set_error(grpc_context, payload)
+            return pb.AlignResponse()
+
+    async def GenerateStream(self, request: pb.GenerateRequest, grpc_context: Any) -> AsyncIterator[pb.GenerateEvent]:
+        from serve.http import Call
+
+        call = Call(self.metrics)
+        try:
+            await self.admit(authorization(grpc_context), call)
+            data = grpc_convert.generate_request(request, streaming=True)
+            self.parse(data, call)
+            events = await self.open_stream(data, call)
+        except asyncio.CancelledError:
+            call.finish("cancelled")
+            raise
+        except Exception as exc:
+            payload = error_payload(exc)
+            call.finish(payload["code"])
+            set_error(grpc_context, payload)
+            raise GrpcError(payload["message"]) from None
+        if call.safety is not None:
+            grpc_context.set_trailing_metadata([("x-aligner-safety-version", str(call.safety["version"]))])
+        failed: dict[str, Any] = {}
+
+        def render(event: dict[str, Any]):
+            if event["type"] == "error":
+                failed.update(event["error"])
+            else:
+                yield grpc_convert.generate_event(event)
+
+        # `relay` keeps the metrics and cancels the replica's search if the client goes away.
+        async for message in self.relay(events, call, render):
+            yield message
+        if failed:
+            set_error(grpc_context, failed)
+            raise GrpcError(failed["message"])
+
+    async def ListObjectives(self, request: pb.ListObjectivesRequest, grpc_context: Any) -> pb.ListObjectivesResponse:
+        try:
+            await self.auth.authenticate(authorization(grpc_context))
+            return grpc_convert.objectives((await self.info())["objectives"])
+        except Exception as exc:
+            set_error(grpc_context, error_payload(exc))
+            return pb.ListObjectivesResponse()

@@ -1,0 +1,94 @@
+"""The gRPC API (service aligner.v1.Aligner) on the real app, through Ray Serve's gRPC proxy."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from proto.aligner.v1 import aligner_pb2 as pb
+from proto.aligner.v1 import aligner_pb2_grpc
+from serve.grpc_convert import to_plain
+
+QUESTION = "In one sentence, what is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.config['grpc_port']}")
+    yield aligner_pb2_grpc.AlignerStub(channel)
+    channel.close()
+
+
+def metadata(server, key=None):
+    return (("application", server.app), ("authorization", f"Bearer {key or server.key}"))
+
+
+def field_of(error: grpc.RpcError) -> str | None:
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                bad = error_details_pb2.BadRequest()
+                if detail.Unpack(bad):
+                    return bad.field_violations[0].field
+    return None
+
+
+def test_generate_gives_the_same_answer_as_http(server, stub):
+    body = {"prompt": QUESTION, "max_tokens": 24, "temperature": 0.8, "seed": 5,
+            "preference_vector": {"relevance": 1.0, "verbosity": -0.5}, "search": {"strategy": "best_of_n", "n": 3}}
+    over_grpc = to_plain(stub.Generate(pb.GenerateRequest(**{
+        **body, "search": pb.SearchSpec(strategy="best_of_n", n=3)}), metadata=metadata(server), timeout=300))
+    with server.client() as client:
+        over_http = client.post("/v1/generate", json=body, headers=server.headers()).json()
+    volatile = {"id", "usage"}
+    assert {k: v for k, v in over_grpc.items() if k not in volatile} == {
+        k: v for k, v in over_http.items() if k not in volatile}
+    for field in ("prompt_tokens", "completion_tokens", "generated_tokens", "candidates", "engine_requests",
+                  "reward_calls"):
+        assert over_grpc["usage"][field] == over_http["usage"][field], field
+
+
+def test_generate_stream_events_add_up_to_the_final_text(server, stub):
+    request = pb.GenerateRequest(prompt=QUESTION, max_tokens=24, temperature=0.0, seed=1)
+    events = list(stub.GenerateStream(request, metadata=metadata(server), timeout=300))
+    assert [e.type for e in events][-1] == "done" and all(e.type == "delta" for e in events[:-1])
+    assert "".join(e.text for e in events[:-1]) == events[-1].response.text and events[-1].response.text
+
+
+def test_list_objectives(server, stub):
+    names = {o.name for o in stub.ListObjectives(pb.ListObjectivesRequest(), metadata=metadata(server)).objectives}
+    assert {"relevance", "verbosity", "harmlessness", "helpfulness", "policy_compliance", "topic_safety"} <= names
+
+
+@pytest.mark.parametrize(("request_fields", "key", "code", "field"), [
+    ({"prompt": "hi"}, "alk_nope", grpc.StatusCode.UNAUTHENTICATED, None),
+    ({"prompt": "hi", "max_tokens": 100000}, None, grpc.StatusCode.INVALID_ARGUMENT, "max_tokens"),
+    ({"prompt": "hi", "preference_vector": {"wit": 1.0}, "search": pb.SearchSpec(strategy="best_of_n")}, None,
+     grpc.StatusCode.INVALID_ARGUMENT, "preference_vector"),
+    ({"prompt": "hi", "stream": True}, None, grpc.StatusCode.INVALID_ARGUMENT, "stream"),
+    ({"prompt": "word " * 1500, "max_tokens": 16}, None, grpc.StatusCode.INVALID_ARGUMENT, "messages"),
+])
+def test_errors_carry_the_mapped_status_and_the_field(server, stub, request_fields, key, code, field):
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Generate(pb.GenerateRequest(**request_fields), metadata=metadata(server, key), timeout=120)
+    assert err.value.code() == code, err.value.details()
+    assert field_of(err.value) == field
+    if field is None:
+        stream_request = pb.GenerateRequest(**{k: v for k, v in request_fields.items() if k != "stream"})
+        with pytest.raises(grpc.RpcError) as streamed:
+            list(stub.GenerateStream(stream_request, metadata=metadata(server, key), timeout=120))
+        assert streamed.value.code() == code
+
+
+def test_a_cancelled_stream_leaves_no_engine_request(server, stub):
+    request = pb.GenerateRequest(prompt="Write a very long story about a dragon.", max_tokens=256, temperature=1.0,
+                                 seed=3)
+    call = stub.GenerateStream(request, metadata=metadata(server), timeout=300)
+    for i, _ in enumerate(call):
+        if i == 2:
+            break
+    assert server.wait_metric("aligner_engine_running_requests", lambda v: v >= 1, timeout=5) >= 1
+    call.cancel()
+    assert server.wait_metric("aligner_engine_running_requests", lambda v: v == 0, timeout=10) == 0
