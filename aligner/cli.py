@@ -175,6 +175,11 @@ def _engine_args(parser: argparse.ArgumentParser) -> None:
 
 
 def request_from_args(args: argparse.Namespace) -> AlignRequest:
+    return AlignRequest.parse(request_data_from_args(args))
+
+
+def request_data_from_args(args: argparse.Namespace) -> dict:
+    """The request's JSON body as the flags give it (unset flags absent, so the receiver's defaults apply)."""
     messages = []
     if args.system:
         messages.append({"role": "system", "content": args.system})
@@ -194,7 +199,7 @@ def request_from_args(args: argparse.Namespace) -> AlignRequest:
         data["preference_vector"] = parse_vector(args.vector)
     if args.constraint:
         data["constraints"] = {n: {"min": m} for n, m in parse_vector(",".join(args.constraint), "constraints").items()}
-    return AlignRequest.parse(data)
+    return {k: v for k, v in data.items() if v is not None and v != {}}
 
 
 def rewards_config_from_args(args: argparse.Namespace):

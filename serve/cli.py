@@ -20,7 +20,7 @@ from aligner.cli import status
 
 
 def extend(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
-    from serve import bench, soak
+    from serve import bench, client, soak
 
     run = commands.add_parser("serve", help="Run the Aligner server (Ray Serve: HTTP API, metrics).")
     run.add_argument("--config", help="A YAML file of ServerConfig fields (see docs/http-api.md).")
@@ -35,6 +35,22 @@ def extend(commands: argparse._SubParsersAction, benches: argparse._SubParsersAc
     run.set_defaults(handler=run_serve)
     bench.add_parser(benches)
     soak.add_parser(benches)
+    # `aligner generate --server`: the same command, answered by a running server.
+    generate = commands.choices["generate"]
+    client.add_arguments(generate)
+    in_process = generate.get_default("handler")
+    generate.set_defaults(handler=lambda args: remote_or_local(args, in_process))
+
+
+def remote_or_local(args: argparse.Namespace, in_process) -> int:
+    from aligner.errors import InvalidRequest
+    from serve import client
+
+    if args.server:
+        return client.run(args)
+    if args.grpc or args.key:
+        raise InvalidRequest("--server", "--grpc and --key apply only with --server HOST:PORT")
+    return in_process(args)
 
 
 def server_config(args: argparse.Namespace):

@@ -74,9 +74,7 @@ class GrpcMethods:
             call.finish("cancelled")
             raise
         except Exception as exc:
-            payload = error_payload(exc)
-            call.finish(payload["code"])
-            set_error(grpc_context, payload)
+            set_error(grpc_context, call.failed(exc))
             return pb.AlignResponse()
 
     async def GenerateStream(self, request: pb.GenerateRequest, grpc_context: Any) -> AsyncIterator[pb.GenerateEvent]:
@@ -92,8 +90,7 @@ class GrpcMethods:
             call.finish("cancelled")
             raise
         except Exception as exc:
-            payload = error_payload(exc)
-            call.finish(payload["code"])
+            payload = call.failed(exc)
             set_error(grpc_context, payload)
             raise GrpcError(payload["message"]) from None
         if call.safety is not None:

@@ -139,6 +139,12 @@ class Call:
             self.done = True
             self.metrics.finished(self.tenant, self.strategy, status)
 
+    def failed(self, exc: BaseException) -> dict[str, Any]:
+        """The error's payload, with the request counted under its code."""
+        payload = error_payload(exc)
+        self.finish(payload["code"])
+        return payload
+
 
 class ChatStream:
     """Renders the replica's events as OpenAI `chat.completion.chunk` SSE lines, ending with [DONE]."""
@@ -189,9 +195,7 @@ class Ingress(GrpcMethods):
     # -- helpers -------------------------------------------------------------------------
 
     def error(self, call: Call | None, exc: BaseException, *, openai: bool = False) -> JSONResponse:
-        payload = error_payload(exc)
-        if call is not None:
-            call.finish(payload["code"])
+        payload = error_payload(exc) if call is None else call.failed(exc)
         body = openai_body(payload) if openai else native_body(payload)
         return JSONResponse(body, status_code=http_status(payload["code"]), headers=retry_headers(payload))
 

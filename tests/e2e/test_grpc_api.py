@@ -92,3 +92,30 @@ def test_a_cancelled_stream_leaves_no_engine_request(server, stub):
     assert server.wait_metric("aligner_engine_running_requests", lambda v: v >= 1, timeout=5) >= 1
     call.cancel()
     assert server.wait_metric("aligner_engine_running_requests", lambda v: v == 0, timeout=10) == 0
+
+
+def test_aligner_generate_against_the_server_over_http_and_grpc(server):
+    import json
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "serve.cli", "generate", QUESTION, "--seed", "5", "--max-tokens",
+                               "16", "--vector", "relevance=1,verbosity=-0.5", "--strategy", "best_of_n", "--n", "2",
+                               "--key", server.key, *args], capture_output=True, text=True, timeout=300)
+
+    http_port, grpc_port = server.port, server.config["grpc_port"]
+    over_http = cli("--server", f"127.0.0.1:{http_port}{server.prefix}", "--json")
+    over_grpc = cli("--server", f"127.0.0.1:{grpc_port}", "--grpc", "--json")
+    assert over_http.returncode == 0 and over_grpc.returncode == 0, over_http.stderr + over_grpc.stderr
+    http_answer, grpc_answer = json.loads(over_http.stdout), json.loads(over_grpc.stdout)
+    assert http_answer["text"] == grpc_answer["text"] and http_answer["scores"] == grpc_answer["scores"]
+    streamed = cli("--server", f"127.0.0.1:{grpc_port}", "--grpc", "--stream")
+    assert streamed.returncode == 0 and streamed.stdout.strip() == http_answer["text"].strip()
+    plain = cli("--server", f"127.0.0.1:{http_port}")
+    assert plain.stdout.strip() == http_answer["text"].strip() and "aligner: scores:" in plain.stderr
+    for transport in (("--server", f"127.0.0.1:{http_port}"), ("--server", f"127.0.0.1:{grpc_port}", "--grpc")):
+        bad = cli(*transport, "--max-tokens", "100000")
+        assert bad.returncode == 2 and "max_tokens" in bad.stderr, bad.stderr
+        bad_stream = cli(*transport, "--max-tokens", "100000", "--stream")
+        assert bad_stream.returncode == 2 and "max_tokens" in bad_stream.stderr, bad_stream.stderr
