@@ -6,9 +6,10 @@ share the HTTP routes' path — auth, the tenant's safety config, validation, th
 and the one error table (`serve/errors.py`). Errors carry the code, the message, a
 `google.rpc.BadRequest` naming the field, and `aligner-error-code` / `retry-after` trailers.
 
-Ray Serve's proxy limits what can be done (Ray 2.60): the client's gRPC deadline does not reach
-the deployment (send `budget.deadline_ms`), and a streaming RPC that fails keeps its code and
-message but loses trailers.
+The standard `grpc.health.v1.Health` service (Check, Watch) answers from the same readiness as
+`GET /readyz`. Ray Serve's proxy limits what can be done (Ray 2.60): the client's gRPC deadline
+does not reach the deployment (send `budget.deadline_ms`), and a streaming RPC that fails keeps
+its code and message but loses trailers.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from proto.aligner.v1 import aligner_pb2 as pb
 from serve import grpc_convert
 from serve.errors import error_payload, grpc_code
 
-SERVICER_FUNCTIONS = ["proto.aligner.v1.aligner_pb2_grpc.add_AlignerServicer_to_server"]
+SERVICER_FUNCTIONS = [
+    "proto.aligner.v1.aligner_pb2_grpc.add_AlignerServicer_to_server",
+    "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",  # the standard grpc.health.v1.Health
+]
+HEALTH_SERVICES = ("", "aligner.v1.Aligner")  # "" is the server as a whole
+WATCH_INTERVAL_S = 1.0
 
 
 class GrpcError(Exception):
@@ -109,6 +115,31 @@ class GrpcMethods:
         if failed:
             set_error(grpc_context, failed)
             raise GrpcError(failed["message"])
+
+    async def Check(self, request: Any, grpc_context: Any) -> Any:
+        """grpc.health.v1: SERVING when a model replica's engine answers and its objectives score (as /readyz)."""
+        return await self._health(request, grpc_context)
+
+    async def Watch(self, request: Any, grpc_context: Any) -> AsyncIterator[Any]:
+        """grpc.health.v1: the status now, then each change (checked every WATCH_INTERVAL_S)."""
+        last = None
+        while True:
+            status = await self._health(request, grpc_context)
+            if status != last:
+                yield status
+                last = status
+            if request.service not in HEALTH_SERVICES:
+                return
+            await asyncio.sleep(WATCH_INTERVAL_S)
+
+    async def _health(self, request: Any, grpc_context: Any) -> Any:
+        from grpc_health.v1 import health_pb2
+
+        serving = health_pb2.HealthCheckResponse
+        if request.service not in HEALTH_SERVICES:
+            return serving(status=serving.SERVICE_UNKNOWN)
+        ready = (await self.readiness()).get("ready")
+        return serving(status=serving.SERVING if ready else serving.NOT_SERVING)
 
     async def ListObjectives(self, request: pb.ListObjectivesRequest, grpc_context: Any) -> pb.ListObjectivesResponse:
         try:

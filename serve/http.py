@@ -381,12 +381,15 @@ class Ingress(GrpcMethods):
     @app.get("/readyz")
     async def readyz(self) -> Response:
         """Readiness: a model replica's engine answers and its objectives score a probe."""
+        state = await self.readiness()
+        return JSONResponse(state, status_code=200 if state.get("ready") else 503)
+
+    async def readiness(self) -> dict[str, Any]:
         try:
             # Short: while replicas are being replaced nobody answers, and "not ready" must come back fast.
-            state = await asyncio.wait_for(self.model.ready.remote(), READY_TIMEOUT_S)
+            return await asyncio.wait_for(self.model.ready.remote(), READY_TIMEOUT_S)
         except Exception as exc:
-            state = {"ready": False, "error": error_payload(exc)}
-        return JSONResponse(state, status_code=200 if state.get("ready") else 503)
+            return {"ready": False, "error": error_payload(exc)}
 
     @app.get("/metrics")
     async def metrics(self) -> Response:

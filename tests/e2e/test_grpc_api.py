@@ -119,3 +119,18 @@ def test_aligner_generate_against_the_server_over_http_and_grpc(server):
         assert bad.returncode == 2 and "max_tokens" in bad.stderr, bad.stderr
         bad_stream = cli(*transport, "--max-tokens", "100000", "--stream")
         assert bad_stream.returncode == 2 and "max_tokens" in bad_stream.stderr, bad_stream.stderr
+
+
+def test_the_standard_health_service_reports_serving(server):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.config['grpc_port']}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        meta = (("application", server.app),)
+        for service in ("", "aligner.v1.Aligner"):
+            reply = health.Check(health_pb2.HealthCheckRequest(service=service), metadata=meta, timeout=60)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+        unknown = health.Check(health_pb2.HealthCheckRequest(service="nope.v1.Nope"), metadata=meta, timeout=60)
+        assert unknown.status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        first = next(health.Watch(health_pb2.HealthCheckRequest(service=""), metadata=meta, timeout=60))
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
