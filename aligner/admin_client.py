@@ -15,20 +15,12 @@ import urllib.request
 from datetime import datetime
 from typing import Any
 
-from aligner.errors import AlignerError, InvalidRequest, NotFound, VersionConflict
+from aligner.errors import AlignerError, InvalidRequest, NotFound, ServerError, from_payload
 from aligner.safety import SafetyConfig
 from aligner.tenants import AuditEntry, SafetyConfigVersion, validate_tenant
 
 KEY_ENV = "ALIGNER_API_KEY"
 TIMEOUT_S = 60
-
-
-class ServerError(AlignerError):
-    """An error the server answered, with its code and message kept."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 class AdminClient:
@@ -63,17 +55,9 @@ class AdminClient:
     @staticmethod
     def _error(exc: urllib.error.HTTPError) -> AlignerError:
         try:
-            error = json.loads(exc.read())["error"]
+            return from_payload(json.loads(exc.read())["error"])
         except (ValueError, KeyError, TypeError):
             return ServerError("internal", f"the server answered HTTP {exc.code}")
-        code, message = error.get("code", "internal"), error.get("message", f"HTTP {exc.code}")
-        if code == "invalid_argument" and error.get("field"):
-            return InvalidRequest(error["field"], message.removeprefix(f"{error['field']}: "))
-        if code == "version_conflict":
-            return VersionConflict(message)
-        if code == "not_found":
-            return NotFound(message)
-        return ServerError(code, message)
 
     @staticmethod
     def _route(tenant: str) -> str:

@@ -107,3 +107,24 @@ class Overloaded(AlignerError):
     def __init__(self, message: str, retry_after_s: float = 1.0):
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class ServerError(AlignerError):
+    """An error a remote server answered, with its code kept (for the CLI's client modes)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def from_payload(error: dict) -> AlignerError:
+    """A server's error payload (`{"code", "field", "message"}`) as the core's error, so a client
+    reports it as the in-process command would (a field error exits with status 2)."""
+    code, message, field = error.get("code", "internal"), error.get("message", "the server failed"), error.get("field")
+    if field and code in ("invalid_argument", "prompt_too_long"):
+        return InvalidRequest(field, message.removeprefix(f"{field}: "))
+    if code == "version_conflict":
+        return VersionConflict(message)
+    if code == "not_found":
+        return NotFound(message)
+    return ServerError(code, message)

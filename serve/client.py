@@ -14,25 +14,12 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from aligner.errors import AlignerError, InvalidRequest
+from aligner.errors import InvalidRequest, ServerError, from_payload
 from aligner.types import AlignResponse
 
 KEY_ENV = "ALIGNER_API_KEY"
 # Flags that configure an in-process engine or catalog: meaningless against a server.
 LOCAL_ONLY = ("safety_config", "model", "dtype", "max_model_len", "kv_cache_gib", "block_size")
-
-
-class ServerError(AlignerError):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-def server_error(error: dict[str, Any]) -> AlignerError:
-    """A server's error payload as the CLI's errors (a field error exits with status 2)."""
-    if error.get("field") and error.get("code") in ("invalid_argument", "prompt_too_long"):
-        return InvalidRequest(error["field"], error["message"].removeprefix(f"{error['field']}: "))
-    return ServerError(error.get("code", "internal"), error.get("message", "the server failed"))
 
 
 def add_arguments(generate: argparse.ArgumentParser) -> None:
@@ -93,18 +80,18 @@ def http_events(server: str, key: str, data: dict[str, Any]) -> Iterator[dict[st
                 reply = client.post(url, json=data, headers=headers)
                 body = reply.json()
                 if reply.status_code != 200:
-                    raise server_error(body["error"])
+                    raise from_payload(body["error"])
                 yield {"type": "done", "response": body}
                 return
             with client.stream("POST", url, json=data, headers=headers) as reply:
                 if reply.status_code != 200:
                     reply.read()
-                    raise server_error(reply.json()["error"])
+                    raise from_payload(reply.json()["error"])
                 for line in reply.iter_lines():
                     if line.startswith("data: "):
                         event = json.loads(line[6:])
                         if "error" in event and "type" not in event:
-                            raise server_error(event["error"])
+                            raise from_payload(event["error"])
                         yield event
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         raise ServerError("unavailable", f"cannot get an answer from {url}: {exc}") from None
@@ -129,7 +116,7 @@ def grpc_events(server: str, key: str, data: dict[str, Any]) -> Iterator[dict[st
             else:
                 yield {"type": "done", "response": to_plain(stub.Generate(request, metadata=metadata))}
         except grpc.RpcError as exc:
-            raise server_error(_grpc_error(exc)) from None
+            raise from_payload(_grpc_error(exc)) from None
 
 
 def _grpc_error(exc: Any) -> dict[str, Any]:
