@@ -5,8 +5,9 @@ Phases; one engine decodes at a time (a small CPU machine has no cores to spare)
 1. vLLM's OpenAI server (`python -m vllm.entrypoints.openai.api_server`) on the same
    model and engine settings: `sample` throughput at each client count;
 2. the Ray Serve app with the cross-request scoring batcher on (default config):
-   greedy `sample` latency through `/v1/generate` alternated with the same request
-   on an in-process `Aligner` (its own engine, started before Ray), `sample` throughput through
+   greedy `sample` latency through `/v1/generate` and gRPC `Generate` in turn with the same
+   request on an in-process `Aligner` (its own engine, started before Ray), `sample` throughput
+   over HTTP and gRPC at the largest client count, `sample` throughput through
    `/v1/chat/completions`, and `best_of_n` throughput + mean reward-batch size;
 3. the app redeployed with the batcher off (`batch_window_ms: null`): `best_of_n` again.
 
@@ -43,6 +44,8 @@ PROMPTS = (
 DIRECTION = {"relevance": 1.0, "verbosity": -0.5}
 TARGETS = {
     "http_over_in_process_latency": {"max": 1.10},
+    # gRPC overhead <= HTTP overhead: both are measured against the same in-process reference.
+    "grpc_over_http_latency": {"max": 1.0},
     "aligner_over_vllm_tokens_per_s_at_max_clients": {"min": 0.9},
     "batcher_on_over_off_mean_batch_size": {"min": 1.3},
 }
@@ -121,6 +124,14 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     ratios["aligner_over_vllm_tokens_per_s_at_max_clients"] = (
         ratio(aligner_tp.get(top), vllm_tp.get(top)) if top is not None else None
     )
+    ratios["grpc_over_in_process_latency"] = ratio(
+        overhead.get("grpc", {}).get("median_s"), overhead.get("in_process", {}).get("median_s")
+    )
+    ratios["grpc_over_http_latency"] = ratio(overhead.get("grpc", {}).get("median_s"), overhead.get("http", {}).get("median_s"))
+    transports = report.get("transports", {})
+    ratios["grpc_over_http_tokens_per_s_at_max_clients"] = ratio(
+        transports.get("grpc", {}).get("tokens_per_s"), transports.get("http", {}).get("tokens_per_s")
+    )
     best = report.get("best_of_n", {})
     on, off = best.get("batcher_on", {}), best.get("batcher_off", {})
     ratios["batcher_on_over_off_mean_batch_size"] = ratio(on.get("mean_reward_batch_size"), off.get("mean_reward_batch_size"))
@@ -159,31 +170,62 @@ def chat_body(model: str, prompt: str, max_tokens: int, extra: dict[str, Any] | 
     }
 
 
+async def timed_load(
+    send: Callable[[dict[str, Any]], Any], bodies: Callable[[int, int], dict[str, Any]], clients: int, per_client: int
+) -> dict[str, Any]:
+    """`clients` concurrent clients, each sending `per_client` requests one after another through
+    `send` (a coroutine function: body -> completion tokens)."""
+    latencies: list[float] = []
+    tokens: list[int] = []
+
+    async def one_client(c: int) -> None:
+        for i in range(per_client):
+            t0 = time.perf_counter()
+            tokens.append(await send(bodies(c, i)))
+            latencies.append(time.perf_counter() - t0)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one_client(c) for c in range(clients)))
+    return load_summary(latencies, tokens, time.perf_counter() - started, clients)
+
+
 async def run_load(
     url: str, bodies: Callable[[int, int], dict[str, Any]], clients: int, per_client: int, headers: dict[str, str]
 ) -> dict[str, Any]:
-    """`clients` concurrent clients, each sending `per_client` requests one after another."""
+    """`timed_load` over HTTP: JSON bodies POSTed to `url`."""
     import httpx
 
-    latencies: list[float] = []
-    tokens: list[int] = []
     async with httpx.AsyncClient(
         timeout=httpx.Timeout(900.0), trust_env=False, limits=httpx.Limits(max_connections=clients + 4)
     ) as client:
 
-        async def one_client(c: int) -> None:
-            for i in range(per_client):
-                t0 = time.perf_counter()
-                r = await client.post(url, json=bodies(c, i), headers=headers)
-                if r.status_code != 200:
-                    raise RuntimeError(f"{url} answered {r.status_code}: {r.text[:300]}")
-                latencies.append(time.perf_counter() - t0)
-                tokens.append(int(r.json()["usage"]["completion_tokens"]))
+        async def send(body: dict[str, Any]) -> int:
+            r = await client.post(url, json=body, headers=headers)
+            if r.status_code != 200:
+                raise RuntimeError(f"{url} answered {r.status_code}: {r.text[:300]}")
+            return int(r.json()["usage"]["completion_tokens"])
 
-        started = time.perf_counter()
-        await asyncio.gather(*(one_client(c) for c in range(clients)))
-        wall = time.perf_counter() - started
-    return load_summary(latencies, tokens, wall, clients)
+        return await timed_load(send, bodies, clients, per_client)
+
+
+async def run_grpc_load(
+    target: str, bodies: Callable[[int, int], dict[str, Any]], clients: int, per_client: int, metadata: tuple
+) -> dict[str, Any]:
+    """`timed_load` over gRPC: each body (an AlignRequest's JSON) sent as `aligner.v1.Aligner/Generate`
+    on one channel, as a gRPC client would."""
+    import grpc
+    from google.protobuf.json_format import ParseDict
+
+    from proto.aligner.v1 import aligner_pb2, aligner_pb2_grpc
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = aligner_pb2_grpc.AlignerStub(channel)
+
+        async def send(body: dict[str, Any]) -> int:
+            reply = await stub.Generate(ParseDict(body, aligner_pb2.GenerateRequest()), metadata=metadata, timeout=900)
+            return reply.usage.completion_tokens
+
+        return await timed_load(send, bodies, clients, per_client)
 
 
 def latency_summary(times: Sequence[float], tokens: Sequence[int]) -> dict[str, Any]:
@@ -255,26 +297,79 @@ class InProcessAligner:
                     proc.kill()
 
 
-def interleaved_overhead(local: InProcessAligner, url: str, body: dict[str, Any], repeats: int,
-                         headers: dict[str, str]) -> dict[str, Any]:
-    """The same request alternately in-process and over HTTP, so both see the same machine state
-    (the server's background processes included); one warm-up of each is not counted."""
+def interleaved_overhead(local: InProcessAligner, url: str, grpc_target: str, body: dict[str, Any], repeats: int,
+                         headers: dict[str, str], grpc_metadata: tuple) -> dict[str, Any]:
+    """The same request in-process, over HTTP and over gRPC in turn (the order rotating each round),
+    so all three see the same machine state (the server's background processes included); one
+    warm-up round is not counted. `overhead_ms`: per round, each transport's time minus the
+    in-process time of the same round, median over rounds."""
+    import grpc
     import httpx
+    from google.protobuf.json_format import ParseDict
 
-    times: dict[str, list[float]] = {"in_process": [], "http": []}
-    tokens: dict[str, list[int]] = {"in_process": [], "http": []}
-    with httpx.Client(timeout=600, trust_env=False) as client:
-        for i in range(repeats + 1):
-            seconds, n = local.timed(body)
+    from proto.aligner.v1 import aligner_pb2, aligner_pb2_grpc
+
+    request = ParseDict(body, aligner_pb2.GenerateRequest())
+    sides = ("in_process", "http", "grpc")
+    times: dict[str, list[float]] = {side: [] for side in sides}
+    tokens: dict[str, list[int]] = {side: [] for side in sides}
+    with httpx.Client(timeout=600, trust_env=False) as client, grpc.insecure_channel(grpc_target) as channel:
+        stub = aligner_pb2_grpc.AlignerStub(channel)
+
+        def http() -> tuple[float, int]:
             t0 = time.perf_counter()
             r = client.post(url, json=body, headers=headers)
             r.raise_for_status()
-            if i:
-                times["in_process"].append(seconds)
-                tokens["in_process"].append(n)
-                times["http"].append(time.perf_counter() - t0)
-                tokens["http"].append(r.json()["usage"]["completion_tokens"])
-    return {side: latency_summary(times[side], tokens[side]) for side in times}
+            return time.perf_counter() - t0, r.json()["usage"]["completion_tokens"]
+
+        def over_grpc() -> tuple[float, int]:
+            t0 = time.perf_counter()
+            reply = stub.Generate(request, metadata=grpc_metadata, timeout=600)
+            return time.perf_counter() - t0, reply.usage.completion_tokens
+
+        run = {"in_process": lambda: local.timed(body), "http": http, "grpc": over_grpc}
+        for i in range(repeats + 1):
+            for side in sides[i % 3:] + sides[:i % 3]:
+                seconds, n = run[side]()
+                if i:
+                    times[side].append(seconds)
+                    tokens[side].append(n)
+    out: dict[str, Any] = {side: latency_summary(times[side], tokens[side]) for side in sides}
+    out["overhead_ms"] = {
+        side: round(1000 * statistics.median(t - r for t, r in zip(times[side], times["in_process"])), 2)
+        for side in ("http", "grpc")
+    }
+    return out
+
+
+async def transport_throughput(base: str, grpc_target: str, headers: dict[str, str], grpc_metadata: tuple, args,
+                               progress) -> dict[str, Any]:
+    """`sample` throughput at the largest client count over HTTP (/v1/generate) and gRPC (Generate),
+    the same native bodies, alternating transports for `args.transport_rounds` rounds."""
+    clients = max(args.clients)
+
+    def body(c: int, i: int) -> dict[str, Any]:
+        return {**sample_request(args.max_tokens), "prompt": PROMPTS[(c + i) % len(PROMPTS)]}
+
+    loads = {
+        "http": lambda n, k: run_load(f"{base}/v1/generate", body, n, k, headers),
+        "grpc": lambda n, k: run_grpc_load(grpc_target, body, n, k, grpc_metadata),
+    }
+    rows: dict[str, list[dict[str, Any]]] = {side: [] for side in loads}
+    for side in loads:
+        await loads[side](1, 1)  # warm-up
+    for _ in range(args.transport_rounds):
+        for side, load in loads.items():
+            row = await load(clients, args.requests_per_client)
+            progress(f"{side} /v1/generate sample, {clients} clients: {row['tokens_per_s']} tokens/s")
+            rows[side].append(row)
+    out: dict[str, Any] = {}
+    for side, side_rows in rows.items():
+        tokens = sum(r["completion_tokens"] for r in side_rows)
+        wall = sum(r["wall_s"] for r in side_rows)
+        out[side] = {"clients": clients, "rounds": side_rows, "completion_tokens": tokens, "wall_s": round(wall, 3),
+                     "tokens_per_s": round(tokens / wall, 2) if wall > 0 else None}
+    return out
 
 
 def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
@@ -376,9 +471,13 @@ def server_phases(engine_config, model_dir: Path, args, report: dict[str, Any], 
     from serve.app import build_app
     from serve.config import ServerConfig
 
+    from serve.app import proxy_options
+
     store, store_url, headers = scratch_store("bench-serve-")
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
+    grpc_target = f"127.0.0.1:{grpc_port}"
+    grpc_metadata = (("authorization", headers["Authorization"]),)
 
     def config(rewards: dict[str, Any]) -> ServerConfig:
         return ServerConfig.load({
@@ -387,6 +486,7 @@ def server_phases(engine_config, model_dir: Path, args, report: dict[str, Any], 
             "tenant_store": store_url,
             "http_host": "127.0.0.1",
             "http_port": port,
+            "grpc_port": grpc_port,
             "replica_num_cpus": 0,
             "max_ongoing_requests": max(32, max(args.clients), args.best_of_n_clients),
         })
@@ -405,18 +505,22 @@ def server_phases(engine_config, model_dir: Path, args, report: dict[str, Any], 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
              log_to_driver=bool(os.environ.get("ALIGNER_RAY_LOGS")))
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
         on_config = config({})
+        serve.start(**proxy_options(on_config))
         report["server_config"] = {"rewards_on": on_config.rewards.model_dump(), "rewards_off": OFF_REWARDS}
         deploy(on_config, "scoring batcher on")
         model = model_dir.name
         report["overhead"] = interleaved_overhead(
-            local, f"{base}/v1/generate", sample_request(args.max_tokens), args.repeats, headers
+            local, f"{base}/v1/generate", grpc_target, sample_request(args.max_tokens), args.repeats, headers,
+            grpc_metadata,
         )
-        progress(f"median latency: HTTP /v1/generate {report['overhead']['http']['median_s']}s, "
-                 f"in-process {report['overhead']['in_process']['median_s']}s")
+        overhead = report["overhead"]
+        progress(f"median latency: HTTP /v1/generate {overhead['http']['median_s']}s, gRPC Generate "
+                 f"{overhead['grpc']['median_s']}s, in-process {overhead['in_process']['median_s']}s")
         local.close()
         local = None
+        report["transports"] = asyncio.run(
+            transport_throughput(base, grpc_target, headers, grpc_metadata, args, progress))
         report["throughput"]["aligner"] = asyncio.run(
             sample_throughput(f"{base}/v1/chat/completions", model, headers, args, progress, "aligner")
         )
@@ -462,18 +566,21 @@ def run(args: argparse.Namespace) -> int:
         "engine": engine_config.model_dump(mode="json", exclude={"model", "profile"}),
         "settings": {
             "max_tokens": args.max_tokens, "clients": args.clients, "requests_per_client": args.requests_per_client,
-            "repeats": args.repeats, "best_of_n_clients": args.best_of_n_clients, "n": args.n, "direction": DIRECTION,
+            "repeats": args.repeats, "transport_rounds": args.transport_rounds, "best_of_n_clients": args.best_of_n_clients, "n": args.n, "direction": DIRECTION,
         },
         "notes": {
             "overhead": "greedy `sample` (temperature 0, fixed seed), the same body alternately on Aligner.generate "
             "(its own engine in the bench process) and /v1/generate, while the app runs; medians after one warm-up "
             "of each. Lengths: usage.completion_tokens (no ignore-eos in the aligner).",
+            "transports": "sample throughput at the largest client count: native /v1/generate bodies over HTTP and "
+            "the same requests as gRPC Generate calls on one channel, transports alternating round by round.",
             "throughput": "completion tokens (usage.completion_tokens) / wall time; each client sends its requests "
             "one after another; same chat bodies (temperature 0) to both servers.",
             "batcher_off": OFF_NOTE,
         },
         "overhead": {},
         "throughput": {},
+        "transports": {},
         "best_of_n": {},
         "errors": {},
     }
@@ -511,6 +618,8 @@ def add_parser(benches: argparse._SubParsersAction) -> None:
     p.add_argument("--clients", type=parse_clients, default=[1, 4, 16], help="Concurrent client counts (default 1,4,16).")
     p.add_argument("--requests-per-client", type=int, default=2, help="Requests each client sends per load (default 2).")
     p.add_argument("--repeats", type=int, default=5, help="Timed repeats of the latency request on each side (default 5).")
+    p.add_argument("--transport-rounds", type=int, default=2,
+                   help="Alternating HTTP/gRPC throughput rounds at the largest client count (default 2).")
     p.add_argument("--best-of-n-clients", type=int, default=16, help="Concurrent clients of the best_of_n phase (default 16).")
     p.add_argument("--n", type=int, default=4, help="best_of_n candidates (default 4).")
     p.add_argument("--max-model-len", type=int, default=2048)

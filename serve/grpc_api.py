@@ -1,9 +1,10 @@
-"""gRPC methods of the ingress (service `aligner.v1.Aligner`), served by Ray Serve's gRPC proxy.
+"""gRPC methods of the ingress (services `aligner.v1.Aligner` and `aligner.v1.Admin`), served by
+Ray Serve's gRPC proxy.
 
 The ingress class serves HTTP (FastAPI) and these methods alike: the proxy calls the method whose
 name is the RPC's, with the request message and a `grpc_context` (metadata in, status out). They
-share the HTTP routes' path — auth, the tenant's safety config, validation, the model replica —
-and the one error table (`serve/errors.py`). Errors carry the code, the message, a
+share the HTTP routes' path — auth, the tenant's safety config, validation, the model replica,
+the admin core (serve/admin.py) — and the one error table (`serve/errors.py`). Errors carry the code, the message, a
 `google.rpc.BadRequest` naming the field, and `aligner-error-code` / `retry-after` trailers.
 
 The standard `grpc.health.v1.Health` service (Check, Watch) answers from the same readiness as
@@ -15,7 +16,7 @@ its code and message but loses trailers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from proto.aligner.v1 import aligner_pb2 as pb
@@ -24,9 +25,10 @@ from serve.errors import error_payload, grpc_code
 
 SERVICER_FUNCTIONS = [
     "proto.aligner.v1.aligner_pb2_grpc.add_AlignerServicer_to_server",
+    "proto.aligner.v1.aligner_pb2_grpc.add_AdminServicer_to_server",
     "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",  # the standard grpc.health.v1.Health
 ]
-HEALTH_SERVICES = ("", "aligner.v1.Aligner")  # "" is the server as a whole
+HEALTH_SERVICES = ("", "aligner.v1.Aligner", "aligner.v1.Admin")  # "" is the server as a whole
 WATCH_INTERVAL_S = 1.0
 
 
@@ -60,9 +62,47 @@ def authorization(grpc_context: Any) -> str | None:
     return dict(grpc_context.invocation_metadata()).get("authorization")
 
 
+def admin_rpc(response_type: type, call_core: Callable[[Any, str | None, dict[str, Any]], Awaitable[dict]]):
+    """An `aligner.v1.Admin` method: the request message as the JSON contract's fields, handed to the
+    admin core (serve/admin.py), whose JSON answer becomes `response_type`."""
+
+    async def rpc(self, request: Any, grpc_context: Any) -> Any:
+        try:
+            answer = await call_core(self, authorization(grpc_context), grpc_convert.to_plain(request))
+            return grpc_convert.from_plain(answer, response_type())
+        except Exception as exc:
+            set_error(grpc_context, error_payload(exc))
+            return response_type()
+
+    return rpc
+
+
+def with_expected_version(fields: dict[str, Any]) -> dict[str, Any]:
+    """A write's body: the fields but `tenant`, with an unset `expected_version` meaning none (JSON null)."""
+    return {"expected_version": None, **{k: v for k, v in fields.items() if k != "tenant"}}
+
+
 class GrpcMethods:
     """Mixed into the ingress deployment; relies on its `admit`, `parse`, `run`, `open_stream`,
-    `relay` and `info` (serve/http.py)."""
+    `relay` and `info` (serve/http.py) and on the admin core (serve/admin.py)."""
+
+    # -- service aligner.v1.Admin: the same core as the HTTP admin routes --------------------------
+
+    CreateKey = admin_rpc(pb.ApiKey, lambda self, auth, f: self.create_key(auth, f))
+    ListKeys = admin_rpc(pb.ListKeysResponse, lambda self, auth, f: self.list_keys(auth, f.get("tenant")))
+    RevokeKey = admin_rpc(pb.ApiKey, lambda self, auth, f: self.revoke_key(auth, f["id"]))
+    PutSafetyConfig = admin_rpc(pb.SafetyConfigVersion, lambda self, auth, f: self.put_safety_config(
+        auth, f["tenant"], with_expected_version(f)))
+    GetSafetyConfig = admin_rpc(pb.SafetyConfigVersion, lambda self, auth, f: self.get_safety_config(auth, f["tenant"]))
+    ListSafetyConfigVersions = admin_rpc(pb.ListSafetyConfigVersionsResponse, lambda self, auth, f: (
+        self.safety_config_versions(auth, f["tenant"])))
+    ActivateSafetyConfig = admin_rpc(pb.SafetyConfigVersion, lambda self, auth, f: self.activate_safety_config(
+        auth, f["tenant"], with_expected_version(f)))
+    DeleteSafetyConfig = admin_rpc(pb.DeleteSafetyConfigResponse, lambda self, auth, f: self.delete_safety_config(
+        auth, f["tenant"], f["expected_version"]))
+    ListAudit = admin_rpc(pb.ListAuditResponse, lambda self, auth, f: self.audit(auth, f.get("tenant"), f.get("since")))
+
+    # -- service aligner.v1.Aligner -----------------------------------------------------------------
 
     async def Generate(self, request: pb.GenerateRequest, grpc_context: Any) -> pb.AlignResponse:
         from serve.http import Call

@@ -23,7 +23,8 @@ from proto.aligner.v1 import aligner_pb2 as pb
 
 
 # Collections the JSON contract always carries, even empty (elsewhere empty means absent).
-ALWAYS_PRESENT = {("Usage", "stage_seconds")}
+ALWAYS_PRESENT = {("Usage", "stage_seconds"), ("SafetyConfig", "thresholds"), ("SafetyConfig", "allowed"),
+                  ("SafetyConfig", "disallowed")}
 
 
 def to_plain(message: Message) -> dict[str, Any]:
@@ -36,7 +37,7 @@ def to_plain(message: Message) -> dict[str, Any]:
                 item = field.message_type.fields_by_name["value"]
                 out[field.name] = {k: _plain_value(item, v) for k, v in value.items()}
         elif _is_repeated(field):
-            if value:
+            if value or (message.DESCRIPTOR.name, field.name) in ALWAYS_PRESENT:
                 out[field.name] = [_plain_value(field, v) for v in value]
         elif field.has_presence:
             if message.HasField(field.name):

@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import time
-from datetime import datetime
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,9 +24,10 @@ from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aligner.errors import AlignerError, EngineUnavailable, InvalidRequest, NotFound, Overloaded
-from aligner.tenants import TenantStore, default_store_url, validate_tenant
-from aligner.types import AlignRequest, AlignResponse
+from aligner.tenants import TenantStore, default_store_url
+from aligner.types import AlignRequest
 from serve import openapi
+from serve.admin import AdminCore
 from serve.auth import ActiveSafetyConfigs, Authenticator
 from serve.config import ServerConfig
 from serve.grpc_api import GrpcMethods
@@ -180,7 +180,7 @@ READY_TIMEOUT_S = 10.0
 # Defined last: serve.ingress captures the module's globals when it wraps the class,
 # so everything the routes use must exist above this point.
 @serve.ingress(app)
-class Ingress(GrpcMethods):
+class Ingress(GrpcMethods, AdminCore):
     def __init__(self, config: dict[str, Any], model: Any, hub: Any):
         self.config = ServerConfig.load(config)
         self.store = TenantStore.open(self.config.tenant_store or default_store_url())
@@ -397,125 +397,67 @@ class Ingress(GrpcMethods):
         text = await self.hub.render.remote()
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    # -- admin: API keys ----------------------------------------------------------------
+    # -- admin (serve/admin.py holds the logic, shared with gRPC) -------------------------------
+
+    async def admin_answer(self, request: Request, work, status_code: int = 200) -> Response:
+        try:
+            return JSONResponse(await work(request.headers.get("authorization")), status_code=status_code)
+        except Exception as exc:
+            return self.error(None, exc)
+
+    async def body(self, request: Request) -> dict[str, Any]:
+        return await read_json(request, self.config.max_body_bytes)
 
     @app.post("/v1/admin/keys", status_code=201, openapi_extra=openapi.body("CreateKey"))
-    async def create_key(self, request: Request) -> Response:
+    async def create_key_route(self, request: Request) -> Response:
         """Create a key for a tenant; the response holds the key, the only time it is shown."""
-        try:
-            admin = await self.auth.admin(request.headers.get("authorization"))
-            body = await read_json(request, self.config.max_body_bytes)
-            spec = openapi.CreateKey.parse(body)
-            record, key = await asyncio.to_thread(
-                self.store.create_key, spec.tenant, admin=spec.admin, created_by=admin.id
-            )
-        except Exception as exc:
-            return self.error(None, exc)
-        return JSONResponse({**record.to_dict(), "key": key}, status_code=201)
+        async def work(authorization):
+            await self.auth.admin(authorization)  # before reading the body: no admin, no parsing
+            return await self.create_key(authorization, await self.body(request))
+        return await self.admin_answer(request, work, status_code=201)
 
     @app.get("/v1/admin/keys")
-    async def list_keys(self, request: Request, tenant: str | None = None) -> Response:
+    async def list_keys_route(self, request: Request, tenant: str | None = None) -> Response:
         """Every key (or one tenant's): ids, tenants, admin flag, created, revoked; never the key."""
-        try:
-            await self.auth.admin(request.headers.get("authorization"))
-            keys = await asyncio.to_thread(self.store.list_keys, tenant)
-        except Exception as exc:
-            return self.error(None, exc)
-        return JSONResponse({"keys": [k.to_dict() for k in keys]})
+        return await self.admin_answer(request, lambda a: self.list_keys(a, tenant))
 
     @app.delete("/v1/admin/keys/{key_id}")
-    async def revoke_key(self, key_id: str, request: Request) -> Response:
+    async def revoke_key_route(self, key_id: str, request: Request) -> Response:
         """Revoke a key; it is refused everywhere within a second."""
-        try:
-            await self.auth.admin(request.headers.get("authorization"))
-            record = await asyncio.to_thread(self.store.revoke_key, key_id)
-        except Exception as exc:
-            return self.error(None, exc)
-        return JSONResponse(record.to_dict())
-
-    # -- admin: tenants' safety configs -------------------------------------------------------
-
-    async def objective_ranges(self) -> dict[str, tuple[float, float]]:
-        return {o["name"]: (o["low"], o["high"]) for o in (await self.info())["objectives"]}
+        return await self.admin_answer(request, lambda a: self.revoke_key(a, key_id))
 
     @app.put("/v1/admin/tenants/{tenant}/safety-config", openapi_extra=openapi.body("PutSafetyConfig"))
-    async def put_safety_config(self, tenant: str, request: Request) -> Response:
+    async def put_safety_config_route(self, tenant: str, request: Request) -> Response:
         """Store a new version of the tenant's safety config and activate it (in force within a second)."""
-        try:
-            admin = await self.auth.admin(request.headers.get("authorization"))
-            validate_tenant(tenant)
-            spec = openapi.PutSafetyConfig.parse(await read_json(request, self.config.max_body_bytes))
-            spec.config.check_objectives(await self.objective_ranges())
-            stored = await asyncio.to_thread(
-                self.store.set_safety_config, tenant, spec.config, expected_version=spec.expected_version, actor=admin.id
-            )
-        except Exception as exc:
-            return self.error(None, exc)
-        return JSONResponse(stored.to_dict())
+        async def work(authorization):
+            await self.auth.admin(authorization)
+            return await self.put_safety_config(authorization, tenant, await self.body(request))
+        return await self.admin_answer(request, work)
 
     @app.get("/v1/admin/tenants/{tenant}/safety-config")
-    async def get_safety_config(self, tenant: str, request: Request) -> Response:
+    async def get_safety_config_route(self, tenant: str, request: Request) -> Response:
         """The tenant's active safety config (version and content); 404 when it has none."""
-        try:
-            await self.auth.admin(request.headers.get("authorization"))
-            active = await asyncio.to_thread(self.store.get_safety_config, validate_tenant(tenant))
-            if active is None:
-                raise NotFound(f"tenant {tenant!r} has no active safety config")
-        except Exception as exc:
-            return self.error(None, exc)
-        return JSONResponse(active.to_dict())
+        return await self.admin_answer(request, lambda a: self.get_safety_config(a, tenant))
 
     @app.get("/v1/admin/tenants/{tenant}/safety-config/versions")
-    async def safety_config_versions(self, tenant: str, request: Request) -> Response:
+    async def safety_config_versions_route(self, tenant: str, request: Request) -> Response:
         """Every version of the tenant's safety config, oldest first, and which one is active."""
-        try:
-            await self.auth.admin(request.headers.get("authorization"))
-            validate_tenant(tenant)
-            versions = await asyncio.to_thread(self.store.safety_config_versions, tenant)
-            active = await asyncio.to_thread(self.store.get_safety_config, tenant)
-        except Exception as exc:
-            return self.error(None, exc)
-        return JSONResponse({"active": None if active is None else active.version,
-                             "versions": [v.to_dict() for v in versions]})
+        return await self.admin_answer(request, lambda a: self.safety_config_versions(a, tenant))
 
     @app.post("/v1/admin/tenants/{tenant}/safety-config/activate", openapi_extra=openapi.body("ActivateSafetyConfig"))
-    async def activate_safety_config(self, tenant: str, request: Request) -> Response:
+    async def activate_safety_config_route(self, tenant: str, request: Request) -> Response:
         """Make an existing version active again (a rollback)."""
-        try:
-            admin = await self.auth.admin(request.headers.get("authorization"))
-            validate_tenant(tenant)
-            spec = openapi.ActivateSafetyConfig.parse(await read_json(request, self.config.max_body_bytes))
-            chosen = await asyncio.to_thread(
-                self.store.activate_safety_config, tenant, spec.version,
-                expected_version=spec.expected_version, actor=admin.id,
-            )
-        except Exception as exc:
-            return self.error(None, exc)
-        return JSONResponse(chosen.to_dict())
+        async def work(authorization):
+            await self.auth.admin(authorization)
+            return await self.activate_safety_config(authorization, tenant, await self.body(request))
+        return await self.admin_answer(request, work)
 
     @app.delete("/v1/admin/tenants/{tenant}/safety-config")
-    async def delete_safety_config(self, tenant: str, request: Request, expected_version: int) -> Response:
+    async def delete_safety_config_route(self, tenant: str, request: Request, expected_version: int) -> Response:
         """Deactivate the tenant's safety config (the versions and the audit stay)."""
-        try:
-            admin = await self.auth.admin(request.headers.get("authorization"))
-            validate_tenant(tenant)
-            await asyncio.to_thread(
-                self.store.delete_safety_config, tenant, expected_version=expected_version, actor=admin.id
-            )
-        except Exception as exc:
-            return self.error(None, exc)
-        return JSONResponse({"tenant": tenant, "active": None})
+        return await self.admin_answer(request, lambda a: self.delete_safety_config(a, tenant, expected_version))
 
     @app.get("/v1/admin/audit")
-    async def audit(self, request: Request, tenant: str | None = None, since: str | None = None) -> Response:
+    async def audit_route(self, request: Request, tenant: str | None = None, since: str | None = None) -> Response:
         """Every safety-config change (of `tenant`, at or after the ISO time `since`), oldest first; read-only."""
-        try:
-            await self.auth.admin(request.headers.get("authorization"))
-            try:
-                when = None if since is None else datetime.fromisoformat(since)
-            except ValueError:
-                raise InvalidRequest("since", f"is {since!r}; expected an ISO 8601 time") from None
-            entries = await asyncio.to_thread(self.store.safety_audit, tenant, when)
-        except Exception as exc:
-            return self.error(None, exc)
-        return JSONResponse({"entries": [e.to_dict() for e in entries]})
+        return await self.admin_answer(request, lambda a: self.audit(a, tenant, since))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 
 from proto.aligner.v1 import aligner_pb2 as pb
 from proto.aligner.v1 import aligner_pb2_grpc
 from serve.grpc_convert import to_plain
+from tests.e2e.grpc_calls import field_of, grpc_metadata
 
 QUESTION = "In one sentence, what is the capital of France?"
 
@@ -21,18 +21,7 @@ def stub(server):
 
 
 def metadata(server, key=None):
-    return (("application", server.app), ("authorization", f"Bearer {key or server.key}"))
-
-
-def field_of(error: grpc.RpcError) -> str | None:
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                bad = error_details_pb2.BadRequest()
-                if detail.Unpack(bad):
-                    return bad.field_violations[0].field
-    return None
+    return grpc_metadata(server, key)
 
 
 def test_generate_gives_the_same_answer_as_http(server, stub):
@@ -134,3 +123,69 @@ def test_the_standard_health_service_reports_serving(server):
         assert unknown.status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
         first = next(health.Watch(health_pb2.HealthCheckRequest(service=""), metadata=meta, timeout=60))
         assert first.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_search_past_its_deadline_fails_with_deadline_exceeded(server, stub):
+    request = pb.GenerateRequest(prompt="Write a long story about a dragon.", max_tokens=128, temperature=1.0,
+                                 search=pb.SearchSpec(strategy="best_of_n", n=2), budget=pb.Budget(deadline_ms=1),
+                                 preference_vector={"relevance": 1.0})
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Generate(request, metadata=metadata(server), timeout=120)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, err.value.details()
+    assert dict(err.value.trailing_metadata())["aligner-error-code"] == "deadline_exceeded"
+    with server.client() as client:
+        over_http = client.post("/v1/generate", json=to_plain(request), headers=server.headers())
+    assert over_http.status_code == 504 and over_http.json()["error"]["code"] == "deadline_exceeded"
+
+
+def test_a_client_deadline_ends_the_call_and_cancels_the_search(server, stub):
+    _, key = server.store.create_key("grpc-impatient")  # its own tenant, so the cancellation count is its own
+    before = server.metric_sum("aligner_requests_total", tenant="grpc-impatient", status="cancelled")
+    request = pb.GenerateRequest(prompt="Write a very long story about a dragon.", max_tokens=256, temperature=1.0,
+                                 seed=2, search=pb.SearchSpec(strategy="best_of_n", n=4),
+                                 preference_vector={"verbosity": 1.0})
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Generate(request, metadata=metadata(server, key), timeout=2.5)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # Four 256-token candidates take far longer than 2.5 s on two cores: the proxy cancelled the
+    # call, which cancelled the search and aborted its engine requests.
+    assert server.wait_metric("aligner_engine_running_requests", lambda v: v == 0, timeout=5) == 0
+    assert server.wait_metric("aligner_requests_total", lambda v: v > before, tenant="grpc-impatient",
+                              status="cancelled") == before + 1
+
+
+def test_a_burst_beyond_the_queue_gets_resource_exhausted_with_retry_after(server, stub):
+    import concurrent.futures
+
+    def generate(seed):
+        request = pb.GenerateRequest(prompt="Write a long story about a dragon.", max_tokens=48, temperature=1.0,
+                                     seed=seed)
+        try:
+            stub.Generate(request, metadata=metadata(server), timeout=300)
+            return "OK", {}
+        except grpc.RpcError as exc:
+            return exc.code().name, dict(exc.trailing_metadata() or ())
+
+    with concurrent.futures.ThreadPoolExecutor(14) as pool:
+        outcomes = list(pool.map(generate, range(14)))
+    codes = [code for code, _ in outcomes]
+    assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}, codes
+    assert codes.count("RESOURCE_EXHAUSTED") >= 1 and codes.count("OK") >= 4, codes
+    for code, trailers in outcomes:
+        if code == "RESOURCE_EXHAUSTED":
+            assert trailers["aligner-error-code"] == "overloaded" and int(trailers["retry-after"]) >= 1
+
+
+def test_server_reflection_lists_both_services_and_health(server):
+    """What `grpcurl list` asks: the proxy's reflection service names every service it serves."""
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.config['grpc_port']}") as channel:
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = list(reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=60))
+        names = {s.name for s in replies[0].list_services_response.service}
+        assert {"aligner.v1.Aligner", "aligner.v1.Admin", "grpc.health.v1.Health"} <= names, names
+        described = list(reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol="aligner.v1.Admin")]), timeout=60))
+        assert described[0].file_descriptor_response.file_descriptor_proto, "the contract is described"

@@ -5,8 +5,14 @@ from __future__ import annotations
 import concurrent.futures
 import time
 
+import grpc
 import httpx
 import pytest
+from google.protobuf.json_format import ParseDict
+
+from proto.aligner.v1 import aligner_pb2 as pb
+from proto.aligner.v1 import aligner_pb2_grpc
+from tests.e2e.grpc_calls import failure, grpc_metadata
 
 SMALL = {"prompt": "Name a colour.", "max_tokens": 8, "temperature": 0}
 FUZZ_CASES_PER_ROUTE = 40
@@ -211,16 +217,30 @@ def test_a_dead_engine_fails_requests_with_503_and_its_replica_is_replaced(serve
     cores = engine_cores_of_the_app(server.app)
     assert len(cores) == 2, "one engine core per model replica"
     body = {"prompt": "Write a very long story about a dragon.", "max_tokens": 200, "temperature": 1.0}
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+
+    def over_grpc():
+        with grpc.insecure_channel(f"127.0.0.1:{server.config['grpc_port']}") as channel:
+            try:
+                aligner_pb2_grpc.AlignerStub(channel).Generate(ParseDict({**body, "seed": 9}, pb.GenerateRequest()),
+                                                               metadata=grpc_metadata(server), timeout=120)
+            except grpc.RpcError as exc:
+                return failure(exc)
+        return None
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(httpx.post, f"{server.url}/v1/generate", json={**body, "seed": i},
                                headers=server.headers(), timeout=120) for i in range(2)]
+        grpc_future = pool.submit(over_grpc)
         assert server.wait_metric("aligner_engine_running_requests", lambda v: v >= 1, timeout=30) >= 1
         for core in cores:
             core.kill()
         replies = [f.result() for f in futures]
+        failed_over_grpc = grpc_future.result()
     for reply in replies:
         assert reply.status_code == 503, reply.text
         assert reply.json()["error"]["code"] == "engine_unavailable"
+    assert failed_over_grpc is not None, "the gRPC call should fail with its engine"
+    assert (failed_over_grpc["status"], failed_over_grpc["code"]) == ("UNAVAILABLE", "engine_unavailable")
     # Nothing hangs: readiness reports the dead engine at once, liveness of the ingress stays up.
     assert httpx.get(f"{server.url}/readyz", timeout=30).status_code == 503
     assert httpx.get(f"{server.url}/healthz", timeout=30).status_code == 200

@@ -47,7 +47,8 @@ def test_load_summary():
 
 def test_summarize_computes_every_ratio_and_target():
     report = {
-        "overhead": {"http": {"median_s": 1.05}, "in_process": {"median_s": 1.0}},
+        "overhead": {"http": {"median_s": 1.05}, "grpc": {"median_s": 1.02}, "in_process": {"median_s": 1.0}},
+        "transports": {"http": {"tokens_per_s": 100.0}, "grpc": {"tokens_per_s": 104.0}},
         "throughput": {
             "aligner": [{"clients": 1, "tokens_per_s": 50.0}, {"clients": 16, "tokens_per_s": 180.0}],
             "vllm": [{"clients": 1, "tokens_per_s": 50.0}, {"clients": 16, "tokens_per_s": 200.0}],
@@ -60,6 +61,9 @@ def test_summarize_computes_every_ratio_and_target():
     summary = bench.summarize(report)
     ratios, targets = summary["ratios"], summary["targets"]
     assert ratios["http_over_in_process_latency"] == 1.05
+    assert ratios["grpc_over_in_process_latency"] == 1.02
+    assert ratios["grpc_over_http_latency"] == 0.971
+    assert ratios["grpc_over_http_tokens_per_s_at_max_clients"] == 1.04
     assert ratios["aligner_over_vllm_tokens_per_s"] == {"1": 1.0, "16": 0.9}
     assert ratios["aligner_over_vllm_tokens_per_s_at_max_clients"] == 0.9
     assert ratios["batcher_on_over_off_mean_batch_size"] == 2.0

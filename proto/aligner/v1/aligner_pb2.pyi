@@ -396,10 +396,12 @@ class DeleteSafetyConfigRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., expected_version: _Optional[int] = ...) -> None: ...
 
 class DeleteSafetyConfigResponse(_message.Message):
-    __slots__ = ("tenant",)
+    __slots__ = ("tenant", "active")
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
     tenant: str
-    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+    active: int
+    def __init__(self, tenant: _Optional[str] = ..., active: _Optional[int] = ...) -> None: ...
 
 class ListAuditRequest(_message.Message):
     __slots__ = ("tenant", "since")
