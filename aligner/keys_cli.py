@@ -24,6 +24,11 @@ def add_parser(commands: argparse._SubParsersAction, parser_class: type) -> None
     create.add_argument("--admin", action="store_true", help="The key may manage keys and other tenants' settings.")
     _store_arg(create)
 
+    generate = actions.add_parser(
+        "generate", help="Print a fresh key without storing it: for a deployment's bootstrap admin key "
+        "(put it in the Secret; the server imports it at start).")
+    generate.set_defaults(handler=run_generate)
+
     listing = actions.add_parser("list", help="List keys (ids, tenants, flags; never the keys themselves).")
     listing.set_defaults(handler=run_list)
     listing.add_argument("--tenant", help="Only this tenant's keys.")
@@ -108,4 +113,11 @@ def run_revoke(args: argparse.Namespace) -> int:
         print(json.dumps(record.to_dict(), indent=2))
     else:
         print(f"revoked {record.id} (tenant {record.tenant}) at {record.revoked_at.isoformat(timespec='seconds')}")
+    return 0
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from aligner.tenants import generate_key
+
+    print(generate_key())
     return 0

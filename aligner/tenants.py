@@ -71,6 +71,7 @@ PG_CONNECT_TIMEOUT_S = 10
 
 
 STORE_ENV = "ALIGNER_TENANT_STORE"
+ADMIN_KEY_ENV = "ALIGNER_ADMIN_KEY"  # a deployment's bootstrap admin key, imported at start (tenant "admin")
 
 
 def default_store_url() -> str:
@@ -81,6 +82,22 @@ def default_store_url() -> str:
     from aligner.models import cache_dir
 
     return os.environ.get(STORE_ENV) or f"sqlite:///{cache_dir() / 'tenants.db'}"
+
+
+def import_bootstrap_admin_key(store: TenantStore) -> ApiKey | None:
+    """Import $ALIGNER_ADMIN_KEY (if set) as an admin key of tenant "admin"; see TenantStore.import_key."""
+    key = os.environ.get(ADMIN_KEY_ENV, "").strip()
+    return store.import_key(key, "admin", admin=True) if key else None
+
+
+def generate_key() -> str:
+    """A fresh key, `alk_<id hex>_<secret>`, not stored anywhere."""
+    return f"{KEY_PREFIX}{secrets.token_hex(ID_HEX_CHARS // 2)}_{secrets.token_urlsafe(SECRET_BYTES)}"
+
+
+def _key_parts(key: str) -> tuple[str, str]:
+    suffix, secret = _KEY_RE.fullmatch(key).groups()
+    return suffix, secret
 
 
 def validate_tenant(tenant: str) -> str:
@@ -527,13 +544,12 @@ class TenantStore:
             if created_by is not None and conn.scalar(select(api_keys.c.id).where(api_keys.c.id == created_by)) is None:
                 raise NotFound(f"API key {created_by!r} (created_by) does not exist")
             for _ in range(5):
-                suffix = secrets.token_hex(ID_HEX_CHARS // 2)
+                suffix, secret = _key_parts(generate_key())
                 key_id = ID_PREFIX + suffix
                 if conn.scalar(select(api_keys.c.id).where(api_keys.c.id == key_id)) is None:
                     break
             else:  # pragma: no cover - 48 random bits colliding five times in a row
                 raise RuntimeError("could not allocate a unique API key id")
-            secret = secrets.token_urlsafe(SECRET_BYTES)
             record = ApiKey(id=key_id, tenant=tenant, admin=bool(admin), created_at=_now(), created_by=created_by)
             conn.execute(
                 insert(api_keys).values(
@@ -546,6 +562,38 @@ class TenantStore:
                 )
             )
         return record, f"{KEY_PREFIX}{suffix}_{secret}"
+
+    def import_key(self, key: str, tenant: str, *, admin: bool = False) -> ApiKey:
+        """Store a key made elsewhere (a deployment's bootstrap admin key from a Kubernetes Secret).
+
+        Idempotent: when its id is already stored, the stored record is returned unchanged — a
+        revoked bootstrap key stays revoked (rotate it by putting a new key in the Secret).
+        A key of the wrong shape, or whose id is stored with another secret, is a ConfigError."""
+        match = _KEY_RE.fullmatch(key) if isinstance(key, str) and len(key) <= MAX_KEY_CHARS else None
+        if match is None:
+            raise ConfigError("the key to import must look like alk_<12 hex digits>_<secret of 22-200 URL-safe "
+                              "characters> (make one with `aligner keys generate`)")
+        validate_tenant(tenant)
+        suffix, secret = match.groups()
+        key_id = ID_PREFIX + suffix
+        for _ in range(2):  # a second importer racing this one makes the insert fail; then read its row
+            with self._read() as conn:
+                row = conn.execute(
+                    select(*self._PUBLIC, api_keys.c.secret_hash).where(api_keys.c.id == key_id)).first()
+            if row is not None:
+                if not hmac.compare_digest(_hash_secret(secret), row.secret_hash):
+                    raise ConfigError(f"API key id {key_id} is already stored with another secret")
+                return self._row_to_key(row)
+            record = ApiKey(id=key_id, tenant=tenant, admin=bool(admin), created_at=_now(), created_by=None)
+            try:
+                with self._write() as conn:
+                    conn.execute(insert(api_keys).values(
+                        id=record.id, tenant=record.tenant, admin=record.admin, secret_hash=_hash_secret(secret),
+                        created_at=record.created_at, created_by=None))
+                return record
+            except IntegrityError:
+                continue
+        raise ConfigError(f"could not import API key {key_id}")  # pragma: no cover - the row vanished twice
 
     def authenticate(self, key: str) -> ApiKey | None:
         """The key's record when `key` is a valid, unrevoked key; None for anything else."""

@@ -53,6 +53,14 @@ class ServerConfig(BaseModel):
         description="GPUs per model replica (1 on a GPU node). Engine and reward models share it: set "
         "engine.gpu_memory_utilization below 1 so the reward models fit beside the KV cache.",
     )
+    replica_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each model replica needs, e.g. {\"aligner_model\": 1} to place "
+        "replicas only on nodes started with that resource (a GPU worker group).",
+    )
+    max_replicas_per_node: int | None = Field(
+        None, ge=1, description="Most model replicas on one Ray node (1: spread replicas over nodes); null: no limit."
+    )
     max_ongoing_requests: int = Field(
         32, ge=1, description="Requests one model replica runs at once (they share the engine's continuous batching)."
     )
@@ -77,7 +85,7 @@ class ServerConfig(BaseModel):
     )
     http_host: str = Field("127.0.0.1", description="Address the HTTP proxy listens on (0.0.0.0 in a cluster).")
     http_port: int = Field(8000, ge=1, le=65535, description="HTTP port (REST, OpenAI-compatible API, /metrics).")
-    grpc_port: int = Field(9000, ge=1, le=65535, description="gRPC port (service aligner.v1.Aligner, h2c).")
+    grpc_port: int = Field(9000, ge=1, le=65535, description="gRPC port (services aligner.v1.Aligner and aligner.v1.Admin, h2c).")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest accepted request body; larger gets 413.")
     metrics_interval_s: float = Field(
         0.5, gt=0, le=60, description="How often each replica sends its metrics to the aggregator behind /metrics."

@@ -24,7 +24,7 @@ from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aligner.errors import AlignerError, EngineUnavailable, InvalidRequest, NotFound, Overloaded
-from aligner.tenants import TenantStore, default_store_url
+from aligner.tenants import TenantStore, default_store_url, import_bootstrap_admin_key
 from aligner.types import AlignRequest
 from serve import openapi
 from serve.admin import AdminCore
@@ -184,12 +184,13 @@ class Ingress(GrpcMethods, AdminCore):
     def __init__(self, config: dict[str, Any], model: Any, hub: Any):
         self.config = ServerConfig.load(config)
         self.store = TenantStore.open(self.config.tenant_store or default_store_url())
+        import_bootstrap_admin_key(self.store)
         self.auth = Authenticator(self.store, self.config.auth_cache_s)
         self.safety = ActiveSafetyConfigs(self.store, self.config.auth_cache_s)
         self.model = model
         self.hub = hub
         self.metrics = Metrics()
-        self.pusher = MetricsPusher(hub, self.metrics, self.config.metrics_interval_s)
+        self.pusher = MetricsPusher(hub, self.metrics, self.config.metrics_interval_s, "ingress")
         self._info: dict[str, Any] | None = None
 
     # -- helpers -------------------------------------------------------------------------

@@ -71,6 +71,10 @@ class Metrics:
         self.budget_stops = Counter(
             "aligner_budget_stops", "Searches cut short by a budget limit.", ["limit"], registry=r
         )
+        self.replicas_reporting = Gauge(
+            "aligner_replicas_reporting", "Replicas whose metrics this scrape includes (fresh ones), by deployment "
+            "(model, ingress): a scrape through any proxy covers them all.", ["deployment"], registry=r,
+        )
         self.engine_running = Gauge(
             "aligner_engine_running_requests", "Requests the engines are decoding.", registry=r
         )

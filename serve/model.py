@@ -30,9 +30,11 @@ READY_CACHE_S = 2.0
 class MetricsPusher:
     """Sends this replica's metrics snapshot to the hub every `interval` seconds."""
 
-    def __init__(self, hub: Any, metrics: Metrics, interval: float, refresh: Callable[[], None] | None = None):
+    def __init__(self, hub: Any, metrics: Metrics, interval: float, deployment: str,
+                 refresh: Callable[[], None] | None = None):
         self.hub, self.metrics, self.interval, self.refresh = hub, metrics, interval, refresh
         self.replica = uuid.uuid4().hex
+        metrics.replicas_reporting.labels(deployment=deployment).set(1)  # summed over fresh snapshots: a count
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
@@ -64,7 +66,7 @@ class AlignerServer:
         self.model_name = self.config.model_name or self.engine.model_name
         self._graph_replays = 0
         self._ready_at = 0.0
-        self.pusher = MetricsPusher(hub, self.metrics, self.config.metrics_interval_s, refresh=self._refresh)
+        self.pusher = MetricsPusher(hub, self.metrics, self.config.metrics_interval_s, "model", refresh=self._refresh)
         log.info("model replica ready: %s with objectives %s", self.model_name, ", ".join(self.catalog.names))
 
     def _on_batch(self, model: str, requests: int, sequences: int, seconds: float) -> None:

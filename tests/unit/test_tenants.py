@@ -341,3 +341,29 @@ def test_every_process_finds_the_same_default_store(monkeypatch, tmp_path):
     assert default_store_url().startswith("sqlite:///") and default_store_url().endswith("tenants.db")
     monkeypatch.setenv(STORE_ENV, f"sqlite:///{tmp_path}/shared.db")
     assert default_store_url() == f"sqlite:///{tmp_path}/shared.db"
+
+
+def test_a_bootstrap_admin_key_is_imported_once_and_keeps_its_revocation(store, monkeypatch):
+    key = tenants.generate_key()
+    assert store.authenticate(key) is None  # generated, not stored
+    monkeypatch.setenv(tenants.ADMIN_KEY_ENV, f"  {key}\n")  # as a Secret mounted with a newline
+    first = tenants.import_bootstrap_admin_key(store)
+    assert first.admin and first.tenant == "admin" and store.authenticate(key) == first
+    assert tenants.import_bootstrap_admin_key(store) == first  # every replica's start imports it again
+    assert len(store.list_keys("admin")) == 1
+    store.revoke_key(first.id)
+    assert tenants.import_bootstrap_admin_key(store).revoked_at is not None  # revoked stays revoked
+    assert store.authenticate(key) is None
+
+
+def test_importing_a_malformed_or_clashing_key_is_a_config_error(store, monkeypatch):
+    for bad in ("", "admin", "alk_123_short", "alk_" + "0" * 12 + "_" + "x" * 300):
+        with pytest.raises(ConfigError, match="alk_<12 hex digits>"):
+            store.import_key(bad, "admin", admin=True)
+    key = tenants.generate_key()
+    store.import_key(key, "admin", admin=True)
+    same_id_other_secret = key[:17] + "Z" * 43
+    with pytest.raises(ConfigError, match="another secret"):
+        store.import_key(same_id_other_secret, "admin", admin=True)
+    monkeypatch.delenv(tenants.ADMIN_KEY_ENV, raising=False)
+    assert tenants.import_bootstrap_admin_key(store) is None

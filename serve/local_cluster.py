@@ -1,0 +1,139 @@
+"""A Ray cluster of several nodes on this machine, each started with `ray start`, as on real nodes.
+
+Used by the multi-node tests and `aligner bench serve --replicas`. Every node offers the custom
+resource `aligner_model: 1` (and one named after the node: `head`, `worker1`, …), so with `max_replicas_per_node: 1` the model replicas land on
+different nodes. Serve runs a proxy on every node; a worker node's proxy takes its own HTTP and
+gRPC ports (Ray's RAY_SERVE_WORKER_PROXY_*_PORT), since all nodes share one host here.
+`stop()` ends every process the nodes started (raylets, GCS, workers, engines).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MODEL_RESOURCE = "aligner_model"
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LocalNode:
+    name: str
+    process: subprocess.Popen
+    http_port: int
+    grpc_port: int
+    log: Path
+
+
+@dataclass
+class LocalCluster:
+    """`nodes` Ray nodes of `cpus_per_node` CPUs each; the head's proxy on `http_port`/`grpc_port`."""
+
+    nodes: int = 2
+    cpus_per_node: int = 1
+    object_store_bytes: int = 300 * 1024 * 1024
+    http_port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
+    gcs_port: int = field(default_factory=free_port)
+    started: list[LocalNode] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.gcs_port}"
+
+    def start(self, timeout_s: float = 120, progress=lambda message: None) -> LocalCluster:
+        """Start the nodes (head first, once its GCS answers the rest), connect this process to the
+        cluster (`ray.init`) and wait until every node is alive."""
+        import ray
+
+        logs = Path(tempfile.mkdtemp(prefix="aligner-ray-nodes-"))
+        ray_cli = str(Path(sys.executable).parent / "ray")
+        common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", str(self.cpus_per_node),
+                  "--object-store-memory", str(self.object_store_bytes), "--disable-usage-stats"]
+        for i in range(self.nodes):
+            name = "head" if i == 0 else f"worker{i}"
+            env = {**os.environ}
+            if i == 0:
+                args = ["--head", "--port", str(self.gcs_port), "--include-dashboard", "false",
+                        "--ray-client-server-port", str(free_port())]
+                http, grpc = self.http_port, self.grpc_port
+            else:
+                args = ["--address", self.address]
+                http, grpc = free_port(), free_port()
+                env.update(RAY_SERVE_WORKER_PROXY_HTTP_PORT=str(http), RAY_SERVE_WORKER_PROXY_GRPC_PORT=str(grpc))
+            log = logs / f"{name}.log"
+            progress(f"ray start: {name} node (log: {log})")
+            with open(log, "w") as out:
+                process = subprocess.Popen(
+                    [ray_cli, "start", *args, *common, "--resources", json.dumps({MODEL_RESOURCE: 1, name: 1})],
+                    env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.started.append(LocalNode(name, process, http, grpc, log))
+            if i == 0:
+                self._wait(lambda: _accepts(self.gcs_port), timeout_s, "the head's GCS did not answer")
+        ray.init(address=self.address, logging_level="WARNING", log_to_driver=False)
+        self._wait(lambda: sum(n["Alive"] for n in ray.nodes()) >= self.nodes, timeout_s,
+                   f"{self.nodes} Ray nodes did not come up")
+        return self
+
+    def _wait(self, ready, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for node in self.started:
+                if node.process.poll() is not None:
+                    raise RuntimeError(f"ray start ({node.name}) exited with {node.process.returncode}; "
+                                       f"{node.log}:\n{node.log.read_text()[-2000:]}")
+            if ready():
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"{what} within {timeout_s:.0f}s")
+
+    def processes(self) -> list[Any]:
+        """Every live process the nodes started (their `ray start` and all descendants)."""
+        import psutil
+
+        found = []
+        for node in self.started:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                root = psutil.Process(node.process.pid)
+                found += [root, *root.children(recursive=True)]
+        return [p for p in found if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+    def stop(self, grace_s: float = 20) -> list[Any]:
+        """Disconnect, terminate every node process, then kill what is left; returns what survived (nothing)."""
+        import psutil
+        import ray
+
+        ray.shutdown()
+        for _ in range(2):  # a dying worker can start a child while we look: look twice
+            procs = self.processes()
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    proc.terminate()
+            _, alive = psutil.wait_procs(procs, timeout=grace_s)
+            for proc in alive:
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+            psutil.wait_procs(alive, timeout=10)
+        for node in self.started:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                node.process.wait(10)
+        return self.processes()
