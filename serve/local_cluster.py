@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -24,9 +25,10 @@ from typing import Any
 MODEL_RESOURCE = "aligner_model"
 
 
-def _accepts(port: int) -> bool:
+def _accepts(address: str) -> bool:
+    host, _, port = address.rpartition(":")
     with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, int(port))) == 0
 
 
 def free_port() -> int:
@@ -56,9 +58,18 @@ class LocalCluster:
     gcs_port: int = field(default_factory=free_port)
     started: list[LocalNode] = field(default_factory=list)
 
+    token: str = field(default_factory=lambda: secrets.token_hex(32))
+    _saved_env: dict[str, str | None] = field(default_factory=dict)
+
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.gcs_port}"
+        from ray._private.services import get_node_ip_address
+
+        return f"{get_node_ip_address()}:{self.gcs_port}"
+
+    def auth_env(self) -> dict[str, str]:
+        """Ray's token authentication, with this cluster's own token, for its nodes and drivers."""
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
 
     def start(self, timeout_s: float = 120, progress=lambda message: None) -> LocalCluster:
         """Start the nodes (head first, once its GCS answers the rest), connect this process to the
@@ -67,11 +78,11 @@ class LocalCluster:
 
         logs = Path(tempfile.mkdtemp(prefix="aligner-ray-nodes-"))
         ray_cli = str(Path(sys.executable).parent / "ray")
-        common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", str(self.cpus_per_node),
+        common = ["--block", "--num-cpus", str(self.cpus_per_node),
                   "--object-store-memory", str(self.object_store_bytes), "--disable-usage-stats"]
         for i in range(self.nodes):
             name = "head" if i == 0 else f"worker{i}"
-            env = {**os.environ}
+            env = {**os.environ, **self.auth_env()}
             if i == 0:
                 args = ["--head", "--port", str(self.gcs_port), "--include-dashboard", "false",
                         "--ray-client-server-port", str(free_port())]
@@ -88,11 +99,25 @@ class LocalCluster:
                     env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             self.started.append(LocalNode(name, process, http, grpc, log))
             if i == 0:
-                self._wait(lambda: _accepts(self.gcs_port), timeout_s, "the head's GCS did not answer")
+                self._wait(lambda: _accepts(self.address), timeout_s, "the head's GCS did not answer")
+        self._set_env(self.auth_env())  # this process is a driver of the cluster until stop()
         ray.init(address=self.address, logging_level="WARNING", log_to_driver=False)
         self._wait(lambda: sum(n["Alive"] for n in ray.nodes()) >= self.nodes, timeout_s,
                    f"{self.nodes} Ray nodes did not come up")
         return self
+
+    def _set_env(self, values: dict[str, str | None]) -> None:
+        """Set (None: unset) environment variables, remembering the old values once, and have Ray's
+        cached config read them again (it caches the auth mode)."""
+        from ray._raylet import Config
+
+        for name, value in values.items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        Config.initialize("")
 
     def _wait(self, ready, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
@@ -123,6 +148,7 @@ class LocalCluster:
         import ray
 
         ray.shutdown()
+        self._set_env(self._saved_env)
         for _ in range(2):  # a dying worker can start a child while we look: look twice
             procs = self.processes()
             for proc in procs:

@@ -1,0 +1,168 @@
+"""A real two-node Ray cluster on this machine (`ray start` twice: two raylets), the app with one
+model replica on each node and its tenant store on a real PostgreSQL.
+
+What a scaled-out deployment needs: requests succeed through either node's proxy (HTTP and
+gRPC), a safety-config change and a key revocation are in force on both replicas within a second,
+and one metrics scrape covers both replicas. Every Ray process is gone afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import grpc
+import httpx
+import pytest
+from google.protobuf.json_format import ParseDict
+
+from proto.aligner.v1 import aligner_pb2 as pb
+from proto.aligner.v1 import aligner_pb2_grpc
+
+SMALL = {"prompt": "Name a colour.", "max_tokens": 2, "temperature": 0}
+CONFIG = {
+    "engine": {"dtype": "float32", "max_model_len": 512, "kv_cache_gib": 0.2, "max_num_seqs": 4, "block_size": 32},
+    "num_replicas": 2,
+    "max_replicas_per_node": 1,
+    "replica_resources": {"aligner_model": 1},
+    "replica_num_cpus": 0,
+    "ingress_replicas": 2,
+    "metrics_interval_s": 0.25,
+    "rewards": {"judge": False},
+}
+
+
+class Cluster:
+    def __init__(self, nodes, store, store_url):
+        self.nodes, self.store, self.store_url = nodes, store, store_url
+        _, self.key = store.create_key("tyrell")
+        _, self.admin_key = store.create_key("ops", admin=True)
+
+    def urls(self):
+        return [f"http://127.0.0.1:{node.http_port}" for node in self.nodes.started]
+
+    def grpc_targets(self):
+        return [f"127.0.0.1:{node.grpc_port}" for node in self.nodes.started]
+
+    def post(self, url, key, body=SMALL):
+        return httpx.post(f"{url}/v1/generate", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=300)
+
+    def grpc_generate(self, target, key):
+        with grpc.insecure_channel(target) as channel:
+            try:
+                aligner_pb2_grpc.AlignerStub(channel).Generate(
+                    ParseDict(SMALL, pb.GenerateRequest()), metadata=(("authorization", f"Bearer {key}"),), timeout=300)
+                return "OK"
+            except grpc.RpcError as exc:
+                return exc.code().name
+
+    def metrics(self, url):
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = httpx.get(f"{url}/metrics", timeout=30).text
+        return {(s.name, frozenset(s.labels.items())): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+@pytest.fixture(scope="module")
+def cluster(model_dir, new_pg_database):
+    from ray import serve
+
+    from aligner.tenants import TenantStore
+    from serve.app import build_app, proxy_options
+    from serve.config import ServerConfig
+    from serve.local_cluster import LocalCluster
+
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    store_url = new_pg_database()
+    store = TenantStore.open(store_url)
+    nodes = LocalCluster(nodes=2, cpus_per_node=1)
+    try:
+        nodes.start()
+        config = ServerConfig.load({**CONFIG, "engine": {**CONFIG["engine"], "model": str(model_dir)},
+                                    "tenant_store": store_url, "http_port": nodes.http_port,
+                                    "grpc_port": nodes.grpc_port})
+        serve.start(proxy_location="EveryNode", **proxy_options(config))
+        serve.run(build_app(config), name=config.app_name, route_prefix="/",
+                  logging_config={"log_level": "WARNING", "enable_access_log": False})
+        yield Cluster(nodes, store, store_url)
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            left = nodes.stop()
+            store.close()
+            assert left == [], f"Ray processes outlived the cluster: {left}"
+
+
+def test_the_model_replicas_run_on_different_nodes(cluster):
+    from ray._private import state
+
+    replicas = [a for a in state.actors().values()
+                if a["State"] == "ALIVE" and "AlignerServer" in a.get("ActorClassName", "")]
+    assert len(replicas) == 2
+    assert len({a["Address"]["NodeID"] for a in replicas}) == 2, "max_replicas_per_node: 1 spreads them"
+
+
+def test_requests_succeed_through_either_nodes_proxy(cluster):
+    served_by = set()
+    for url in cluster.urls():
+        for _ in range(4):
+            reply = cluster.post(url, cluster.key)
+            assert reply.status_code == 200, (url, reply.text)
+            served_by.add(reply.headers["x-aligner-replica"])
+    assert len(served_by) == 2, "both model replicas answered"
+    for target in cluster.grpc_targets():
+        assert cluster.grpc_generate(target, cluster.key) == "OK", target
+
+
+def test_a_safety_config_change_is_in_force_on_both_replicas_within_a_second(cluster):
+    head, worker = cluster.urls()
+    admin = {"Authorization": f"Bearer {cluster.admin_key}"}
+    route = f"{worker}/v1/admin/tenants/tyrell/safety-config"
+    current = httpx.get(route, headers=admin, timeout=30)
+    expected = current.json()["version"] if current.status_code == 200 else None
+    changed = httpx.put(route, headers=admin, timeout=30, json={
+        "config": {"text": "Replicants only.", "thresholds": {"harmlessness": 0.0}}, "expected_version": expected})
+    assert changed.status_code == 200, changed.text
+    version, changed_at = changed.json()["version"], time.monotonic()
+    time.sleep(max(0.0, changed_at + 1.0 - time.monotonic()))
+    seen = {}
+    for i in range(8):
+        reply = cluster.post((head, worker)[i % 2], cluster.key)
+        assert reply.status_code == 200, reply.text
+        seen.setdefault(reply.headers["x-aligner-replica"], set()).add(reply.headers["x-aligner-safety-version"])
+    assert len(seen) == 2 and all(versions == {str(version)} for versions in seen.values()), seen
+
+
+def test_a_revoked_key_is_refused_on_both_nodes_within_a_second(cluster):
+    head, worker = cluster.urls()
+    record, key = cluster.store.create_key("tyrell")
+    for url in (head, worker):
+        assert cluster.post(url, key).status_code == 200  # known (and cached) on both nodes first
+    revoked = httpx.delete(f"{head}/v1/admin/keys/{record.id}", timeout=30,
+                           headers={"Authorization": f"Bearer {cluster.admin_key}"})
+    assert revoked.status_code == 200
+    time.sleep(1.0)
+    for url in (head, worker, head, worker):
+        assert cluster.post(url, key).status_code == 401
+    for target in cluster.grpc_targets():
+        assert cluster.grpc_generate(target, key) == "UNAUTHENTICATED"
+
+
+def test_one_scrape_through_either_node_covers_both_replicas(cluster):
+    head, worker = cluster.urls()
+    for url in (head, worker):
+        assert cluster.post(url, cluster.key).status_code == 200
+    time.sleep(1.0)  # replicas push every metrics_interval_s
+    scrapes = [cluster.metrics(url) for url in (head, worker)]
+    for scrape in scrapes:
+        reporting = {dict(labels)["deployment"]: value for (name, labels), value in scrape.items()
+                     if name == "aligner_replicas_reporting"}
+        assert reporting == {"model": 2.0, "ingress": 2.0}, reporting
+
+    def ok_requests(scrape):
+        return sum(v for (name, labels), v in scrape.items()
+                   if name == "aligner_requests_total" and dict(labels).get("status") == "ok")
+
+    assert ok_requests(scrapes[0]) == ok_requests(scrapes[1]) >= 2  # the same merged view from either node
