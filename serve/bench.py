@@ -11,6 +11,10 @@ Phases; one engine decodes at a time (a small CPU machine has no cores to spare)
    `/v1/chat/completions`, and `best_of_n` throughput + mean reward-batch size;
 3. the app redeployed with the batcher off (`batch_window_ms: null`): `best_of_n` again.
 
+With `--replicas 1,2` it runs instead on a local cluster of Ray nodes (`ray start` each, one model
+replica per node): `sample` throughput at the largest client count per replica count, and each
+strategy's per-request cost, the inputs of the capacity model in docs/deploy.md.
+
 The JSON holds the raw figures, the ratios and the targets with `met`.
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import platform
 import signal
@@ -44,8 +49,9 @@ PROMPTS = (
 DIRECTION = {"relevance": 1.0, "verbosity": -0.5}
 TARGETS = {
     "http_over_in_process_latency": {"max": 1.10},
-    # gRPC overhead <= HTTP overhead: both are measured against the same in-process reference.
-    "grpc_over_http_latency": {"max": 1.0},
+    # gRPC overhead <= HTTP overhead, each against the same in-process request: measured with
+    # 1-token requests, where the transport is not lost in the decoding time's noise.
+    "grpc_over_http_overhead_1_token": {"max": 1.0},
     "aligner_over_vllm_tokens_per_s_at_max_clients": {"min": 0.9},
     "batcher_on_over_off_mean_batch_size": {"min": 1.3},
 }
@@ -57,13 +63,14 @@ BATCH_METRIC = "aligner_reward_batch_size"
 # -- pure helpers (unit-tested) ---------------------------------------------------------------
 
 
-def parse_clients(text: str) -> list[int]:
+def parse_counts(text: str) -> list[int]:
+    """`1,4,16` -> [1, 4, 16] (client or replica counts)."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
     if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"client counts must be positive integers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"counts must be positive integers, got {text!r}")
     return values
 
 
@@ -128,10 +135,16 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
         overhead.get("grpc", {}).get("median_s"), overhead.get("in_process", {}).get("median_s")
     )
     ratios["grpc_over_http_latency"] = ratio(overhead.get("grpc", {}).get("median_s"), overhead.get("http", {}).get("median_s"))
+    short = report.get("overhead_1_token", {}).get("overhead_ms", {})
+    ratios["grpc_over_http_overhead_1_token"] = ratio(short.get("grpc"), short.get("http"))
     transports = report.get("transports", {})
     ratios["grpc_over_http_tokens_per_s_at_max_clients"] = ratio(
         transports.get("grpc", {}).get("tokens_per_s"), transports.get("http", {}).get("tokens_per_s")
     )
+    by_replicas = {r["replicas"]: r["tokens_per_s"] for r in report.get("replicas", [])}
+    if len(by_replicas) >= 2:
+        most, fewest = max(by_replicas), min(by_replicas)
+        ratios[f"replicas_{most}_over_{fewest}_tokens_per_s"] = ratio(by_replicas[most], by_replicas[fewest])
     best = report.get("best_of_n", {})
     on, off = best.get("batcher_on", {}), best.get("batcher_off", {})
     ratios["batcher_on_over_off_mean_batch_size"] = ratio(on.get("mean_reward_batch_size"), off.get("mean_reward_batch_size"))
@@ -299,9 +312,9 @@ class InProcessAligner:
 
 def interleaved_overhead(local: InProcessAligner, url: str, grpc_target: str, body: dict[str, Any], repeats: int,
                          headers: dict[str, str], grpc_metadata: tuple) -> dict[str, Any]:
-    """The same request in-process, over HTTP and over gRPC in turn (the order rotating each round),
-    so all three see the same machine state (the server's background processes included); one
-    warm-up round is not counted. `overhead_ms`: per round, each transport's time minus the
+    """The same request in-process, over HTTP and over gRPC in turn, so all three see the same
+    machine state (the server's background processes included). Rounds cycle through all six
+    orders, so no side always follows the same other side; one warm-up round is not counted. `overhead_ms`: per round, each transport's time minus the
     in-process time of the same round, median over rounds."""
     import grpc
     import httpx
@@ -328,8 +341,9 @@ def interleaved_overhead(local: InProcessAligner, url: str, grpc_target: str, bo
             return time.perf_counter() - t0, reply.usage.completion_tokens
 
         run = {"in_process": lambda: local.timed(body), "http": http, "grpc": over_grpc}
+        orders = list(itertools.permutations(sides))
         for i in range(repeats + 1):
-            for side in sides[i % 3:] + sides[:i % 3]:
+            for side in orders[i % len(orders)]:
                 seconds, n = run[side]()
                 if i:
                     times[side].append(seconds)
@@ -514,9 +528,14 @@ def server_phases(engine_config, model_dir: Path, args, report: dict[str, Any], 
             local, f"{base}/v1/generate", grpc_target, sample_request(args.max_tokens), args.repeats, headers,
             grpc_metadata,
         )
-        overhead = report["overhead"]
-        progress(f"median latency: HTTP /v1/generate {overhead['http']['median_s']}s, gRPC Generate "
-                 f"{overhead['grpc']['median_s']}s, in-process {overhead['in_process']['median_s']}s")
+        report["overhead_1_token"] = interleaved_overhead(
+            local, f"{base}/v1/generate", grpc_target, sample_request(1), 3 * args.repeats, headers, grpc_metadata,
+        )
+        for name in ("overhead", "overhead_1_token"):
+            overhead = report[name]
+            progress(f"{name}: median latency HTTP {overhead['http']['median_s']}s, gRPC "
+                     f"{overhead['grpc']['median_s']}s, in-process {overhead['in_process']['median_s']}s; "
+                     f"overhead vs in-process (ms): {overhead['overhead_ms']}")
         local.close()
         local = None
         report["transports"] = asyncio.run(
@@ -537,6 +556,106 @@ def server_phases(engine_config, model_dir: Path, args, report: dict[str, Any], 
         finally:
             ray.shutdown()
             store.close()
+
+
+STRATEGY_REQUESTS = {
+    "sample": {},
+    "best_of_n": {"search": {"strategy": "best_of_n", "n": 4}, "preference_vector": DIRECTION},
+    "rejection": {"search": {"strategy": "rejection", "batch": 2, "max_rounds": 2, "threshold": 0.9},
+                  "preference_vector": DIRECTION},
+    "beam": {"search": {"strategy": "beam", "beam_width": 2, "expansions": 2, "chunk_tokens": 16},
+             "preference_vector": DIRECTION},
+}
+
+
+def capacity_inputs(usages: Sequence[dict[str, Any]], tokens_per_s: float | None) -> dict[str, Any]:
+    """Per-request cost of one strategy (means over `usages`) and the requests/s one replica can
+    serve at `tokens_per_s` of decoding when decoding is the bottleneck."""
+    def mean(values):
+        values = list(values)
+        return round(statistics.mean(values), 4) if values else None
+
+    generated = mean(u["generated_tokens"] for u in usages)
+    out = {
+        "requests": len(usages),
+        "generated_tokens": generated,
+        "completion_tokens": mean(u["completion_tokens"] for u in usages),
+        "reward_calls": mean(u["reward_calls"] for u in usages),
+        "engine_requests": mean(u["engine_requests"] for u in usages),
+        "generate_s": mean(u.get("stage_seconds", {}).get("generate", 0.0) for u in usages),
+        "score_s": mean(u.get("stage_seconds", {}).get("score", 0.0) for u in usages),
+        "wall_s": mean(u["wall_time_s"] for u in usages),
+    }
+    out["decode_bound_requests_per_s"] = (
+        round(tokens_per_s / generated, 3) if tokens_per_s and generated else None)
+    return out
+
+
+def replicas_phase(engine_config, model_dir: Path, args, report: dict[str, Any], progress) -> None:
+    """Sample throughput at the largest client count with each replica count, on a local cluster of
+    max(replicas) Ray nodes (`ray start` each, one model replica per node), and per-strategy
+    request costs for the capacity model."""
+    import httpx
+    from ray import serve
+
+    from serve.app import build_app, proxy_options
+    from serve.config import ServerConfig
+    from serve.local_cluster import MODEL_RESOURCE, LocalCluster
+
+    store, store_url, headers = scratch_store("bench-replicas-")
+    cluster = LocalCluster(nodes=max(args.replicas), cpus_per_node=1)
+    clients = max(args.clients)
+    rows = []
+    try:
+        cluster.start(progress=progress)
+        base = f"http://127.0.0.1:{cluster.http_port}"
+
+        def config(replicas: int) -> ServerConfig:
+            return ServerConfig.load({
+                "engine": engine_config.model_dump(mode="json"), "tenant_store": store_url,
+                "http_port": cluster.http_port, "grpc_port": cluster.grpc_port, "num_replicas": replicas,
+                "max_replicas_per_node": 1, "replica_resources": {MODEL_RESOURCE: 1}, "replica_num_cpus": 0,
+                "max_ongoing_requests": max(32, clients), "max_queued_requests": 4 * clients,
+            })
+
+        serve.start(proxy_location="EveryNode", **proxy_options(config(1)))
+
+        def body(c: int, i: int) -> dict[str, Any]:
+            return {**sample_request(args.max_tokens), "prompt": PROMPTS[(c + i) % len(PROMPTS)]}
+
+        for replicas in args.replicas:
+            progress(f"deploying {replicas} model replica(s), one per node")
+            serve.run(build_app(config(replicas)), name="aligner", route_prefix="/",
+                      logging_config={"log_level": "WARNING", "enable_access_log": False})
+            wait_http(f"{base}/readyz", 600)
+            asyncio.run(run_load(f"{base}/v1/generate", body, replicas, 1, headers))  # warm-up
+            row = asyncio.run(run_load(f"{base}/v1/generate", body, clients, args.requests_per_client, headers))
+            row["replicas"] = replicas
+            progress(f"{replicas} replica(s), {clients} clients: {row['tokens_per_s']} tokens/s")
+            rows.append(row)
+            if replicas == min(args.replicas):
+                costs = {}
+                with httpx.Client(timeout=900, trust_env=False) as client:
+                    for strategy, extra in STRATEGY_REQUESTS.items():
+                        usages = []
+                        for i in range(args.repeats):
+                            r = client.post(f"{base}/v1/generate", headers=headers, json={
+                                **sample_request(args.max_tokens), "temperature": 1.0, "seed": i,
+                                "prompt": PROMPTS[i % len(PROMPTS)], **extra})
+                            r.raise_for_status()
+                            usages.append(r.json()["usage"])
+                        costs[strategy] = capacity_inputs(usages, row["tokens_per_s"])
+                        progress(f"{strategy}: {costs[strategy]}")
+                report["capacity"] = {"replica_tokens_per_s": row["tokens_per_s"], "clients": clients,
+                                      "strategies": costs}
+            serve.delete("aligner")
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            cluster.stop()
+            store.close()
+    report["replicas"] = rows
 
 
 def run(args: argparse.Namespace) -> int:
@@ -566,31 +685,41 @@ def run(args: argparse.Namespace) -> int:
         "engine": engine_config.model_dump(mode="json", exclude={"model", "profile"}),
         "settings": {
             "max_tokens": args.max_tokens, "clients": args.clients, "requests_per_client": args.requests_per_client,
-            "repeats": args.repeats, "transport_rounds": args.transport_rounds, "best_of_n_clients": args.best_of_n_clients, "n": args.n, "direction": DIRECTION,
+            "repeats": args.repeats, "replicas": args.replicas, "transport_rounds": args.transport_rounds, "best_of_n_clients": args.best_of_n_clients, "n": args.n, "direction": DIRECTION,
         },
         "notes": {
-            "overhead": "greedy `sample` (temperature 0, fixed seed), the same body alternately on Aligner.generate "
-            "(its own engine in the bench process) and /v1/generate, while the app runs; medians after one warm-up "
-            "of each. Lengths: usage.completion_tokens (no ignore-eos in the aligner).",
+            "overhead": "greedy `sample` (temperature 0, fixed seed), the same body in turn on Aligner.generate "
+            "(its own engine in the bench process), /v1/generate and gRPC Generate, while the app runs; medians "
+            "after one warm-up of each; overhead_ms: median per-round difference to the in-process time. "
+            "overhead_1_token: the same with max_tokens 1. Lengths: usage.completion_tokens (no ignore-eos in the aligner).",
             "transports": "sample throughput at the largest client count: native /v1/generate bodies over HTTP and "
             "the same requests as gRPC Generate calls on one channel, transports alternating round by round.",
             "throughput": "completion tokens (usage.completion_tokens) / wall time; each client sends its requests "
             "one after another; same chat bodies (temperature 0) to both servers.",
             "batcher_off": OFF_NOTE,
+            "replicas": "native greedy `sample` bodies to /v1/generate at the largest client count, through the "
+            "head's proxy; one model replica per Ray node, all nodes on this machine (so they share its cores). "
+            "capacity: per-strategy means over `repeats` sequential requests with 1 replica; "
+            "decode_bound_requests_per_s = replica tokens/s / generated tokens per request.",
         },
         "overhead": {},
+        "overhead_1_token": {},
         "throughput": {},
         "transports": {},
         "best_of_n": {},
+        "replicas": [],
         "errors": {},
     }
     started = time.monotonic()
     phases = []
-    if not args.skip_vllm:
+    if args.replicas:
+        phases.append(("replicas", lambda: replicas_phase(engine_config, model_dir, args, report, status)))
+    elif not args.skip_vllm:
         phases.append(("vllm", lambda: report["throughput"].__setitem__(
             "vllm", vllm_throughput(engine_config, model_dir, args, status))))
-    phases.append(("server", lambda: server_phases(engine_config, model_dir, args, report, status)))
-    out_path = Path(args.out or "bench-results/serve-cpu.json")
+    if not args.replicas:
+        phases.append(("server", lambda: server_phases(engine_config, model_dir, args, report, status)))
+    out_path = Path(args.out or ("bench-results/serve-replicas-cpu.json" if args.replicas else "bench-results/serve-cpu.json"))
     for name, phase in phases:
         status(f"phase {name}")
         try:
@@ -600,6 +729,8 @@ def run(args: argparse.Namespace) -> int:
             status(f"phase {name} failed: {report['errors'][name]}")
         report["total_s"] = round(time.monotonic() - started, 1)
         report.update(summarize(report))
+        if args.replicas:
+            report["targets"] = {}  # the targets belong to the phases not run in this mode
         write(report, out_path)  # after every phase, so an interrupted run keeps what it measured
     out = out_path
     print(json.dumps({"ratios": report["ratios"], "targets": report["targets"]}, indent=2))
@@ -615,9 +746,14 @@ def add_parser(benches: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
     p.add_argument("--model", default="embedded", help="A local HF model directory (default: the embedded model).")
     p.add_argument("--max-tokens", type=int, default=64, help="Tokens per response (default 64).")
-    p.add_argument("--clients", type=parse_clients, default=[1, 4, 16], help="Concurrent client counts (default 1,4,16).")
+    p.add_argument("--clients", type=parse_counts, default=[1, 4, 16], help="Concurrent client counts (default 1,4,16).")
     p.add_argument("--requests-per-client", type=int, default=2, help="Requests each client sends per load (default 2).")
-    p.add_argument("--repeats", type=int, default=5, help="Timed repeats of the latency request on each side (default 5).")
+    p.add_argument("--repeats", type=int, default=6,
+                   help="Timed repeats of the latency request on each side (default 6; x3 for the 1-token one).")
+    p.add_argument("--replicas", type=parse_counts, default=None,
+                   help="Instead of the other phases: throughput at the largest client count with each number of "
+                   "model replicas (e.g. 1,2), on a local cluster of that many Ray nodes, and per-strategy request "
+                   "costs for the capacity model (writes bench-results/serve-replicas-cpu.json).")
     p.add_argument("--transport-rounds", type=int, default=2,
                    help="Alternating HTTP/gRPC throughput rounds at the largest client count (default 2).")
     p.add_argument("--best-of-n-clients", type=int, default=16, help="Concurrent clients of the best_of_n phase (default 16).")

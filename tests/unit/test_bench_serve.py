@@ -48,6 +48,7 @@ def test_load_summary():
 def test_summarize_computes_every_ratio_and_target():
     report = {
         "overhead": {"http": {"median_s": 1.05}, "grpc": {"median_s": 1.02}, "in_process": {"median_s": 1.0}},
+        "overhead_1_token": {"overhead_ms": {"http": 20.0, "grpc": 15.0}},
         "transports": {"http": {"tokens_per_s": 100.0}, "grpc": {"tokens_per_s": 104.0}},
         "throughput": {
             "aligner": [{"clients": 1, "tokens_per_s": 50.0}, {"clients": 16, "tokens_per_s": 180.0}],
@@ -63,6 +64,7 @@ def test_summarize_computes_every_ratio_and_target():
     assert ratios["http_over_in_process_latency"] == 1.05
     assert ratios["grpc_over_in_process_latency"] == 1.02
     assert ratios["grpc_over_http_latency"] == 0.971
+    assert ratios["grpc_over_http_overhead_1_token"] == 0.75
     assert ratios["grpc_over_http_tokens_per_s_at_max_clients"] == 1.04
     assert ratios["aligner_over_vllm_tokens_per_s"] == {"1": 1.0, "16": 0.9}
     assert ratios["aligner_over_vllm_tokens_per_s_at_max_clients"] == 0.9
@@ -76,11 +78,11 @@ def test_summarize_with_missing_phases_reports_unmet_targets():
     assert all(t["met"] is False and t["measured"] is None for t in summary["targets"].values())
 
 
-def test_parse_clients():
-    assert bench.parse_clients("1,4,16") == [1, 4, 16]
+def test_parse_counts():
+    assert bench.parse_counts("1,4,16") == [1, 4, 16]
     for bad in ("", "0", "a,b"):
         with pytest.raises(argparse.ArgumentTypeError):
-            bench.parse_clients(bad)
+            bench.parse_counts(bad)
 
 
 def test_bench_serve_is_registered():
@@ -117,3 +119,17 @@ def test_soak_summary_counts_statuses_5xx_latency_and_memory_growth_after_warm_u
     assert summary["latency_answered_s"]["p50"] == 1.0  # abandoned requests have no answer latency
     memory = summary["memory"]  # warm-up is the first 25 s: growth counts from the 30 s sample
     assert memory["after_warm_up_mib"] == 200 and memory["growth_mib"] == 20 and memory["growth_fraction"] == 0.1
+
+
+def test_capacity_inputs_and_the_replicas_ratio():
+    usages = [{"generated_tokens": 100, "completion_tokens": 25, "reward_calls": 4, "engine_requests": 1,
+               "stage_seconds": {"generate": 2.0, "score": 0.5}, "wall_time_s": 2.6},
+              {"generated_tokens": 300, "completion_tokens": 75, "reward_calls": 4, "engine_requests": 1,
+               "stage_seconds": {"generate": 4.0, "score": 0.7}, "wall_time_s": 4.8}]
+    costs = bench.capacity_inputs(usages, tokens_per_s=400.0)
+    assert costs["generated_tokens"] == 200 and costs["score_s"] == 0.6 and costs["requests"] == 2
+    assert costs["decode_bound_requests_per_s"] == 2.0
+    assert bench.capacity_inputs([], None)["decode_bound_requests_per_s"] is None
+    summary = bench.summarize({"replicas": [{"replicas": 1, "tokens_per_s": 100.0},
+                                            {"replicas": 2, "tokens_per_s": 150.0}]})
+    assert summary["ratios"]["replicas_2_over_1_tokens_per_s"] == 1.5
