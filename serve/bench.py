@@ -27,7 +27,6 @@ import itertools
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from aligner.bench.scoring import target
+from serve.local_cluster import free_port
 
 PROMPTS = (
     "Write a long story about a dragon who learns to bake bread.",
@@ -164,12 +164,6 @@ def scratch_store(prefix: str) -> tuple[Any, str, dict[str, str]]:
     store = TenantStore.open(store_url)
     _, key = store.create_key("bench")
     return store, store_url, {"Authorization": f"Bearer {key}"}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def chat_body(model: str, prompt: str, max_tokens: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -4,7 +4,9 @@ Used by the multi-node tests and `aligner bench serve --replicas`. Every node of
 resource `aligner_model: 1` (and one named after the node: `head`, `worker1`, …), so with `max_replicas_per_node: 1` the model replicas land on
 different nodes. Serve runs a proxy on every node; a worker node's proxy takes its own HTTP and
 gRPC ports (Ray's RAY_SERVE_WORKER_PROXY_*_PORT), since all nodes share one host here.
-`stop()` ends every process the nodes started (raylets, GCS, workers, engines).
+Each node's processes are pinned to cores of their own, so replicas on different nodes do not
+compete for cores, as on separate machines. `stop()` ends every process the
+nodes started (raylets, GCS, workers, engines).
 """
 
 from __future__ import annotations
@@ -67,6 +69,14 @@ class LocalCluster:
 
         return f"{get_node_ip_address()}:{self.gcs_port}"
 
+    def core_env(self, node: int) -> dict[str, str]:
+        """Pin node `node`'s processes to cores of their own (as if it were its own machine): the
+        engine's OpenMP threads through vLLM's VLLM_CPU_OMP_THREADS_BIND, torch's through
+        OMP_NUM_THREADS. Wraps around when the machine has fewer cores than the nodes ask."""
+        cores = sorted(os.sched_getaffinity(0))
+        mine = [cores[(node * self.cpus_per_node + k) % len(cores)] for k in range(self.cpus_per_node)]
+        return {"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, mine)), "OMP_NUM_THREADS": str(self.cpus_per_node)}
+
     def auth_env(self) -> dict[str, str]:
         """Ray's token authentication, with this cluster's own token, for its nodes and drivers."""
         return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
@@ -82,7 +92,7 @@ class LocalCluster:
                   "--object-store-memory", str(self.object_store_bytes), "--disable-usage-stats"]
         for i in range(self.nodes):
             name = "head" if i == 0 else f"worker{i}"
-            env = {**os.environ, **self.auth_env()}
+            env = {**os.environ, **self.auth_env(), **self.core_env(i)}
             if i == 0:
                 args = ["--head", "--port", str(self.gcs_port), "--include-dashboard", "false",
                         "--ray-client-server-port", str(free_port())]

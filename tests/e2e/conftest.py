@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-import socket
 import time
 
 import httpx
 import pytest
+
+from serve.local_cluster import free_port
 
 E2E_CONFIG = {
     "engine": {"dtype": "float32", "max_model_len": 1024, "kv_cache_gib": 0.25, "max_num_seqs": 8, "block_size": 32},
@@ -25,12 +26,6 @@ E2E_CONFIG = {
     "max_queued_requests": 2,
     "metrics_interval_s": 0.25,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

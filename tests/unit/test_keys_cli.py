@@ -1,4 +1,4 @@
-"""`aligner keys create|list|revoke`, driven in-process against a SQLite tenant store."""
+"""`aligner keys create|list|revoke|generate`, driven in-process against a SQLite tenant store."""
 
 import json
 import re
@@ -100,3 +100,15 @@ def test_default_store_is_in_the_cache_dir(capsys, tmp_path, monkeypatch):
     key = capsys.readouterr().out.strip()
     with TenantStore.open(f"sqlite:///{tmp_path / 'cache' / 'tenants.db'}") as store:
         assert store.authenticate(key) is not None
+
+
+def test_generate_prints_a_fresh_key_that_nothing_stores(capsys, url):
+    keys = []
+    for _ in range(2):
+        assert main(["keys", "generate"]) == 0
+        keys.append(capsys.readouterr().out.strip())
+    assert keys[0] != keys[1] and all(re.fullmatch(r"alk_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", k) for k in keys)
+    with TenantStore.open(url) as store:
+        assert store.authenticate(keys[0]) is None
+        store.import_key(keys[0], "admin", admin=True)  # what a deployment does with it at start
+        assert store.authenticate(keys[0]).admin
