@@ -35,6 +35,12 @@ ERROR_TABLE: dict[str, tuple[int, str, str]] = {
 }
 
 
+class PayloadTooLarge(AlignerError):
+    """A request over `max_body_bytes` (HTTP body or gRPC message), refused before it is parsed."""
+
+    code = "payload_too_large"
+
+
 class Remote(AlignerError):
     """An error another replica reported as a payload, carried with its code, field and message intact."""
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from proto.aligner.v1 import aligner_pb2 as pb
 from serve import grpc_convert
-from serve.errors import error_payload, grpc_code
+from serve.errors import PayloadTooLarge, error_payload, grpc_code
 
 SERVICER_FUNCTIONS = [
     "proto.aligner.v1.aligner_pb2_grpc.add_AlignerServicer_to_server",
@@ -68,6 +68,8 @@ def admin_rpc(response_type: type, call_core: Callable[[Any, str | None, dict[st
 
     async def rpc(self, request: Any, grpc_context: Any) -> Any:
         try:
+            await self.auth.admin(authorization(grpc_context))  # as over HTTP: no admin, no parsing
+            self.check_size(request)
             answer = await call_core(self, authorization(grpc_context), grpc_convert.to_plain(request))
             return grpc_convert.from_plain(answer, response_type())
         except Exception as exc:
@@ -102,6 +104,12 @@ class GrpcMethods:
         auth, f["tenant"], f["expected_version"]))
     ListAudit = admin_rpc(pb.ListAuditResponse, lambda self, auth, f: self.audit(auth, f.get("tenant"), f.get("since")))
 
+    def check_size(self, request: Any) -> None:
+        """The HTTP body limit, applied to the message (gRPC's own limit is 4 MiB)."""
+        limit = self.config.max_body_bytes
+        if request.ByteSize() > limit:
+            raise PayloadTooLarge(f"request: {request.ByteSize()} bytes exceeds the limit of {limit} bytes")
+
     # -- service aligner.v1.Aligner -----------------------------------------------------------------
 
     async def Generate(self, request: pb.GenerateRequest, grpc_context: Any) -> pb.AlignResponse:
@@ -110,6 +118,7 @@ class GrpcMethods:
         call = Call(self.metrics)
         try:
             await self.admit(authorization(grpc_context), call)
+            self.check_size(request)
             data = grpc_convert.generate_request(request, streaming=False)
             self.parse(data, call)
             response, headers = await self.run(data, call)
@@ -129,6 +138,7 @@ class GrpcMethods:
         call = Call(self.metrics)
         try:
             await self.admit(authorization(grpc_context), call)
+            self.check_size(request)
             data = grpc_convert.generate_request(request, streaming=True)
             self.parse(data, call)
             events = await self.open_stream(data, call)

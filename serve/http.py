@@ -31,7 +31,7 @@ from serve.admin import AdminCore
 from serve.auth import ActiveSafetyConfigs, Authenticator
 from serve.config import ServerConfig
 from serve.grpc_api import GrpcMethods
-from serve.errors import Remote, error_payload, http_status, native_body, openai_body, retry_headers
+from serve.errors import PayloadTooLarge, Remote, error_payload, http_status, native_body, openai_body, retry_headers
 from serve.metrics import Metrics
 from serve.model import MetricsPusher
 from serve.openai_api import FINISH_REASONS, ChunkWriter, alignment, chat_completion, to_align_request
@@ -44,10 +44,6 @@ app = FastAPI(
     description="Decoding-time alignment server: preferences, preference vectors, reward-guided search.",
 )
 openapi.install(app)
-
-
-class PayloadTooLarge(AlignerError):
-    code = "payload_too_large"
 
 
 # Routing errors (unknown path, wrong method) and bad query/path parameters leave in the

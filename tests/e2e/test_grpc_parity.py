@@ -174,3 +174,17 @@ def test_a_bad_key_fails_alike_over_http_and_grpc(server, channel, key):
     failed = grpc_failure(server, channel, BASE, key)
     assert (http.status_code, failed["status"]) == (401, "UNAUTHENTICATED")
     assert (failed["code"], failed["message"]) == (http.json()["error"]["code"], http.json()["error"]["message"])
+
+
+def test_a_request_over_the_size_limit_is_refused_alike_over_http_and_grpc(server, channel):
+    body = {"prompt": "x" * (1 << 20), "max_tokens": 4}  # over max_body_bytes (1 MiB), under gRPC's 4 MiB
+    http = over_http(server, body, server.key)
+    failed = grpc_failure(server, channel, body, server.key)
+    assert http.json()["error"]["code"] == failed["code"] == "payload_too_large"
+    assert (http.status_code, failed["status"]) == ERROR_TABLE["payload_too_large"][:2]
+    admin = aligner_pb2_grpc.AdminStub(channel)
+    with pytest.raises(grpc.RpcError) as err:
+        admin.PutSafetyConfig(pb.PutSafetyConfigRequest(tenant="big", config=pb.SafetyConfig(text="x" * (1 << 20))),
+                              metadata=grpc_metadata(server, server.admin_key), timeout=60)
+    assert failure(err.value)["code"] == "payload_too_large"
+    assert server.store.get_safety_config("big") is None
