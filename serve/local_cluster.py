@@ -172,4 +172,15 @@ class LocalCluster:
         for node in self.started:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 node.process.wait(10)
+        self._forget_address()
         return self.processes()
+
+    def _forget_address(self) -> None:
+        """`ray start` leaves the cluster's address in Ray's temp dir, and a later plain `ray.init()`
+        on this machine would try to join the dead cluster instead of starting its own."""
+        from ray._common.utils import get_ray_address_file
+
+        path = Path(get_ray_address_file(None))
+        with contextlib.suppress(OSError):
+            if path.read_text().strip() == self.address:
+                path.unlink()

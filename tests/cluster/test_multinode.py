@@ -93,6 +93,17 @@ def cluster(model_dir, new_pg_database):
             left = nodes.stop()
             store.close()
             assert left == [], f"Ray processes outlived the cluster: {left}"
+            assert_no_stale_address(nodes.address)
+
+
+def assert_no_stale_address(address: str) -> None:
+    """A later plain `ray.init()` (the next tests) must start its own Ray, not join this dead one."""
+    from pathlib import Path
+
+    from ray._common.utils import get_ray_address_file
+
+    path = Path(get_ray_address_file(None))
+    assert not path.exists() or path.read_text().strip() != address
 
 
 def test_the_model_replicas_run_on_different_nodes(cluster):

@@ -178,7 +178,9 @@ def test_gpus_appear_exactly_where_the_values_ask(rendered):
     assert gpu_args.replica_num_gpus == 1 and gpu_args.engine.gpu_memory_utilization == 0.8
     gpu_group = one(rendered["gpu"], "RayService")["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
     # Model replicas ask for the custom resource the GPU group offers (Helm merges maps: one name).
-    assert json.loads(gpu_group["rayStartParams"]["resources"]) == gpu_args.replica_resources == {"aligner_model": 1}
+    resources = gpu_group["rayStartParams"]["resources"]
+    assert resources.startswith("'") and resources.endswith("'"), "a shell word, as KubeRay writes it"
+    assert json.loads(resources.strip("'")) == gpu_args.replica_resources == {"aligner_model": 1}
     assert gpu_group["template"]["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
 
 
