@@ -509,10 +509,10 @@ def server_phases(engine_config, model_dir: Path, args, report: dict[str, Any], 
 
     progress("starting the in-process reference engine (before Ray, so the two do not start at once)")
     local: InProcessAligner | None = InProcessAligner(engine_config, progress)
-    progress("starting Ray")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
-             log_to_driver=bool(os.environ.get("ALIGNER_RAY_LOGS")))
-    try:
+    try:  # from here on, whatever fails, the in-process engine and Ray are shut down
+        progress("starting Ray")
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
+                 log_to_driver=bool(os.environ.get("ALIGNER_RAY_LOGS")))
         on_config = config({})
         serve.start(**proxy_options(on_config))
         report["server_config"] = {"rewards_on": on_config.rewards.model_dump(), "rewards_off": OFF_REWARDS}
@@ -546,7 +546,8 @@ def server_phases(engine_config, model_dir: Path, args, report: dict[str, Any], 
         try:
             if local is not None:
                 local.close()
-            serve.shutdown()
+            if ray.is_initialized():
+                serve.shutdown()
         finally:
             ray.shutdown()
             store.close()
