@@ -117,9 +117,9 @@ class LocalCluster:
         return self
 
     def _set_env(self, values: dict[str, str | None]) -> None:
-        """Set (None: unset) environment variables, remembering the old values once, and have Ray's
-        cached config read them again (it caches the auth mode)."""
-        from ray._raylet import Config
+        """Set (None: unset) environment variables, remembering the old values once, and have Ray
+        read them again (it caches the auth mode and the token)."""
+        from ray._raylet import AuthenticationTokenLoader, Config
 
         for name, value in values.items():
             self._saved_env.setdefault(name, os.environ.get(name))
@@ -128,6 +128,8 @@ class LocalCluster:
             else:
                 os.environ[name] = value
         Config.initialize("")
+        # The token is cached too: a later local Ray in this process must read its own again.
+        AuthenticationTokenLoader.instance().reset_cache()
 
     def _wait(self, ready, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
