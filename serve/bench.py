@@ -523,7 +523,7 @@ def server_phases(engine_config, model_dir: Path, args, report: dict[str, Any], 
             grpc_metadata,
         )
         report["overhead_1_token"] = interleaved_overhead(
-            local, f"{base}/v1/generate", grpc_target, sample_request(1), 3 * args.repeats, headers, grpc_metadata,
+            local, f"{base}/v1/generate", grpc_target, sample_request(1), 10 * args.repeats, headers, grpc_metadata,
         )
         for name in ("overhead", "overhead_1_token"):
             overhead = report[name]
@@ -744,7 +744,7 @@ def add_parser(benches: argparse._SubParsersAction) -> None:
     p.add_argument("--clients", type=parse_counts, default=[1, 4, 16], help="Concurrent client counts (default 1,4,16).")
     p.add_argument("--requests-per-client", type=int, default=2, help="Requests each client sends per load (default 2).")
     p.add_argument("--repeats", type=int, default=6,
-                   help="Timed repeats of the latency request on each side (default 6; x3 for the 1-token one).")
+                   help="Timed repeats of the latency request on each side (default 6; x10 for the 1-token one).")
     p.add_argument("--replicas", type=parse_counts, default=None,
                    help="Instead of the other phases: throughput at the largest client count with each number of "
                    "model replicas (e.g. 1,2), on a local cluster of that many Ray nodes, and per-strategy request "
