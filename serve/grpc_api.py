@@ -112,15 +112,21 @@ class GrpcMethods:
 
     # -- service aligner.v1.Aligner -----------------------------------------------------------------
 
+    async def grpc_accepted(self, request: pb.GenerateRequest, grpc_context: Any, call: Any, streaming: bool) -> dict:
+        """The request's AlignRequest data once the caller, the size and the fields pass (as HTTP's
+        `accepted` + `parse`)."""
+        await self.admit(authorization(grpc_context), call)
+        self.check_size(request)
+        data = grpc_convert.generate_request(request, streaming=streaming)
+        self.parse(data, call)
+        return data
+
     async def Generate(self, request: pb.GenerateRequest, grpc_context: Any) -> pb.AlignResponse:
         from serve.http import Call
 
         call = Call(self.metrics)
         try:
-            await self.admit(authorization(grpc_context), call)
-            self.check_size(request)
-            data = grpc_convert.generate_request(request, streaming=False)
-            self.parse(data, call)
+            data = await self.grpc_accepted(request, grpc_context, call, streaming=False)
             response, headers = await self.run(data, call)
             call.ok(response)
             grpc_context.set_trailing_metadata(list(headers.items()))
@@ -137,10 +143,7 @@ class GrpcMethods:
 
         call = Call(self.metrics)
         try:
-            await self.admit(authorization(grpc_context), call)
-            self.check_size(request)
-            data = grpc_convert.generate_request(request, streaming=True)
-            self.parse(data, call)
+            data = await self.grpc_accepted(request, grpc_context, call, streaming=True)
             events = await self.open_stream(data, call)
         except asyncio.CancelledError:
             call.finish("cancelled")
