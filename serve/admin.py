@@ -1,10 +1,11 @@
 """The admin surface (API keys, tenants' safety configs, audit), shared by HTTP and gRPC.
 
-Each method takes the caller's `Authorization` value and the request's fields as the JSON contract
-names them, checks that the caller holds an admin key, and returns the JSON answer as a dict — or
-raises an AlignerError, which each transport maps through the one error table. The HTTP routes
-(serve/http.py) and the gRPC `aligner.v1.Admin` methods (serve/grpc_api.py) are thin adapters, so
-both accept, refuse and answer alike.
+Each method takes the caller's admin key record and the request's fields as the JSON contract names
+them, and returns the JSON answer as a dict — or raises an AlignerError, which each transport maps
+through the one error table. The transports check the admin key first, each in one place (HTTP's
+`admin_answer`, gRPC's `admin_rpc`), before reading the request, so a caller without an admin key
+learns nothing about the request's validity. Both are thin adapters, so they accept, refuse and
+answer alike.
 """
 
 from __future__ import annotations
@@ -14,39 +15,36 @@ from datetime import datetime
 from typing import Any
 
 from aligner.errors import InvalidRequest, NotFound
-from aligner.tenants import validate_tenant
+from aligner.tenants import ApiKey, validate_tenant
 from serve import openapi
 
 
 class AdminCore:
-    """Mixed into the ingress deployment; relies on its `auth`, `store` and `info`."""
+    """Mixed into the ingress deployment; relies on its `store` and `info`. `admin` is the caller's
+    checked admin key (its id is recorded as the creator or actor of writes)."""
 
     async def objective_ranges(self) -> dict[str, tuple[float, float]]:
         return {o["name"]: (o["low"], o["high"]) for o in (await self.info())["objectives"]}
 
     # -- API keys --------------------------------------------------------------------------------
 
-    async def create_key(self, authorization: str | None, body: Any) -> dict[str, Any]:
+    async def create_key(self, admin: ApiKey, body: Any) -> dict[str, Any]:
         """A new key for a tenant; the answer holds the key, the only time it is shown."""
-        admin = await self.auth.admin(authorization)
         spec = openapi.CreateKey.parse(body)
         record, key = await asyncio.to_thread(self.store.create_key, spec.tenant, admin=spec.admin, created_by=admin.id)
         return {**record.to_dict(), "key": key}
 
-    async def list_keys(self, authorization: str | None, tenant: str | None) -> dict[str, Any]:
-        await self.auth.admin(authorization)
+    async def list_keys(self, admin: ApiKey, tenant: str | None) -> dict[str, Any]:
         keys = await asyncio.to_thread(self.store.list_keys, tenant)
         return {"keys": [k.to_dict() for k in keys]}
 
-    async def revoke_key(self, authorization: str | None, key_id: str) -> dict[str, Any]:
-        await self.auth.admin(authorization)
+    async def revoke_key(self, admin: ApiKey, key_id: str) -> dict[str, Any]:
         return (await asyncio.to_thread(self.store.revoke_key, key_id)).to_dict()
 
     # -- safety configs --------------------------------------------------------------------------
 
-    async def put_safety_config(self, authorization: str | None, tenant: str, body: Any) -> dict[str, Any]:
+    async def put_safety_config(self, admin: ApiKey, tenant: str, body: Any) -> dict[str, Any]:
         """Store a new version of the tenant's config and make it active (in force within a second)."""
-        admin = await self.auth.admin(authorization)
         validate_tenant(tenant)
         spec = openapi.PutSafetyConfig.parse(body)
         spec.config.check_objectives(await self.objective_ranges())
@@ -55,23 +53,20 @@ class AdminCore:
         )
         return stored.to_dict()
 
-    async def get_safety_config(self, authorization: str | None, tenant: str) -> dict[str, Any]:
-        await self.auth.admin(authorization)
+    async def get_safety_config(self, admin: ApiKey, tenant: str) -> dict[str, Any]:
         active = await asyncio.to_thread(self.store.get_safety_config, validate_tenant(tenant))
         if active is None:
             raise NotFound(f"tenant {tenant!r} has no active safety config")
         return active.to_dict()
 
-    async def safety_config_versions(self, authorization: str | None, tenant: str) -> dict[str, Any]:
-        await self.auth.admin(authorization)
+    async def safety_config_versions(self, admin: ApiKey, tenant: str) -> dict[str, Any]:
         validate_tenant(tenant)
         versions = await asyncio.to_thread(self.store.safety_config_versions, tenant)
         active = await asyncio.to_thread(self.store.get_safety_config, tenant)
         return {"active": None if active is None else active.version, "versions": [v.to_dict() for v in versions]}
 
-    async def activate_safety_config(self, authorization: str | None, tenant: str, body: Any) -> dict[str, Any]:
+    async def activate_safety_config(self, admin: ApiKey, tenant: str, body: Any) -> dict[str, Any]:
         """Make an existing version active again (a rollback)."""
-        admin = await self.auth.admin(authorization)
         validate_tenant(tenant)
         spec = openapi.ActivateSafetyConfig.parse(body)
         chosen = await asyncio.to_thread(
@@ -80,16 +75,14 @@ class AdminCore:
         )
         return chosen.to_dict()
 
-    async def delete_safety_config(self, authorization: str | None, tenant: str, expected_version: int) -> dict[str, Any]:
+    async def delete_safety_config(self, admin: ApiKey, tenant: str, expected_version: int) -> dict[str, Any]:
         """Deactivate the tenant's config; its versions and the audit stay."""
-        admin = await self.auth.admin(authorization)
         validate_tenant(tenant)
         await asyncio.to_thread(self.store.delete_safety_config, tenant, expected_version=expected_version, actor=admin.id)
         return {"tenant": tenant, "active": None}
 
-    async def audit(self, authorization: str | None, tenant: str | None, since: str | None) -> dict[str, Any]:
+    async def audit(self, admin: ApiKey, tenant: str | None, since: str | None) -> dict[str, Any]:
         """Every safety-config change (of `tenant`, at or after the ISO time `since`), oldest first."""
-        await self.auth.admin(authorization)
         try:
             when = None if since is None else datetime.fromisoformat(since)
         except ValueError:

@@ -62,15 +62,16 @@ def authorization(grpc_context: Any) -> str | None:
     return dict(grpc_context.invocation_metadata()).get("authorization")
 
 
-def admin_rpc(response_type: type, call_core: Callable[[Any, str | None, dict[str, Any]], Awaitable[dict]]):
-    """An `aligner.v1.Admin` method: the request message as the JSON contract's fields, handed to the
-    admin core (serve/admin.py), whose JSON answer becomes `response_type`."""
+def admin_rpc(response_type: type, call_core: Callable[[Any, Any, dict[str, Any]], Awaitable[dict]]):
+    """An `aligner.v1.Admin` method: once the caller's admin key is checked (as over HTTP: no admin,
+    no parsing), the request message as the JSON contract's fields, handed to the admin core
+    (serve/admin.py), whose JSON answer becomes `response_type`."""
 
     async def rpc(self, request: Any, grpc_context: Any) -> Any:
         try:
-            await self.auth.admin(authorization(grpc_context))  # as over HTTP: no admin, no parsing
+            admin = await self.auth.admin(authorization(grpc_context))
             self.check_size(request)
-            answer = await call_core(self, authorization(grpc_context), grpc_convert.to_plain(request))
+            answer = await call_core(self, admin, grpc_convert.to_plain(request))
             return grpc_convert.from_plain(answer, response_type())
         except Exception as exc:
             set_error(grpc_context, error_payload(exc))
@@ -90,25 +91,22 @@ class GrpcMethods:
 
     # -- service aligner.v1.Admin: the same core as the HTTP admin routes --------------------------
 
-    CreateKey = admin_rpc(pb.ApiKey, lambda self, auth, f: self.create_key(auth, f))
-    ListKeys = admin_rpc(pb.ListKeysResponse, lambda self, auth, f: self.list_keys(auth, f.get("tenant")))
-    RevokeKey = admin_rpc(pb.ApiKey, lambda self, auth, f: self.revoke_key(auth, f["id"]))
-    PutSafetyConfig = admin_rpc(pb.SafetyConfigVersion, lambda self, auth, f: self.put_safety_config(
-        auth, f["tenant"], with_expected_version(f)))
-    GetSafetyConfig = admin_rpc(pb.SafetyConfigVersion, lambda self, auth, f: self.get_safety_config(auth, f["tenant"]))
-    ListSafetyConfigVersions = admin_rpc(pb.ListSafetyConfigVersionsResponse, lambda self, auth, f: (
-        self.safety_config_versions(auth, f["tenant"])))
-    ActivateSafetyConfig = admin_rpc(pb.SafetyConfigVersion, lambda self, auth, f: self.activate_safety_config(
-        auth, f["tenant"], with_expected_version(f)))
-    DeleteSafetyConfig = admin_rpc(pb.DeleteSafetyConfigResponse, lambda self, auth, f: self.delete_safety_config(
-        auth, f["tenant"], f["expected_version"]))
-    ListAudit = admin_rpc(pb.ListAuditResponse, lambda self, auth, f: self.audit(auth, f.get("tenant"), f.get("since")))
+    CreateKey = admin_rpc(pb.ApiKey, lambda self, admin, f: self.create_key(admin, f))
+    ListKeys = admin_rpc(pb.ListKeysResponse, lambda self, admin, f: self.list_keys(admin, f.get("tenant")))
+    RevokeKey = admin_rpc(pb.ApiKey, lambda self, admin, f: self.revoke_key(admin, f["id"]))
+    PutSafetyConfig = admin_rpc(pb.SafetyConfigVersion, lambda self, admin, f: self.put_safety_config(admin, f["tenant"], with_expected_version(f)))
+    GetSafetyConfig = admin_rpc(pb.SafetyConfigVersion, lambda self, admin, f: self.get_safety_config(admin, f["tenant"]))
+    ListSafetyConfigVersions = admin_rpc(pb.ListSafetyConfigVersionsResponse, lambda self, admin, f: (
+        self.safety_config_versions(admin, f["tenant"])))
+    ActivateSafetyConfig = admin_rpc(pb.SafetyConfigVersion, lambda self, admin, f: self.activate_safety_config(admin, f["tenant"], with_expected_version(f)))
+    DeleteSafetyConfig = admin_rpc(pb.DeleteSafetyConfigResponse, lambda self, admin, f: self.delete_safety_config(admin, f["tenant"], f["expected_version"]))
+    ListAudit = admin_rpc(pb.ListAuditResponse, lambda self, admin, f: self.audit(admin, f.get("tenant"), f.get("since")))
 
     def check_size(self, request: Any) -> None:
         """The HTTP body limit, applied to the message (gRPC's own limit is 4 MiB)."""
-        limit = self.config.max_body_bytes
-        if request.ByteSize() > limit:
-            raise PayloadTooLarge(f"request: {request.ByteSize()} bytes exceeds the limit of {limit} bytes")
+        size, limit = request.ByteSize(), self.config.max_body_bytes
+        if size > limit:
+            raise PayloadTooLarge(f"request: {size} bytes exceeds the limit of {limit} bytes")
 
     # -- service aligner.v1.Aligner -----------------------------------------------------------------
 

@@ -396,22 +396,21 @@ class Ingress(GrpcMethods, AdminCore):
 
     # -- admin (serve/admin.py holds the logic, shared with gRPC) -------------------------------
 
-    async def admin_answer(self, request: Request, work, status_code: int = 200) -> Response:
+    async def admin_answer(self, request: Request, work, *, with_body: bool = False,
+                           status_code: int = 200) -> Response:
+        """`work(admin[, body])` of the admin core, once the caller's admin key is checked (before
+        the body is read: no admin, no parsing)."""
         try:
-            return JSONResponse(await work(request.headers.get("authorization")), status_code=status_code)
+            admin = await self.auth.admin(request.headers.get("authorization"))
+            args = (await read_json(request, self.config.max_body_bytes),) if with_body else ()
+            return JSONResponse(await work(admin, *args), status_code=status_code)
         except Exception as exc:
             return self.error(None, exc)
-
-    async def body(self, request: Request) -> dict[str, Any]:
-        return await read_json(request, self.config.max_body_bytes)
 
     @app.post("/v1/admin/keys", status_code=201, openapi_extra=openapi.body("CreateKey"))
     async def create_key_route(self, request: Request) -> Response:
         """Create a key for a tenant; the response holds the key, the only time it is shown."""
-        async def work(authorization):
-            await self.auth.admin(authorization)  # before reading the body: no admin, no parsing
-            return await self.create_key(authorization, await self.body(request))
-        return await self.admin_answer(request, work, status_code=201)
+        return await self.admin_answer(request, self.create_key, with_body=True, status_code=201)
 
     @app.get("/v1/admin/keys")
     async def list_keys_route(self, request: Request, tenant: str | None = None) -> Response:
@@ -426,10 +425,8 @@ class Ingress(GrpcMethods, AdminCore):
     @app.put("/v1/admin/tenants/{tenant}/safety-config", openapi_extra=openapi.body("PutSafetyConfig"))
     async def put_safety_config_route(self, tenant: str, request: Request) -> Response:
         """Store a new version of the tenant's safety config and activate it (in force within a second)."""
-        async def work(authorization):
-            await self.auth.admin(authorization)
-            return await self.put_safety_config(authorization, tenant, await self.body(request))
-        return await self.admin_answer(request, work)
+        return await self.admin_answer(request, lambda admin, body: self.put_safety_config(admin, tenant, body),
+                                       with_body=True)
 
     @app.get("/v1/admin/tenants/{tenant}/safety-config")
     async def get_safety_config_route(self, tenant: str, request: Request) -> Response:
@@ -444,10 +441,8 @@ class Ingress(GrpcMethods, AdminCore):
     @app.post("/v1/admin/tenants/{tenant}/safety-config/activate", openapi_extra=openapi.body("ActivateSafetyConfig"))
     async def activate_safety_config_route(self, tenant: str, request: Request) -> Response:
         """Make an existing version active again (a rollback)."""
-        async def work(authorization):
-            await self.auth.admin(authorization)
-            return await self.activate_safety_config(authorization, tenant, await self.body(request))
-        return await self.admin_answer(request, work)
+        return await self.admin_answer(request, lambda admin, body: self.activate_safety_config(admin, tenant, body),
+                                       with_body=True)
 
     @app.delete("/v1/admin/tenants/{tenant}/safety-config")
     async def delete_safety_config_route(self, tenant: str, request: Request, expected_version: int) -> Response:
