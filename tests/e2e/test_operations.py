@@ -197,6 +197,18 @@ def test_keys_and_safety_configs_survive_a_full_restart_of_the_app(server):
         assert again.status_code == 200 and again.json()["config"]["text"] == "Only discuss gardening."
 
 
+def process_table() -> str:
+    """The engine cores and Serve replicas running now, with their parents: what a failure shows."""
+    import psutil
+
+    rows = []
+    for proc in psutil.process_iter(["pid", "ppid", "cmdline", "status"]):
+        command = " ".join(proc.info["cmdline"] or [])
+        if "VLLM" in command or "ServeReplica" in command:
+            rows.append(f"{proc.info['pid']} (parent {proc.info['ppid']}, {proc.info['status']}): {command[:120]}")
+    return "\n".join(rows)
+
+
 def engine_cores_of_the_app(app: str) -> list:
     import psutil
 
@@ -252,4 +264,8 @@ def test_a_dead_engine_fails_requests_with_503_and_its_replica_is_replaced(serve
         time.sleep(3)
     with server.client() as client:
         assert client.post("/v1/generate", json=SMALL, headers=server.headers()).status_code == 200
-    assert len(engine_cores_of_the_app(server.app)) == 2
+    # Ready means one replica answers; the second may still be starting its engine.
+    deadline = time.monotonic() + 300
+    while len(engine_cores_of_the_app(server.app)) != 2 and time.monotonic() < deadline:
+        time.sleep(3)
+    assert len(engine_cores_of_the_app(server.app)) == 2, process_table()
