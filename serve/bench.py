@@ -3,13 +3,17 @@
 Phases; one engine decodes at a time (a small CPU machine has no cores to spare):
 
 1. vLLM's OpenAI server (`python -m vllm.entrypoints.openai.api_server`) on the same
-   model and engine settings: `sample` throughput at each client count;
+   model and engine settings: `sample` throughput at each client count, `--throughput-rounds` times;
 2. the Ray Serve app with the cross-request scoring batcher on (default config):
    greedy `sample` latency through `/v1/generate` and gRPC `Generate` in turn with the same
    request on an in-process `Aligner` (its own engine, started before Ray), `sample` throughput
    over HTTP and gRPC at the largest client count, `sample` throughput through
-   `/v1/chat/completions`, and `best_of_n` throughput + mean reward-batch size;
-3. the app redeployed with the batcher off (`batch_window_ms: null`): `best_of_n` again.
+   `/v1/chat/completions` (`--throughput-rounds` times), and `best_of_n` throughput + mean
+   reward-batch size;
+3. the app redeployed with the batcher off (`batch_window_ms: null`): `best_of_n` again;
+4. vLLM's server again, as in 1: the app's throughput is compared with the median of vLLM's
+   runs before and after it, so a machine whose speed drifts during the run (a shared host)
+   does not decide the ratio.
 
 With `--replicas 1,2` it runs instead on a local cluster of Ray nodes (`ray start` each, one model
 replica per node): `sample` throughput at the largest client count per replica count, and each
@@ -113,6 +117,18 @@ def load_summary(latencies: Sequence[float], tokens: Sequence[int], wall_s: floa
         "mean_latency_s": round(statistics.mean(latencies), 4) if latencies else None,
         "p50_latency_s": round(statistics.median(latencies), 4) if latencies else None,
     }
+
+
+def throughput_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per client count from `run_load` summaries: the median tokens/s of its runs, with
+    every run kept under `runs`."""
+    by_clients: dict[int, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_clients.setdefault(run["clients"], []).append(run)
+    return [
+        {"clients": clients, "tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in rows), 2), "runs": rows}
+        for clients, rows in sorted(by_clients.items())
+    ]
 
 
 def summarize(report: dict[str, Any]) -> dict[str, Any]:
@@ -394,7 +410,7 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) 
     raise TimeoutError(f"{url} did not answer 200 within {timeout_s:.0f}s")
 
 
-def vllm_throughput(engine_config, model_dir: Path, args, progress) -> list[dict[str, Any]]:
+def vllm_throughput(engine_config, model_dir: Path, args, progress, label: str) -> list[dict[str, Any]]:
     port = free_port()
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -413,7 +429,8 @@ def vllm_throughput(engine_config, model_dir: Path, args, progress) -> list[dict
     try:
         wait_http(f"http://127.0.0.1:{port}/health", 600, proc)
         progress("vLLM server ready")
-        return asyncio.run(sample_throughput(f"http://127.0.0.1:{port}/v1/chat/completions", model_dir.name, {}, args, progress, "vllm"))
+        return asyncio.run(sample_throughput(f"http://127.0.0.1:{port}/v1/chat/completions", model_dir.name, {}, args,
+                                             progress, label))
     finally:
         proc.terminate()
         try:
@@ -425,16 +442,18 @@ def vllm_throughput(engine_config, model_dir: Path, args, progress) -> list[dict
 
 
 async def sample_throughput(url: str, model: str, headers: dict[str, str], args, progress, label: str) -> list[dict[str, Any]]:
+    """`run_load` summaries (each tagged with `label`): every client count, `throughput_rounds` times."""
     def body(c: int, i: int) -> dict[str, Any]:
         return chat_body(model, PROMPTS[(c + i) % len(PROMPTS)], args.max_tokens)
 
     await run_load(url, body, 1, 1, headers)  # warm-up
-    rows = []
-    for clients in args.clients:
-        row = await run_load(url, body, clients, args.requests_per_client, headers)
-        progress(f"{label} sample, {clients} client(s): {row['tokens_per_s']} tokens/s")
-        rows.append(row)
-    return rows
+    runs = []
+    for round_ in range(args.throughput_rounds):
+        for clients in args.clients:
+            run = {**await run_load(url, body, clients, args.requests_per_client, headers), "label": label}
+            progress(f"{label} sample, round {round_ + 1}, {clients} client(s): {run['tokens_per_s']} tokens/s")
+            runs.append(run)
+    return runs
 
 
 async def best_of_n_phase(base: str, model: str, headers: dict[str, str], args, progress, label: str) -> dict[str, Any]:
@@ -534,9 +553,9 @@ def server_phases(engine_config, model_dir: Path, args, report: dict[str, Any], 
         local = None
         report["transports"] = asyncio.run(
             transport_throughput(base, grpc_target, headers, grpc_metadata, args, progress))
-        report["throughput"]["aligner"] = asyncio.run(
+        report["throughput"]["aligner"] = throughput_rows(asyncio.run(
             sample_throughput(f"{base}/v1/chat/completions", model, headers, args, progress, "aligner")
-        )
+        ))
         report["best_of_n"]["batcher_on"] = asyncio.run(best_of_n_phase(base, model, headers, args, progress, "batcher on"))
         progress("removing the app before redeploying with the batcher off")
         serve.delete(on_config.app_name)
@@ -680,7 +699,8 @@ def run(args: argparse.Namespace) -> int:
         "engine": engine_config.model_dump(mode="json", exclude={"model", "profile"}),
         "settings": {
             "max_tokens": args.max_tokens, "clients": args.clients, "requests_per_client": args.requests_per_client,
-            "repeats": args.repeats, "replicas": args.replicas, "transport_rounds": args.transport_rounds, "best_of_n_clients": args.best_of_n_clients, "n": args.n, "direction": DIRECTION,
+            "repeats": args.repeats, "replicas": args.replicas, "transport_rounds": args.transport_rounds,
+            "throughput_rounds": args.throughput_rounds, "best_of_n_clients": args.best_of_n_clients, "n": args.n, "direction": DIRECTION,
         },
         "notes": {
             "overhead": "greedy `sample` (temperature 0, fixed seed), the same body in turn on Aligner.generate "
@@ -690,7 +710,8 @@ def run(args: argparse.Namespace) -> int:
             "transports": "sample throughput at the largest client count: native /v1/generate bodies over HTTP and "
             "the same requests as gRPC Generate calls on one channel, transports alternating round by round.",
             "throughput": "completion tokens (usage.completion_tokens) / wall time; each client sends its requests "
-            "one after another; same chat bodies (temperature 0) to both servers.",
+            "one after another; same chat bodies (temperature 0) to both servers; tokens_per_s: the median of "
+            "`runs` (vLLM: its runs before and after the app together).",
             "batcher_off": OFF_NOTE,
             "replicas": "native greedy `sample` bodies to /v1/generate at the largest client count, through the "
             "head's proxy; one model replica per Ray node, all nodes on this machine (so they share its cores). "
@@ -709,11 +730,18 @@ def run(args: argparse.Namespace) -> int:
     phases = []
     if args.replicas:
         phases.append(("replicas", lambda: replicas_phase(engine_config, model_dir, args, report, status)))
-    elif not args.skip_vllm:
-        phases.append(("vllm", lambda: report["throughput"].__setitem__(
-            "vllm", vllm_throughput(engine_config, model_dir, args, status))))
-    if not args.replicas:
+    else:
+        vllm_runs: list[dict[str, Any]] = []
+
+        def vllm_bracket(label: str) -> None:
+            vllm_runs.extend(vllm_throughput(engine_config, model_dir, args, status, label))
+            report["throughput"]["vllm"] = throughput_rows(vllm_runs)
+
+        if not args.skip_vllm:
+            phases.append(("vllm_before", lambda: vllm_bracket("vllm before the app")))
         phases.append(("server", lambda: server_phases(engine_config, model_dir, args, report, status)))
+        if not args.skip_vllm:
+            phases.append(("vllm_after", lambda: vllm_bracket("vllm after the app")))
     out_path = Path(args.out or ("bench-results/serve-replicas-cpu.json" if args.replicas else "bench-results/serve-cpu.json"))
     for name, phase in phases:
         status(f"phase {name}")
@@ -749,6 +777,9 @@ def add_parser(benches: argparse._SubParsersAction) -> None:
                    help="Instead of the other phases: throughput at the largest client count with each number of "
                    "model replicas (e.g. 1,2), on a local cluster of that many Ray nodes, and per-strategy request "
                    "costs for the capacity model (writes bench-results/serve-replicas-cpu.json).")
+    p.add_argument("--throughput-rounds", type=int, default=3,
+                   help="Chat-completions throughput runs per client count on each side (default 3; vLLM gets "
+                   "that many before the app and again after it).")
     p.add_argument("--transport-rounds", type=int, default=2,
                    help="Alternating HTTP/gRPC throughput rounds at the largest client count (default 2).")
     p.add_argument("--best-of-n-clients", type=int, default=16, help="Concurrent clients of the best_of_n phase (default 16).")
@@ -756,6 +787,7 @@ def add_parser(benches: argparse._SubParsersAction) -> None:
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--max-num-seqs", type=int, default=16)
     p.add_argument("--kv-cache-gib", type=float, default=0.5)
-    p.add_argument("--metrics-settle-s", type=float, default=2.0, help="Wait before each /metrics read (default 2).")
+    p.add_argument("--metrics-settle-s", type=float, default=4.0,
+                   help="Wait before each /metrics read (default 4: twice the replicas' metrics_interval_s).")
     p.add_argument("--skip-vllm", action="store_true", help="Skip the vLLM OpenAI server comparison.")
     p.add_argument("--out", help="Output JSON (default: bench-results/serve-cpu.json).")

@@ -88,7 +88,9 @@ class ServerConfig(BaseModel):
     grpc_port: int = Field(9000, ge=1, le=65535, description="gRPC port (services aligner.v1.Aligner and aligner.v1.Admin, h2c).")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest accepted request body; larger gets 413.")
     metrics_interval_s: float = Field(
-        0.5, gt=0, le=60, description="How often each replica sends its metrics to the aggregator behind /metrics."
+        2.0, gt=0, le=60,
+        description="How often each replica sends its metrics to the aggregator behind /metrics (so /metrics lags by "
+        "at most this; scrapes come every 15-60 s, and each push costs CPU that the engine could use).",
     )
     app_name: str = Field("aligner", description="Ray Serve application name.")
 

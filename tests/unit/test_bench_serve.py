@@ -45,6 +45,17 @@ def test_load_summary():
     assert row["completion_tokens"] == 128 and row["clients"] == 2
 
 
+def test_throughput_rows_take_the_median_of_every_run_per_client_count():
+    runs = [{"clients": 16, "tokens_per_s": v, "label": label}
+            for v, label in ((200.0, "before"), (260.0, "before"), (210.0, "after"), (190.0, "after"))]
+    runs.append({"clients": 1, "tokens_per_s": 20.0, "label": "before"})
+    rows = bench.throughput_rows(runs)
+    assert [r["clients"] for r in rows] == [1, 16]
+    assert rows[0]["tokens_per_s"] == 20.0 and len(rows[0]["runs"]) == 1
+    assert rows[1]["tokens_per_s"] == 205.0  # one fast run moves the median little
+    assert [r["label"] for r in rows[1]["runs"]] == ["before", "before", "after", "after"]
+
+
 def test_summarize_computes_every_ratio_and_target():
     report = {
         "overhead": {"http": {"median_s": 1.05}, "grpc": {"median_s": 1.02}, "in_process": {"median_s": 1.0}},
