@@ -83,7 +83,6 @@ class Candidate:
     token_ids: tuple[int, ...]
     text: str
     finish_reason: str
-    cumulative_logprob: float | None
 
 
 @dataclass(frozen=True)
@@ -225,7 +224,10 @@ class Engine:
     def max_model_len(self) -> int:
         return self.config.max_model_len
 
-    def _sampling_params(self, spec: SamplingSpec, n: int, *, streaming: bool = False, logprobs: int = 0) -> Any:
+    def _sampling_params(self, spec: SamplingSpec, n: int, *, streaming: bool = False,
+                         logprobs: int | None = None) -> Any:
+        # logprobs=None, not 0: 0 still makes the sampler compute a log-softmax over the vocabulary
+        # for every generated token, which nothing here reads.
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -270,7 +272,6 @@ class Engine:
                 token_ids=tuple(o.token_ids),
                 text=o.text,
                 finish_reason=o.finish_reason or "abort",
-                cumulative_logprob=o.cumulative_logprob,
             )
             for o in sorted(final.outputs, key=lambda o: o.index)
         ]

@@ -26,7 +26,6 @@ def test_greedy_answer_names_paris(engine, run, france_ids):
     assert "Paris" in candidate.text
     assert candidate.finish_reason == "stop"
     assert candidate.token_ids[-1] == engine.eos_token_id
-    assert candidate.cumulative_logprob is not None and candidate.cumulative_logprob < 0
     assert engine.tokenizer.decode(candidate.token_ids, skip_special_tokens=True) == candidate.text
 
 

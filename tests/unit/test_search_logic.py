@@ -123,13 +123,13 @@ def test_cut_at_stop_takes_the_earliest_of_any_stop_string():
 
 def test_a_stop_string_across_the_prefix_and_the_continuation_ends_the_candidate():
     ctx = context(stop=["END"])
-    scored = to_scored(Candidate(0, ids("ND and more"), "ND and more", "length", None), ctx, ids("so it is E"))
+    scored = to_scored(Candidate(0, ids("ND and more"), "ND and more", "length"), ctx, ids("so it is E"))
     assert scored.text == "so it is " and scored.finish_reason == "stop" and scored.finished
 
 
 def test_a_fresh_candidate_keeps_vllms_text_and_is_cut_again_only_if_needed():
     ctx = context(stop=["END"])
-    scored = to_scored(Candidate(0, ids("abcEND"), "abc", "stop", None), ctx)
+    scored = to_scored(Candidate(0, ids("abcEND"), "abc", "stop"), ctx)
     assert scored.text == "abc" and scored.finished
 
 
@@ -141,7 +141,7 @@ def test_committed_text_holds_back_a_possible_stop_string_start():
     assert "".join(e["text"] for e in emitted) == "hello"  # "hello ST" minus 3 held-back characters
     committer.commit(ids("hello STOP and on"))  # the stop string completes across the chunk boundary
     assert "".join(e["text"] for e in emitted) == "hello "
-    chosen = to_scored(Candidate(0, ids("OP and on"), "", "length", None), ctx, ids("hello ST"))
+    chosen = to_scored(Candidate(0, ids("OP and on"), "", "length"), ctx, ids("hello ST"))
     final = committer.finish(chosen)
     assert final.text == "hello " == "".join(e["text"] for e in emitted)
 
