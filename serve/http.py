@@ -188,6 +188,16 @@ class Ingress(GrpcMethods, AdminCore):
         self.metrics = Metrics()
         self.pusher = MetricsPusher(hub, self.metrics, self.config.metrics_interval_s, "ingress")
         self._info: dict[str, Any] | None = None
+        # The first call through the model handle starts its router, which then learns the replicas.
+        # Made now: otherwise the first burst of clients all queue while it learns, and overflow
+        # max_queued_requests (429) on a server that has free replicas.
+        self._priming = asyncio.get_running_loop().create_task(self._prime_model_handle())
+
+    async def _prime_model_handle(self) -> None:
+        try:
+            await self.info()
+        except Exception as exc:  # the first request tries again and reports whatever is wrong
+            log.warning("ingress: the model replicas did not answer at start (%s); requests will retry", exc)
 
     # -- helpers -------------------------------------------------------------------------
 

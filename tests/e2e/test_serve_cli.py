@@ -89,6 +89,9 @@ def test_aligner_serve_prints_a_working_curl_and_stops_cleanly(tmp_path, model_d
         assert completion["alignment"]["strategy"] == "best_of_n" and set(completion["alignment"]["scores"]) == {
             "relevance", "verbosity"}
         key = re.search(r"Bearer (alk_\S+?)'", curl).group(1)
+        # Everything the server started, by identity: an engine core's title is not always set.
+        started = {(p.pid, p.create_time()) for p in psutil.Process(proc.pid).children(recursive=True)}
+        assert len(started) >= 5, "Ray's processes, the replicas and an engine core"
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -111,3 +114,12 @@ def test_aligner_serve_prints_a_working_curl_and_stops_cleanly(tmp_path, model_d
     while ray_processes() and time.monotonic() < deadline:
         time.sleep(1)
     assert not ray_processes(), [psutil.Process(p).cmdline() for p in ray_processes() if psutil.pid_exists(p)]
+    assert not [pid for pid, created in started if still_running(pid, created)]
+
+
+def still_running(pid: int, created: float) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

@@ -4,7 +4,7 @@ import time
 import pytest
 
 from aligner.engine import SamplingSpec
-from aligner.errors import EngineUnavailable, InvalidRequest
+from aligner.errors import InvalidRequest
 from aligner.prompting import prompt_token_ids
 from aligner.types import ChatMessage
 

@@ -1,6 +1,5 @@
 """Every search strategy on the real engine with the embedded objectives."""
 
-import asyncio
 import statistics
 import time
 

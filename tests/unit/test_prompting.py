@@ -151,7 +151,7 @@ def test_prompt_too_long_names_both_numbers(tokenizer):
         prepare_prompt(request, tokenizer=tokenizer, profile=PLAIN_MODEL, max_model_len=256)
     assert err.value.field == "messages"
     assert err.value.prompt_tokens > 156
-    assert f"at most 156 fit (max_model_len 256 - max_tokens 100)" in err.value.message
+    assert "at most 156 fit (max_model_len 256 - max_tokens 100)" in err.value.message
 
 
 def test_max_tokens_over_context_is_rejected(tokenizer):
