@@ -419,7 +419,8 @@ def vllm_throughput(engine_config, model_dir: Path, args, progress, label: str) 
         "--dtype", engine_config.dtype, "--max-model-len", str(engine_config.max_model_len),
         "--max-num-seqs", str(engine_config.max_num_seqs), "--seed", str(engine_config.seed),
         "--kv-cache-memory-bytes", str(int(engine_config.kv_cache_gib * (1 << 30))),
-        "--enforce-eager", "--enable-prefix-caching", "--disable-uvicorn-access-log", "--uvicorn-log-level", "warning",
+        *(["--enforce-eager"] if engine_config.enforce_eager else []),
+        "--enable-prefix-caching", "--disable-uvicorn-access-log", "--uvicorn-log-level", "warning",
     ]
     if engine_config.block_size:
         command += ["--block-size", str(engine_config.block_size)]

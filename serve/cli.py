@@ -20,7 +20,7 @@ from aligner.cli import status
 
 
 def extend(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
-    from serve import bench, client, soak
+    from serve import bench, bench_peers, client, soak
 
     run = commands.add_parser("serve", help="Run the Aligner server (Ray Serve: HTTP API, metrics).")
     run.add_argument("--config", help="A YAML file of ServerConfig fields (see docs/http-api.md).")
@@ -34,6 +34,7 @@ def extend(commands: argparse._SubParsersAction, benches: argparse._SubParsersAc
     run.add_argument("--no-demo-key", action="store_true", help="Do not create the temporary key printed with the curl example.")
     run.set_defaults(handler=run_serve)
     bench.add_parser(benches)
+    bench_peers.add_parser(benches)
     soak.add_parser(benches)
     # `aligner generate --server`: the same command, answered by a running server.
     generate = commands.choices["generate"]

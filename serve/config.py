@@ -46,7 +46,12 @@ class ServerConfig(BaseModel):
     )
     num_replicas: int = Field(1, ge=1, description="Model replicas (one engine + reward models each), without autoscaling.")
     autoscaling: AutoscalingSpec | None = Field(None, description="Autoscale the model replicas instead of a fixed count.")
-    replica_num_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves for each model replica.")
+    replica_num_cpus: float = Field(
+        1.0,
+        ge=0,
+        description="CPUs Ray reserves for each model replica (a scheduling reservation: a CPU engine decodes on the "
+        "cores set by engine.cpu_threads, whatever this says).",
+    )
     replica_num_gpus: float = Field(
         0.0,
         ge=0,
@@ -59,7 +64,10 @@ class ServerConfig(BaseModel):
         "replicas only on nodes started with that resource (a GPU worker group).",
     )
     max_replicas_per_node: int | None = Field(
-        None, ge=1, description="Most model replicas on one Ray node (1: spread replicas over nodes); null: no limit."
+        None,
+        ge=1,
+        description="Most model replicas on one Ray node (1: spread replicas over nodes); null: no limit. CPU engines "
+        "of replicas on one node split its cores: each takes 1/min(this, replica count) of them.",
     )
     max_ongoing_requests: int = Field(
         32, ge=1, description="Requests one model replica runs at once (they share the engine's continuous batching)."
@@ -93,6 +101,11 @@ class ServerConfig(BaseModel):
         "at most this; scrapes come every 15-60 s, and each push costs CPU that the engine could use).",
     )
     app_name: str = Field("aligner", description="Ray Serve application name.")
+
+    def replicas_per_node(self) -> int:
+        """The most model replicas one node can hold (their CPU engines split its cores between them)."""
+        most = self.autoscaling.max_replicas if self.autoscaling is not None else self.num_replicas
+        return min(most, self.max_replicas_per_node or most)
 
     @classmethod
     def load(cls, data: Any) -> ServerConfig:

@@ -50,12 +50,26 @@ class MetricsPusher:
             await asyncio.sleep(self.interval)
 
 
+def node_rank() -> int:
+    """This replica's rank among its deployment's replicas on the same node (0 outside Serve)."""
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
+    try:
+        rank = serve.get_replica_context().rank
+    except RayServeException:  # not inside a replica
+        return 0
+    return rank.local_rank if rank is not None else 0
+
+
 class AlignerServer:
     async def __init__(self, config: dict[str, Any], hub: Any):
         self.config = ServerConfig.load(config)
         self.metrics = Metrics()
         log.info("model replica: preparing the model and starting the engine (tens of seconds on CPU)")
-        self.engine = await asyncio.to_thread(Engine.start, self.config.engine, progress=log.info)
+        self.engine = await asyncio.to_thread(
+            Engine.start, self.config.engine, progress=log.info, share=(node_rank(), self.config.replicas_per_node())
+        )
         self.catalog = build_catalog(
             self.config.rewards, tokenizer=self.engine.tokenizer, engine=self.engine, device="cpu" if on_cpu() else "cuda"
         )

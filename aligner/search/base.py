@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from aligner.engine import Candidate, Engine, SamplingSpec
+from aligner.engine import Candidate, Engine, SamplingSpec, derive_seed
 from aligner.errors import AlignerError
 from aligner.preference import Combiner, Ranking
 from aligner.rewards import ObjectiveCatalog
@@ -169,9 +169,9 @@ class SearchContext:
         )
 
     def seed_for(self, round_index: int) -> int | None:
-        """A distinct, reproducible seed per round of one request."""
+        """A distinct, reproducible seed per round of one request (unrelated to any other request's)."""
         seed = self.request.seed
-        return None if seed is None else (seed * 1_000_003 + round_index * 7919) % (2**63 - 1)
+        return None if seed is None else derive_seed(seed, "round", round_index)
 
     async def generate(
         self, spec: SamplingSpec, n: int, *, prefix_ids: Sequence[int] = (), prompt_ids: Sequence[int] | None = None

@@ -21,7 +21,8 @@ from proto.aligner.v1 import aligner_pb2_grpc
 
 SMALL = {"prompt": "Name a colour.", "max_tokens": 2, "temperature": 0}
 CONFIG = {
-    "engine": {"dtype": "float32", "max_model_len": 512, "kv_cache_gib": 0.2, "max_num_seqs": 4, "block_size": 32},
+    "engine": {"dtype": "float32", "max_model_len": 512, "kv_cache_gib": 0.2, "max_num_seqs": 4, "block_size": 32,
+               "enforce_eager": True},
     "num_replicas": 2,
     "max_replicas_per_node": 1,
     "replica_resources": {"aligner_model": 1},

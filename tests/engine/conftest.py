@@ -13,7 +13,8 @@ from aligner.core import Aligner
 from aligner.engine import Engine, EngineConfig
 from aligner.rewards import RewardsConfig, build_catalog
 
-TEST_ENGINE = EngineConfig(dtype="float32", max_model_len=2048, kv_cache_gib=0.5, max_num_seqs=16, block_size=32)
+TEST_ENGINE = EngineConfig(dtype="float32", max_model_len=2048, kv_cache_gib=0.5, max_num_seqs=16, block_size=32,
+                           enforce_eager=True)  # eager: starts a minute sooner; tests check behaviour, not speed
 
 
 class LoopThread:

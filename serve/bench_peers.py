@@ -1,0 +1,407 @@
+"""`aligner bench peers`: Aligner next to what a user would otherwise run, both on their defaults, in one run.
+
+- best-of-N: its_hub's `BestOfN(orm).ainfer(lm, prompt, budget=n)` (n separate chat requests, the
+  reward model in the client) driving vLLM's own OpenAI server, against Aligner's `best_of_n` through
+  `aligner serve` (`preference_vector {relevance: 1}`); the same model, the same relevance reward
+  (all-MiniLM-L6-v2 cosine), the same prompts and clients.
+- `sample`: the same greedy chat bodies to both servers' `/v1/chat/completions`, at each client count.
+
+Each server is started by the bench with nothing but its defaults (model path and ports only), measured,
+then stopped before the other starts: one engine at a time, since a small machine has no cores to spare.
+The chosen answers of both sides are re-scored here by one relevance model, so "mean chosen reward"
+is one measure for both. The JSON keeps every figure, the ratios and the targets with `met`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from aligner.bench.scoring import target
+from serve.bench import PROMPTS, parse_counts, ratio, run_load, scratch_store, wait_http
+from serve.local_cluster import free_port
+
+TARGETS = {
+    "aligner_over_its_hub_best_of_n_requests_per_s": {"min": 1.5},
+    "aligner_over_vllm_sample_tokens_per_s_at_max_clients": {"min": 0.9},
+}
+REWARD = "relevance"
+
+
+# -- pure helpers (unit-tested) ---------------------------------------------------------------
+
+
+def mean_and_error(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and its standard error (None for fewer than 2 values)."""
+    if not values:
+        return None, None
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None)
+
+
+def reward_not_worse(ours: Sequence[float], theirs: Sequence[float]) -> dict[str, Any]:
+    """Is our mean chosen reward equal or better than theirs? Both are means of best-of-n draws from
+    the same distribution when the engines sample alike, so "equal" is judged against the noise: met
+    when our mean is at least theirs or below it by less than two standard errors of the difference."""
+    (a, ea), (b, eb) = mean_and_error(ours), mean_and_error(theirs)
+    if a is None or b is None:
+        return {"difference": None, "standard_error": None, "met": False}
+    error = math.hypot(ea or 0.0, eb or 0.0)
+    return {"difference": round(a - b, 4), "standard_error": round(error, 4), "met": a >= b or (b - a) < 2 * error}
+
+
+def summarize(report: dict[str, Any]) -> dict[str, Any]:
+    bon = report.get("best_of_n", {})
+    ours, theirs = bon.get("aligner", {}), bon.get("its_hub", {})
+    ratios: dict[str, Any] = {
+        "aligner_over_its_hub_best_of_n_requests_per_s": ratio(ours.get("requests_per_s"), theirs.get("requests_per_s")),
+        "aligner_over_its_hub_best_of_n_generated_tokens_per_s": ratio(
+            ours.get("generated_tokens_per_s"), theirs.get("generated_tokens_per_s")),
+    }
+    sample = report.get("sample", {})
+    by_clients = {side: {r["clients"]: r["tokens_per_s"] for r in sample.get(side, [])} for side in ("aligner", "vllm")}
+    counts = sorted(set(by_clients["aligner"]) | set(by_clients["vllm"]))
+    ratios["aligner_over_vllm_sample_tokens_per_s"] = {
+        str(c): ratio(by_clients["aligner"].get(c), by_clients["vllm"].get(c)) for c in counts
+    }
+    ratios["aligner_over_vllm_sample_tokens_per_s_at_max_clients"] = (
+        ratio(by_clients["aligner"].get(counts[-1]), by_clients["vllm"].get(counts[-1])) if counts else None
+    )
+    targets = {name: target(ratios.get(name), spec) for name, spec in TARGETS.items()}
+    reward = reward_not_worse(ours.get("chosen_rewards", []), theirs.get("chosen_rewards", []))
+    targets["aligner_chosen_reward_not_worse_than_its_hub"] = reward
+    bon_target = targets["aligner_over_its_hub_best_of_n_requests_per_s"]
+    bon_target["met"] = bool(bon_target["met"] and reward["met"])  # faster only counts at equal or better reward
+    return {"ratios": ratios, "targets": targets}
+
+
+# -- the shared reward ------------------------------------------------------------------------
+
+
+class RelevanceJudge:
+    """The built-in relevance objective, in this process: what both sides' chosen answers are scored by,
+    and its_hub's outcome reward model."""
+
+    def __init__(self):
+        from aligner.rewards.builtin import Relevance
+
+        self.model = Relevance()
+        self.model.load()
+
+    def score(self, question: str, answers: Sequence[str]) -> list[float]:
+        from aligner.types import ChatMessage
+
+        if not answers:
+            return []
+        rows = self.model.score_now([ChatMessage(role="user", content=question)], list(answers))
+        return [float(v) for v in rows[:, 0]]
+
+
+def its_hub_reward_model(judge: RelevanceJudge):
+    """its_hub's outcome reward model interface over `judge`: each conversation's last user message and
+    last assistant message."""
+    from its_hub import AbstractOutcomeRewardModel
+
+    def text(message: Any, role: str) -> str | None:
+        message_role = message.role if hasattr(message, "role") else message.get("role")
+        content = message.content if hasattr(message, "content") else message.get("content")
+        return (content or "") if message_role == role else None
+
+    class RelevanceORM(AbstractOutcomeRewardModel):
+        def score(self, messages, **kwargs):
+            conversations = messages if messages and isinstance(messages[0], list) else [messages]
+            scores = []
+            for conversation in conversations:
+                question = next(t for m in reversed(conversation) if (t := text(m, "user")) is not None)
+                answer = next(t for m in reversed(conversation) if (t := text(m, "assistant")) is not None)
+                scores += judge.score(question, [answer])
+            return scores if messages and isinstance(messages[0], list) else scores[0]
+
+        async def ascore(self, messages, orchestrator=None, **kwargs):
+            return await asyncio.to_thread(self.score, messages)
+
+    return RelevanceORM()
+
+
+# -- servers ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def server(command: list[str], ready_url: str, name: str, progress, env: dict[str, str] | None = None) -> Iterator[None]:
+    """Run `command` until the block ends; ready once `ready_url` answers 200. Its output goes to a log file."""
+    log_path = Path(tempfile.gettempdir()) / f"bench-peers-{name}-{os.getpid()}.log"
+    progress(f"starting {name} (log: {log_path})")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            t0 = time.monotonic()
+            wait_http(ready_url, 900, proc)
+            progress(f"{name} ready in {time.monotonic() - t0:.0f}s")
+            yield
+        finally:
+            stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (both servers clean up on it), then SIGKILL of the whole session if it lingers."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+
+
+def vllm_command(model_dir: Path, port: int) -> list[str]:
+    """vLLM's own OpenAI server on its defaults: the model, where to listen, and one memory setting.
+
+    vLLM's CPU default reserves 92% of the NUMA node's memory for the KV cache and refuses to start when
+    that much is not free (it is not on a 24 GiB machine that also runs this bench); it gets the KV cache
+    Aligner's default reserves instead (`EngineConfig.kv_cache_gib`), which changes no decoding speed.
+    """
+    from aligner.engine import EngineConfig
+
+    kv_bytes = int(EngineConfig().kv_cache_gib * (1 << 30))
+    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+            "--host", "127.0.0.1", "--port", str(port), "--kv-cache-memory-bytes", str(kv_bytes)]
+
+
+def aligner_command(model_dir: Path, port: int, grpc_port: int, store_url: str) -> list[str]:
+    """`aligner serve` on its defaults: the model, where to listen and the bench's own tenant store."""
+    return [sys.executable, "-m", "serve.cli", "serve", "--model", str(model_dir), "--http-port", str(port),
+            "--grpc-port", str(grpc_port), "--tenant-store", store_url, "--no-demo-key"]
+
+
+def user_environment() -> dict[str, str]:
+    """This process's environment less the knobs a tuned run would set: both servers run as a user
+    starts them."""
+    env = dict(os.environ)
+    for name in ("VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_OMP_THREADS_BIND", "OMP_NUM_THREADS"):
+        env.pop(name, None)
+    return env
+
+
+# -- loads ------------------------------------------------------------------------------------
+
+
+def messages(prompt: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": prompt}]
+
+
+async def clients_run(one_request, clients: int, per_client: int) -> tuple[list[dict[str, Any]], float]:
+    """`clients` concurrent clients, each `per_client` requests in turn: (each request's record, wall seconds)."""
+    records: list[dict[str, Any]] = []
+
+    async def client(c: int) -> None:
+        for i in range(per_client):
+            prompt = PROMPTS[(c + i) % len(PROMPTS)]
+            t0 = time.perf_counter()
+            record = await one_request(prompt)
+            records.append({**record, "prompt": prompt, "latency_s": time.perf_counter() - t0})
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    return records, time.perf_counter() - started
+
+
+def best_of_n_summary(records: list[dict[str, Any]], wall_s: float, clients: int, judge: RelevanceJudge) -> dict[str, Any]:
+    rewards = [judge.score(r["prompt"], [r["text"]])[0] for r in records]
+    generated = sum(r["generated_tokens"] for r in records)
+    mean, error = mean_and_error(rewards)
+    return {
+        "clients": clients,
+        "requests": len(records),
+        "wall_s": round(wall_s, 3),
+        "requests_per_s": round(len(records) / wall_s, 3),
+        "generated_tokens": generated,
+        "generated_tokens_per_s": round(generated / wall_s, 2),
+        "mean_latency_s": round(statistics.fmean(r["latency_s"] for r in records), 3),
+        "mean_chosen_reward": round(mean, 4) if mean is not None else None,
+        "chosen_reward_standard_error": round(error, 4) if error is not None else None,
+        "chosen_rewards": [round(v, 4) for v in rewards],
+    }
+
+
+async def its_hub_best_of_n(base: str, model: str, args, orm) -> tuple[list[dict[str, Any]], float]:
+    from its_hub import BestOfN
+    from its_hub.core.lms.openai_lm import OpenAICompatibleLanguageModel
+
+    lm = OpenAICompatibleLanguageModel(endpoint=f"{base}/v1", api_key="none", model_name=model,
+                                       max_tokens=args.max_tokens, temperature=args.temperature)
+    algorithm = BestOfN(orm)
+
+    async def one(prompt: str) -> dict[str, Any]:
+        result = await algorithm.ainfer(lm, prompt, budget=args.n, return_response_only=False)
+        return {"text": result.the_one.get("content") or "", "generated_tokens": result.usage.completion_tokens}
+
+    try:
+        await one(PROMPTS[0])  # warm-up
+        return await clients_run(one, args.clients_best_of_n, args.requests_per_client)
+    finally:
+        await lm.close()
+
+
+async def aligner_best_of_n(base: str, model: str, headers: dict[str, str], args) -> tuple[list[dict[str, Any]], float]:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(900.0), trust_env=False,
+                                 limits=httpx.Limits(max_connections=args.clients_best_of_n + 4)) as client:
+
+        async def one(prompt: str) -> dict[str, Any]:
+            body = {"model": model, "messages": messages(prompt), "max_tokens": args.max_tokens,
+                    "temperature": args.temperature, "preference_vector": {REWARD: 1.0},
+                    "search": {"strategy": "best_of_n", "n": args.n}}
+            r = await client.post(f"{base}/v1/chat/completions", json=body, headers=headers)
+            if r.status_code != 200:
+                raise RuntimeError(f"aligner answered {r.status_code}: {r.text[:300]}")
+            data = r.json()
+            return {"text": data["choices"][0]["message"]["content"],
+                    "generated_tokens": data["alignment"]["usage"]["generated_tokens"]}
+
+        await one(PROMPTS[0])  # warm-up (loads the reward model)
+        return await clients_run(one, args.clients_best_of_n, args.requests_per_client)
+
+
+async def sample_loads(url: str, model: str, headers: dict[str, str], args, progress, label: str) -> list[dict[str, Any]]:
+    """Greedy chat completions at every client count (after one warm-up request)."""
+
+    def body(c: int, i: int) -> dict[str, Any]:
+        return {"model": model, "messages": messages(PROMPTS[(c + i) % len(PROMPTS)]), "max_tokens": args.max_tokens,
+                "temperature": 0.0}
+
+    await run_load(url, body, 1, 1, headers)
+    rows = []
+    for clients in args.clients:
+        row = await run_load(url, body, clients, args.requests_per_client, headers)
+        progress(f"{label} sample, {clients} client(s): {row['tokens_per_s']} tokens/s")
+        rows.append(row)
+    return rows
+
+
+# -- phases -----------------------------------------------------------------------------------
+
+
+def vllm_phase(model_dir: Path, args, report: dict[str, Any], judge: RelevanceJudge, progress) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    model = str(model_dir)  # vLLM's default served name is the --model value
+    with server(vllm_command(model_dir, port), f"{base}/health", "vllm", progress, env=user_environment()):
+        records, wall = asyncio.run(its_hub_best_of_n(base, model, args, its_hub_reward_model(judge)))
+        report["best_of_n"]["its_hub"] = row = best_of_n_summary(records, wall, args.clients_best_of_n, judge)
+        progress(f"its_hub best-of-{args.n} on vLLM: {row['requests_per_s']} requests/s, "
+                 f"{row['generated_tokens_per_s']} generated tokens/s, mean chosen {REWARD} {row['mean_chosen_reward']}")
+        report["sample"]["vllm"] = asyncio.run(sample_loads(f"{base}/v1/chat/completions", model, {}, args, progress, "vllm"))
+
+
+def aligner_phase(model_dir: Path, args, report: dict[str, Any], judge: RelevanceJudge, progress) -> None:
+    store, store_url, headers = scratch_store("bench-peers-")
+    port, grpc_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+    model = model_dir.name  # Aligner's default served name is the directory's name
+    try:
+        with server(aligner_command(model_dir, port, grpc_port, store_url), f"{base}/readyz", "aligner", progress,
+                    env=user_environment()):
+            records, wall = asyncio.run(aligner_best_of_n(base, model, headers, args))
+            report["best_of_n"]["aligner"] = row = best_of_n_summary(records, wall, args.clients_best_of_n, judge)
+            progress(f"aligner best_of_n n={args.n}: {row['requests_per_s']} requests/s, "
+                     f"{row['generated_tokens_per_s']} generated tokens/s, mean chosen {REWARD} {row['mean_chosen_reward']}")
+            report["sample"]["aligner"] = asyncio.run(
+                sample_loads(f"{base}/v1/chat/completions", model, headers, args, progress, "aligner"))
+    finally:
+        store.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from aligner.bench.scoring import write
+    from aligner.cli import status
+    from aligner.models import resolve_model
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt  # stop the running server on SIGTERM too
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    model_dir = resolve_model(args.model, progress=status)
+    report: dict[str, Any] = {
+        "benchmark": "peers",
+        "model": model_dir.name,
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "settings": {"n": args.n, "max_tokens": args.max_tokens, "temperature": args.temperature,
+                     "clients_best_of_n": args.clients_best_of_n, "requests_per_client": args.requests_per_client,
+                     "sample_clients": args.clients, "reward": REWARD, "order": args.order},
+        "notes": {
+            "best_of_n": "its_hub BestOfN(orm).ainfer(lm, prompt, budget=n): n chat requests to vLLM's server, the "
+            "relevance ORM in the bench process; Aligner: one /v1/chat/completions with preference_vector "
+            "{relevance: 1} and search best_of_n. generated_tokens: every candidate's tokens (its_hub's usage, "
+            "Aligner's alignment.usage.generated_tokens). Chosen answers of both re-scored by one relevance model.",
+            "sample": "greedy chat bodies (temperature 0) to /v1/chat/completions; tokens: usage.completion_tokens.",
+            "defaults": "each server gets only the model, host/ports (Aligner a scratch tenant store, vLLM the KV-cache "
+            "size of Aligner's default, since its own default of 92% of the memory node does not fit); "
+            "VLLM_CPU_NUM_OF_RESERVED_CPU, VLLM_CPU_OMP_THREADS_BIND and OMP_NUM_THREADS are removed from "
+            "their environment.",
+        },
+        "best_of_n": {},
+        "sample": {},
+        "errors": {},
+    }
+    judge = RelevanceJudge()
+    phases = {"vllm": vllm_phase, "aligner": aligner_phase}
+    out = Path(args.out or "bench-results/peers-cpu.json")
+    started = time.monotonic()
+    for name in args.order:
+        status(f"phase {name}")
+        try:
+            phases[name](model_dir, args, report, judge, status)
+        except Exception as exc:  # keep the other phase's figures
+            report["errors"][name] = f"{type(exc).__name__}: {exc}"
+            status(f"phase {name} failed: {report['errors'][name]}")
+        report["total_s"] = round(time.monotonic() - started, 1)
+        report.update(summarize(report))
+        write(report, out)  # after every phase, so an interrupted run keeps what it measured
+    print(json.dumps({"ratios": report["ratios"], "targets": report["targets"]}, indent=2))
+    status(f"wrote {out}")
+    return 1 if report["errors"] else 0
+
+
+def phase_order(text: str) -> list[str]:
+    order = [p.strip() for p in text.split(",") if p.strip()]
+    if sorted(order) != ["aligner", "vllm"]:
+        raise argparse.ArgumentTypeError(f"expected the two phases 'vllm,aligner' in some order, got {text!r}")
+    return order
+
+
+def add_parser(benches: argparse._SubParsersAction) -> None:
+    """Register `aligner bench peers`."""
+    p = benches.add_parser(
+        "peers", help="Aligner vs its_hub on vLLM's own server (best-of-N) and vs vLLM's server (sample), both on "
+        "their defaults, side by side in one run.")
+    p.set_defaults(handler=run)
+    p.add_argument("--model", default="embedded", help="A local HF model directory (default: the embedded model).")
+    p.add_argument("--n", type=int, default=4, help="Candidates per best-of-N request (its_hub's budget; default 4).")
+    p.add_argument("--max-tokens", type=int, default=48, help="Tokens per candidate (default 48).")
+    p.add_argument("--temperature", type=float, default=0.8, help="Sampling temperature of best-of-N (default 0.8).")
+    p.add_argument("--clients-best-of-n", type=int, default=8, help="Concurrent best-of-N clients (default 8).")
+    p.add_argument("--clients", type=parse_counts, default=[1, 16],
+                   help="Concurrent client counts of the sample loads (default 1,16).")
+    p.add_argument("--requests-per-client", type=int, default=2, help="Requests each client sends per load (default 2).")
+    p.add_argument("--order", type=phase_order, default=["vllm", "aligner"],
+                   help="Which server is measured first (default vllm,aligner).")
+    p.add_argument("--out", help="Output JSON (default: bench-results/peers-cpu.json).")
