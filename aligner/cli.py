@@ -209,7 +209,8 @@ def rewards_config_from_args(args: argparse.Namespace):
 
 
 def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
-    return parse_model(EngineConfig, given(args, ENGINE_FLAGS))
+    # One-shot commands run eagerly: compiling the model would take longer than they do.
+    return parse_model(EngineConfig, {"enforce_eager": True, **given(args, ENGINE_FLAGS)})
 
 
 def format_scores(response) -> str:

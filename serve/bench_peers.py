@@ -219,17 +219,26 @@ async def clients_run(one_request, clients: int, per_client: int) -> tuple[list[
     return records, time.perf_counter() - started
 
 
-def best_of_n_summary(records: list[dict[str, Any]], wall_s: float, clients: int, judge: RelevanceJudge) -> dict[str, Any]:
+async def rounds_of(one_request, args) -> list[tuple[list[dict[str, Any]], float]]:
+    """`args.rounds` runs of the best-of-N load, one after another."""
+    return [await clients_run(one_request, args.clients_best_of_n, args.requests_per_client) for _ in range(args.rounds)]
+
+
+def best_of_n_summary(rounds: list[tuple[list[dict[str, Any]], float]], clients: int, judge: RelevanceJudge) -> dict[str, Any]:
+    """requests/s and generated tokens/s: the medians over rounds (each round's kept under `rounds`); the
+    chosen rewards: every request of every round."""
+    records = [r for round_records, _ in rounds for r in round_records]
     rewards = [judge.score(r["prompt"], [r["text"]])[0] for r in records]
-    generated = sum(r["generated_tokens"] for r in records)
+    per_round = [{"requests": len(rs), "wall_s": round(wall, 3), "requests_per_s": round(len(rs) / wall, 3),
+                  "generated_tokens_per_s": round(sum(r["generated_tokens"] for r in rs) / wall, 2)}
+                 for rs, wall in rounds]
     mean, error = mean_and_error(rewards)
     return {
         "clients": clients,
         "requests": len(records),
-        "wall_s": round(wall_s, 3),
-        "requests_per_s": round(len(records) / wall_s, 3),
-        "generated_tokens": generated,
-        "generated_tokens_per_s": round(generated / wall_s, 2),
+        "requests_per_s": statistics.median(r["requests_per_s"] for r in per_round),
+        "generated_tokens_per_s": statistics.median(r["generated_tokens_per_s"] for r in per_round),
+        "rounds": per_round,
         "mean_latency_s": round(statistics.fmean(r["latency_s"] for r in records), 3),
         "mean_chosen_reward": round(mean, 4) if mean is not None else None,
         "chosen_reward_standard_error": round(error, 4) if error is not None else None,
@@ -237,7 +246,7 @@ def best_of_n_summary(records: list[dict[str, Any]], wall_s: float, clients: int
     }
 
 
-async def its_hub_best_of_n(base: str, model: str, args, orm) -> tuple[list[dict[str, Any]], float]:
+async def its_hub_best_of_n(base: str, model: str, args, orm) -> list[tuple[list[dict[str, Any]], float]]:
     from its_hub import BestOfN
     from its_hub.core.lms.openai_lm import OpenAICompatibleLanguageModel
 
@@ -251,12 +260,12 @@ async def its_hub_best_of_n(base: str, model: str, args, orm) -> tuple[list[dict
 
     try:
         await one(PROMPTS[0])  # warm-up
-        return await clients_run(one, args.clients_best_of_n, args.requests_per_client)
+        return await rounds_of(one, args)
     finally:
         await lm.close()
 
 
-async def aligner_best_of_n(base: str, model: str, headers: dict[str, str], args) -> tuple[list[dict[str, Any]], float]:
+async def aligner_best_of_n(base: str, model: str, headers: dict[str, str], args) -> list[tuple[list[dict[str, Any]], float]]:
     import httpx
 
     async with httpx.AsyncClient(timeout=httpx.Timeout(900.0), trust_env=False,
@@ -274,7 +283,7 @@ async def aligner_best_of_n(base: str, model: str, headers: dict[str, str], args
                     "generated_tokens": data["alignment"]["usage"]["generated_tokens"]}
 
         await one(PROMPTS[0])  # warm-up (loads the reward model)
-        return await clients_run(one, args.clients_best_of_n, args.requests_per_client)
+        return await rounds_of(one, args)
 
 
 async def sample_loads(url: str, model: str, headers: dict[str, str], args, progress, label: str) -> list[dict[str, Any]]:
@@ -301,8 +310,8 @@ def vllm_phase(model_dir: Path, args, report: dict[str, Any], judge: RelevanceJu
     base = f"http://127.0.0.1:{port}"
     model = str(model_dir)  # vLLM's default served name is the --model value
     with server(vllm_command(model_dir, port), f"{base}/health", "vllm", progress, env=user_environment()):
-        records, wall = asyncio.run(its_hub_best_of_n(base, model, args, its_hub_reward_model(judge)))
-        report["best_of_n"]["its_hub"] = row = best_of_n_summary(records, wall, args.clients_best_of_n, judge)
+        rounds = asyncio.run(its_hub_best_of_n(base, model, args, its_hub_reward_model(judge)))
+        report["best_of_n"]["its_hub"] = row = best_of_n_summary(rounds, args.clients_best_of_n, judge)
         progress(f"its_hub best-of-{args.n} on vLLM: {row['requests_per_s']} requests/s, "
                  f"{row['generated_tokens_per_s']} generated tokens/s, mean chosen {REWARD} {row['mean_chosen_reward']}")
         report["sample"]["vllm"] = asyncio.run(sample_loads(f"{base}/v1/chat/completions", model, {}, args, progress, "vllm"))
@@ -316,8 +325,8 @@ def aligner_phase(model_dir: Path, args, report: dict[str, Any], judge: Relevanc
     try:
         with server(aligner_command(model_dir, port, grpc_port, store_url), f"{base}/readyz", "aligner", progress,
                     env=user_environment()):
-            records, wall = asyncio.run(aligner_best_of_n(base, model, headers, args))
-            report["best_of_n"]["aligner"] = row = best_of_n_summary(records, wall, args.clients_best_of_n, judge)
+            rounds = asyncio.run(aligner_best_of_n(base, model, headers, args))
+            report["best_of_n"]["aligner"] = row = best_of_n_summary(rounds, args.clients_best_of_n, judge)
             progress(f"aligner best_of_n n={args.n}: {row['requests_per_s']} requests/s, "
                      f"{row['generated_tokens_per_s']} generated tokens/s, mean chosen {REWARD} {row['mean_chosen_reward']}")
             report["sample"]["aligner"] = asyncio.run(
@@ -346,6 +355,7 @@ def run(args: argparse.Namespace) -> int:
         "cpus": os.cpu_count(),
         "settings": {"n": args.n, "max_tokens": args.max_tokens, "temperature": args.temperature,
                      "clients_best_of_n": args.clients_best_of_n, "requests_per_client": args.requests_per_client,
+                     "rounds": args.rounds,
                      "sample_clients": args.clients, "reward": REWARD, "order": args.order},
         "notes": {
             "best_of_n": "its_hub BestOfN(orm).ainfer(lm, prompt, budget=n): n chat requests to vLLM's server, the "
@@ -402,6 +412,9 @@ def add_parser(benches: argparse._SubParsersAction) -> None:
     p.add_argument("--clients", type=parse_counts, default=[1, 16],
                    help="Concurrent client counts of the sample loads (default 1,16).")
     p.add_argument("--requests-per-client", type=int, default=2, help="Requests each client sends per load (default 2).")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="Best-of-N loads per side; requests/s is their median (default 3: one short load is at the "
+                   "mercy of a shared host's drift).")
     p.add_argument("--order", type=phase_order, default=["vllm", "aligner"],
                    help="Which server is measured first (default vllm,aligner).")
     p.add_argument("--out", help="Output JSON (default: bench-results/peers-cpu.json).")

@@ -103,10 +103,12 @@ class AlignerServer:
             "objectives": self.catalog.describe(),
         }
 
-    def engine_state(self) -> dict[str, int]:
-        """What this replica's engine holds now (tests and operators check cancellation with it)."""
+    def engine_state(self) -> dict[str, Any]:
+        """What this replica's engine holds now (tests and operators check cancellation and the CPU
+        binding with it)."""
         self._refresh()
         return {
+            "cores": list(self.engine.cores),
             "unfinished_requests": self.engine.unfinished_requests(),
             "running": int(self.metrics.engine_running._value.get()),
             "waiting": int(self.metrics.engine_waiting._value.get()),

@@ -9,7 +9,8 @@ def on_one_engine(engine_config, rewards, work, progress):
     from aligner.engine import Engine, EngineConfig
     from aligner.rewards import build_catalog
 
-    config = engine_config or EngineConfig(dtype="float32", kv_cache_gib=0.5, max_model_len=2048, block_size=32)
+    config = engine_config or EngineConfig(dtype="float32", kv_cache_gib=0.5, max_model_len=2048, block_size=32,
+                                            enforce_eager=True)  # quality figures: compiling buys nothing
 
     async def main():
         engine = Engine.start(config, progress=progress)

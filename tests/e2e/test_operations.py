@@ -275,3 +275,42 @@ def test_a_dead_engine_fails_requests_with_503_and_its_replica_is_replaced(serve
     while len(engine_cores_of_the_app(server.app)) != 2 and time.monotonic() < deadline:
         time.sleep(3)
     assert len(engine_cores_of_the_app(server.app)) == 2, process_table()
+
+
+def model_replicas_of_the_app(app: str) -> list:
+    import psutil
+
+    return [p for p in psutil.process_iter(["cmdline"])
+            if f"ServeReplica:{app}:AlignerServer" in " ".join(p.info["cmdline"] or [])]
+
+
+def test_each_replica_decodes_on_cores_of_its_own(server):
+    """The regression test of the CPU binding inside Ray replicas: Ray gives a replica's process
+    OMP_NUM_THREADS=1 (its num_cpus), vLLM's own binding keeps a core for its scheduler and binds every
+    replica of a node to the same cores. The app's two replicas share this machine, so each must
+    decode on half of its physical cores, bound one thread per core, and the halves must not overlap."""
+    from aligner.cpu_binding import decoding_cores
+    from tests.pinning import pinned_cores
+
+    replicas = model_replicas_of_the_app(server.app)
+    assert len(replicas) == 2
+    every = decoding_cores(None)
+    per_replica = max(1, len(every) // 2)
+    body = {"prompt": "Name a colour.", "max_tokens": 4, "temperature": 0}
+
+    def pinned() -> list[set[int]]:
+        return [pinned_cores(r) for r in replicas]
+
+    # The OpenMP threads start with an engine's first forward pass: send concurrent requests (the
+    # router spreads them over both replicas) until each engine has decoded.
+    with httpx.Client(base_url=server.url, timeout=300) as client:
+        for _ in range(10):
+            if all(len(cores) >= per_replica for cores in pinned()):
+                break
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                for r in pool.map(lambda _: client.post("/v1/generate", json=body, headers=server.headers()), range(4)):
+                    assert r.status_code == 200, r.text
+    found = pinned()
+    assert all(len(cores) == per_replica for cores in found), (found, process_table())
+    assert not found[0] & found[1] or len(every) == 1, f"two replicas bound to the same cores: {found}"
+    assert set().union(*found) <= set(every)

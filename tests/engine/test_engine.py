@@ -21,6 +21,21 @@ def story_ids(engine):
     return prompt_token_ids(engine.tokenizer, [ChatMessage(role="user", content="Write a long story about a dragon.")])
 
 
+def test_the_engine_decodes_with_one_bound_thread_on_every_core_it_was_given(engine, run, france_ids):
+    """The regression test of the CPU binding: vLLM's own default kept one of two cores idle and
+    Ray's thread count (1 per replica CPU) leaked into the engine; every physical core this
+    process may use must carry a decoding thread of its own."""
+    import psutil
+
+    from aligner.cpu_binding import decoding_cores
+    from tests.pinning import pinned_cores
+
+    expected = decoding_cores(engine.config.cpu_threads)
+    assert list(engine.cores) == expected and len(expected) == len(decoding_cores(None))
+    run(engine.generate(france_ids, GREEDY))  # the OpenMP threads start with the first forward pass
+    assert pinned_cores(psutil.Process()) == set(expected)
+
+
 def test_greedy_answer_names_paris(engine, run, france_ids):
     (candidate,) = run(engine.generate(france_ids, GREEDY))
     assert "Paris" in candidate.text
@@ -38,6 +53,8 @@ def test_n_candidates_with_a_seed_are_reproducible_and_seeds_differ(engine, run,
     assert [c.token_ids for c in first] == [c.token_ids for c in again]
     assert len({c.token_ids for c in first}) > 1, "the n candidates of one request should differ"
     assert [c.token_ids for c in first] != [c.token_ids for c in other]
+    # vLLM seeds candidate i with seed + i; nearby request seeds must not share candidates for it.
+    assert not {c.token_ids for c in first} & {c.token_ids for c in other}, "seeds 7 and 8 shared a candidate"
 
 
 def test_chunked_continuation_from_a_token_prefix_equals_one_shot_greedy(engine, run, story_ids):
