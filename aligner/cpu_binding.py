@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,15 +45,18 @@ def parse_cpu_list(text: str) -> list[int]:
 
 def quota_cpus(cpu_max: str | None = None, cfs: tuple[str, str] | None = None) -> float | None:
     """CPUs a cgroup quota allows: cgroup v2 `cpu.max` ("400000 100000" or "max 100000") or v1
-    (cfs_quota_us, cfs_period_us); None when there is no quota."""
-    if cpu_max is not None:
-        fields = cpu_max.split()
-        if len(fields) == 2 and fields[0] != "max":
-            return int(fields[0]) / int(fields[1])
-    if cfs is not None:
-        quota, period = (int(v) for v in cfs)
-        if quota > 0 and period > 0:
-            return quota / period
+    (cfs_quota_us, cfs_period_us); None when there is no quota or the files say nothing sensible."""
+    try:
+        if cpu_max is not None:
+            fields = cpu_max.split()
+            if len(fields) == 2 and fields[0] != "max" and int(fields[1]) > 0:
+                return int(fields[0]) / int(fields[1])
+        if cfs is not None:
+            quota, period = (int(v) for v in cfs)
+            if quota > 0 and period > 0:
+                return quota / period
+    except ValueError:
+        return None
     return None
 
 
@@ -117,21 +121,38 @@ def system_cpus(sys_root: Path = SYS) -> list[LogicalCpu]:
 
 
 def own_quota(proc_root: Path = Path("/proc"), cgroup_root: Path = SYS / "fs/cgroup") -> float | None:
-    """The CPU quota of this process's cgroup (v2, else v1), or None."""
+    """The CPU quota of this process's cgroup (v2, else v1), or None. Inside a container the cgroup
+    named in /proc/self/cgroup is often mounted as the root itself, so the root is asked too."""
     for line in (_read(proc_root / "self/cgroup") or "").splitlines():
-        hierarchy, controllers, path = line.split(":", 2)
-        relative = path.lstrip("/")
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        relative = path.strip().lstrip("/")
         if hierarchy == "0":
-            found = quota_cpus(cpu_max=_read(cgroup_root / relative / "cpu.max"))
+            places = [cgroup_root / relative, cgroup_root]
+            found = [quota_cpus(cpu_max=_read(p / "cpu.max")) for p in places]
         elif "cpu" in controllers.split(","):
-            base = cgroup_root / controllers
-            quota, period = _read(base / relative / "cpu.cfs_quota_us"), _read(base / relative / "cpu.cfs_period_us")
-            found = quota_cpus(cfs=(quota, period)) if quota and period else None
+            places = [cgroup_root / controllers / relative, cgroup_root / controllers]
+            found = []
+            for place in places:
+                quota, period = _read(place / "cpu.cfs_quota_us"), _read(place / "cpu.cfs_period_us")
+                found.append(quota_cpus(cfs=(quota, period)) if quota and period else None)
         else:
             continue
-        if found is not None:
-            return found
+        quotas = [q for q in found if q is not None]
+        if quotas:
+            return min(quotas)
     return None
+
+
+def preset_cores() -> list[int] | None:
+    """A binding the operator (or a local cluster pinning its nodes) already set in
+    VLLM_CPU_OMP_THREADS_BIND: its cores ([] for "nobind"), kept as they are; None when unset or "auto"."""
+    preset = os.environ.get(BIND_VARIABLE, "auto").strip()
+    if preset == "auto":
+        return None
+    if preset == "nobind":
+        return []
+    return [core for part in preset.split("|") for core in parse_cpu_list(part)]
 
 
 def decoding_cores(threads: int | None, share: tuple[int, int] = (0, 1)) -> list[int]:
@@ -139,17 +160,22 @@ def decoding_cores(threads: int | None, share: tuple[int, int] = (0, 1)) -> list
     return choose_cores(system_cpus(), set(os.sched_getaffinity(0)), own_quota(), threads, share)
 
 
+# Engines started at once in one process would read each other's binding from the environment.
+_STARTING = threading.Lock()
+
+
 @contextmanager
 def bound_to(cores: Sequence[int], environ: Mapping[str, str] | None = None) -> Iterator[None]:
     """VLLM_CPU_OMP_THREADS_BIND set to `cores` while vLLM spawns its engine processes (they read it
-    when they start), and restored after."""
+    when they start), and restored after; one engine start at a time."""
     env = os.environ if environ is None else environ
-    old = env.get(BIND_VARIABLE)
-    env[BIND_VARIABLE] = ",".join(map(str, cores))  # type: ignore[index]
-    try:
-        yield
-    finally:
-        if old is None:
-            env.pop(BIND_VARIABLE, None)  # type: ignore[attr-defined]
-        else:
-            env[BIND_VARIABLE] = old  # type: ignore[index]
+    with _STARTING:
+        old = env.get(BIND_VARIABLE)
+        env[BIND_VARIABLE] = ",".join(map(str, cores))  # type: ignore[index]
+        try:
+            yield
+        finally:
+            if old is None:
+                env.pop(BIND_VARIABLE, None)  # type: ignore[attr-defined]
+            else:
+                env[BIND_VARIABLE] = old  # type: ignore[index]

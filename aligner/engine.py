@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aligner.cpu_binding import bound_to, decoding_cores
+from aligner.cpu_binding import bound_to, decoding_cores, preset_cores
 from aligner.errors import EngineUnavailable, InvalidRequest
 from aligner.prompting import ModelProfile
 
@@ -242,12 +242,13 @@ class Engine:
             disable_log_stats=False,
         )
         scheduler = SchedulerSnapshot()
-        cores = decoding_cores(config.cpu_threads, share) if cpu else []
+        preset = preset_cores() if cpu else None
+        cores = (preset if preset is not None else decoding_cores(config.cpu_threads, share)) if cpu else []
         where = f"CPU cores {','.join(map(str, cores))}" if cpu else "GPU"
         compiled = "eager" if config.enforce_eager else ("compiling the model first" if cpu else "with CUDA graphs")
         progress(f"starting the vLLM engine on {where} for {model_dir} ({compiled})")
         try:
-            with bound_to(cores) if cpu else contextlib.nullcontext():
+            with bound_to(cores) if cpu and preset is None else contextlib.nullcontext():
                 llm = _async_llm_class().from_engine_args(args, stat_loggers=[_stat_logger_factory(scheduler)])
         except Exception as exc:
             raise EngineUnavailable(f"vLLM failed to start for {model_dir}: {exc}") from exc

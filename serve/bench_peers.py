@@ -142,9 +142,9 @@ def its_hub_reward_model(judge: RelevanceJudge):
 @contextlib.contextmanager
 def server(command: list[str], ready_url: str, name: str, progress, env: dict[str, str] | None = None) -> Iterator[None]:
     """Run `command` until the block ends; ready once `ready_url` answers 200. Its output goes to a log file."""
-    log_path = Path(tempfile.gettempdir()) / f"bench-peers-{name}-{os.getpid()}.log"
+    fd, log_path = tempfile.mkstemp(prefix=f"bench-peers-{name}-", suffix=".log")
     progress(f"starting {name} (log: {log_path})")
-    with open(log_path, "w") as log:
+    with os.fdopen(fd, "w") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
             t0 = time.monotonic()
@@ -156,15 +156,16 @@ def server(command: list[str], ready_url: str, name: str, progress, env: dict[st
 
 
 def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM (both servers clean up on it), then SIGKILL of the whole session if it lingers."""
+    """SIGTERM (both servers clean up on it), then SIGKILL of its whole session, which also ends what
+    a server that died left running (an engine core, Ray's daemons) before the next phase measures."""
     if proc.poll() is None:
         proc.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(120)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(30)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(30)
 
 
 def vllm_command(model_dir: Path, port: int) -> list[str]:
@@ -345,6 +346,10 @@ def run(args: argparse.Namespace) -> int:
     def on_sigterm(signum, frame):
         raise KeyboardInterrupt  # stop the running server on SIGTERM too
 
+    try:  # before minutes go into starting a server
+        import its_hub  # noqa: F401
+    except ImportError:
+        raise SystemExit("aligner bench peers needs its_hub: pip install 'its-hub[lm]==1.2.0' (in the test extra)")
     signal.signal(signal.SIGTERM, on_sigterm)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model_dir = resolve_model(args.model, progress=status)
@@ -391,6 +396,16 @@ def run(args: argparse.Namespace) -> int:
     return 1 if report["errors"] else 0
 
 
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def phase_order(text: str) -> list[str]:
     order = [p.strip() for p in text.split(",") if p.strip()]
     if sorted(order) != ["aligner", "vllm"]:
@@ -405,14 +420,14 @@ def add_parser(benches: argparse._SubParsersAction) -> None:
         "their defaults, side by side in one run.")
     p.set_defaults(handler=run)
     p.add_argument("--model", default="embedded", help="A local HF model directory (default: the embedded model).")
-    p.add_argument("--n", type=int, default=4, help="Candidates per best-of-N request (its_hub's budget; default 4).")
-    p.add_argument("--max-tokens", type=int, default=48, help="Tokens per candidate (default 48).")
+    p.add_argument("--n", type=positive, default=4, help="Candidates per best-of-N request (its_hub's budget; default 4).")
+    p.add_argument("--max-tokens", type=positive, default=48, help="Tokens per candidate (default 48).")
     p.add_argument("--temperature", type=float, default=0.8, help="Sampling temperature of best-of-N (default 0.8).")
-    p.add_argument("--clients-best-of-n", type=int, default=8, help="Concurrent best-of-N clients (default 8).")
+    p.add_argument("--clients-best-of-n", type=positive, default=8, help="Concurrent best-of-N clients (default 8).")
     p.add_argument("--clients", type=parse_counts, default=[1, 16],
                    help="Concurrent client counts of the sample loads (default 1,16).")
-    p.add_argument("--requests-per-client", type=int, default=2, help="Requests each client sends per load (default 2).")
-    p.add_argument("--rounds", type=int, default=3,
+    p.add_argument("--requests-per-client", type=positive, default=2, help="Requests each client sends per load (default 2).")
+    p.add_argument("--rounds", type=positive, default=3,
                    help="Best-of-N loads per side; requests/s is their median (default 3: one short load is at the "
                    "mercy of a shared host's drift).")
     p.add_argument("--order", type=phase_order, default=["vllm", "aligner"],

@@ -8,9 +8,6 @@ import pytest
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# vLLM's CPU worker keeps one of the two CI cores for the front end by default;
-# the tests' front end is mostly idle while the engine decodes.
-os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
 
 @pytest.fixture(scope="session")

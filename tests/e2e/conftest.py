@@ -99,7 +99,6 @@ def server(tmp_path_factory, model_dir):
     from serve.app import proxy_options
     from serve.config import ServerConfig
 
-    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     srv = Server(model_dir, free_port(), f"sqlite:///{tmp_path_factory.mktemp('e2e')}/tenants.db",
                  grpc_port=free_port())
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)

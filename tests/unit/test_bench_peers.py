@@ -94,3 +94,10 @@ def test_its_hub_reward_model_scores_each_conversations_last_answer():
     other = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "twelve chars"}]
     assert asyncio.run(orm.ascore([conversation, other])) == [0.4, 1.2]
     assert orm.score(conversation) == 0.4
+
+
+def test_counts_must_be_positive():
+    assert bench_peers.positive("3") == 3
+    for bad in ("0", "-1", "x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="positive integer"):
+            bench_peers.positive(bad)

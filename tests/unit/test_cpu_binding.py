@@ -100,6 +100,36 @@ def test_the_quota_is_read_from_the_process_cgroup(tmp_path):
     assert cpu_binding.own_quota(none / "proc", none / "cg") is None
 
 
+def test_odd_cgroup_files_mean_no_quota_rather_than_a_crash(tmp_path):
+    assert quota_cpus(cpu_max="abc 100000") is None
+    assert quota_cpus(cpu_max="100000 0") is None
+    assert quota_cpus(cfs=("x", "100000")) is None
+    odd = write(tmp_path, {"proc/self/cgroup": "\nnot a cgroup line\n0::/a\n", "cg/a/cpu.max": "max\n"})
+    assert cpu_binding.own_quota(odd / "proc", odd / "cg") is None
+
+
+def test_a_container_whose_cgroup_is_mounted_as_the_root_has_its_quota_found(tmp_path):
+    v1 = write(tmp_path / "v1", {"proc/self/cgroup": "3:cpu,cpuacct:/kubepods/burstable/pod7/abc\n",
+                                 "cg/cpu,cpuacct/cpu.cfs_quota_us": "400000\n",
+                                 "cg/cpu,cpuacct/cpu.cfs_period_us": "100000\n"})
+    assert cpu_binding.own_quota(v1 / "proc", v1 / "cg") == 4.0
+    v2 = write(tmp_path / "v2", {"proc/self/cgroup": "0::/system.slice/docker-abc.scope\n",
+                                 "cg/cpu.max": "200000 100000\n"})
+    assert cpu_binding.own_quota(v2 / "proc", v2 / "cg") == 2.0
+
+
+def test_a_binding_already_set_is_kept(monkeypatch):
+    """A local cluster pins each Ray node's engine through the variable; an operator may too."""
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    assert cpu_binding.preset_cores() is None
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "auto")
+    assert cpu_binding.preset_cores() is None
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "1,3-4")
+    assert cpu_binding.preset_cores() == [1, 3, 4]
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    assert cpu_binding.preset_cores() == []
+
+
 def test_this_machine_gives_at_least_one_core_it_may_run_on():
     cores = cpu_binding.decoding_cores(None)
     assert cores and set(cores) <= os.sched_getaffinity(0)
