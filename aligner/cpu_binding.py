@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,17 +165,30 @@ _STARTING = threading.Lock()
 
 
 @contextmanager
-def bound_to(cores: Sequence[int], environ: Mapping[str, str] | None = None) -> Iterator[None]:
+def bound_to(cores: Sequence[int], environ: MutableMapping[str, str] | None = None) -> Iterator[None]:
     """VLLM_CPU_OMP_THREADS_BIND set to `cores` while vLLM spawns its engine processes (they read it
     when they start), and restored after; one engine start at a time."""
     env = os.environ if environ is None else environ
     with _STARTING:
         old = env.get(BIND_VARIABLE)
-        env[BIND_VARIABLE] = ",".join(map(str, cores))  # type: ignore[index]
+        env[BIND_VARIABLE] = ",".join(map(str, cores))
         try:
             yield
         finally:
             if old is None:
-                env.pop(BIND_VARIABLE, None)  # type: ignore[attr-defined]
+                env.pop(BIND_VARIABLE, None)
             else:
-                env[BIND_VARIABLE] = old  # type: ignore[index]
+                env[BIND_VARIABLE] = old
+
+
+@contextmanager
+def engine_binding(threads: int | None, share: tuple[int, int] = (0, 1)) -> Iterator[list[int]]:
+    """The cores of a CPU engine started inside this block: a binding already set is kept as it is,
+    otherwise `decoding_cores` are bound for the start."""
+    preset = preset_cores()
+    if preset is not None:
+        yield preset
+        return
+    cores = decoding_cores(threads, share)
+    with bound_to(cores):
+        yield cores

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aligner.cpu_binding import bound_to, decoding_cores, preset_cores
+from aligner.cpu_binding import engine_binding
 from aligner.errors import EngineUnavailable, InvalidRequest
 from aligner.prompting import ModelProfile
 
@@ -77,17 +77,14 @@ class EngineConfig(BaseModel):
 
 
 def derive_seed(*parts: int | str) -> int:
-    """A 63-bit seed from `parts` (a hash: different parts give unrelated seeds)."""
+    """A 63-bit seed from `parts` (a hash: different parts give unrelated seeds).
+
+    vLLM gets `derive_seed(seed)` for a request with `seed`: it seeds candidate i with seed + i, so
+    requests seeded 1 and 2 would share all but one candidate; hashed, two requests' candidate seeds
+    (h(s), h(s) + 1, ...) overlap only if their hashes fall within n of each other, a chance of about
+    n / 2^62."""
     digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8, person=b"aligner-seed").digest()
     return int.from_bytes(digest, "big") >> 1
-
-
-def spread_seed(seed: int) -> int:
-    """The seed vLLM gets for a request with `seed`. vLLM seeds candidate i of a request with seed + i,
-    so requests seeded 1 and 2 would share all but one candidate; hashed, two requests' candidate
-    seeds (h(s), h(s) + 1, ...) overlap only if their hashes fall within n of each other, a chance of
-    about n / 2^62."""
-    return derive_seed(seed)
 
 
 @dataclass(frozen=True)
@@ -242,16 +239,14 @@ class Engine:
             disable_log_stats=False,
         )
         scheduler = SchedulerSnapshot()
-        preset = preset_cores() if cpu else None
-        cores = (preset if preset is not None else decoding_cores(config.cpu_threads, share)) if cpu else []
-        where = f"CPU cores {','.join(map(str, cores))}" if cpu else "GPU"
         compiled = "eager" if config.enforce_eager else ("compiling the model first" if cpu else "with CUDA graphs")
-        progress(f"starting the vLLM engine on {where} for {model_dir} ({compiled})")
-        try:
-            with bound_to(cores) if cpu and preset is None else contextlib.nullcontext():
+        with engine_binding(config.cpu_threads, share) if cpu else contextlib.nullcontext([]) as cores:
+            where = f"CPU cores {','.join(map(str, cores))}" if cpu else "GPU"
+            progress(f"starting the vLLM engine on {where} for {model_dir} ({compiled})")
+            try:
                 llm = _async_llm_class().from_engine_args(args, stat_loggers=[_stat_logger_factory(scheduler)])
-        except Exception as exc:
-            raise EngineUnavailable(f"vLLM failed to start for {model_dir}: {exc}") from exc
+            except Exception as exc:
+                raise EngineUnavailable(f"vLLM failed to start for {model_dir}: {exc}") from exc
         progress("engine ready")
         return cls(llm, config, model_dir, scheduler, cores)
 
@@ -271,7 +266,7 @@ class Engine:
             max_tokens=spec.max_tokens,
             temperature=spec.temperature,
             top_p=spec.top_p,
-            seed=None if spec.seed is None else spread_seed(spec.seed),
+            seed=None if spec.seed is None else derive_seed(spec.seed),
             stop=list(spec.stop) or None,
             logprobs=logprobs,
             output_kind=RequestOutputKind.DELTA if streaming else RequestOutputKind.FINAL_ONLY,
@@ -298,7 +293,7 @@ class Engine:
     async def generate(
         self, prompt_ids: Sequence[int], spec: SamplingSpec, *, n: int = 1, prefix_ids: Sequence[int] = ()
     ) -> list[Candidate]:
-        """`n` continuations of prompt + prefix; a seed makes them reproducible (see `spread_seed`)."""
+        """`n` continuations of prompt + prefix; a seed makes them reproducible (see `derive_seed`)."""
         ids = self._check(prompt_ids, prefix_ids, spec, n)
         final = await self._final(ids, self._sampling_params(spec, n))
         return [

@@ -230,14 +230,14 @@ def test_budgets_are_never_exceeded(max_candidate_tokens, max_reward_calls, roun
 
 
 def test_seeds_are_spread_so_nearby_request_seeds_share_no_candidate_seed():
-    from aligner.engine import derive_seed, spread_seed
+    from aligner.engine import derive_seed
     from aligner.types import MAX_SEED
 
     n = 64  # vLLM seeds candidate i of a request with its seed + i
-    ranges = [range(spread_seed(s), spread_seed(s) + n) for s in (*range(200), MAX_SEED - 1, MAX_SEED)]
+    ranges = [range(derive_seed(s), derive_seed(s) + n) for s in (*range(200), MAX_SEED - 1, MAX_SEED)]
     starts = sorted(r.start for r in ranges)
     assert all(b - a >= n for a, b in zip(starts, starts[1:])), "two requests' candidate seeds overlap"
     assert all(0 <= r.start < 2**63 for r in ranges)
-    assert spread_seed(5) == spread_seed(5) and derive_seed(5, "round", 1) == derive_seed(5, "round", 1)
+    assert derive_seed(5) == derive_seed(5) and derive_seed(5, "round", 1) == derive_seed(5, "round", 1)
     rounds = {derive_seed(s, "round", r) for s in range(50) for r in range(20)}
     assert len(rounds) == 50 * 20, "every (request seed, round) pair has a seed of its own"
