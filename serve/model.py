@@ -76,6 +76,10 @@ class AlignerServer:
         self.catalog.add_batch_observer(self._on_batch)
         # Reward models load and capture their CUDA graphs now, never inside a request.
         await asyncio.to_thread(self.catalog.warm_up)
+        # And every objective scores once, the judges' prefills included: an engine's first forward
+        # passes (its decoding threads start, kernels are set up) took 13 s on one core, longer than a
+        # readiness probe waits, and no request or probe should pay for them.
+        await self.catalog.probe()
         self.aligner = Aligner(self.engine, self.catalog)
         self.model_name = self.config.model_name or self.engine.model_name
         self._graph_replays = 0
