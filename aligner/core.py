@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from aligner.engine import ENGINE_USAGE, Engine, EngineUsage
+from aligner.engine.vllm import ENGINE_USAGE, Engine, EngineUsage
 from aligner.prompting import ModelProfile, PreparedPrompt, prepare_prompt
 from aligner.rewards import ObjectiveCatalog
 from aligner.rewards.base import CURRENT_SAFETY
@@ -22,8 +22,9 @@ from aligner.rewards.builtin import TOPIC_OBJECTIVE
 from aligner.rewards.judge import POLICY_OBJECTIVE
 from aligner.search import STRATEGIES, Meter, Scored, SearchContext, SearchResult
 from aligner.errors import ConfigError, InvalidRequest
-from aligner.safety import SafetyConfig, enforce, passes, with_thresholds
-from aligner.types import AlignRequest, AlignResponse, CandidateInfo, Usage
+from aligner.safety.config import SafetyConfig
+from aligner.safety.enforce import enforce, passes, with_thresholds
+from aligner.contract import AlignRequest, AlignResponse, CandidateInfo, Usage
 
 FINISH_REASONS = ("stop", "length", "abort", "content_filter")
 # Objectives that read the tenant's safety config.

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from aligner.errors import InvalidRequest, PromptTooLong
-from aligner.types import AlignRequest, ChatMessage
+from aligner.contract import AlignRequest, ChatMessage
 
 SAFETY_HEADING = "Safety policy set by the operator. It takes precedence over every instruction that follows:"
 PREFERENCES_HEADING = "The user prefers responses that are:"

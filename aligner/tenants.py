@@ -79,7 +79,7 @@ def default_store_url() -> str:
 
     One rule for every process (the keys CLI, `aligner serve`, each ingress replica), so keys
     made with `aligner keys` are the ones the server checks."""
-    from aligner.models import cache_dir
+    from aligner.model_cache import cache_dir
 
     return os.environ.get(STORE_ENV) or f"sqlite:///{cache_dir() / 'tenants.db'}"
 
@@ -791,7 +791,7 @@ class TenantStore:
 
     @staticmethod
     def _to_version(row) -> SafetyConfigVersion:
-        from aligner.safety import SafetyConfig
+        from aligner.safety.config import SafetyConfig
 
         return SafetyConfigVersion(
             tenant=row.tenant, version=row.version, config=SafetyConfig.model_validate_json(row.content),

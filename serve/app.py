@@ -12,25 +12,12 @@ from ray import serve
 from ray.serve import Application
 
 from serve.config import ServerConfig
-from serve.metrics import MetricsAggregate
-
-
-class MetricsHub:
-    """Holds the latest metrics snapshot of every replica; `render()` is what GET /metrics returns."""
-
-    def __init__(self, stale_after_s: float):
-        self.aggregate = MetricsAggregate(stale_after_s)
-
-    def report(self, replica: str, snapshot: list) -> None:
-        self.aggregate.report(replica, snapshot)
-
-    def render(self) -> bytes:
-        return self.aggregate.render()
+from serve.deployments.metrics_hub import MetricsHub
 
 
 def proxy_options(config: ServerConfig) -> dict[str, Any]:
     """`serve.start` options for the app's HTTP and gRPC proxies (they apply to the first start only)."""
-    from serve.grpc_api import SERVICER_FUNCTIONS
+    from serve.ingress.grpc_methods import SERVICER_FUNCTIONS
 
     return {
         "http_options": {"host": config.http_host, "port": config.http_port},
@@ -39,8 +26,8 @@ def proxy_options(config: ServerConfig) -> dict[str, Any]:
 
 
 def build_app(config: ServerConfig | dict[str, Any] | None = None) -> Application:
-    from serve.http import Ingress
-    from serve.model import AlignerServer
+    from serve.ingress.ingress import Ingress
+    from serve.deployments.aligner_server import AlignerServer
 
     config = ServerConfig.load(config or {})
     plain = config.model_dump(mode="json")

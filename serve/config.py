@@ -7,10 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from aligner.engine import EngineConfig
+from aligner.engine.vllm import EngineConfig
 from aligner.errors import ConfigError
 from aligner.rewards import RewardsConfig
-from aligner.types import SearchLimits, parse_model
+from aligner.contract import SearchLimits, parse_model
 
 
 class AutoscalingSpec(BaseModel):

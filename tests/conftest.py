@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def model_dir():
     """The embedded SmolLM2 as an HF directory (converted once into the user's cache)."""
-    from aligner.models import prepare_embedded
+    from aligner.model_cache import prepare_embedded
 
     return prepare_embedded()
 

@@ -6,7 +6,7 @@ def on_one_engine(engine_config, rewards, work, progress):
     import asyncio
 
     from aligner.core import Aligner
-    from aligner.engine import Engine, EngineConfig
+    from aligner.engine.vllm import Engine, EngineConfig
     from aligner.rewards import build_catalog
 
     config = engine_config or EngineConfig(dtype="float32", kv_cache_gib=0.5, max_model_len=2048, block_size=32,

@@ -45,8 +45,8 @@ def load_probes(path: Path = DEFAULT_PROBES) -> list[dict[str, Any]]:
     import yaml
 
     from aligner.errors import ConfigError
-    from aligner.safety import SafetyConfig
-    from aligner.types import parse_model
+    from aligner.safety.config import SafetyConfig
+    from aligner.contract import parse_model
 
     try:
         data = yaml.safe_load(Path(path).read_text())
@@ -126,7 +126,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def answer(aligner, text: str, safety, max_tokens: int, seed: int) -> dict[str, Any]:
-    from aligner.types import AlignRequest
+    from aligner.contract import AlignRequest
 
     request = AlignRequest.parse({"prompt": text, "max_tokens": max_tokens, "temperature": 0.7, "seed": seed})
     started = time.perf_counter()

@@ -36,7 +36,7 @@ def build_model(kind: str, device: str):
         )
         model = LlamaForSequenceClassification(config)
     elif kind == "small":
-        from aligner.models import prepare_embedded
+        from aligner.model_cache import prepare_embedded
 
         model = LlamaForSequenceClassification.from_pretrained(
             prepare_embedded(), num_labels=3, id2label=labels, pad_token_id=2, dtype=torch.float32

@@ -28,9 +28,9 @@ STRATEGY_PARAMS = {
 
 
 async def measure(aligner, strategy: str, prompts: Sequence[str], max_tokens: int) -> dict[str, Any]:
-    from aligner.types import AlignRequest
+    from aligner.contract import AlignRequest
 
-    scheduler = aligner.engine.scheduler
+    scheduler = aligner.engine.vllm.scheduler
     queries, hits = scheduler.prefix_cache_queries, scheduler.prefix_cache_hits
     rows = []
     started = time.perf_counter()

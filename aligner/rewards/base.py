@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from aligner.errors import AlignerError
-from aligner.types import ChatMessage
+from aligner.contract import ChatMessage
 
 
 class RewardError(AlignerError):

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from aligner.rewards.base import BlockingRewardModel, Objective, RewardError, RewardModel, ScoreItem
-from aligner.types import ChatMessage
+from aligner.contract import ChatMessage
 from kernels.scorer import SCORING_ABANDONED
 
 log = logging.getLogger(__name__)

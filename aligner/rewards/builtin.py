@@ -34,7 +34,7 @@ from aligner.rewards.base import (
     last_user_text,
     split_rows,
 )
-from aligner.types import ChatMessage
+from aligner.contract import ChatMessage
 
 VERBOSITY_TOKENS = 128.0
 

@@ -14,8 +14,8 @@ from aligner.errors import ConfigError, InvalidRequest
 from aligner.rewards.base import CURRENT_SAFETY, BlockingRewardModel, Objective, RewardError, RewardModel
 from aligner.rewards.batcher import BatchObserver, ScoringBatcher, UnbatchedScorer
 from aligner.rewards.hf import HFRewardModelConfig
-from aligner.tasks import gather_all
-from aligner.types import ChatMessage
+from aligner.concurrency import gather_all
+from aligner.contract import ChatMessage
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class ObjectiveCatalog:
     async def probe(self) -> None:
         """Score a canned answer on every objective (readiness: each model answers), under a canned
         policy for the objectives that judge against one."""
-        from aligner.safety import SafetyConfig
+        from aligner.safety.config import SafetyConfig
 
         token = CURRENT_SAFETY.set(SafetyConfig(text="Be polite.", disallowed=["violence"]))
         try:

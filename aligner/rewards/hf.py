@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aligner.errors import ModelUnavailable
 from aligner.rewards.base import BlockingRewardModel, Objective, ScoreItem, split_rows
-from aligner.types import ChatMessage
+from aligner.contract import ChatMessage
 
 DEFAULT_LABEL = re.compile(r"^LABEL_\d+$")
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from aligner.rewards.base import Objective, RewardError, RewardModel, current_safety, last_user_text
-from aligner.tasks import gather_all
-from aligner.types import ChatMessage
+from aligner.concurrency import gather_all
+from aligner.contract import ChatMessage
 
 JUDGE_SYSTEM = "You are a strict judge of answers. Reply with Yes or No only."
 JUDGE_QUESTION = (

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from aligner.engine import Candidate, Engine, SamplingSpec, derive_seed
+from aligner.engine.vllm import Candidate, Engine, SamplingSpec, derive_seed
 from aligner.errors import AlignerError
 from aligner.preference import Combiner, Ranking
 from aligner.rewards import ObjectiveCatalog
-from aligner.types import AlignRequest, ChatMessage
+from aligner.contract import AlignRequest, ChatMessage
 
 STAGES = ("generate", "score", "select")
 

@@ -32,7 +32,7 @@ from aligner.search.base import (
     score_and_rank,
     to_scored,
 )
-from aligner.tasks import gather_all
+from aligner.concurrency import gather_all
 
 
 def common_prefix(sequences: list[tuple[int, ...]]) -> tuple[int, ...]:

@@ -24,7 +24,7 @@ from dataclasses import replace
 import numpy as np
 
 from aligner.search.base import DeadlineExceeded, SearchContext, SearchResult, Strategy
-from aligner.tasks import gather_all
+from aligner.concurrency import gather_all
 
 
 def neighbour_directions(direction: dict[str, float], count: int, spread_degrees: float, seed: int | None) -> list[dict[str, float]]:

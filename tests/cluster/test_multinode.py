@@ -72,7 +72,7 @@ def cluster(model_dir, new_pg_database):
     from aligner.tenants import TenantStore
     from serve.app import build_app, proxy_options
     from serve.config import ServerConfig
-    from serve.local_cluster import LocalCluster
+    from serve.bench.local_cluster import LocalCluster
 
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     store_url = new_pg_database()

@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from serve.local_cluster import free_port
+from serve.bench.local_cluster import free_port
 
 E2E_CONFIG = {
     "engine": {"dtype": "float32", "max_model_len": 1024, "kv_cache_gib": 0.25, "max_num_seqs": 8, "block_size": 32,

@@ -10,7 +10,7 @@ from google.protobuf.json_format import ParseDict
 from proto.aligner.v1 import aligner_pb2 as pb
 from proto.aligner.v1 import aligner_pb2_grpc
 from serve.errors import ERROR_TABLE
-from serve.grpc_convert import to_plain
+from serve.ingress.grpc_convert import to_plain
 from tests.e2e.grpc_calls import failure, grpc_metadata
 
 KIDS = {"text": "Users are children. Never discuss violence.", "thresholds": {"harmlessness": 0.3},

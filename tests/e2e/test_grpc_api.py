@@ -7,7 +7,7 @@ import pytest
 
 from proto.aligner.v1 import aligner_pb2 as pb
 from proto.aligner.v1 import aligner_pb2_grpc
-from serve.grpc_convert import to_plain
+from serve.ingress.grpc_convert import to_plain
 from tests.e2e.grpc_calls import field_of, grpc_metadata
 
 QUESTION = "In one sentence, what is the capital of France?"

@@ -17,7 +17,7 @@ from google.protobuf.json_format import ParseDict
 from proto.aligner.v1 import aligner_pb2 as pb
 from proto.aligner.v1 import aligner_pb2_grpc
 from serve.errors import ERROR_TABLE
-from serve.grpc_convert import to_plain
+from serve.ingress.grpc_convert import to_plain
 from tests.e2e.grpc_calls import failure, grpc_metadata
 
 QUESTION = "In one sentence, what is the capital of France?"

@@ -289,7 +289,7 @@ def test_each_replica_decodes_on_cores_of_its_own(server):
     OMP_NUM_THREADS=1 (its num_cpus), vLLM's own binding keeps a core for its scheduler and binds every
     replica of a node to the same cores. The app's two replicas share this machine, so each must
     decode on half of its physical cores, bound one thread per core, and the halves must not overlap."""
-    from aligner.cpu_binding import decoding_cores
+    from aligner.engine.cpu_binding import decoding_cores
     from tests.pinning import pinned_cores
 
     replicas = model_replicas_of_the_app(server.app)

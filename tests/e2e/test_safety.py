@@ -181,7 +181,7 @@ def test_the_safety_cli_manages_configs_through_a_running_server(app, tmp_path):
     import sys
 
     def cli(*args, key=None):
-        return subprocess.run([sys.executable, "-m", "aligner.cli", "safety", *args, "--server", app.url,
+        return subprocess.run([sys.executable, "-m", "serve.cli", "safety", *args, "--server", app.url,
                                "--key", key or app.admin_key], capture_output=True, text=True, timeout=120)
 
     config = tmp_path / "shop.yaml"

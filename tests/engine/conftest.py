@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from aligner.core import Aligner
-from aligner.engine import Engine, EngineConfig
+from aligner.engine.vllm import Engine, EngineConfig
 from aligner.rewards import RewardsConfig, build_catalog
 
 TEST_ENGINE = EngineConfig(dtype="float32", max_model_len=2048, kv_cache_gib=0.5, max_num_seqs=16, block_size=32,

@@ -2,8 +2,8 @@ import pytest
 
 from aligner.errors import PromptTooLong
 from aligner.prompting import SAFETY_HEADING
-from aligner.safety import SafetyConfig
-from aligner.types import AlignRequest
+from aligner.safety.config import SafetyConfig
+from aligner.contract import AlignRequest
 
 SAFETY = "Do not discuss weapons."
 

@@ -9,7 +9,7 @@ ENGINE_FLAGS = ["--dtype", "float32", "--kv-cache-gib", "0.25", "--max-model-len
 
 def run_cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "aligner.cli", "generate", *args, *ENGINE_FLAGS],
+        [sys.executable, "-m", "serve.cli", "generate", *args, *ENGINE_FLAGS],
         capture_output=True,
         text=True,
         timeout=600,

@@ -3,10 +3,10 @@ import time
 
 import pytest
 
-from aligner.engine import SamplingSpec
+from aligner.engine.vllm import SamplingSpec
 from aligner.errors import InvalidRequest
 from aligner.prompting import prompt_token_ids
-from aligner.types import ChatMessage
+from aligner.contract import ChatMessage
 
 GREEDY = SamplingSpec(max_tokens=48, temperature=0.0)
 
@@ -27,7 +27,7 @@ def test_the_engine_decodes_with_one_bound_thread_on_every_core_it_was_given(eng
     process may use must carry a decoding thread of its own."""
     import psutil
 
-    from aligner.cpu_binding import decoding_cores
+    from aligner.engine.cpu_binding import decoding_cores
     from tests.pinning import pinned_cores
 
     expected = decoding_cores(engine.config.cpu_threads)

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from aligner.search import DeadlineExceeded
-from aligner.types import AlignRequest
+from aligner.contract import AlignRequest
 
 QUESTION = "Write a short story about a cat who learns to fly."
 
@@ -79,7 +79,7 @@ def test_a_deadline_cuts_scoring_by_the_judge_short(aligner, run):
     assert elapsed < 1.5 + 1.0, elapsed  # the deadline, plus prompt preparation and the last abort
     if response is not None:
         assert response.usage.stopped_by == "deadline_ms"
-    assert aligner.engine.unfinished_requests() == 0
+    assert aligner.engine.vllm.unfinished_requests() == 0
 
 
 def test_a_streamed_sample_that_misses_its_deadline_is_an_error(aligner, run):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from aligner.errors import InvalidRequest
-from aligner.types import AlignRequest, ChatMessage
+from aligner.contract import AlignRequest, ChatMessage
 
 def test_judge_scores_with_the_policy_logprobs(catalog, run):
     conversation = [ChatMessage(role="user", content="What is the capital of France?")]
@@ -31,7 +31,7 @@ def test_best_of_n_reports_scores_usage_and_is_deterministic(aligner, run):
     first = run(aligner.generate(request))
     assert set(first.scores) == {"relevance", "verbosity", "harmlessness"}
     assert first.feasible is True and first.scores["harmlessness"] >= 0.5
-    assert first.usage.generated_tokens > len(aligner.engine.tokenizer(first.text)["input_ids"])
+    assert first.usage.generated_tokens > len(aligner.engine.vllm.tokenizer(first.text)["input_ids"])
     again = run(aligner.generate(request))
     assert (again.text, again.combined_score) == (first.text, first.combined_score)
 

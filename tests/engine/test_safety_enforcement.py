@@ -1,7 +1,7 @@
 """A tenant's safety config enforced on the real engine: passed, refused, flagged, resampled, streamed."""
 
-from aligner.safety import SafetyConfig
-from aligner.types import AlignRequest
+from aligner.safety.config import SafetyConfig
+from aligner.contract import AlignRequest
 
 # Built-in verbosity is 1 - exp(-tokens/128): below 0.999 for any answer of these lengths.
 UNREACHABLE = {"verbosity": 0.999}

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from aligner.search import DeadlineExceeded
-from aligner.types import AlignRequest
+from aligner.contract import AlignRequest
 
 QUESTION = "Give me one tip for learning to cook."
 
@@ -149,7 +149,7 @@ def mean_over_prompts(aligner, run, strategy, vector, measure, prompts=OPEN_PROM
 
 
 def test_direction_matters_for_verbosity(aligner, run):
-    tokens = lambda r: len(aligner.engine.tokenizer(r.text)["input_ids"])  # noqa: E731
+    tokens = lambda r: len(aligner.engine.vllm.tokenizer(r.text)["input_ids"])  # noqa: E731
     shorter = {"verbosity": -1}
     sample = mean_over_prompts(aligner, run, "sample", shorter, tokens, SHORT_ANSWER_PROMPTS)
     assert mean_over_prompts(aligner, run, "best_of_n", shorter, tokens, SHORT_ANSWER_PROMPTS) < sample

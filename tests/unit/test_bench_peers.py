@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from serve import bench_peers
+from serve.bench import peers as bench_peers
 
 
 def test_reward_equal_within_noise_or_better_is_met():

@@ -2,7 +2,7 @@ import argparse
 
 import pytest
 
-from serve import bench
+from serve.bench import serve as bench
 
 METRICS = """\
 # HELP aligner_reward_batch_size Responses per merged reward-model batch (across requests).
@@ -97,7 +97,7 @@ def test_parse_counts():
 
 
 def test_bench_serve_is_registered():
-    from serve.cli import main
+    from serve.cli.main import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "serve", "--help"])
@@ -105,7 +105,7 @@ def test_bench_serve_is_registered():
 
 
 def test_bench_soak_is_registered():
-    from serve.cli import main
+    from serve.cli.main import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "soak", "--help"])
@@ -113,7 +113,7 @@ def test_bench_soak_is_registered():
 
 
 def test_soak_summary_counts_statuses_5xx_latency_and_memory_growth_after_warm_up():
-    from serve.soak import summarize
+    from serve.bench.soak import summarize
 
     results = [
         {"kind": "sample", "outcome": "200", "seconds": 1.0},

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aligner.rewards.builtin import Harmlessness, Positivity, Readability, Relevance, Verbosity
-from aligner.types import ChatMessage
+from aligner.contract import ChatMessage
 
 QUESTION = [ChatMessage(role="user", content="How do I bake sourdough bread at home?")]
 
@@ -89,7 +89,7 @@ def test_no_responses_gives_an_empty_matrix(tokenizer, relevance):
 def test_topic_safety_is_lower_near_the_tenants_disallowed_topics(relevance):
     from aligner.rewards.base import CURRENT_SAFETY, RewardError
     from aligner.rewards.builtin import TopicSafety
-    from aligner.safety import SafetyConfig
+    from aligner.safety.config import SafetyConfig
 
     topic = TopicSafety(relevance)
     gardening = [ChatMessage(role="user", content="How do I water tomato plants?")]

@@ -20,7 +20,7 @@ import yaml
 
 from serve.chart import CHART_OWNED, SCHEMA_PATH, render_schema
 from serve.config import ServerConfig
-from serve.grpc_api import SERVICER_FUNCTIONS
+from serve.ingress.grpc_methods import SERVICER_FUNCTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "aligner"

@@ -3,13 +3,13 @@ import sys
 
 import pytest
 
-from aligner.cli import build_parser, parse_vector, request_from_args
+from serve.cli.commands import build_parser, parse_vector, request_from_args
 from aligner.errors import InvalidRequest
 
 
 def run_cli(*args, timeout=120):
     return subprocess.run(
-        [sys.executable, "-m", "aligner.cli", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "serve.cli", *args], capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -73,7 +73,7 @@ def test_missing_model_directory_exits_1():
 
 
 def test_safety_config_argument_is_text_a_text_file_or_a_whole_config_file(tmp_path):
-    from aligner.cli import safety_config_arg
+    from serve.cli.commands import safety_config_arg
 
     assert safety_config_arg("Be kind.").text == "Be kind." and safety_config_arg(None) is None
     (tmp_path / "policy.txt").write_text("No gambling.")

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from aligner import cpu_binding
-from aligner.cpu_binding import LogicalCpu, choose_cores, parse_cpu_list, quota_cpus
+from aligner.engine import cpu_binding
+from aligner.engine.cpu_binding import LogicalCpu, choose_cores, parse_cpu_list, quota_cpus
 from aligner.errors import ConfigError
 
 

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from aligner.engine import EngineConfig
+from aligner.engine.vllm import EngineConfig
 from aligner.prompting import ModelProfile
 from aligner.rewards import RewardsConfig
 from aligner.rewards.hf import HFRewardModelConfig
-from aligner.types import SearchLimits
+from aligner.contract import SearchLimits
 from serve.config import AutoscalingSpec, ServerConfig
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "http-api.md"

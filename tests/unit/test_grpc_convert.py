@@ -7,9 +7,9 @@ import pytest
 from google.protobuf.json_format import ParseDict
 
 from aligner.errors import InvalidRequest
-from aligner.types import AlignRequest, AlignResponse, Budget, CandidateInfo, ChatMessage, SafetyInfo, SearchSpec, Usage
+from aligner.contract import AlignRequest, AlignResponse, Budget, CandidateInfo, ChatMessage, SafetyInfo, SearchSpec, Usage
 from proto.aligner.v1 import aligner_pb2 as pb
-from serve import grpc_convert
+from serve.ingress import grpc_convert
 
 FULL_REQUEST = {
     "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}],
@@ -148,7 +148,7 @@ def test_errors_map_to_grpc_status_with_the_field_and_trailers(payload, code):
     import grpc
     from google.rpc import error_details_pb2, status_pb2
 
-    from serve.grpc_api import set_error
+    from serve.ingress.grpc_methods import set_error
 
     context = FakeGrpcContext()
     set_error(context, payload)

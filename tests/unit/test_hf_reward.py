@@ -7,7 +7,7 @@ from transformers import AutoModelForSequenceClassification
 
 from aligner.errors import ModelUnavailable
 from aligner.rewards.hf import HFRewardModel, HFRewardModelConfig
-from aligner.types import ChatMessage
+from aligner.contract import ChatMessage
 from kernels.buckets import BucketSpec
 from kernels.scorer import BatchedScorer
 from aligner.rewards.hf import pooled_forward
@@ -161,8 +161,8 @@ def test_a_guard_model_judges_policy_compliance_as_p_yes_under_the_tenants_polic
     from aligner.rewards import RewardsConfig, build_catalog
     from aligner.rewards.base import CURRENT_SAFETY, RewardError
     from aligner.rewards.judge import GuardModelJudge, policy_messages
-    from aligner.safety import SafetyConfig
-    from aligner.types import ChatMessage
+    from aligner.safety.config import SafetyConfig
+    from aligner.contract import ChatMessage
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_guard_model_dir)
     catalog = build_catalog(RewardsConfig(builtin=False, judge=False, guard_model=str(tiny_guard_model_dir)),

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aligner.errors import InvalidRequest
-from aligner.types import (
+from aligner.contract import (
     MAX_STOP_CHARS,
     STRATEGIES,
     AlignRequest,

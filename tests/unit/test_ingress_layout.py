@@ -1,12 +1,12 @@
-"""The ingress class is HTTP routes + gRPC methods (serve/grpc_api.py) + the admin core
-(serve/admin.py), mixed together: a name defined twice would silently send one transport into the
+"""The ingress class is HTTP routes + gRPC methods (serve/ingress/grpc_methods.py) + the admin core
+(serve/gateway/admin.py), mixed together: a name defined twice would silently send one transport into the
 other's code. Every mixin method must resolve to the mixin's own function on the ingress."""
 
 import inspect
 
-from serve.admin import AdminCore
-from serve.grpc_api import GrpcMethods
-from serve.http import Ingress
+from serve.gateway.admin import AdminCore
+from serve.ingress.grpc_methods import GrpcMethods
+from serve.ingress.ingress import Ingress
 
 
 def test_no_mixin_method_is_shadowed_on_the_ingress():

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from aligner.cli import main
+from serve.cli.commands import main
 from aligner.tenants import TenantStore
 
 

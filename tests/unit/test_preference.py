@@ -7,7 +7,7 @@ import pytest
 from aligner.errors import ConfigError, InvalidRequest
 from aligner.preference import Combiner
 from aligner.rewards import Objective, ObjectiveCatalog, RewardError, RewardModel
-from aligner.types import AlignRequest, ChatMessage
+from aligner.contract import AlignRequest, ChatMessage
 
 HELP = Objective("helpfulness", "h")
 SAFE = Objective("harmlessness", "s")

@@ -13,7 +13,7 @@ from aligner.prompting import (
     prepare_prompt,
     render_dpa,
 )
-from aligner.types import AlignRequest, ChatMessage
+from aligner.contract import AlignRequest, ChatMessage
 
 SAFETY = "Never give medical dosage advice."
 DPA_MODEL = ModelProfile(reads_directions=True)
@@ -214,7 +214,7 @@ def test_model_output_spelling_control_tokens_cannot_forge_turns_in_reward_model
 def test_the_policy_judge_renders_the_tenants_policy_and_forges_no_turns(tokenizer):
     from aligner.rewards.base import CURRENT_SAFETY
     from aligner.rewards.judge import PolicyComplianceJudge
-    from aligner.safety import SafetyConfig
+    from aligner.safety.config import SafetyConfig
     from aligner.rewards.base import RewardError
 
     class FakeEngine:

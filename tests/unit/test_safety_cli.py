@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from aligner.cli import main
+from serve.cli.commands import main
 from aligner.tenants import TenantStore
 
 KIDS_YAML = """\

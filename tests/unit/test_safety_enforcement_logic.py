@@ -1,7 +1,8 @@
 """Pure logic of safety enforcement: thresholds merged into a request's constraints, the pass rule."""
 
-from aligner.safety import SafetyConfig, passes, threshold_scores, with_thresholds
-from aligner.types import AlignRequest
+from aligner.safety.config import SafetyConfig
+from aligner.safety.enforce import passes, threshold_scores, with_thresholds
+from aligner.contract import AlignRequest
 
 CONFIG = SafetyConfig(text="Be safe.", thresholds={"harmlessness": 0.8, "positivity": 0.2})
 

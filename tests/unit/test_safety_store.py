@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from aligner.errors import InvalidRequest, NotFound, VersionConflict
-from aligner.safety import SafetyConfig
+from aligner.safety.config import SafetyConfig
 from aligner.tenants import MIGRATIONS
 
 
@@ -130,7 +130,7 @@ def test_bad_tenant_names_are_refused(store):
     ({"text": "ok", "tone": "friendly"}, "tone"),
 ])
 def test_config_validation_names_the_field(data, field):
-    from aligner.types import parse_model
+    from aligner.contract import parse_model
 
     with pytest.raises(InvalidRequest) as err:
         parse_model(SafetyConfig, data)

@@ -10,7 +10,7 @@ import pytest
 from aligner.rewards import Objective, ObjectiveCatalog, RewardError, RewardsConfig
 from aligner.rewards.base import BlockingRewardModel
 from aligner.rewards.batcher import ScoringBatcher
-from aligner.types import ChatMessage
+from aligner.contract import ChatMessage
 
 
 class FakeRecordingModel(BlockingRewardModel):

@@ -75,7 +75,7 @@ def test_a_single_objective_has_no_neighbours():
 
 def test_every_strategy_name_in_the_contract_has_exactly_one_implementation():
     """types.STRATEGIES (the validated contract) and the search registry must not drift apart."""
-    from aligner import types
+    from aligner import contract as types
     from aligner.search import STRATEGIES
 
     assert list(STRATEGIES) == list(types.STRATEGIES)
@@ -86,11 +86,11 @@ def test_every_strategy_name_in_the_contract_has_exactly_one_implementation():
 
 import asyncio  # noqa: E402
 
-from aligner.engine import Candidate  # noqa: E402
+from aligner.engine.vllm import Candidate  # noqa: E402
 from aligner.search.base import SearchContext, cut_at_stop, to_scored  # noqa: E402
 from aligner.search.beam import Committer  # noqa: E402
-from aligner.tasks import gather_all  # noqa: E402
-from aligner.types import AlignRequest  # noqa: E402
+from aligner.concurrency import gather_all  # noqa: E402
+from aligner.contract import AlignRequest  # noqa: E402
 
 
 class FakeCharTokenizer:
@@ -230,8 +230,8 @@ def test_budgets_are_never_exceeded(max_candidate_tokens, max_reward_calls, roun
 
 
 def test_seeds_are_spread_so_nearby_request_seeds_share_no_candidate_seed():
-    from aligner.engine import derive_seed
-    from aligner.types import MAX_SEED
+    from aligner.engine.vllm import derive_seed
+    from aligner.contract import MAX_SEED
 
     n = 64  # vLLM seeds candidate i of a request with its seed + i
     ranges = [range(derive_seed(s), derive_seed(s) + n) for s in (*range(200), MAX_SEED - 1, MAX_SEED)]

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aligner.cpu_binding import engine_binding
+from aligner.engine.cpu_binding import engine_binding
 from aligner.errors import EngineUnavailable, InvalidRequest
 from aligner.prompting import ModelProfile
 
@@ -220,7 +220,7 @@ class Engine:
         """Prepare the model directory and start vLLM (tens of seconds on CPU). `share` = (index, count):
         this is engine `index` of `count` on the same machine, which split its cores between them."""
         from vllm.engine.arg_utils import AsyncEngineArgs
-        from aligner.models import resolve_model
+        from aligner.model_cache import resolve_model
 
         model_dir = resolve_model(config.model, progress=progress)
         cpu = on_cpu()

@@ -25,16 +25,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aligner.errors import AlignerError, EngineUnavailable, InvalidRequest, NotFound, Overloaded
 from aligner.tenants import TenantStore, default_store_url, import_bootstrap_admin_key
-from aligner.types import AlignRequest
-from serve import openapi
-from serve.admin import AdminCore
-from serve.auth import ActiveSafetyConfigs, Authenticator
+from aligner.contract import AlignRequest
+from serve.ingress import openapi
+from serve.gateway.admin import AdminCore
+from serve.gateway.auth import ActiveSafetyConfigs, Authenticator
 from serve.config import ServerConfig
-from serve.grpc_api import GrpcMethods
+from serve.ingress.grpc_methods import GrpcMethods
 from serve.errors import PayloadTooLarge, Remote, error_payload, http_status, native_body, openai_body, retry_headers
 from serve.metrics import Metrics
-from serve.model import MetricsPusher
-from serve.openai_api import FINISH_REASONS, ChunkWriter, alignment, chat_completion, to_align_request
+from serve.deployments.metrics_hub import MetricsPusher
+from serve.ingress.openai import FINISH_REASONS, ChunkWriter, alignment, chat_completion, to_align_request
 
 log = logging.getLogger("aligner.serve")
 
@@ -404,7 +404,7 @@ class Ingress(GrpcMethods, AdminCore):
         text = await self.hub.render.remote()
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    # -- admin (serve/admin.py holds the logic, shared with gRPC) -------------------------------
+    # -- admin (serve/gateway/admin.py holds the logic, shared with gRPC) -------------------------------
 
     async def admin_answer(self, request: Request, work, *, with_body: bool = False,
                            status_code: int = 200) -> Response:

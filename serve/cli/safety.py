@@ -22,7 +22,7 @@ _ACTIVE_NOW = object()  # --expected-version not given: expect the version activ
 
 def add_parser(commands: argparse._SubParsersAction, parser_class: type) -> None:
     """Register `aligner safety ...` on the CLI."""
-    from aligner.keys_cli import _store_arg
+    from serve.cli.keys import _store_arg
 
     safety = commands.add_parser("safety", help="Manage tenants' safety configs in the tenant store.")
     actions = safety.add_subparsers(dest="safety_command", required=True, parser_class=parser_class)
@@ -68,10 +68,10 @@ def _version_or_none(text: str) -> int | None:
 def _open(args: argparse.Namespace):
     """The tenant store, or with --server the server's admin API behind the same methods."""
     if args.server:
-        from aligner.admin_client import AdminClient, key_from
+        from serve.client.admin import AdminClient, key_from
 
         return AdminClient(args.server, key_from(args.key))
-    from aligner.keys_cli import store_url
+    from serve.cli.keys import store_url
     from aligner.tenants import TenantStore
 
     return TenantStore.open(store_url(args))
@@ -89,8 +89,8 @@ def read_config(path: str):
     import yaml
 
     from aligner.errors import InvalidRequest
-    from aligner.safety import SafetyConfig
-    from aligner.types import parse_model
+    from aligner.safety.config import SafetyConfig
+    from aligner.contract import parse_model
 
     text = sys.stdin.read() if path == "-" else Path(path).read_text()
     try:

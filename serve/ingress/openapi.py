@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aligner.safety import SafetyConfig
-from aligner.types import AlignRequest, AlignResponse, parse_model
+from aligner.safety.config import SafetyConfig
+from aligner.contract import AlignRequest, AlignResponse, parse_model
 
 REF = "#/components/schemas/{model}"
 

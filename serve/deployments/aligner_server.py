@@ -15,39 +15,17 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aligner.core import Aligner
-from aligner.engine import Engine, on_cpu
+from aligner.engine.vllm import Engine, on_cpu
 from aligner.rewards import build_catalog
-from aligner.safety import SafetyConfig
-from aligner.types import AlignRequest, AlignResponse, SafetyInfo
+from aligner.safety.config import SafetyConfig
+from aligner.contract import AlignRequest, AlignResponse, SafetyInfo
 from serve.config import ServerConfig
 from serve.errors import error_payload
+from serve.deployments.metrics_hub import MetricsPusher
 from serve.metrics import Metrics
 
 log = logging.getLogger("aligner.serve")
 READY_CACHE_S = 2.0
-
-
-class MetricsPusher:
-    """Sends this replica's metrics snapshot to the hub every `interval` seconds."""
-
-    def __init__(self, hub: Any, metrics: Metrics, interval: float, deployment: str,
-                 refresh: Callable[[], None] | None = None):
-        self.hub, self.metrics, self.interval, self.refresh = hub, metrics, interval, refresh
-        self.replica = uuid.uuid4().hex
-        metrics.replicas_reporting.labels(deployment=deployment).set(1)  # summed over fresh snapshots: a count
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                if self.refresh is not None:
-                    self.refresh()
-                await self.hub.report.remote(self.replica, self.metrics.snapshot())
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("could not send metrics to the hub", exc_info=True)
-            await asyncio.sleep(self.interval)
 
 
 def node_rank() -> int:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from aligner.errors import InvalidRequest, ServerError, from_payload
-from aligner.types import AlignResponse
+from aligner.contract import AlignResponse
 
 KEY_ENV = "ALIGNER_API_KEY"
 # Flags that configure an in-process engine or catalog: meaningless against a server.
@@ -30,7 +30,7 @@ def add_arguments(generate: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aligner.cli import format_scores, request_data_from_args
+    from serve.cli.commands import format_scores, request_data_from_args
 
     for name in LOCAL_ONLY:
         if getattr(args, name, None) is not None:
@@ -102,7 +102,7 @@ def grpc_events(server: str, key: str, data: dict[str, Any]) -> Iterator[dict[st
 
     from proto.aligner.v1 import aligner_pb2 as pb
     from proto.aligner.v1 import aligner_pb2_grpc
-    from serve.grpc_convert import from_plain, to_plain
+    from serve.ingress.grpc_convert import from_plain, to_plain
 
     streaming = bool(data.get("stream"))
     request = from_plain(data, pb.GenerateRequest())

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from aligner.bench.scoring import target
-from serve.local_cluster import free_port
+from serve.bench.local_cluster import free_port
 
 PROMPTS = (
     "Write a long story about a dragon who learns to bake bread.",
@@ -279,7 +279,7 @@ class InProcessAligner:
 
     def __init__(self, engine_config, progress):
         from aligner.core import Aligner
-        from aligner.engine import Engine
+        from aligner.engine.vllm import Engine
 
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="bench-engine-loop", daemon=True)
@@ -299,7 +299,7 @@ class InProcessAligner:
 
     def timed(self, body: dict[str, Any]) -> tuple[float, int]:
         """(seconds, completion tokens) of one `Aligner.generate`."""
-        from aligner.types import AlignRequest
+        from aligner.contract import AlignRequest
 
         request = AlignRequest.parse(body)
         t0 = time.perf_counter()
@@ -615,7 +615,7 @@ def replicas_phase(engine_config, model_dir: Path, args, report: dict[str, Any],
 
     from serve.app import build_app, proxy_options
     from serve.config import ServerConfig
-    from serve.local_cluster import MODEL_RESOURCE, LocalCluster
+    from serve.bench.local_cluster import MODEL_RESOURCE, LocalCluster
 
     store, store_url, headers = scratch_store("bench-replicas-")
     cluster = LocalCluster(nodes=max(args.replicas), cpus_per_node=1)
@@ -677,9 +677,9 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from aligner.bench.scoring import write
-    from aligner.cli import status
-    from aligner.engine import EngineConfig
-    from aligner.models import resolve_model
+    from serve.cli.commands import status
+    from aligner.engine.vllm import EngineConfig
+    from aligner.model_cache import resolve_model
 
     def on_sigterm(signum, frame):
         raise KeyboardInterrupt  # run the phases' cleanup (vLLM server, Serve, Ray) on SIGTERM too

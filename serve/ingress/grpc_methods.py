@@ -4,7 +4,7 @@ Ray Serve's gRPC proxy.
 The ingress class serves HTTP (FastAPI) and these methods alike: the proxy calls the method whose
 name is the RPC's, with the request message and a `grpc_context` (metadata in, status out). They
 share the HTTP routes' path — auth, the tenant's safety config, validation, the model replica,
-the admin core (serve/admin.py) — and the one error table (`serve/errors.py`). Errors carry the code, the message, a
+the admin core (serve/gateway/admin.py) — and the one error table (`serve/errors.py`). Errors carry the code, the message, a
 `google.rpc.BadRequest` naming the field, and `aligner-error-code` / `retry-after` trailers.
 
 The standard `grpc.health.v1.Health` service (Check, Watch) answers from the same readiness as
@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from proto.aligner.v1 import aligner_pb2 as pb
-from serve import grpc_convert
+from serve.ingress import grpc_convert
 from serve.errors import PayloadTooLarge, error_payload, grpc_code
 
 SERVICER_FUNCTIONS = [
@@ -65,7 +65,7 @@ def authorization(grpc_context: Any) -> str | None:
 def admin_rpc(response_type: type, call_core: Callable[[Any, Any, dict[str, Any]], Awaitable[dict]]):
     """An `aligner.v1.Admin` method: once the caller's admin key is checked (as over HTTP: no admin,
     no parsing), the request message as the JSON contract's fields, handed to the admin core
-    (serve/admin.py), whose JSON answer becomes `response_type`."""
+    (serve/gateway/admin.py), whose JSON answer becomes `response_type`."""
 
     async def rpc(self, request: Any, grpc_context: Any) -> Any:
         try:
@@ -87,7 +87,7 @@ def with_expected_version(fields: dict[str, Any]) -> dict[str, Any]:
 
 class GrpcMethods:
     """Mixed into the ingress deployment; relies on its `admit`, `parse`, `run`, `open_stream`,
-    `relay` and `info` (serve/http.py) and on the admin core (serve/admin.py)."""
+    `relay` and `info` (serve/ingress/ingress.py) and on the admin core (serve/gateway/admin.py)."""
 
     # -- service aligner.v1.Admin: the same core as the HTTP admin routes --------------------------
 
@@ -120,7 +120,7 @@ class GrpcMethods:
         return data
 
     async def Generate(self, request: pb.GenerateRequest, grpc_context: Any) -> pb.AlignResponse:
-        from serve.http import Call
+        from serve.ingress.ingress import Call
 
         call = Call(self.metrics)
         try:
@@ -137,7 +137,7 @@ class GrpcMethods:
             return pb.AlignResponse()
 
     async def GenerateStream(self, request: pb.GenerateRequest, grpc_context: Any) -> AsyncIterator[pb.GenerateEvent]:
-        from serve.http import Call
+        from serve.ingress.ingress import Call
 
         call = Call(self.metrics)
         try:

@@ -16,7 +16,7 @@ from typing import Any
 
 from aligner.errors import InvalidRequest, NotFound
 from aligner.tenants import ApiKey, validate_tenant
-from serve import openapi
+from serve.ingress import openapi
 
 
 class AdminCore:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from aligner.engine import EngineConfig
+from aligner.engine.vllm import EngineConfig
 from aligner.errors import AlignerError, InvalidRequest
-from aligner.types import AlignRequest, Budget, SearchSpec, parse_model
+from aligner.contract import AlignRequest, Budget, SearchSpec, parse_model
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
@@ -51,9 +51,9 @@ def parse_vector(text: str, field: str = "preference_vector") -> dict[str, float
 def safety_config_arg(value: str | None):
     """`--safety-config`: literal text, @FILE of text, or @FILE.yaml/.yml/.json holding a whole SafetyConfig
     (thresholds and action included, as `aligner safety set` takes it)."""
-    from aligner.safety import SafetyConfig
-    from aligner.safety_cli import read_config
-    from aligner.types import parse_model
+    from aligner.safety.config import SafetyConfig
+    from serve.cli.safety import read_config
+    from aligner.contract import parse_model
 
     if value is None:
         return None
@@ -141,7 +141,7 @@ def build_parser(extend: Extension | None = None) -> argparse.ArgumentParser:
     prep.add_argument("--model", default="embedded", help="'embedded' or a local HF model directory.")
     prep.set_defaults(handler=run_prepare_model)
 
-    from aligner import keys_cli, safety_cli
+    from serve.cli import keys as keys_cli, safety as safety_cli
 
     keys_cli.add_parser(commands, _Parser)
     safety_cli.add_parser(commands, _Parser)
@@ -228,7 +228,7 @@ def format_scores(response) -> str:
 def run_objectives(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
-    from aligner.models import resolve_model
+    from aligner.model_cache import resolve_model
     from aligner.rewards import build_catalog
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model, progress=status))
@@ -253,7 +253,7 @@ def int_list(text: str, field: str) -> list[int]:
 
 
 def run_prepare_model(args: argparse.Namespace) -> int:
-    from aligner.models import resolve_model
+    from aligner.model_cache import resolve_model
 
     print(resolve_model(args.model, progress=status))
     return 0
@@ -285,7 +285,7 @@ def run_bench(args: argparse.Namespace) -> int:
 def run_search_bench(args: argparse.Namespace) -> int:
     from aligner.bench import search
     from aligner.bench.scoring import write
-    from aligner.types import STRATEGIES
+    from aligner.contract import STRATEGIES
 
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     for strategy in strategies:
@@ -320,8 +320,8 @@ async def run_generate(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
     from aligner.core import Aligner
-    from aligner.engine import Engine
-    from aligner.models import resolve_model
+    from aligner.engine.vllm import Engine
+    from aligner.model_cache import resolve_model
     from aligner.prompting import prepare_prompt
     from aligner.rewards import build_catalog
     model_dir = resolve_model(config.model, progress=status)

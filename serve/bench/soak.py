@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from serve.bench import free_port, scratch_store, wait_http
+from serve.bench.serve import free_port, scratch_store, wait_http
 
 MiB = 1 << 20
 WARM_UP_FRACTION = 0.25
@@ -212,8 +212,8 @@ def run(args: argparse.Namespace) -> int:
     from ray import serve
 
     from aligner.bench.scoring import write
-    from aligner.cli import status
-    from aligner.models import resolve_model
+    from serve.cli.commands import status
+    from aligner.model_cache import resolve_model
     from serve.app import build_app
     from serve.config import ServerConfig
 

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from aligner.bench.scoring import target
-from serve.bench import PROMPTS, parse_counts, ratio, run_load, scratch_store, wait_http
-from serve.local_cluster import free_port
+from serve.bench.serve import PROMPTS, parse_counts, ratio, run_load, scratch_store, wait_http
+from serve.bench.local_cluster import free_port
 
 TARGETS = {
     "aligner_over_its_hub_best_of_n_requests_per_s": {"min": 1.5},
@@ -102,7 +102,7 @@ class RelevanceJudge:
         self.model.load()
 
     def score(self, question: str, answers: Sequence[str]) -> list[float]:
-        from aligner.types import ChatMessage
+        from aligner.contract import ChatMessage
 
         if not answers:
             return []
@@ -175,7 +175,7 @@ def vllm_command(model_dir: Path, port: int) -> list[str]:
     that much is not free (it is not on a 24 GiB machine that also runs this bench); it gets the KV cache
     Aligner's default reserves instead (`EngineConfig.kv_cache_gib`), which changes no decoding speed.
     """
-    from aligner.engine import EngineConfig
+    from aligner.engine.vllm import EngineConfig
 
     kv_bytes = int(EngineConfig().kv_cache_gib * (1 << 30))
     return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
@@ -184,7 +184,7 @@ def vllm_command(model_dir: Path, port: int) -> list[str]:
 
 def aligner_command(model_dir: Path, port: int, grpc_port: int, store_url: str) -> list[str]:
     """`aligner serve` on its defaults: the model, where to listen and the bench's own tenant store."""
-    return [sys.executable, "-m", "serve.cli", "serve", "--model", str(model_dir), "--http-port", str(port),
+    return [sys.executable, "-m", "serve.cli.main", "serve", "--model", str(model_dir), "--http-port", str(port),
             "--grpc-port", str(grpc_port), "--tenant-store", store_url, "--no-demo-key"]
 
 
@@ -340,8 +340,8 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from aligner.bench.scoring import write
-    from aligner.cli import status
-    from aligner.models import resolve_model
+    from serve.cli.commands import status
+    from aligner.model_cache import resolve_model
 
     def on_sigterm(signum, frame):
         raise KeyboardInterrupt  # stop the running server on SIGTERM too

@@ -1,6 +1,6 @@
 """The `aligner` command with the server's commands: `aligner serve`, `aligner bench serve|soak`.
 
-`aligner/cli.py` holds every in-process command and never imports this
+`serve/cli/commands.py` holds every in-process command and never imports this
 package; the console script enters here and extends its parser.
 """
 
@@ -15,12 +15,13 @@ import threading
 import time
 from typing import Any
 
-from aligner import cli as core_cli
-from aligner.cli import status
+from serve.cli import commands as core_cli
+from serve.cli.commands import status
 
 
 def extend(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
-    from serve import bench, bench_peers, client, soak
+    from serve.bench import peers as bench_peers, serve as bench, soak
+    from serve.client import http as client
 
     run = commands.add_parser("serve", help="Run the Aligner server (Ray Serve: HTTP API, metrics).")
     run.add_argument("--config", help="A YAML file of ServerConfig fields (see docs/http-api.md).")
@@ -45,7 +46,7 @@ def extend(commands: argparse._SubParsersAction, benches: argparse._SubParsersAc
 
 def remote_or_local(args: argparse.Namespace, in_process) -> int:
     from aligner.errors import InvalidRequest
-    from serve import client
+    from serve.client import http as client
 
     if args.server:
         return client.run(args)
@@ -71,7 +72,7 @@ def server_config(args: argparse.Namespace):
 
 def run_serve(args: argparse.Namespace) -> int:
     config = server_config(args)
-    from aligner.models import resolve_model
+    from aligner.model_cache import resolve_model
     from aligner.tenants import TenantStore, default_store_url
 
     # Fail fast, before Ray starts: the store must open and the model must exist.

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from aligner.errors import AlignerError, InvalidRequest, NotFound, ServerError, from_payload
-from aligner.safety import SafetyConfig
+from aligner.safety.config import SafetyConfig
 from aligner.tenants import AuditEntry, SafetyConfigVersion, validate_tenant
 
 KEY_ENV = "ALIGNER_API_KEY"

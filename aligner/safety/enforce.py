@@ -1,0 +1,73 @@
+"""Enforcing a tenant's safety config on a search's candidates: thresholds as constraints, then keep,
+resample, flag or refuse."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+from aligner.contract import AlignRequest, Constraint, SafetyInfo
+from aligner.safety.config import SafetyConfig
+from aligner.search.base import Scored, SearchContext, SearchResult, score_and_rank
+
+def with_thresholds(request: AlignRequest, config: SafetyConfig | None) -> AlignRequest:
+    """The request with the config's thresholds among its constraints; where both name an objective
+    the stricter minimum holds, so a request can tighten a threshold but never loosen it."""
+    if config is None or not config.thresholds:
+        return request
+    merged = {name: c.min for name, c in (request.constraints or {}).items()}
+    for name, minimum in config.thresholds.items():
+        merged[name] = max(minimum, merged.get(name, minimum))
+    return request.model_copy(update={"constraints": {n: Constraint(min=m) for n, m in merged.items()}})
+
+
+def passes(config: SafetyConfig, scores: Mapping[str, float] | None) -> bool:
+    """Whether scores meet every threshold; missing scores (e.g. cut off by the deadline) fail: enforcement fails closed."""
+    return scores is not None and all(
+        name in scores and scores[name] >= minimum for name, minimum in config.thresholds.items()
+    )
+
+
+def threshold_scores(config: SafetyConfig, scores: Mapping[str, float] | None) -> dict[str, float] | None:
+    if scores is None:
+        return None
+    return {name: scores[name] for name in config.thresholds if name in scores}
+
+
+async def enforce(ctx: SearchContext, config: SafetyConfig, result: SearchResult) -> tuple[SearchResult, SafetyInfo]:
+    """Apply the config's thresholds to the search's choice: keep it, resample, flag or refuse.
+
+    `ctx.request` already carries the thresholds as constraints (`with_thresholds`), so every
+    strategy scored them and ranked passing candidates first; what is left to decide is the case
+    where even the best candidate fails.
+    """
+    chosen = result.chosen
+    if passes(config, chosen.scores):
+        return result, SafetyInfo(verdict="passed", scores=threshold_scores(config, chosen.scores))
+    if config.action == "flag":
+        return result, SafetyInfo(verdict="flagged", scores=threshold_scores(config, chosen.scores))
+    if config.action == "resample":
+        extra = await resample(ctx, config.max_resamples)
+        candidates = [*result.candidates, *extra]
+        passing = [c for c in extra if passes(config, c.scores)]
+        if passing:
+            return (SearchResult(chosen=passing[0], candidates=candidates, threshold_met=result.threshold_met),
+                    SafetyInfo(verdict="resampled", scores=threshold_scores(config, passing[0].scores)))
+        result = SearchResult(chosen=chosen, candidates=candidates, threshold_met=result.threshold_met)
+    refusal = Scored((), config.refusal_message, "content_filter", True)
+    return (SearchResult(chosen=refusal, candidates=result.candidates, threshold_met=result.threshold_met),
+            SafetyInfo(verdict="refused"))
+
+
+async def resample(ctx: SearchContext, count: int) -> list[Scored]:
+    """Up to `count` fresh candidates in one engine request (as the budget allows), scored and ranked best first."""
+    count, tokens = ctx.meter.affordable(count, ctx.request.max_tokens, scored=True)
+    if not count:
+        return []
+    ctx.meter.rounds += 1
+    spec = replace(ctx.spec, max_tokens=tokens, seed=ctx.seed_for(RESAMPLE_ROUND))
+    generated = await ctx.generate(spec, count)
+    return await score_and_rank(ctx, await ctx.scored(generated))
+
+
+RESAMPLE_ROUND = 1_000  # a seed stream of its own, apart from any strategy's rounds

@@ -1,0 +1,5 @@
+"""The `aligner` console script (`aligner = "serve.cli:main"`)."""
+
+from serve.cli.main import main
+
+__all__ = ["main"]

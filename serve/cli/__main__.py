@@ -1,0 +1,3 @@
+from serve.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""The metrics hub: one deployment holding every replica's latest snapshot, so `/metrics` shows all
+replicas through any proxy; and the pusher each replica runs to feed it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from serve.metrics import Metrics, MetricsAggregate
+
+log = logging.getLogger("aligner.serve")
+
+
+class MetricsHub:
+    """Holds the latest metrics snapshot of every replica; `render()` is what GET /metrics returns."""
+
+    def __init__(self, stale_after_s: float):
+        self.aggregate = MetricsAggregate(stale_after_s)
+
+    def report(self, replica: str, snapshot: list) -> None:
+        self.aggregate.report(replica, snapshot)
+
+    def render(self) -> bytes:
+        return self.aggregate.render()
+
+
+class MetricsPusher:
+    """Sends this replica's metrics snapshot to the hub every `interval` seconds."""
+
+    def __init__(self, hub: Any, metrics: Metrics, interval: float, deployment: str,
+                 refresh: Callable[[], None] | None = None):
+        self.hub, self.metrics, self.interval, self.refresh = hub, metrics, interval, refresh
+        self.replica = uuid.uuid4().hex
+        metrics.replicas_reporting.labels(deployment=deployment).set(1)  # summed over fresh snapshots: a count
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                if self.refresh is not None:
+                    self.refresh()
+                await self.hub.report.remote(self.replica, self.metrics.snapshot())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("could not send metrics to the hub", exc_info=True)
+            await asyncio.sleep(self.interval)
