@@ -1,4 +1,4 @@
-"""The configuration reference in docs/http-api.md stays in step with the pydantic models."""
+"""The configuration reference in docs/configuration.md stays in step with the pydantic models."""
 
 from pathlib import Path
 
@@ -11,7 +11,7 @@ from aligner.rewards.hf import HFRewardModelConfig
 from aligner.contract import SearchLimits
 from serve.config import AutoscalingSpec, ServerConfig
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "http-api.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def section(model) -> str:
@@ -26,7 +26,7 @@ def section(model) -> str:
 def test_every_config_field_is_documented_with_its_description(model):
     table = section(model)
     rows = {line.split("|")[1].strip().strip("`") for line in table.splitlines() if line.startswith("| `")}
-    assert rows == set(model.model_fields), f"docs/http-api.md {model.__name__}: fix the table"
+    assert rows == set(model.model_fields), f"docs/configuration.md {model.__name__}: fix the table"
     for name, field in model.model_fields.items():
         first_words = " ".join(field.description.split()[:6])
         assert first_words in " ".join(table.split()), f"{model.__name__}.{name}: description differs"
