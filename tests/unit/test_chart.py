@@ -213,7 +213,7 @@ def test_every_server_field_but_the_charts_own_is_a_value():
 
 
 def test_secrets_env_and_a_generated_admin_key(rendered):
-    from aligner.tenants import _KEY_RE
+    from aligner.tenants import KEY_RE as _KEY_RE
 
     docs = rendered["default"]
     secret = one(docs, "Secret")

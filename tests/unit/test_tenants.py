@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from aligner import tenants
+from aligner.tenants import schema
 from aligner.errors import ConfigError, InvalidRequest, NotFound
 from aligner.tenants import MIGRATIONS, ApiKey, TenantStore, default_store_url
 
@@ -187,7 +188,7 @@ def test_a_new_migration_is_applied_once(store_url, monkeypatch):
         calls.append(1)
         conn.exec_driver_sql("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
 
-    monkeypatch.setattr(tenants, "MIGRATIONS", [*MIGRATIONS, add_notes])
+    monkeypatch.setattr(schema, "MIGRATIONS", [*MIGRATIONS, add_notes])
     for _ in range(2):
         with TenantStore.open(store_url) as store:
             assert store.schema_version() == len(MIGRATIONS) + 1
@@ -327,7 +328,7 @@ def test_default_store_url_is_in_the_cache_dir(tmp_path, monkeypatch):
 
 def test_sqlite_uses_wal_and_foreign_keys(tmp_path):
     with TenantStore.open(f"sqlite:///{tmp_path / 't.db'}") as s:
-        with s._engine.connect() as conn:
+        with s._db.read() as conn:  # the store's own connections, set up by its connect hook
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar().lower() == "wal"
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
