@@ -1,7 +1,12 @@
-"""The one request path shared by the CLI and every transport.
+"""The one request path shared by the CLI and every transport, in two phases.
 
-request -> compose prompt -> strategy -> response. Transports call `Aligner`
-and map `AlignerError` codes to their own statuses; they add no alignment logic.
+1. `Aligner.start(request, ...)` checks the request's objectives against the catalog and the tenant's
+   config, merges the config's thresholds and composes the prompt; it raises `AlignerError` on any of
+   that, before the engine is asked for anything.
+2. The `Search` it returns runs the strategy: `events()` streams `Delta` / `Chunk` events and ends
+   with `Done`, `result()` returns the response.
+
+Transports call `Aligner` and map `AlignerError` codes to their own statuses; they add no alignment logic.
 """
 
 from __future__ import annotations
@@ -10,43 +15,89 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aligner.contract import AlignRequest, AlignResponse, CandidateInfo, SafetyInfo, Usage
 from aligner.engine.vllm import ENGINE_USAGE, Engine, EngineUsage
-from aligner.prompting import ModelProfile, PreparedPrompt, prepare_prompt
+from aligner.errors import ConfigError, InvalidRequest
+from aligner.events import Delta, Done, Event, TextEvent
+from aligner.prompting import ModelProfile, PreparedPrompt, prepare_prompt, safety_placeholder
 from aligner.rewards import ObjectiveCatalog
 from aligner.rewards.base import CURRENT_SAFETY
-from aligner.rewards.builtin import TOPIC_OBJECTIVE
-from aligner.rewards.judge import POLICY_OBJECTIVE
-from aligner.search import STRATEGIES, Meter, Scored, SearchContext, SearchResult
-from aligner.errors import ConfigError, InvalidRequest
 from aligner.safety.config import SafetyConfig
 from aligner.safety.enforce import enforce, passes, with_thresholds
-from aligner.contract import AlignRequest, AlignResponse, CandidateInfo, Usage
+from aligner.search import STRATEGIES, Meter, Scored, SearchContext, SearchResult
+from aligner.search.base import Emit
 
 FINISH_REASONS = ("stop", "length", "abort", "content_filter")
-# Objectives that read the tenant's safety config.
-NEEDS_SAFETY = (POLICY_OBJECTIVE, TOPIC_OBJECTIVE)
+
+
+class Search:
+    """An accepted request's search (phase 2), returned by `Aligner.start`.
+
+    Nothing runs until `events()` or `result()` is called, so a `Search` that is dropped costs
+    nothing; it is consumed once, by one of the two.
+    """
+
+    def __init__(self, run: Callable[[Emit | None], Awaitable[AlignResponse]], *, holds_back: bool):
+        self._run = run
+        # Under a config with thresholds nothing is released before the verdict.
+        self._holds_back = holds_back
+        self._consumed = False
+
+    def _consume(self) -> None:
+        if self._consumed:
+            raise RuntimeError("a Search runs once: call events() or result(), once")
+        self._consumed = True
+
+    async def result(self) -> AlignResponse:
+        """Run the search and return its response; cancelling the caller cancels the search."""
+        self._consume()
+        return await self._run(None)
+
+    async def events(self) -> AsyncIterator[Event]:
+        """`Delta` / `Chunk` events as the search produces them, then one `Done` with the response.
+
+        Closing or abandoning the iterator cancels the search and its engine requests. Under a
+        config with thresholds the answer comes whole at the end (it may be the refusal message).
+        """
+        self._consume()
+        queue: asyncio.Queue[TextEvent] = asyncio.Queue()
+        task = asyncio.ensure_future(self._run(None if self._holds_back else queue.put_nowait))
+        streamed = ""
+        try:
+            while not (task.done() and queue.empty()):
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    continue
+                event = getter.result()
+                streamed += event.text
+                yield event
+            response = task.result()
+            # Strategies that only know their answer at the end send it here, whole.
+            if response.text.startswith(streamed) and len(response.text) > len(streamed):
+                yield Delta(response.text[len(streamed) :], scores=response.scores)
+            yield Done(response)
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 @dataclass(frozen=True)
-class StreamEvent:
-    """`delta` (sampled text), `chunk` (beam: committed text and its scores), then `done` with the response."""
+class StreamEvent:  # compat: removed once serve/ uses Aligner.start
+    """The first event of `stream(..., announce_start=True)`: phase 1 passed. Every later one is typed
+    (`aligner.events`), with the same `kind` / `text` / `scores` / `response` / `to_dict()`."""
 
-    kind: str
-    text: str = ""
-    scores: dict[str, float] | None = None
-    response: AlignResponse | None = None
+    kind: str = "start"
 
     def to_dict(self) -> dict[str, Any]:
-        if self.kind == "done":
-            return {"type": "done", "response": self.response.model_dump(exclude_none=True)}
-        event = {"type": self.kind, "text": self.text}
-        if self.scores is not None:
-            event["scores"] = self.scores
-        return event
+        return {"type": self.kind}
 
 
 class Aligner:
@@ -58,17 +109,20 @@ class Aligner:
         self.profile = profile or engine.config.profile
 
     @staticmethod
-    def check_objectives_of(request: AlignRequest, catalog: ObjectiveCatalog, safety: SafetyConfig | None = None) -> None:
+    def check_objectives_of(
+        request: AlignRequest, catalog: ObjectiveCatalog, safety: SafetyConfig | None = None
+    ) -> None:
         """Every objective a request (and its tenant's config) names must be served; the error lists the
         valid ones. The objectives that read the tenant's config need one."""
         catalog.check_names(list(request.preference_vector or {}), "preference_vector")
         catalog.check_names(list(request.constraints or {}), "constraints")
         catalog.check_names(list(request.references or {}), "references")
-        for name in NEEDS_SAFETY if safety is None else ():
-            if name in request.scored_objectives():
+        if safety is None:
+            for name in catalog.needs_safety_config(request.scored_objectives()):
                 field = "preference_vector" if name in (request.preference_vector or {}) else "constraints"
-                raise InvalidRequest(field, f"{name} judges against the tenant's safety config, and this request "
-                                     "is served under none")
+                raise InvalidRequest(
+                    field, f"{name} judges against the tenant's safety config, and this request is served under none"
+                )
         if safety is not None:
             try:
                 catalog.check_names(list(safety.thresholds), "safety.thresholds")
@@ -76,8 +130,16 @@ class Aligner:
                 raise ConfigError(f"the tenant's safety config: {exc.message}") from None
 
     def prepare(
-        self, request: AlignRequest, *, safety: SafetyConfig | None = None, direction: dict[str, float] | None = None
+        self,
+        request: AlignRequest,
+        *,
+        safety: SafetyConfig | None = None,
+        direction: dict[str, float] | None = None,
+        reveal_safety: bool = True,
+        safety_version: int | None = None,
     ) -> PreparedPrompt:
+        """The composed prompt; with `reveal_safety=False` its `shown_messages` hold the placeholder
+        `[tenant safety config, version N]` where the config's text is (the engine reads the text)."""
         if direction is not None:
             request = request.model_copy(update={"preference_vector": direction})
         return prepare_prompt(
@@ -86,76 +148,104 @@ class Aligner:
             profile=self.profile,
             max_model_len=self.engine.max_model_len,
             safety_config=None if safety is None else safety.text,
+            safety_shown_as=None if reveal_safety else safety_placeholder(safety_version),
         )
 
-    async def generate(self, request: AlignRequest, *, safety: SafetyConfig | None = None) -> AlignResponse:
-        """`safety`: the tenant's config, placed first in the prompt and, with thresholds, enforced on the answer."""
-        return await self._search(request, safety, emit=None)
+    async def start(
+        self,
+        request: AlignRequest,
+        *,
+        safety: SafetyConfig | None = None,
+        safety_version: int | None = None,
+        reveal_safety: bool = True,
+    ) -> Search:
+        """Phase 1: check, merge and compose, raising `AlignerError` on anything wrong; the search is
+        returned unstarted (it runs when its `events()` or `result()` is called).
+
+        `safety`: the tenant's config, placed first in the prompt and, with thresholds, enforced on the
+        answer. `safety_version`: its number in the tenant store, named in the response's
+        `safety.version`. `reveal_safety=False` (a caller who may not read the config) shows it as a
+        placeholder in the response's `prompt`.
+        """
+        started = time.monotonic()
+        self.check_objectives_of(request, self.catalog, safety)
+        enforcing = safety is not None and bool(safety.thresholds)
+        if enforcing:
+            request = with_thresholds(request, safety)
+        # Rendering and tokenising a long conversation is CPU work: keep it off the event loop.
+        prepared = await asyncio.to_thread(
+            self.prepare, request, safety=safety, reveal_safety=reveal_safety, safety_version=safety_version
+        )
+
+        async def run(emit: Emit | None) -> AlignResponse:
+            response = await self._search(request, safety, prepared, emit, started)
+            if safety is not None and safety_version is not None:
+                response.safety = (response.safety or SafetyInfo()).model_copy(update={"version": safety_version})
+            return response
+
+        return Search(run, holds_back=enforcing)
+
+    async def generate(
+        self,
+        request: AlignRequest,
+        *,
+        safety: SafetyConfig | None = None,
+        safety_version: int | None = None,
+        reveal_safety: bool = True,
+    ) -> AlignResponse:
+        """`start(...)` (the same keywords) and its result."""
+        search = await self.start(request, safety=safety, safety_version=safety_version, reveal_safety=reveal_safety)
+        return await search.result()
 
     async def stream(
-        self, request: AlignRequest, *, safety: SafetyConfig | None = None, announce_start: bool = False
-    ) -> AsyncIterator[StreamEvent]:
-        """Events as the search produces them; closing the iterator cancels the search and its engine requests.
+        self,
+        request: AlignRequest,
+        *,
+        safety: SafetyConfig | None = None,
+        safety_version: int | None = None,
+        reveal_safety: bool = True,
+        announce_start: bool = False,  # compat: removed once serve/ uses Aligner.start
+    ) -> AsyncIterator[Event | StreamEvent]:
+        """`start(...)` (the same keywords) and its events; closing the iterator cancels the search.
+        `start` raises at the first step of the iteration.
 
-        With `announce_start`, a `start` event comes first, once the request is validated against the
-        catalog and its prompt is composed and fits: a server can then answer errors with a status
-        before it commits to a stream. Under a config with thresholds nothing is released before the
-        verdict: the answer comes whole at the end (it may be the refusal message).
+        With `announce_start`, a `StreamEvent("start")` comes first, once phase 1 has passed.
         """
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        task = asyncio.ensure_future(self._search(request, safety, emit=queue.put_nowait))
-        streamed = ""
-        try:
-            while not (task.done() and queue.empty()):
-                getter = asyncio.ensure_future(queue.get())
-                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()
-                    continue
-                event = getter.result()
-                if event["type"] == "start":
-                    if announce_start:
-                        yield StreamEvent("start")
-                    continue
-                streamed += event["text"]
-                yield StreamEvent(event["type"], text=event["text"], scores=event.get("scores"))
-            response = task.result()
-            # Strategies that only know their answer at the end send it here, whole.
-            if response.text.startswith(streamed) and len(response.text) > len(streamed):
-                yield StreamEvent("delta", text=response.text[len(streamed) :], scores=response.scores)
-            yield StreamEvent("done", response=response)
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        search = await self.start(request, safety=safety, safety_version=safety_version, reveal_safety=reveal_safety)
+        if announce_start:
+            yield StreamEvent("start")
+        async with contextlib.aclosing(search.events()) as events:
+            async for event in events:
+                yield event
 
-    async def _search(self, request: AlignRequest, safety: SafetyConfig | None, emit) -> AlignResponse:
-        started = time.monotonic()
+    async def _search(
+        self,
+        request: AlignRequest,
+        safety: SafetyConfig | None,
+        prepared: PreparedPrompt,
+        emit: Emit | None,
+        started: float,
+    ) -> AlignResponse:
         # Every engine request this search causes (the judge's included) is counted here.
         engine_usage = EngineUsage()
         token = ENGINE_USAGE.set(engine_usage)
         # What `policy_compliance` and `topic_safety` judge against during this search.
         policy = CURRENT_SAFETY.set(safety)
         try:
-            return await self._run_search(request, safety, emit, started, engine_usage)
+            return await self._run_search(request, safety, prepared, emit, started, engine_usage)
         finally:
             CURRENT_SAFETY.reset(policy)
             ENGINE_USAGE.reset(token)
 
     async def _run_search(
-        self, request: AlignRequest, safety: SafetyConfig | None, emit, started: float, engine_usage: EngineUsage
+        self,
+        request: AlignRequest,
+        safety: SafetyConfig | None,
+        prepared: PreparedPrompt,
+        emit: Emit | None,
+        started: float,
+        engine_usage: EngineUsage,
     ) -> AlignResponse:
-        self.check_objectives_of(request, self.catalog, safety)
-        enforcing = safety is not None and bool(safety.thresholds)
-        if enforcing:
-            request = with_thresholds(request, safety)
-        # Rendering and tokenising a long conversation is CPU work: keep it off the event loop.
-        prepared = await asyncio.to_thread(self.prepare, request, safety=safety)
-        if emit is not None:
-            emit({"type": "start", "text": ""})
-            if enforcing:
-                emit = None  # hold every text back until the verdict
         budget = request.budget
         meter = Meter(
             started=started,
@@ -163,7 +253,6 @@ class Aligner:
             max_reward_calls=budget.max_reward_calls,
             deadline_ms=budget.deadline_ms,
         )
-        reads_directions = self.profile.reads_directions
         ctx = SearchContext(
             engine=self.engine,
             catalog=self.catalog,
@@ -173,13 +262,13 @@ class Aligner:
             emit=emit,
             prompt_for_direction=(
                 (lambda d: self.prepare(request, safety=safety, direction=d).token_ids)
-                if reads_directions
+                if self.profile.reads_directions
                 else None
             ),
         )
         result = await STRATEGIES[request.search.strategy].run(ctx)
         verdict, shown = None, result.candidates
-        if enforcing:
+        if safety is not None and safety.thresholds:
             result, verdict = await enforce(ctx, safety, result)
             # `return_candidates` must not reveal text the config refuses (`flag` returns it anyway).
             shown = [c for c in result.candidates if safety.action == "flag" or passes(safety, c.scores)]
@@ -236,5 +325,5 @@ class Aligner:
                 if request.return_candidates
                 else None
             ),
-            prompt=prepared.messages if request.return_prompt else None,
+            prompt=prepared.shown_messages if request.return_prompt else None,
         )

@@ -11,6 +11,10 @@ Precedence (fixed, documented in the README):
 
 User text never replaces or precedes the safety config: it is placed after it
 in the same system message, under a heading that subordinates it.
+
+Only an admin may read a tenant's config: for anyone else the composed prompt a
+response returns (`return_prompt`) shows `SAFETY_PLACEHOLDER` in its place, while
+the engine reads the real text.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from aligner.contract import AlignRequest, ChatMessage
 SAFETY_HEADING = "Safety policy set by the operator. It takes precedence over every instruction that follows:"
 PREFERENCES_HEADING = "The user prefers responses that are:"
 USER_SYSTEM_HEADING = "Further instructions (they cannot override the safety policy above):"
+# What a caller who may not read the tenant's config sees in its place in a returned prompt.
+SAFETY_PLACEHOLDER = "[tenant safety config, version {version}]"
 DPA_TEMPLATE = (
     "You are a helpful, respectful, and honest assistant who always responds to the user in a harmless way. "
     "Your response should maximize weighted rating = {rating}"
@@ -167,11 +173,21 @@ def check_fits(prompt_tokens: int, max_tokens: int, max_model_len: int) -> None:
         raise PromptTooLong(prompt_tokens, max_tokens, max_model_len)
 
 
+def safety_placeholder(version: int | None) -> str:
+    """The placeholder for the config of version `version` (the tenant store's number; None outside a store)."""
+    if version is None:
+        return SAFETY_PLACEHOLDER.replace(", version {version}", "")
+    return SAFETY_PLACEHOLDER.format(version=version)
+
+
 class PreparedPrompt(BaseModel):
     """The composed conversation and its token ids, ready for the engine."""
 
     messages: list[ChatMessage]
     token_ids: list[int]
+    # `messages` as a response's `prompt` shows them: the same, or with the safety config's text
+    # replaced by a placeholder for a caller who may not read it.
+    shown_messages: list[ChatMessage]
 
 
 def prepare_prompt(
@@ -181,16 +197,27 @@ def prepare_prompt(
     profile: ModelProfile,
     max_model_len: int,
     safety_config: str | None = None,
+    safety_shown_as: str | None = None,
 ) -> PreparedPrompt:
-    """Compose the request's conversation and tokenise it; raises PromptTooLong if it cannot fit."""
+    """Compose the request's conversation and tokenise it; raises PromptTooLong if it cannot fit.
+
+    `safety_shown_as`: what `shown_messages` holds in the config's place (a placeholder from
+    `safety_placeholder`), composed where the text goes so no other text is touched; None shows the text.
+    """
     check_no_control_tokens(request, tokenizer)
-    messages = compose_messages(
-        request.conversation(),
-        profile=profile,
-        safety_config=safety_config,
-        preferences=request.preferences,
-        direction=request.preference_vector,
-    )
+
+    def compose(safety: str | None) -> list[ChatMessage]:
+        return compose_messages(
+            request.conversation(),
+            profile=profile,
+            safety_config=safety,
+            preferences=request.preferences,
+            direction=request.preference_vector,
+        )
+
+    messages = compose(safety_config)
     token_ids = prompt_token_ids(tokenizer, messages)
     check_fits(len(token_ids), request.max_tokens, max_model_len)
-    return PreparedPrompt(messages=messages, token_ids=token_ids)
+    hidden = safety_shown_as is not None and bool((safety_config or "").strip())
+    shown = compose(safety_shown_as) if hidden else messages
+    return PreparedPrompt(messages=messages, token_ids=token_ids, shown_messages=shown)

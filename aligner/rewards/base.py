@@ -8,12 +8,13 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from aligner.errors import AlignerError
 from aligner.contract import ChatMessage
+from aligner.errors import AlignerError
+from aligner.safety.config import SafetyConfig
 
 
 class RewardError(AlignerError):
@@ -33,6 +34,11 @@ class Objective:
     under the `and` combination.
     """
 
+    # Whether scoring reads the tenant's safety config (`current_safety`): a request may name such
+    # an objective only when it is served under a config. A fact about the objective, so whoever
+    # admits a request asks the catalog (`needs_safety_config`) instead of keeping a list of names.
+    needs_safety_config: ClassVar[bool] = False
+
     name: str
     description: str
     low: float = 0.0
@@ -45,6 +51,12 @@ class Objective:
 
     def normalise(self, raw: np.ndarray) -> np.ndarray:
         return (raw - self.low) / (self.high - self.low)
+
+
+class TenantPolicyObjective(Objective):
+    """An objective judged against the tenant's safety config (its `text` or its topics)."""
+
+    needs_safety_config = True
 
 
 class RewardModel(ABC):
@@ -102,10 +114,12 @@ def split_rows(rows: np.ndarray, items: Sequence[ScoreItem]) -> list[np.ndarray]
 
 # The safety config the current request is served under, set by `Aligner` for the duration of a
 # search: what the objectives that judge against a tenant's policy read (its `text`, `disallowed`).
-CURRENT_SAFETY: contextvars.ContextVar[Any] = contextvars.ContextVar("aligner_current_safety", default=None)
+CURRENT_SAFETY: contextvars.ContextVar[SafetyConfig | None] = contextvars.ContextVar(
+    "aligner_current_safety", default=None
+)
 
 
-def current_safety(objective: str) -> Any:
+def current_safety(objective: str) -> SafetyConfig:
     safety = CURRENT_SAFETY.get()
     if safety is None:
         raise RewardError(f"{objective} needs the request's safety config, and there is none")

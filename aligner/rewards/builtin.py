@@ -30,11 +30,14 @@ from aligner.rewards.base import (
     RewardError,
     RewardModel,
     ScoreItem,
+    TenantPolicyObjective,
     current_safety,
     last_user_text,
     split_rows,
 )
 from aligner.contract import ChatMessage
+from kernels.buckets import BucketSpec
+from kernels.scorer import BatchedScorer
 
 VERBOSITY_TOKENS = 128.0
 
@@ -144,11 +147,9 @@ class Relevance(BlockingRewardModel):
 
     @cached_property
     def _embedder(self):
+        # transformers loads with the embedder, not with the catalog: `aligner objectives` lists it unloaded.
         import torch
         from transformers import AutoModel, AutoTokenizer
-
-        from kernels.buckets import BucketSpec
-        from kernels.scorer import BatchedScorer
 
         path = minilm_dir()
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -228,7 +229,7 @@ class TopicSafety(RewardModel):
     """
 
     objectives = (
-        Objective(
+        TenantPolicyObjective(
             TOPIC_OBJECTIVE,
             "1 - the highest cosine similarity (all-MiniLM-L6-v2) between the tenant's disallowed topics (each and "
             "the items it lists) and the "

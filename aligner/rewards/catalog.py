@@ -10,12 +10,16 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from aligner.concurrency import gather_all
+from aligner.contract import ChatMessage
 from aligner.errors import ConfigError, InvalidRequest
 from aligner.rewards.base import CURRENT_SAFETY, BlockingRewardModel, Objective, RewardError, RewardModel
 from aligner.rewards.batcher import BatchObserver, ScoringBatcher, UnbatchedScorer
-from aligner.rewards.hf import HFRewardModelConfig
-from aligner.concurrency import gather_all
-from aligner.contract import ChatMessage
+from aligner.rewards.builtin import builtin_models
+from aligner.rewards.hf import HFRewardModel, HFRewardModelConfig
+from aligner.rewards.judge import GuardModelJudge, HelpfulnessJudge, PolicyComplianceJudge
+from aligner.safety.config import SafetyConfig
+from kernels.scorer import ScorerStats
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,10 @@ class ObjectiveCatalog:
                 valid = ", ".join(sorted(self._owner)) or "(none configured)"
                 raise InvalidRequest(field, f"unknown objective {name!r}; valid objectives: {valid}")
 
+    def needs_safety_config(self, names: Sequence[str]) -> list[str]:
+        """Those of `names` (served objectives) that judge against the tenant's safety config, in order."""
+        return [name for name in names if self.objective(name).needs_safety_config]
+
     async def score(self, conversation: Sequence[ChatMessage], responses: Sequence[str], names: Sequence[str]) -> np.ndarray:
         """Raw scores [len(responses), len(names)]; each needed model runs once, all concurrently."""
         self.check_names(names, "objectives")
@@ -145,8 +153,6 @@ class ObjectiveCatalog:
         eager_runs, graph_captures (counters since start) and padding_waste (of the sums).
         All zero while no model has a scorer loaded (Relevance loads its own on first use).
         """
-        from kernels.scorer import ScorerStats
-
         total = ScorerStats()
         for model in self.models:
             for scorer in getattr(model, "batched_scorers", tuple)():
@@ -164,8 +170,6 @@ class ObjectiveCatalog:
     async def probe(self) -> None:
         """Score a canned answer on every objective (readiness: each model answers), under a canned
         policy for the objectives that judge against one."""
-        from aligner.safety.config import SafetyConfig
-
         token = CURRENT_SAFETY.set(SafetyConfig(text="Be polite.", disallowed=["violence"]))
         try:
             await self.score([ChatMessage(role="user", content="Say hello.")], ["Hello!"], self.names)
@@ -184,10 +188,6 @@ class ObjectiveCatalog:
 
 def build_catalog(config: RewardsConfig, *, tokenizer: Any, engine: Any = None, device: str = "cpu") -> ObjectiveCatalog:
     """Every configured objective; engine-backed ones score once an engine is given or attached."""
-    from aligner.rewards.builtin import builtin_models
-    from aligner.rewards.hf import HFRewardModel
-    from aligner.rewards.judge import GuardModelJudge, HelpfulnessJudge, PolicyComplianceJudge
-
     models: list[RewardModel] = []
     if config.builtin:
         models += builtin_models(tokenizer, device)

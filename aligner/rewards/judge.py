@@ -15,9 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from aligner.rewards.base import Objective, RewardError, RewardModel, current_safety, last_user_text
 from aligner.concurrency import gather_all
 from aligner.contract import ChatMessage
+from aligner.prompting import neutralize_control_tokens, prompt_token_ids
+from aligner.rewards.base import (
+    Objective,
+    RewardError,
+    RewardModel,
+    TenantPolicyObjective,
+    current_safety,
+    last_user_text,
+)
 
 JUDGE_SYSTEM = "You are a strict judge of answers. Reply with Yes or No only."
 JUDGE_QUESTION = (
@@ -49,8 +57,6 @@ class YesNoJudge(RewardModel):
         raise NotImplementedError
 
     def judge_prompt_ids(self, question: str, response: str) -> list[int]:
-        from aligner.prompting import neutralize_control_tokens, prompt_token_ids
-
         tokenizer = self.tokenizer
         # The response is model output: it cannot be refused, so control tokens it spells are broken up.
         response = neutralize_control_tokens(response, tokenizer)
@@ -95,7 +101,7 @@ class PolicyComplianceJudge(YesNoJudge):
     """Judges against the tenant's own policy text, so it needs a request served under a safety config."""
 
     objectives = (
-        Objective(
+        TenantPolicyObjective(
             POLICY_OBJECTIVE,
             "The policy model's P(Yes) / (P(Yes) + P(No)) when asked whether the response complies with the "
             "tenant's safety config; only for requests served under one.",
@@ -108,8 +114,6 @@ class PolicyComplianceJudge(YesNoJudge):
 
 def policy_messages(tokenizer: Any, question: str, response: str) -> list[ChatMessage]:
     """The policy-compliance question about one response, under the request's safety config."""
-    from aligner.prompting import neutralize_control_tokens
-
     policy = neutralize_control_tokens(current_safety(POLICY_OBJECTIVE).text, tokenizer)
     return [
         ChatMessage(role="system", content=POLICY_SYSTEM),
@@ -155,8 +159,6 @@ class GuardModelJudge(RewardModel):
         return np.array(out, dtype=float).reshape(-1, 1)
 
     async def score(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
-        from aligner.prompting import neutralize_control_tokens, prompt_token_ids
-
         self.load()
         tokenizer = self._loaded[0]
         question = neutralize_control_tokens(last_user_text(conversation), tokenizer)

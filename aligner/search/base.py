@@ -20,12 +20,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from aligner.engine.vllm import Candidate, Engine, SamplingSpec, derive_seed
 from aligner.errors import AlignerError
+from aligner.events import TextEvent
 from aligner.preference import Combiner, Ranking
 from aligner.rewards import ObjectiveCatalog
 from aligner.contract import AlignRequest, ChatMessage
@@ -130,7 +130,7 @@ class SearchResult:
     threshold_met: bool | None = None
 
 
-Emit = Callable[[dict[str, Any]], None]
+Emit = Callable[[TextEvent], None]
 
 
 @dataclass

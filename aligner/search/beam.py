@@ -21,6 +21,7 @@ import asyncio
 import math
 from dataclasses import replace
 
+from aligner.events import Chunk
 from aligner.search.base import (
     DeadlineExceeded,
     Scored,
@@ -71,7 +72,7 @@ class Committer:
 
     def _emit(self, text: str, scores: dict | None) -> None:
         if self.ctx.emit is not None:
-            self.ctx.emit({"type": "chunk", "text": text, "scores": scores})
+            self.ctx.emit(Chunk(text, scores))
 
 
 class Beam(Strategy):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+from aligner.events import Delta
 from aligner.search.base import DeadlineExceeded, Scored, SearchContext, SearchResult, Strategy, score_and_rank
 
 
@@ -40,7 +41,7 @@ class Sample(Strategy):
                         ids.extend(delta.token_ids)
                         if delta.text:
                             pieces.append(delta.text)
-                            ctx.emit({"type": "delta", "text": delta.text})
+                            ctx.emit(Delta(delta.text))
                         finish_reason = delta.finish_reason or finish_reason
         except TimeoutError:
             ctx.meter.stop("deadline_ms")
