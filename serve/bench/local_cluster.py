@@ -33,10 +33,65 @@ def _accepts(address: str) -> bool:
         return s.connect_ex((host, int(port))) == 0
 
 
-def free_port() -> int:
+# Where a port chosen now could be taken by someone else before our server binds it: the kernel
+# hands out its ephemeral range to every bind to port 0 and every outgoing connection (Ray's
+# raylets, GCS, agents and gRPC servers bind that way), Ray's workers take ports from Ray's worker
+# range (`--min-worker-port`/`--max-worker-port`, 10002-19999 by default). Below 20000 are the usual
+# services' ports and Ray's and Serve's fixed defaults (GCS 6379, Serve 8000/9000, client 10001).
+RAY_WORKER_PORTS = range(10002, 20000)
+LOWEST_PORT = 20000
+_handed_out: set[int] = set()  # never the same port twice in one process, bound or not
+
+
+def ephemeral_ports(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> range:
+    try:
+        low, high = map(int, Path(path).read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
+def port_ranges(ephemeral: range, worker_ports: range = RAY_WORKER_PORTS, lowest: int = LOWEST_PORT) -> list[range]:
+    """The ports from `lowest` up that neither the kernel nor Ray ever picks by itself."""
+    ranges, start = [], lowest
+    for block in sorted([ephemeral, worker_ports], key=lambda r: r.start):
+        if block.start > start:
+            ranges.append(range(start, min(block.start, 65536)))
+        start = max(start, block.stop)
+    if start < 65536:
+        ranges.append(range(start, 65536))
+    return ranges
+
+
+def _is_free(port: int) -> bool:
+    """Nothing listens on `port` on any address (binding the wildcard fails if anything holds it)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A free TCP port that nothing on this machine takes by itself before a server binds it.
+
+    Binding port 0 and releasing it, as this did before, returns an ephemeral port, which the
+    kernel may give Ray's next process in the moment before the server binds it (`Failed to bind
+    to address`). This picks at random outside the ephemeral range and Ray's worker ports, checks
+    that the port is free, and never returns one port twice in a process. Another program that
+    picks ports the same way may still, rarely, pick the same one: callers that start a server
+    retry with fresh ports when it fails to bind.
+    """
+    ephemeral = ephemeral_ports()
+    # Below 20000 only if the ephemeral range leaves nothing above it (a machine tuned that way).
+    ports = [port for block in port_ranges(ephemeral) or port_ranges(ephemeral, lowest=1024) for port in block]
+    for _ in range(200 if ports else 0):
+        port = secrets.choice(ports)  # not `random`: tests seed it, and two processes must not agree
+        if port not in _handed_out and _is_free(port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free port outside the ephemeral range {ephemeral} and Ray's worker ports")
 
 
 @dataclass
