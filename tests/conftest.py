@@ -1,6 +1,7 @@
 import os
 import uuid
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +9,32 @@ import pytest
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TESTS = Path(__file__).parent
+# A test's folder says what it needs, so its markers come from the folder: `-m "not engine"` is the
+# unit tier (tests/unit: CPU, no engine, no Ray, no GPU) and nothing else. e2e and cluster tests
+# start engines in their Ray Serve apps; GPU tests need CUDA and a real model stack.
+FOLDER_MARKERS: dict[str, tuple[str, ...]] = {
+    "unit": (),
+    "engine": ("engine",),
+    "e2e": ("engine",),
+    "cluster": ("engine",),
+    "gpu": ("engine", "gpu"),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        try:
+            folder = item.path.relative_to(TESTS).parts[0]
+        except ValueError:  # collected from outside tests/ (a path given on the command line)
+            continue
+        if folder not in FOLDER_MARKERS:
+            raise pytest.UsageError(
+                f"{item.nodeid}: tests/{folder}/ has no markers in tests/conftest.py FOLDER_MARKERS"
+            )
+        for marker in FOLDER_MARKERS[folder]:
+            item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,9 @@ and one metrics scrape covers both replicas. Every Ray process is gone afterward
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import time
 
 import grpc
@@ -18,11 +20,18 @@ from google.protobuf.json_format import ParseDict
 
 from proto.aligner.v1 import aligner_pb2 as pb
 from proto.aligner.v1 import aligner_pb2_grpc
+from serve.bench.local_cluster import LocalCluster
 
 SMALL = {"prompt": "Name a colour.", "max_tokens": 2, "temperature": 0}
 CONFIG = {
-    "engine": {"dtype": "float32", "max_model_len": 512, "kv_cache_gib": 0.2, "max_num_seqs": 4, "block_size": 32,
-               "enforce_eager": True},
+    "engine": {
+        "dtype": "float32",
+        "max_model_len": 512,
+        "kv_cache_gib": 0.2,
+        "max_num_seqs": 4,
+        "block_size": 32,
+        "enforce_eager": True,
+    },
     "num_replicas": 2,
     "max_replicas_per_node": 1,
     "replica_resources": {"aligner_model": 1},
@@ -52,7 +61,8 @@ class Cluster:
         with grpc.insecure_channel(target) as channel:
             try:
                 aligner_pb2_grpc.AlignerStub(channel).Generate(
-                    ParseDict(SMALL, pb.GenerateRequest()), metadata=(("authorization", f"Bearer {key}"),), timeout=300)
+                    ParseDict(SMALL, pb.GenerateRequest()), metadata=(("authorization", f"Bearer {key}"),), timeout=300
+                )
                 return "OK"
             except grpc.RpcError as exc:
                 return exc.code().name
@@ -61,40 +71,119 @@ class Cluster:
         from prometheus_client.parser import text_string_to_metric_families
 
         text = httpx.get(f"{url}/metrics", timeout=30).text
-        return {(s.name, frozenset(s.labels.items())): s.value
-                for family in text_string_to_metric_families(text) for s in family.samples}
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+
+BRING_UP_ATTEMPTS = 3  # fresh ports each time; a port is taken only if another program picked it too
+
+
+class PortTaken(RuntimeError):
+    """A node or proxy could not bind its port, or never answered on it."""
 
 
 @pytest.fixture(scope="module")
 def cluster(model_dir, new_pg_database):
-    from ray import serve
-
     from aligner.tenants import TenantStore
-    from serve.app import build_app, proxy_options
-    from serve.config import ServerConfig
-    from serve.bench.local_cluster import LocalCluster
 
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     store_url = new_pg_database()
     store = TenantStore.open(store_url)
-    nodes = LocalCluster(nodes=2, cpus_per_node=1)
     try:
-        nodes.start()
-        config = ServerConfig.load({**CONFIG, "engine": {**CONFIG["engine"], "model": str(model_dir)},
-                                    "tenant_store": store_url, "http_port": nodes.http_port,
-                                    "grpc_port": nodes.grpc_port})
-        serve.start(proxy_location="EveryNode", **proxy_options(config))
-        serve.run(build_app(config), name=config.app_name, route_prefix="/",
-                  logging_config={"log_level": "WARNING", "enable_access_log": False})
-        yield Cluster(nodes, store, store_url)
-    finally:
+        nodes = bring_up(model_dir, store_url)
         try:
-            serve.shutdown()
+            yield Cluster(nodes, store, store_url)
         finally:
-            left = nodes.stop()
-            store.close()
-            assert left == [], f"Ray processes outlived the cluster: {left}"
-            assert_no_stale_address(nodes.address)
+            tear_down(nodes)
+    finally:
+        store.close()
+
+
+def bring_up(model_dir, store_url):
+    """Two nodes and the app on them, every proxy answering. If a port was taken before its server
+    bound it, the whole cluster is stopped and started again on fresh ports."""
+    for attempt in range(1, BRING_UP_ATTEMPTS + 1):
+        nodes = LocalCluster(nodes=2, cpus_per_node=1)  # every port chosen afresh
+        try:
+            start_app(nodes, model_dir, store_url)
+            return nodes
+        except BaseException as exc:  # an interrupt too: no node may outlive a failed attempt
+            tear_down(nodes)
+            if attempt == BRING_UP_ATTEMPTS or not port_taken(exc):
+                raise
+            print(f"cluster bring-up {attempt}: a port was taken ({exc}); again on fresh ports")
+
+
+def start_app(nodes, model_dir, store_url):
+    from ray import serve
+
+    from serve.app import build_app, proxy_options
+    from serve.config import ServerConfig
+
+    nodes.start()
+    config = ServerConfig.load(
+        {
+            **CONFIG,
+            "engine": {**CONFIG["engine"], "model": str(model_dir)},
+            "tenant_store": store_url,
+            "http_port": nodes.http_port,
+            "grpc_port": nodes.grpc_port,
+        }
+    )
+    serve.start(proxy_location="EveryNode", **proxy_options(config))
+    serve.run(
+        build_app(config),
+        name=config.app_name,
+        route_prefix="/",
+        logging_config={"log_level": "WARNING", "enable_access_log": False},
+    )
+    wait_for_proxies(nodes)
+
+
+def wait_for_proxies(nodes, timeout_s=120):
+    """Every node's proxy answers on its HTTP and gRPC ports (a proxy that failed to bind never does)."""
+    deadline = time.monotonic() + timeout_s
+    for node in nodes.started:
+        while not (answers_http(node.http_port) and accepts(node.grpc_port)):
+            if time.monotonic() > deadline:
+                raise PortTaken(f"the {node.name} node's proxy did not answer on :{node.http_port}/:{node.grpc_port}")
+            time.sleep(0.5)
+
+
+def answers_http(port):
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/-/healthz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def accepts(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def port_taken(exc: BaseException | None) -> bool:
+    """The failure is a port someone else held (`Failed to bind`, `Address already in use`)."""
+    while exc is not None:
+        if isinstance(exc, PortTaken) or any(text in str(exc) for text in ("Failed to bind", "already in use")):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def tear_down(nodes):
+    from ray import serve
+
+    try:
+        with contextlib.suppress(Exception):  # serve may never have started
+            serve.shutdown()
+    finally:
+        left = nodes.stop()
+        assert left == [], f"Ray processes outlived the cluster: {left}"
+        assert_no_stale_address(nodes.address)
 
 
 def assert_no_stale_address(address: str) -> None:
@@ -110,8 +199,9 @@ def assert_no_stale_address(address: str) -> None:
 def test_the_model_replicas_run_on_different_nodes(cluster):
     from ray._private import state
 
-    replicas = [a for a in state.actors().values()
-                if a["State"] == "ALIVE" and "AlignerServer" in a.get("ActorClassName", "")]
+    replicas = [
+        a for a in state.actors().values() if a["State"] == "ALIVE" and "AlignerServer" in a.get("ActorClassName", "")
+    ]
     assert len(replicas) == 2
     assert len({a["Address"]["NodeID"] for a in replicas}) == 2, "max_replicas_per_node: 1 spreads them"
 
@@ -134,8 +224,15 @@ def test_a_safety_config_change_is_in_force_on_both_replicas_within_a_second(clu
     route = f"{worker}/v1/admin/tenants/tyrell/safety-config"
     current = httpx.get(route, headers=admin, timeout=30)
     expected = current.json()["version"] if current.status_code == 200 else None
-    changed = httpx.put(route, headers=admin, timeout=30, json={
-        "config": {"text": "Replicants only.", "thresholds": {"harmlessness": 0.0}}, "expected_version": expected})
+    changed = httpx.put(
+        route,
+        headers=admin,
+        timeout=30,
+        json={
+            "config": {"text": "Replicants only.", "thresholds": {"harmlessness": 0.0}},
+            "expected_version": expected,
+        },
+    )
     assert changed.status_code == 200, changed.text
     version, changed_at = changed.json()["version"], time.monotonic()
     time.sleep(max(0.0, changed_at + 1.0 - time.monotonic()))
@@ -152,8 +249,9 @@ def test_a_revoked_key_is_refused_on_both_nodes_within_a_second(cluster):
     record, key = cluster.store.create_key("tyrell")
     for url in (head, worker):
         assert cluster.post(url, key).status_code == 200  # known (and cached) on both nodes first
-    revoked = httpx.delete(f"{head}/v1/admin/keys/{record.id}", timeout=30,
-                           headers={"Authorization": f"Bearer {cluster.admin_key}"})
+    revoked = httpx.delete(
+        f"{head}/v1/admin/keys/{record.id}", timeout=30, headers={"Authorization": f"Bearer {cluster.admin_key}"}
+    )
     assert revoked.status_code == 200
     time.sleep(1.0)
     for url in (head, worker, head, worker):
@@ -169,12 +267,18 @@ def test_one_scrape_through_either_node_covers_both_replicas(cluster):
     time.sleep(1.0)  # replicas push every metrics_interval_s
     scrapes = [cluster.metrics(url) for url in (head, worker)]
     for scrape in scrapes:
-        reporting = {dict(labels)["deployment"]: value for (name, labels), value in scrape.items()
-                     if name == "aligner_replicas_reporting"}
+        reporting = {
+            dict(labels)["deployment"]: value
+            for (name, labels), value in scrape.items()
+            if name == "aligner_replicas_reporting"
+        }
         assert reporting == {"model": 2.0, "ingress": 2.0}, reporting
 
     def ok_requests(scrape):
-        return sum(v for (name, labels), v in scrape.items()
-                   if name == "aligner_requests_total" and dict(labels).get("status") == "ok")
+        return sum(
+            v
+            for (name, labels), v in scrape.items()
+            if name == "aligner_requests_total" and dict(labels).get("status") == "ok"
+        )
 
     assert ok_requests(scrapes[0]) == ok_requests(scrapes[1]) >= 2  # the same merged view from either node
