@@ -44,7 +44,9 @@ class BucketSpec:
 
     def shapes(self) -> list[tuple[int, int]]:
         """Every (batch, seq_len) bucket, largest first (the order CUDA graphs are captured in)."""
-        return sorted(((b, s) for b in self.batch_sizes for s in self.seq_lens), key=lambda bs: (bs[0] * bs[1], bs), reverse=True)
+        return sorted(
+            ((b, s) for b in self.batch_sizes for s in self.seq_lens), key=lambda bs: (bs[0] * bs[1], bs), reverse=True
+        )
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,15 @@ def plan_batches(lengths: Sequence[int], spec: BucketSpec) -> list[Batch]:
     """Batches covering every input exactly once, longest buckets first, deterministic."""
     if any(n < 1 for n in lengths):
         raise ValueError("every sequence needs at least one token")
-    groups: dict[int | None, list[int]] = {}
+    groups: dict[int, list[int]] = {}
+    oversize: list[int] = []
     for i, n in enumerate(lengths):
-        groups.setdefault(spec.seq_bucket(n), []).append(i)
+        bucket = spec.seq_bucket(n)
+        if bucket is None:
+            oversize.append(i)
+        else:
+            groups.setdefault(bucket, []).append(i)
     batches: list[Batch] = []
-    oversize = groups.pop(None, [])
     for seq_len in sorted(groups, reverse=True):
         members = groups[seq_len]
         for start in range(0, len(members), spec.max_batch):
@@ -102,4 +108,3 @@ def pad_batch(
             ids.append(row + [pad_id] * padding)
             mask.append([1] * len(row) + [0] * padding)
     return ids, mask
-

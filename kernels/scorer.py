@@ -3,9 +3,10 @@
 On CUDA every bucket's forward pass is captured once, at start-up, as a CUDA
 graph (static input buffers, warm-up on a side stream, largest bucket first so
 the smaller graphs share its memory pool) and replayed; batches above the
-largest bucket, and any bucket before `capture()` ran, run eagerly. On CPU the same buckets group the sequences, but each batch runs
-eagerly at its real size (padded only to its longest member), since eager
-execution gains nothing from fixed shapes and padding is pure extra compute.
+largest bucket, and any bucket before `capture()` ran, run eagerly. On CPU
+the same buckets group the sequences, but each batch runs eagerly at its real
+size (padded only to its longest member), since eager execution gains nothing
+from fixed shapes and padding is pure extra compute.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, replace
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -53,6 +55,12 @@ class ScorerStats:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "padding_waste": round(self.padding_waste, 4)}
+
+
+class CapturedGraph(Protocol):
+    """What a graph backend's `capture` returns: replays one bucket's forward pass."""
+
+    def run(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor: ...
 
 
 class _Graph:
@@ -125,7 +133,7 @@ class BatchedScorer:
         # Injected so the capture plan and accounting are testable without a GPU.
         self.graphs = graph_backend or CudaGraphs()
         self.stats = ScorerStats()
-        self._graphs: dict[tuple[int, int], object] = {}
+        self._graphs: dict[tuple[int, int], CapturedGraph] = {}
         self._pool = None
         self._lock = threading.RLock()
 

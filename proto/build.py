@@ -1,8 +1,8 @@
 """Generate the Python stubs of proto/aligner/v1/aligner.proto (grpcio-tools).
 
-The stubs are committed (importable as `proto.aligner.v1`); tests/unit/test_proto.py regenerates
-them and fails when the committed ones are stale. Run `python -m proto.build` after changing the
-proto.
+The stubs are committed (importable as `proto.aligner.v1`); a unit test (`test_grpc_convert.py`)
+regenerates them and fails when the committed ones are stale. Run `make proto`
+(`python -m proto.build`) after changing the proto.
 """
 
 from __future__ import annotations
@@ -19,8 +19,14 @@ def generate(out_dir: Path = ROOT) -> list[Path]:
     """Write the stubs under `out_dir`/proto/aligner/v1/; their paths."""
     from grpc_tools import protoc
 
-    args = ["grpc_tools.protoc", f"-I{ROOT}", f"--python_out={out_dir}", f"--pyi_out={out_dir}",
-            f"--grpc_python_out={out_dir}", str(ROOT / PROTO)]
+    args = [
+        "grpc_tools.protoc",
+        f"-I{ROOT}",
+        f"--python_out={out_dir}",
+        f"--pyi_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        str(ROOT / PROTO),
+    ]
     (Path(out_dir) / PROTO.parent).mkdir(parents=True, exist_ok=True)
     if protoc.main(args) != 0:
         raise RuntimeError(f"protoc failed on {PROTO}")

@@ -16,9 +16,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from aligner.contract import ChatMessage
 from aligner.errors import ModelUnavailable
 from aligner.rewards.base import BlockingRewardModel, Objective, ScoreItem, split_rows
-from aligner.contract import ChatMessage
 
 DEFAULT_LABEL = re.compile(r"^LABEL_\d+$")
 
@@ -33,7 +33,9 @@ class HFRewardModelConfig(BaseModel):
     low: float = Field(-5.0, description="Typical lowest raw score; maps to 0 on the unit scale.")
     high: float = Field(5.0, description="Typical highest raw score; maps to 1 on the unit scale.")
     reference: float = Field(0.5, description="Unit-scale reference a response must beat under the `and` combination.")
-    max_length: int = Field(2048, ge=8, description="Longest conversation+response in tokens; longer ones keep their end.")
+    max_length: int = Field(
+        2048, ge=8, description="Longest conversation+response in tokens; longer ones keep their end."
+    )
     cuda_graphs: bool | None = Field(None, description="Replay CUDA graphs per bucket; None means on for CUDA devices.")
 
 
@@ -43,10 +45,11 @@ def pooled_forward(model, pad_id: int | None, *, left_padding: bool = False):
     Decoder reward models (a `score` head) are pooled like transformers pools
     them unpadded: at the rightmost token that is not the model's pad id, or at
     the last token when the model config has no pad id (`pad_id` None), but
-    only among attended tokens, so batch padding on either side changes nothing. Position ids follow the real tokens, which
-    keeps left-padded rows equal to unpadded ones. With right padding a causal
-    model's real tokens never see the padding after them, so the attention mask
-    is dropped and attention takes its fast causal path.
+    only among attended tokens, so batch padding on either side changes nothing.
+    Position ids follow the real tokens, which keeps left-padded rows equal to
+    unpadded ones. With right padding a causal model's real tokens never see
+    the padding after them, so the attention mask is dropped and attention
+    takes its fast causal path.
     """
     import torch
 
@@ -57,7 +60,9 @@ def pooled_forward(model, pad_id: int | None, *, left_padding: bool = False):
 
     def forward(ids, mask, positions):
         attention_mask = mask if left_padding else None
-        hidden = base(input_ids=ids, attention_mask=attention_mask, position_ids=positions, use_cache=False).last_hidden_state
+        hidden = base(
+            input_ids=ids, attention_mask=attention_mask, position_ids=positions, use_cache=False
+        ).last_hidden_state
         counted = mask.bool() if pad_id is None else (ids != pad_id) & mask.bool()
         slots = torch.arange(ids.shape[1], device=ids.device)
         last = (slots * counted).argmax(-1)
@@ -85,7 +90,9 @@ class HFRewardModel(BlockingRewardModel):
         if not self.tokenizer.chat_template:
             raise ModelUnavailable(f"reward model {path} has no chat template to format the conversation with")
         self.model = (
-            AutoModelForSequenceClassification.from_pretrained(path, dtype=getattr(torch, config.dtype)).to(device).eval()
+            AutoModelForSequenceClassification.from_pretrained(path, dtype=getattr(torch, config.dtype))
+            .to(device)
+            .eval()
         )
         labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         if len(labels) == 1 or all(DEFAULT_LABEL.match(label) for label in labels):
