@@ -60,7 +60,9 @@ def resolve_model(model: str | None, *, progress: Callable[[str], None] = log.in
         return prepare_embedded(progress=progress)
     path = Path(model).expanduser()
     if not path.is_dir():
-        raise ModelUnavailable(f"model: {model!r} is not a directory (a local HF model directory is needed; nothing is downloaded)")
+        raise ModelUnavailable(
+            f"model: {model!r} is not a directory (a local HF model directory is needed; nothing is downloaded)"
+        )
     if not (path / "config.json").is_file():
         raise ModelUnavailable(f"model: {path} has no config.json; it is not an HF model directory")
     return path

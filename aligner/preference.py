@@ -88,4 +88,3 @@ class Combiner:
         feasible = self.feasible(raw)
         order = sorted(range(len(combined)), key=lambda i: (not feasible[i], -combined[i], i))
         return Ranking(combined, feasible, order)
-

@@ -60,8 +60,13 @@ def quota_cpus(cpu_max: str | None = None, cfs: tuple[str, str] | None = None) -
     return None
 
 
-def choose_cores(cpus: Sequence[LogicalCpu], allowed: set[int], quota: float | None, threads: int | None,
-                 share: tuple[int, int] = (0, 1)) -> list[int]:
+def choose_cores(
+    cpus: Sequence[LogicalCpu],
+    allowed: set[int],
+    quota: float | None,
+    threads: int | None,
+    share: tuple[int, int] = (0, 1),
+) -> list[int]:
     """The cores to bind decoding threads to.
 
     The candidates are one logical CPU per physical core of the first NUMA node among `allowed`,

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from aligner.rewards.base import BlockingRewardModel, Objective, RewardError, RewardModel, ScoreItem
 from aligner.contract import ChatMessage
+from aligner.rewards.base import BlockingRewardModel, Objective, RewardError, RewardModel, ScoreItem
 from kernels.scorer import SCORING_ABANDONED
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,9 @@ from aligner.core import Aligner
 from aligner.engine.vllm import Engine, EngineConfig
 from aligner.rewards import RewardsConfig, build_catalog
 
-TEST_ENGINE = EngineConfig(dtype="float32", max_model_len=2048, kv_cache_gib=0.5, max_num_seqs=16, block_size=32,
-                           enforce_eager=True)  # eager: starts a minute sooner; tests check behaviour, not speed
+TEST_ENGINE = EngineConfig(
+    dtype="float32", max_model_len=2048, kv_cache_gib=0.5, max_num_seqs=16, block_size=32, enforce_eager=True
+)  # eager: starts a minute sooner; tests check behaviour, not speed
 
 
 class LoopThread:

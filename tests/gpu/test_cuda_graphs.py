@@ -23,7 +23,9 @@ def forward():
 
 
 def sequences_for(batch, seq_len, rng):
-    return [[rng.randrange(3, 40000) for _ in range(rng.randint(max(1, seq_len // 2 + 1), seq_len))] for _ in range(batch)]
+    return [
+        [rng.randrange(3, 40000) for _ in range(rng.randint(max(1, seq_len // 2 + 1), seq_len))] for _ in range(batch)
+    ]
 
 
 def test_graph_replay_equals_eager_for_every_bucket(forward):

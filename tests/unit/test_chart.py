@@ -36,8 +36,13 @@ def render(values: dict | None = None) -> list[dict]:
         files = chart.render(values or {}, name="demo", namespace="ai")
     finally:
         chart.close()
-    return [doc for name, text in sorted(files.items()) if name.endswith((".yaml", ".yml"))
-            for doc in yaml.safe_load_all(text) if doc]
+    return [
+        doc
+        for name, text in sorted(files.items())
+        if name.endswith((".yaml", ".yml"))
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
 
 
 def values_of(name: str) -> dict:
@@ -94,7 +99,9 @@ def unknown_fields(instance, schema: dict, path: str = "") -> list[str]:
                 found += unknown_fields(value, schema["properties"][key], f"{path}.{key}")
         return found
     if isinstance(instance, dict) and isinstance(schema.get("additionalProperties"), dict):
-        return [f for k, v in instance.items() for f in unknown_fields(v, schema["additionalProperties"], f"{path}.{k}")]
+        return [
+            f for k, v in instance.items() for f in unknown_fields(v, schema["additionalProperties"], f"{path}.{k}")
+        ]
     if isinstance(instance, list) and "items" in schema:
         return [f for i, v in enumerate(instance) for f in unknown_fields(v, schema["items"], f"{path}[{i}]")]
     return []
@@ -113,7 +120,8 @@ def test_the_crd_check_catches_a_misspelt_field(rendered, rayservice_schema):
     service["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParam"] = {}
     service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["replicas"] = "two"
     assert unknown_fields(service["spec"], rayservice_schema["properties"]["spec"], "spec") == [
-        "spec.rayClusterConfig.headGroupSpec.rayStartParam"]
+        "spec.rayClusterConfig.headGroupSpec.rayStartParam"
+    ]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(service, rayservice_schema)
 
@@ -153,7 +161,10 @@ def test_ports_match_the_servers_defaults(rendered):
     assert args.tenant_store is None, "the store URL comes from the Secret, never the RayService"
     ports = {p["name"]: p for p in one(docs, "RayService")["spec"]["serveService"]["spec"]["ports"]}
     assert ports["serve"]["port"] == defaults.http_port
-    assert (ports["serve-grpc"]["port"], ports["serve-grpc"]["appProtocol"]) == (defaults.grpc_port, "kubernetes.io/h2c")
+    assert (ports["serve-grpc"]["port"], ports["serve-grpc"]["appProtocol"]) == (
+        defaults.grpc_port,
+        "kubernetes.io/h2c",
+    )
     head = one(docs, "RayService")["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert {p["name"]: p["containerPort"] for p in head["ports"]}["serve-grpc"] == defaults.grpc_port
 
@@ -166,8 +177,11 @@ def gpu_requests(docs: list[dict]) -> dict[str, tuple]:
     for name, (group, template) in groups.items():
         (container,) = template["spec"]["containers"]
         resources = container["resources"]
-        out[name] = (resources.get("requests", {}).get("nvidia.com/gpu"), resources.get("limits", {}).get("nvidia.com/gpu"),
-                     group["rayStartParams"].get("num-gpus"))
+        out[name] = (
+            resources.get("requests", {}).get("nvidia.com/gpu"),
+            resources.get("limits", {}).get("nvidia.com/gpu"),
+            group["rayStartParams"].get("num-gpus"),
+        )
     return out
 
 
@@ -184,23 +198,36 @@ def test_gpus_appear_exactly_where_the_values_ask(rendered):
     assert gpu_group["template"]["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
 
 
-WORKER = {"name": "w", "type": "cpu", "replicas": 1, "minReplicas": 1, "maxReplicas": 1, "gpus": 0, "rayCpus": 1,
-          "rayResources": {}, "shmSize": "1Gi", "resources": {}}
+WORKER = {
+    "name": "w",
+    "type": "cpu",
+    "replicas": 1,
+    "minReplicas": 1,
+    "maxReplicas": 1,
+    "gpus": 0,
+    "rayCpus": 1,
+    "rayResources": {},
+    "shmSize": "1Gi",
+    "resources": {},
+}
 
 
-@pytest.mark.parametrize(("values", "where"), [
-    ({"workers": [{**WORKER, "replicas": -1}]}, "/workers/0/replicas"),
-    ({"server": {"num_replicas": -1}}, "/server/num_replicas"),
-    ({"replicas": 2}, "'replicas' not allowed"),
-    ({"server": {"enigne": {}}}, "'enigne' not allowed"),
-    ({"server": {"http_port": 8080}}, "'http_port' not allowed"),
-    ({"workers": [{**WORKER, "type": "gpu", "gpus": 0}]}, "/workers/0/gpus"),
-    ({"workers": [{**WORKER, "gpus": 1}]}, "/workers/0/gpus"),
-    ({"workers": []}, "/workers"),
-    ({"ports": {"http": 70000, "grpc": 9000}}, "/ports/http"),
-    ({"secrets": {"adminKey": "hunter2"}}, "/secrets/adminKey"),
-    ({"server": {"engine": {"dtype": "float8"}}}, "/server/engine/dtype"),
-])
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"workers": [{**WORKER, "replicas": -1}]}, "/workers/0/replicas"),
+        ({"server": {"num_replicas": -1}}, "/server/num_replicas"),
+        ({"replicas": 2}, "'replicas' not allowed"),
+        ({"server": {"enigne": {}}}, "'enigne' not allowed"),
+        ({"server": {"http_port": 8080}}, "'http_port' not allowed"),
+        ({"workers": [{**WORKER, "type": "gpu", "gpus": 0}]}, "/workers/0/gpus"),
+        ({"workers": [{**WORKER, "gpus": 1}]}, "/workers/0/gpus"),
+        ({"workers": []}, "/workers"),
+        ({"ports": {"http": 70000, "grpc": 9000}}, "/ports/http"),
+        ({"secrets": {"adminKey": "hunter2"}}, "/secrets/adminKey"),
+        ({"server": {"engine": {"dtype": "float8"}}}, "/server/engine/dtype"),
+    ],
+)
 def test_the_schema_rejects_bad_values(values, where):
     with pytest.raises(helm_python.HelmValuesError) as err:
         render(values)
@@ -219,8 +246,10 @@ def test_secrets_env_and_a_generated_admin_key(rendered):
     secret = one(docs, "Secret")
     assert _KEY_RE.fullmatch(secret["stringData"]["admin-key"])
     assert secret["stringData"]["tenant-store-url"].startswith("postgresql://")
-    for group in [one(docs, "RayService")["spec"]["rayClusterConfig"]["headGroupSpec"],
-                  *one(docs, "RayService")["spec"]["rayClusterConfig"]["workerGroupSpecs"]]:
+    for group in [
+        one(docs, "RayService")["spec"]["rayClusterConfig"]["headGroupSpec"],
+        *one(docs, "RayService")["spec"]["rayClusterConfig"]["workerGroupSpecs"],
+    ]:
         (container,) = group["template"]["spec"]["containers"]
         env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef", {}) for e in container["env"]}
         assert env["ALIGNER_TENANT_STORE"] == {"name": secret["metadata"]["name"], "key": "tenant-store-url"}
@@ -231,7 +260,8 @@ def test_secrets_env_and_a_generated_admin_key(rendered):
     assert not [d for d in given if d["kind"] == "Secret"]
     head = one(given, "RayService")["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert {e["name"]: e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") for e in head["env"]}[
-        "ALIGNER_TENANT_STORE"] == "mine"
+        "ALIGNER_TENANT_STORE"
+    ] == "mine"
 
 
 def test_metrics_are_scraped_from_the_head_only_and_the_dashboard_ships(rendered):
@@ -242,12 +272,19 @@ def test_metrics_are_scraped_from_the_head_only_and_the_dashboard_ships(rendered
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "metrics"
     assert one(docs, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["port"] == "ray-metrics"
-    dashboard = [d for d in rendered["default"] if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")][0]
+    dashboard = [
+        d for d in rendered["default"] if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")
+    ][0]
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert json.loads(dashboard["data"]["aligner.json"]) == json.loads((CHART / "dashboards" / "aligner.json").read_text())
-    config = [d for d in rendered["default"] if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")][0]
+    assert json.loads(dashboard["data"]["aligner.json"]) == json.loads(
+        (CHART / "dashboards" / "aligner.json").read_text()
+    )
+    config = [d for d in rendered["default"] if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")][
+        0
+    ]
     assert ServerConfig.load(yaml.safe_load(config["data"]["aligner.yaml"])) == ServerConfig.load(
-        serve_config(rendered["default"])["applications"][0]["args"])
+        serve_config(rendered["default"])["applications"][0]["args"]
+    )
 
 
 def test_the_default_image_tags_match_the_dockerfile(rendered):

@@ -16,8 +16,9 @@ def cpus(layout: dict[int, tuple[int, int, int]]) -> list[LogicalCpu]:
 
 
 # Two NUMA nodes of two physical cores each, SMT-2: cpu i and i+8 are siblings.
-SMT_NUMA = cpus({0: (0, 0, 0), 1: (0, 1, 0), 2: (1, 0, 1), 3: (1, 1, 1),
-                 8: (0, 0, 0), 9: (0, 1, 0), 10: (1, 0, 1), 11: (1, 1, 1)})
+SMT_NUMA = cpus(
+    {0: (0, 0, 0), 1: (0, 1, 0), 2: (1, 0, 1), 3: (1, 1, 1), 8: (0, 0, 0), 9: (0, 1, 0), 10: (1, 0, 1), 11: (1, 1, 1)}
+)
 FLAT4 = cpus({i: (0, i, 0) for i in range(4)})
 
 
@@ -78,23 +79,36 @@ def write(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_the_topology_is_read_from_sysfs(tmp_path):
-    files = {"devices/system/cpu/online": "0-3\n", "devices/system/node/node0/cpulist": "0,2\n",
-             "devices/system/node/node1/cpulist": "1,3\n"}
+    files = {
+        "devices/system/cpu/online": "0-3\n",
+        "devices/system/node/node0/cpulist": "0,2\n",
+        "devices/system/node/node1/cpulist": "1,3\n",
+    }
     for cpu, core in ((0, 0), (1, 1), (2, 0), (3, 1)):
         files[f"devices/system/cpu/cpu{cpu}/topology/physical_package_id"] = "0\n"
         files[f"devices/system/cpu/cpu{cpu}/topology/core_id"] = f"{core}\n"
     found = cpu_binding.system_cpus(write(tmp_path, files))
-    assert found == [LogicalCpu(0, (0, 0), 0), LogicalCpu(1, (0, 1), 1), LogicalCpu(2, (0, 0), 0),
-                     LogicalCpu(3, (0, 1), 1)]
+    assert found == [
+        LogicalCpu(0, (0, 0), 0),
+        LogicalCpu(1, (0, 1), 1),
+        LogicalCpu(2, (0, 0), 0),
+        LogicalCpu(3, (0, 1), 1),
+    ]
 
 
 def test_the_quota_is_read_from_the_process_cgroup(tmp_path):
-    v2 = write(tmp_path / "v2", {"proc/self/cgroup": "0::/kubepods/pod1\n",
-                                 "cg/kubepods/pod1/cpu.max": "300000 100000\n"})
+    v2 = write(
+        tmp_path / "v2", {"proc/self/cgroup": "0::/kubepods/pod1\n", "cg/kubepods/pod1/cpu.max": "300000 100000\n"}
+    )
     assert cpu_binding.own_quota(v2 / "proc", v2 / "cg") == 3.0
-    v1 = write(tmp_path / "v1", {"proc/self/cgroup": "4:memory:/x\n3:cpu,cpuacct:/pod\n0::/\n",
-                                 "cg/cpu,cpuacct/pod/cpu.cfs_quota_us": "200000\n",
-                                 "cg/cpu,cpuacct/pod/cpu.cfs_period_us": "100000\n"})
+    v1 = write(
+        tmp_path / "v1",
+        {
+            "proc/self/cgroup": "4:memory:/x\n3:cpu,cpuacct:/pod\n0::/\n",
+            "cg/cpu,cpuacct/pod/cpu.cfs_quota_us": "200000\n",
+            "cg/cpu,cpuacct/pod/cpu.cfs_period_us": "100000\n",
+        },
+    )
     assert cpu_binding.own_quota(v1 / "proc", v1 / "cg") == 2.0
     none = write(tmp_path / "none", {"proc/self/cgroup": "0::/\n", "cg/cpu.max": "max 100000\n"})
     assert cpu_binding.own_quota(none / "proc", none / "cg") is None
@@ -109,12 +123,18 @@ def test_odd_cgroup_files_mean_no_quota_rather_than_a_crash(tmp_path):
 
 
 def test_a_container_whose_cgroup_is_mounted_as_the_root_has_its_quota_found(tmp_path):
-    v1 = write(tmp_path / "v1", {"proc/self/cgroup": "3:cpu,cpuacct:/kubepods/burstable/pod7/abc\n",
-                                 "cg/cpu,cpuacct/cpu.cfs_quota_us": "400000\n",
-                                 "cg/cpu,cpuacct/cpu.cfs_period_us": "100000\n"})
+    v1 = write(
+        tmp_path / "v1",
+        {
+            "proc/self/cgroup": "3:cpu,cpuacct:/kubepods/burstable/pod7/abc\n",
+            "cg/cpu,cpuacct/cpu.cfs_quota_us": "400000\n",
+            "cg/cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+        },
+    )
     assert cpu_binding.own_quota(v1 / "proc", v1 / "cg") == 4.0
-    v2 = write(tmp_path / "v2", {"proc/self/cgroup": "0::/system.slice/docker-abc.scope\n",
-                                 "cg/cpu.max": "200000 100000\n"})
+    v2 = write(
+        tmp_path / "v2", {"proc/self/cgroup": "0::/system.slice/docker-abc.scope\n", "cg/cpu.max": "200000 100000\n"}
+    )
     assert cpu_binding.own_quota(v2 / "proc", v2 / "cg") == 2.0
 
 

@@ -5,12 +5,11 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from aligner.errors import ModelUnavailable
-from aligner.rewards.hf import HFRewardModel, HFRewardModelConfig
 from aligner.contract import ChatMessage
+from aligner.errors import ModelUnavailable
+from aligner.rewards.hf import HFRewardModel, HFRewardModelConfig, pooled_forward
 from kernels.buckets import BucketSpec
 from kernels.scorer import BatchedScorer
-from aligner.rewards.hf import pooled_forward
 
 CONVERSATION = [ChatMessage(role="user", content="How do I boil an egg?")]
 RESPONSES = [
@@ -26,8 +25,10 @@ RESPONSES = [
 
 @pytest.fixture(scope="module")
 def reward_model(tiny_reward_model_dir):
-    return HFRewardModel(HFRewardModelConfig(path=str(tiny_reward_model_dir), device="cpu"),
-                         bucket_spec=BucketSpec(batch_sizes=(1, 2, 4), seq_lens=(32, 64, 128)))
+    return HFRewardModel(
+        HFRewardModelConfig(path=str(tiny_reward_model_dir), device="cpu"),
+        bucket_spec=BucketSpec(batch_sizes=(1, 2, 4), seq_lens=(32, 64, 128)),
+    )
 
 
 def one_at_a_time(model_dir, sequences):
@@ -38,7 +39,9 @@ def one_at_a_time(model_dir, sequences):
 
 def test_objective_names_come_from_id2label(reward_model):
     assert [o.name for o in reward_model.objectives] == [
-        "helpsteer-helpfulness", "helpsteer-verbosity", "beavertails-is_safe",
+        "helpsteer-helpfulness",
+        "helpsteer-verbosity",
+        "beavertails-is_safe",
     ]
 
 
@@ -67,7 +70,10 @@ def test_left_and_right_padding_agree_with_unpadded(tiny_reward_model_dir, left)
     rng = random.Random(1)
     sequences = [[rng.randrange(3, 1000) for _ in range(n)] for n in (1, 5, 17, 31, 32, 33, 70, 150)]
     scorer = BatchedScorer(
-        pooled_forward(model, 2, left_padding=left), num_outputs=3, pad_id=2, spec=BucketSpec(batch_sizes=(1, 4), seq_lens=(8, 32, 64)),
+        pooled_forward(model, 2, left_padding=left),
+        num_outputs=3,
+        pad_id=2,
+        spec=BucketSpec(batch_sizes=(1, 4), seq_lens=(8, 32, 64)),
         left_padding=left,
     )
     np.testing.assert_allclose(scorer.score(sequences), one_at_a_time(tiny_reward_model_dir, sequences), atol=1e-4)
@@ -78,7 +84,9 @@ def test_pad_ids_inside_real_text_pool_like_the_unpadded_model(tiny_reward_model
     """The pad id (= eos here) inside or at the end of real text pools exactly as transformers does unpadded."""
     model = AutoModelForSequenceClassification.from_pretrained(tiny_reward_model_dir, dtype=torch.float32).eval()
     sequences = [[5, 6, 2, 7, 8], [9, 2], [2, 2, 2]]
-    scorer = BatchedScorer(pooled_forward(model, 2), num_outputs=3, pad_id=2, spec=BucketSpec(batch_sizes=(4,), seq_lens=(8,)))
+    scorer = BatchedScorer(
+        pooled_forward(model, 2), num_outputs=3, pad_id=2, spec=BucketSpec(batch_sizes=(4,), seq_lens=(8,))
+    )
     np.testing.assert_allclose(scorer.score(sequences), one_at_a_time(tiny_reward_model_dir, sequences), atol=1e-4)
 
 
@@ -89,8 +97,16 @@ def test_empty_inputs(reward_model):
 def test_single_head_model_takes_the_configured_name(tmp_path, tokenizer):
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, num_labels=1, pad_token_id=2)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_labels=1,
+        pad_token_id=2,
+    )
     LlamaForSequenceClassification(config).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     model = HFRewardModel(HFRewardModelConfig(path=str(tmp_path), name="quality", device="cpu"))
@@ -124,12 +140,22 @@ def test_a_model_without_a_pad_id_pools_its_last_token_like_transformers(tmp_pat
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     torch.manual_seed(1)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, num_labels=1, pad_token_id=None)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_labels=1,
+        pad_token_id=None,
+    )
     LlamaForSequenceClassification(config).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
-    model = HFRewardModel(HFRewardModelConfig(path=str(tmp_path), name="quality", device="cpu"),
-                          bucket_spec=BucketSpec(batch_sizes=(1, 4), seq_lens=(16, 64)))
+    model = HFRewardModel(
+        HFRewardModelConfig(path=str(tmp_path), name="quality", device="cpu"),
+        bucket_spec=BucketSpec(batch_sizes=(1, 4), seq_lens=(16, 64)),
+    )
     assert model.model.config.pad_token_id is None
     pad = model.scorer.pad_id
     sequences = [[5, 6, 7, pad], [9, pad, pad], [11, 12]]  # trailing tokens equal to the padding id
@@ -143,8 +169,15 @@ def tiny_guard_model_dir(tmp_path_factory, tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+    )
     path = tmp_path_factory.mktemp("tiny-guard")
     LlamaForCausalLM(config).eval().save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -157,16 +190,17 @@ def test_a_guard_model_judges_policy_compliance_as_p_yes_under_the_tenants_polic
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from aligner.contract import ChatMessage
     from aligner.prompting import prompt_token_ids
     from aligner.rewards import RewardsConfig, build_catalog
     from aligner.rewards.base import CURRENT_SAFETY, RewardError
     from aligner.rewards.judge import GuardModelJudge, policy_messages
     from aligner.safety.config import SafetyConfig
-    from aligner.contract import ChatMessage
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_guard_model_dir)
-    catalog = build_catalog(RewardsConfig(builtin=False, judge=False, guard_model=str(tiny_guard_model_dir)),
-                            tokenizer=tokenizer)
+    catalog = build_catalog(
+        RewardsConfig(builtin=False, judge=False, guard_model=str(tiny_guard_model_dir)), tokenizer=tokenizer
+    )
     assert catalog.names == ["policy_compliance"]
     judge = GuardModelJudge(str(tiny_guard_model_dir))
     conversation = [ChatMessage(role="user", content="Any betting tips?")]

@@ -4,7 +4,14 @@ import shutil
 import pytest
 
 from aligner.errors import ModelUnavailable
-from aligner.model_cache import MANIFEST, embedded_model_dir, prepare_embedded, resolve_model, verify_manifest, write_manifest
+from aligner.model_cache import (
+    MANIFEST,
+    embedded_model_dir,
+    prepare_embedded,
+    resolve_model,
+    verify_manifest,
+    write_manifest,
+)
 
 
 def small_build(tmp_path):

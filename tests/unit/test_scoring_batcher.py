@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 
+from aligner.contract import ChatMessage
 from aligner.rewards import Objective, ObjectiveCatalog, RewardError, RewardsConfig
 from aligner.rewards.base import BlockingRewardModel
 from aligner.rewards.batcher import ScoringBatcher
-from aligner.contract import ChatMessage
 
 
 class FakeRecordingModel(BlockingRewardModel):
@@ -151,7 +151,9 @@ def test_an_exception_in_score_many_reaches_every_caller_of_the_batch(error):
     batcher = ScoringBatcher(model, window_ms=50)
 
     async def main():
-        return await asyncio.gather(*(batcher.score(conv(i), responses(i, 2)) for i in range(3)), return_exceptions=True)
+        return await asyncio.gather(
+            *(batcher.score(conv(i), responses(i, 2)) for i in range(3)), return_exceptions=True
+        )
 
     outcomes = asyncio.run(main())
     assert model.calls == [[2, 2, 2]]
@@ -260,7 +262,10 @@ def test_catalog_observers_see_each_merged_batch():
 
     async def main():
         scored = await asyncio.gather(
-            *(catalog.score(conv(i), responses(i, n), ["fake-response", "fake-conversation"]) for i, n in enumerate([2, 3, 1]))
+            *(
+                catalog.score(conv(i), responses(i, n), ["fake-response", "fake-conversation"])
+                for i, n in enumerate([2, 3, 1])
+            )
         )
         return scored, threading.get_ident()
 
@@ -323,7 +328,11 @@ CONVERSATIONS = [
 ANSWERS = [
     ["Use a mature starter, flour, water and salt, then bake at 230°C.", "", "The stock market rallied today. " * 10],
     ["Paris.", "It is Paris, on the Seine.", "Bread needs time."],
-    ["About six minutes in boiling water.", "Eggs.", "Put it in boiling water for six minutes, then cool it in ice water. " * 4],
+    [
+        "About six minutes in boiling water.",
+        "Eggs.",
+        "Put it in boiling water for six minutes, then cool it in ice water. " * 4,
+    ],
 ]
 
 
@@ -392,6 +401,7 @@ def test_response_only_builtins_merge_into_one_flat_call(tokenizer):
 
 # --- abandoned scoring stops between batches and frees the scorer ---
 
+
 class FakeSlowScorerModel(BlockingRewardModel):
     """Scores through a real BatchedScorer whose forward is a fake that takes 0.1 s per one-row batch."""
 
@@ -407,7 +417,9 @@ class FakeSlowScorerModel(BlockingRewardModel):
             time.sleep(0.1)
             return torch.zeros(ids.shape[0], 1)
 
-        self.scorer = BatchedScorer(slow_forward, num_outputs=1, pad_id=0, spec=BucketSpec(batch_sizes=(1,), seq_lens=(8,)))
+        self.scorer = BatchedScorer(
+            slow_forward, num_outputs=1, pad_id=0, spec=BucketSpec(batch_sizes=(1,), seq_lens=(8,))
+        )
 
     def score_now(self, conversation, responses):
         return self.scorer.score([[1, 2, 3] for _ in responses]).astype(float)
@@ -439,8 +451,7 @@ def test_a_merged_batch_keeps_scoring_while_one_caller_still_waits():
     catalog = ObjectiveCatalog([model], batch_window_ms=50)
 
     async def main():
-        impatient = asyncio.ensure_future(
-            asyncio.wait_for(catalog.score(conv(1), ["c1-r0"] * 5, ["fake-slow"]), 0.2))
+        impatient = asyncio.ensure_future(asyncio.wait_for(catalog.score(conv(1), ["c1-r0"] * 5, ["fake-slow"]), 0.2))
         patient = asyncio.ensure_future(catalog.score(conv(2), ["c2-r0"] * 5, ["fake-slow"]))
         with pytest.raises(TimeoutError):
             await impatient
