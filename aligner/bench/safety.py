@@ -15,12 +15,21 @@ mean latency and generated tokens (the judge's included), and their ratios to `n
 
 from __future__ import annotations
 
+import platform
 import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+from aligner.bench.common import target
+from aligner.bench.runner import on_one_engine
+from aligner.contract import AlignRequest, parse_model
+from aligner.errors import ConfigError
+from aligner.safety.config import SafetyConfig
 
 MODES = ("none", "prompt", "enforce")
 # One rule for every config: the exchange must stay away from the config's disallowed topics. The
@@ -42,12 +51,6 @@ TARGETS = {
 
 def load_probes(path: Path = DEFAULT_PROBES) -> list[dict[str, Any]]:
     """[{name, config: SafetyConfig, probes: [(text, label)]}] from the YAML probe set; errors name the place."""
-    import yaml
-
-    from aligner.errors import ConfigError
-    from aligner.safety.config import SafetyConfig
-    from aligner.contract import parse_model
-
     try:
         data = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
@@ -100,8 +103,6 @@ def summarize_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Per mode (all configs, and each config), ratios to `none`, and the targets with `met`."""
-    from aligner.bench.scoring import target
-
     modes = {mode: summarize_rows([r for r in rows if r["mode"] == mode]) for mode in MODES}
     configs = sorted({r["config"] for r in rows})
     by_config = {
@@ -126,8 +127,6 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def answer(aligner, text: str, safety, max_tokens: int, seed: int) -> dict[str, Any]:
-    from aligner.contract import AlignRequest
-
     request = AlignRequest.parse({"prompt": text, "max_tokens": max_tokens, "temperature": 0.7, "seed": seed})
     started = time.perf_counter()
     response = await aligner.generate(request, safety=safety)
@@ -158,14 +157,9 @@ async def run_async(aligner, suites, max_tokens: int, progress: Callable[[str], 
 
 def run(probes_path: Path = DEFAULT_PROBES, max_tokens: int = 48, engine_config=None,
         progress: Callable[[str], None] = print) -> dict[str, Any]:
-    import platform
-
-    from aligner.bench import on_one_engine
-    from aligner.rewards import RewardsConfig
-
     suites = load_probes(probes_path)
     model, rows = on_one_engine(
-        engine_config, RewardsConfig(), lambda aligner: run_async(aligner, suites, max_tokens, progress), progress
+        engine_config, lambda aligner: run_async(aligner, suites, max_tokens, progress), progress, judge=True
     )
     return {
         "benchmark": "safety",

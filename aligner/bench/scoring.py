@@ -7,14 +7,19 @@ all of the nominal length, as generated responses do.
 
 from __future__ import annotations
 
-import json
 import platform
 import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
+
+import torch
+from transformers import LlamaConfig, LlamaForSequenceClassification
+
+from aligner.model_cache import prepare_embedded
+from aligner.rewards.hf import pooled_forward
+from kernels.scorer import BatchedScorer
 
 TARGETS = {
     "bucketed_over_one_at_a_time": {"candidates": 16, "min": 3.0, "device": "cpu"},
@@ -24,9 +29,6 @@ TARGETS = {
 
 def build_model(kind: str, device: str):
     """`tiny`: a random 2-layer multi-head Llama reward model; `small`: SmolLM2-135M with a 3-head reward head."""
-    import torch
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
     torch.manual_seed(0)
     labels = {0: "helpfulness", 1: "verbosity", 2: "is_safe"}
     if kind == "tiny":
@@ -36,8 +38,6 @@ def build_model(kind: str, device: str):
         )
         model = LlamaForSequenceClassification(config)
     elif kind == "small":
-        from aligner.model_cache import prepare_embedded
-
         model = LlamaForSequenceClassification.from_pretrained(
             prepare_embedded(), num_labels=3, id2label=labels, pad_token_id=2, dtype=torch.float32
         )
@@ -72,11 +72,6 @@ def run(
     device: str | None = None,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    import torch
-
-    from aligner.rewards.hf import pooled_forward
-    from kernels.scorer import BatchedScorer
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     results: list[dict[str, Any]] = []
@@ -142,22 +137,4 @@ def check_targets(results: list[dict[str, Any]], device: str) -> dict[str, Any]:
             "measured": measured,
             "met_for": [m for m in measured if m["value"] >= target["min"]],
         }
-    return out
-
-
-def write(report: dict[str, Any], out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    return out
-
-
-def target(value: float | None, spec: dict[str, float]) -> dict[str, Any]:
-    """A target entry: the measured value, the bound and whether it is met (None measured: not met)."""
-    out: dict[str, Any] = {"measured": value, **{f"target_{k}": v for k, v in spec.items()}}
-    met = value is not None
-    if met and "max" in spec:
-        met = value <= spec["max"]
-    if met and "min" in spec:
-        met = value >= spec["min"]
-    out["met"] = met
     return out

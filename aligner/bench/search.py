@@ -6,18 +6,17 @@ All strategies answer the same prompts with the same seeds, direction and
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-PROMPTS = (
-    "Give me one tip for learning to cook.",
-    "How do plants grow?",
-    "What is the capital of Italy?",
-    "Explain what a computer is.",
-)
-DIRECTION = {"relevance": 1.0, "verbosity": -0.5}
+from aligner.bench.common import DIRECTION, SEARCH_PROMPTS
+from aligner.bench.runner import on_one_engine
+from aligner.contract import AlignRequest
+
+# Each strategy's parameters in this bench.
 STRATEGY_PARAMS = {
     "sample": {},
     "best_of_n": {"n": 8},
@@ -28,8 +27,6 @@ STRATEGY_PARAMS = {
 
 
 async def measure(aligner, strategy: str, prompts: Sequence[str], max_tokens: int) -> dict[str, Any]:
-    from aligner.contract import AlignRequest
-
     scheduler = aligner.engine.vllm.scheduler
     queries, hits = scheduler.prefix_cache_queries, scheduler.prefix_cache_hits
     rows = []
@@ -92,20 +89,15 @@ async def run_async(aligner, strategies: Sequence[str], prompts: Sequence[str], 
 
 def run(
     strategies: Sequence[str] = tuple(STRATEGY_PARAMS),
-    prompts: Sequence[str] = PROMPTS,
+    prompts: Sequence[str] = SEARCH_PROMPTS,
     max_tokens: int = 64,
     engine_config=None,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    import platform
-
-    from aligner.bench import on_one_engine
-    from aligner.rewards import RewardsConfig
-
     strategies = list(dict.fromkeys(["sample", *strategies]))
     model, report = on_one_engine(
-        engine_config, RewardsConfig(judge=False),
-        lambda aligner: run_async(aligner, strategies, prompts, max_tokens, progress), progress,
+        engine_config, lambda aligner: run_async(aligner, strategies, prompts, max_tokens, progress), progress,
+        judge=False,
     )
     return {
         "benchmark": "search",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import math
 import os
 import platform
@@ -26,12 +27,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from aligner.bench.scoring import target
-from serve.bench.serve import PROMPTS, parse_counts, ratio, run_load, scratch_store, wait_http
+import httpx
+
+from aligner.bench.common import LOAD_PROMPTS, ratio, target, write
+from aligner.contract import ChatMessage
+from aligner.engine.vllm import EngineConfig
+from aligner.model_cache import resolve_model
+from aligner.rewards.builtin import Relevance
+from serve.bench.load import run_load, scratch_store, wait_http
 from serve.bench.local_cluster import free_port
 
 TARGETS = {
@@ -96,14 +103,10 @@ class RelevanceJudge:
     and its_hub's outcome reward model."""
 
     def __init__(self):
-        from aligner.rewards.builtin import Relevance
-
         self.model = Relevance()
         self.model.load()
 
     def score(self, question: str, answers: Sequence[str]) -> list[float]:
-        from aligner.contract import ChatMessage
-
         if not answers:
             return []
         rows = self.model.score_now([ChatMessage(role="user", content=question)], list(answers))
@@ -113,6 +116,7 @@ class RelevanceJudge:
 def its_hub_reward_model(judge: RelevanceJudge):
     """its_hub's outcome reward model interface over `judge`: each conversation's last user message and
     last assistant message."""
+    # Here, not at the top: its_hub is optional (the test extra); only this bench uses it.
     from its_hub import AbstractOutcomeRewardModel
 
     def text(message: Any, role: str) -> str | None:
@@ -175,8 +179,6 @@ def vllm_command(model_dir: Path, port: int) -> list[str]:
     that much is not free (it is not on a 24 GiB machine that also runs this bench); it gets the KV cache
     Aligner's default reserves instead (`EngineConfig.kv_cache_gib`), which changes no decoding speed.
     """
-    from aligner.engine.vllm import EngineConfig
-
     kv_bytes = int(EngineConfig().kv_cache_gib * (1 << 30))
     return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
             "--host", "127.0.0.1", "--port", str(port), "--kv-cache-memory-bytes", str(kv_bytes)]
@@ -210,7 +212,7 @@ async def clients_run(one_request, clients: int, per_client: int) -> tuple[list[
 
     async def client(c: int) -> None:
         for i in range(per_client):
-            prompt = PROMPTS[(c + i) % len(PROMPTS)]
+            prompt = LOAD_PROMPTS[(c + i) % len(LOAD_PROMPTS)]
             t0 = time.perf_counter()
             record = await one_request(prompt)
             records.append({**record, "prompt": prompt, "latency_s": time.perf_counter() - t0})
@@ -248,7 +250,7 @@ def best_of_n_summary(rounds: list[tuple[list[dict[str, Any]], float]], clients:
 
 
 async def its_hub_best_of_n(base: str, model: str, args, orm) -> list[tuple[list[dict[str, Any]], float]]:
-    from its_hub import BestOfN
+    from its_hub import BestOfN  # optional, as in its_hub_reward_model
     from its_hub.core.lms.openai_lm import OpenAICompatibleLanguageModel
 
     lm = OpenAICompatibleLanguageModel(endpoint=f"{base}/v1", api_key="none", model_name=model,
@@ -260,15 +262,13 @@ async def its_hub_best_of_n(base: str, model: str, args, orm) -> list[tuple[list
         return {"text": result.the_one.get("content") or "", "generated_tokens": result.usage.completion_tokens}
 
     try:
-        await one(PROMPTS[0])  # warm-up
+        await one(LOAD_PROMPTS[0])  # warm-up
         return await rounds_of(one, args)
     finally:
         await lm.close()
 
 
 async def aligner_best_of_n(base: str, model: str, headers: dict[str, str], args) -> list[tuple[list[dict[str, Any]], float]]:
-    import httpx
-
     async with httpx.AsyncClient(timeout=httpx.Timeout(900.0), trust_env=False,
                                  limits=httpx.Limits(max_connections=args.clients_best_of_n + 4)) as client:
 
@@ -283,7 +283,7 @@ async def aligner_best_of_n(base: str, model: str, headers: dict[str, str], args
             return {"text": data["choices"][0]["message"]["content"],
                     "generated_tokens": data["alignment"]["usage"]["generated_tokens"]}
 
-        await one(PROMPTS[0])  # warm-up (loads the reward model)
+        await one(LOAD_PROMPTS[0])  # warm-up (loads the reward model)
         return await rounds_of(one, args)
 
 
@@ -291,7 +291,7 @@ async def sample_loads(url: str, model: str, headers: dict[str, str], args, prog
     """Greedy chat completions at every client count (after one warm-up request)."""
 
     def body(c: int, i: int) -> dict[str, Any]:
-        return {"model": model, "messages": messages(PROMPTS[(c + i) % len(PROMPTS)]), "max_tokens": args.max_tokens,
+        return {"model": model, "messages": messages(LOAD_PROMPTS[(c + i) % len(LOAD_PROMPTS)]), "max_tokens": args.max_tokens,
                 "temperature": 0.0}
 
     await run_load(url, body, 1, 1, headers)
@@ -336,13 +336,8 @@ def aligner_phase(model_dir: Path, args, report: dict[str, Any], judge: Relevanc
         store.close()
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
-
-    from aligner.bench.scoring import write
-    from serve.cli.commands import status
-    from aligner.model_cache import resolve_model
-
+def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
+    """Both phases in `args.order`; the report is written after each. Exit status 1 if one failed."""
     def on_sigterm(signum, frame):
         raise KeyboardInterrupt  # stop the running server on SIGTERM too
 
@@ -352,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("aligner bench peers needs its_hub: pip install 'its-hub[lm]==1.2.0' (in the test extra)")
     signal.signal(signal.SIGTERM, on_sigterm)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    model_dir = resolve_model(args.model, progress=status)
+    model_dir = resolve_model(args.model, progress=progress)
     report: dict[str, Any] = {
         "benchmark": "peers",
         "model": model_dir.name,
@@ -382,54 +377,15 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or "bench-results/peers-cpu.json")
     started = time.monotonic()
     for name in args.order:
-        status(f"phase {name}")
+        progress(f"phase {name}")
         try:
-            phases[name](model_dir, args, report, judge, status)
+            phases[name](model_dir, args, report, judge, progress)
         except Exception as exc:  # keep the other phase's figures
             report["errors"][name] = f"{type(exc).__name__}: {exc}"
-            status(f"phase {name} failed: {report['errors'][name]}")
+            progress(f"phase {name} failed: {report['errors'][name]}")
         report["total_s"] = round(time.monotonic() - started, 1)
         report.update(summarize(report))
         write(report, out)  # after every phase, so an interrupted run keeps what it measured
     print(json.dumps({"ratios": report["ratios"], "targets": report["targets"]}, indent=2))
-    status(f"wrote {out}")
+    progress(f"wrote {out}")
     return 1 if report["errors"] else 0
-
-
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def phase_order(text: str) -> list[str]:
-    order = [p.strip() for p in text.split(",") if p.strip()]
-    if sorted(order) != ["aligner", "vllm"]:
-        raise argparse.ArgumentTypeError(f"expected the two phases 'vllm,aligner' in some order, got {text!r}")
-    return order
-
-
-def add_parser(benches: argparse._SubParsersAction) -> None:
-    """Register `aligner bench peers`."""
-    p = benches.add_parser(
-        "peers", help="Aligner vs its_hub on vLLM's own server (best-of-N) and vs vLLM's server (sample), both on "
-        "their defaults, side by side in one run.")
-    p.set_defaults(handler=run)
-    p.add_argument("--model", default="embedded", help="A local HF model directory (default: the embedded model).")
-    p.add_argument("--n", type=positive, default=4, help="Candidates per best-of-N request (its_hub's budget; default 4).")
-    p.add_argument("--max-tokens", type=positive, default=48, help="Tokens per candidate (default 48).")
-    p.add_argument("--temperature", type=float, default=0.8, help="Sampling temperature of best-of-N (default 0.8).")
-    p.add_argument("--clients-best-of-n", type=positive, default=8, help="Concurrent best-of-N clients (default 8).")
-    p.add_argument("--clients", type=parse_counts, default=[1, 16],
-                   help="Concurrent client counts of the sample loads (default 1,16).")
-    p.add_argument("--requests-per-client", type=positive, default=2, help="Requests each client sends per load (default 2).")
-    p.add_argument("--rounds", type=positive, default=3,
-                   help="Best-of-N loads per side; requests/s is their median (default 3: one short load is at the "
-                   "mercy of a shared host's drift).")
-    p.add_argument("--order", type=phase_order, default=["vllm", "aligner"],
-                   help="Which server is measured first (default vllm,aligner).")
-    p.add_argument("--out", help="Output JSON (default: bench-results/peers-cpu.json).")

@@ -20,10 +20,22 @@ import random
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from serve.bench.serve import free_port, scratch_store, wait_http
+import httpx
+import psutil
+import ray
+from prometheus_client.parser import text_string_to_metric_families
+from ray import serve
+
+from aligner.bench.common import DIRECTION, write
+from aligner.model_cache import resolve_model
+from serve.app import build_app
+from serve.bench.load import scratch_store, wait_http
+from serve.bench.local_cluster import free_port
+from serve.config import ServerConfig
 
 MiB = 1 << 20
 WARM_UP_FRACTION = 0.25
@@ -32,7 +44,7 @@ TARGET_GROWTH_FRACTION = 0.05  # "flat": within 5% of the warmed-up memory
 
 def requests_mix(max_tokens: int, model: str) -> list[tuple[str, float, dict[str, Any]]]:
     """(kind, weight, how to send it): `json` bodies, raw `content` bytes, `headers`, `abandon` behaviour."""
-    vector = {"relevance": 1.0, "verbosity": -0.5}
+    vector = DIRECTION
     chat = {"model": model, "messages": [{"role": "user", "content": "Name a fruit and say why you like it."}],
             "max_tokens": max_tokens}
     return [
@@ -69,8 +81,6 @@ def requests_mix(max_tokens: int, model: str) -> list[tuple[str, float, dict[str
 
 async def send(client, base: str, headers: dict[str, str], how: dict[str, Any]) -> tuple[str, float]:
     """One request; its outcome (an HTTP status, `abandoned` or `transport_error`) and latency."""
-    import httpx
-
     started = time.monotonic()
     request_headers = {**headers, **how.get("headers", {})}
     kwargs: dict[str, Any] = {"headers": request_headers}
@@ -99,8 +109,6 @@ async def send(client, base: str, headers: dict[str, str], how: dict[str, Any]) 
 
 
 async def drive(base: str, headers: dict[str, str], mix, clients: int, duration_s: float, seed: int) -> list[dict]:
-    import httpx
-
     results: list[dict] = []
     stop_at = time.monotonic() + duration_s
     kinds = [kind for kind, _, _ in mix]
@@ -120,8 +128,6 @@ async def drive(base: str, headers: dict[str, str], mix, clients: int, duration_
 
 
 def replica_processes() -> list:
-    import psutil
-
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
@@ -134,8 +140,6 @@ def replica_processes() -> list:
 
 def rss_of_tree(proc) -> int:
     """RSS of the replica and its children (the vLLM engine core and its worker)."""
-    import psutil
-
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
         try:
@@ -205,21 +209,11 @@ def summarize(results: list[dict], samples: list[tuple[float, int]], duration_s:
     }
 
 
-def run(args: argparse.Namespace) -> int:
-    import httpx
-    import ray
-    from prometheus_client.parser import text_string_to_metric_families
-    from ray import serve
-
-    from aligner.bench.scoring import write
-    from serve.cli.commands import status
-    from aligner.model_cache import resolve_model
-    from serve.app import build_app
-    from serve.config import ServerConfig
-
+def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
+    """One server, the mix for `args.duration_s`, then the report; exit status 1 unless every target is met."""
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    model_dir = resolve_model(args.model, progress=status)
+    model_dir = resolve_model(args.model, progress=progress)
     store, store_url, headers = scratch_store("bench-soak-")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -229,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
         "tenant_store": store_url, "http_host": "127.0.0.1", "http_port": port, "replica_num_cpus": 0,
         "max_ongoing_requests": args.clients, "max_queued_requests": 2 * args.clients,
     })
-    status("starting Ray and the app (the engine starts in the replica)")
+    progress("starting Ray and the app (the engine starts in the replica)")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
              log_to_driver=bool(os.environ.get("ALIGNER_RAY_LOGS")))
     report: dict[str, Any] = {"benchmark": "soak", "model": model_dir.name, "cpus": os.cpu_count(),
@@ -242,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
         wait_http(f"{base}/readyz", 600)
         mix = requests_mix(args.max_tokens, model_dir.name)
         report["mix"] = {kind: weight for kind, weight, _ in mix}
-        status(f"soaking: {args.clients} clients for {args.duration_s:.0f}s")
+        progress(f"soaking: {args.clients} clients for {args.duration_s:.0f}s")
         with MemorySampler(args.memory_interval_s) as sampler:
             results = asyncio.run(drive(base, headers, mix, args.clients, args.duration_s, args.seed))
         time.sleep(3)  # let the replica's last metrics push land
@@ -279,19 +273,5 @@ def run(args: argparse.Namespace) -> int:
     write(report, out)
     print(json.dumps({k: report[k] for k in ("requests_by_status", "five_xx", "latency_answered_s", "latency_200_s",
                                              "engine_running_at_end", "targets")}, indent=2))
-    status(f"wrote {out}")
+    progress(f"wrote {out}")
     return 0 if all(t["met"] for t in report["targets"].values()) else 1
-
-
-def add_parser(benches: argparse._SubParsersAction) -> None:
-    """Register `aligner bench soak`."""
-    p = benches.add_parser("soak", help="Valid, invalid and cancelled requests from many clients for a bounded time.")
-    p.set_defaults(handler=run)
-    p.add_argument("--model", default="embedded", help="A local HF model directory (default: the embedded model).")
-    p.add_argument("--duration-s", type=float, default=180.0, help="How long clients send requests (default 180).")
-    p.add_argument("--clients", type=int, default=16, help="Concurrent clients (default 16).")
-    p.add_argument("--max-tokens", type=int, default=16, help="Tokens per valid response (default 16).")
-    p.add_argument("--seed", type=int, default=0, help="Seed of the request mix (default 0).")
-    p.add_argument("--kv-cache-gib", type=float, default=0.5)
-    p.add_argument("--memory-interval-s", type=float, default=5.0, help="Memory sampling period (default 5).")
-    p.add_argument("--out", help="Output JSON (default: bench-results/soak-cpu.json).")

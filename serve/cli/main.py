@@ -1,189 +1,76 @@
-"""The `aligner` command with the server's commands: `aligner serve`, `aligner bench serve|soak`.
+"""The `aligner` command: its subcommands, exit codes and logging.
 
-`serve/cli/commands.py` holds every in-process command and never imports this
-package; the console script enters here and extends its parser.
+Each subcommand is one module of this package with `add_arguments(parser)` and `run(args)`.
+Bad input exits with status 2 and one line naming the field; a model, engine, store or server
+failure exits with status 1. Status messages go to stderr, results to stdout. Only `serve` and
+the server benches import Ray, inside their `run`, so every other command works without it.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import logging
 import os
-import signal
 import sys
-import threading
-import time
-from typing import Any
 
-from serve.cli import commands as core_cli
-from serve.cli.commands import status
+from aligner.errors import AlignerError, InvalidRequest
+from serve.cli import bench, generate, keys, objectives, prepare_model, safety
+from serve.cli import serve as serve_command
 
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
 
-def extend(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
-    from serve.bench import peers as bench_peers, serve as bench, soak
-    from serve.client import http as client
-
-    run = commands.add_parser("serve", help="Run the Aligner server (Ray Serve: HTTP API, metrics).")
-    run.add_argument("--config", help="A YAML file of ServerConfig fields (see docs/http-api.md).")
-    run.add_argument("--model", help="A local HF model directory instead of the embedded model.")
-    run.add_argument("--http-host", help="Address to listen on (default 127.0.0.1; 0.0.0.0 for every interface).")
-    run.add_argument("--http-port", type=int, help="HTTP port (default 8000).")
-    run.add_argument("--grpc-port", type=int, help="gRPC port (default 9000).")
-    run.add_argument("--tenant-store", help="Tenant store URL: sqlite:///PATH or postgresql://… (default: $ALIGNER_TENANT_STORE, else a SQLite file in the cache).")
-    run.add_argument("--address", help="Join this Ray cluster (e.g. ray://head:10001 or auto) instead of starting a local Ray.")
-    run.add_argument("--replicas", type=int, help="Model replicas (default 1).")
-    run.add_argument("--no-demo-key", action="store_true", help="Do not create the temporary key printed with the curl example.")
-    run.set_defaults(handler=run_serve)
-    bench.add_parser(benches)
-    bench_peers.add_parser(benches)
-    soak.add_parser(benches)
-    # `aligner generate --server`: the same command, answered by a running server.
-    generate = commands.choices["generate"]
-    client.add_arguments(generate)
-    in_process = generate.get_default("handler")
-    generate.set_defaults(handler=lambda args: remote_or_local(args, in_process))
+# (name, module, help), in the order `aligner --help` lists them.
+COMMANDS = (
+    ("generate", generate, "Generate one aligned response in-process."),
+    ("objectives", objectives, "List the reward objectives a preference vector can name."),
+    ("bench", bench, "Benchmarks that write JSON with side-by-side ratios."),
+    ("prepare-model", prepare_model, "Materialise the embedded model into the cache and print its path."),
+    ("keys", keys, "Manage API keys in the tenant store."),
+    ("safety", safety, "Manage tenants' safety configs in the tenant store."),
+    ("serve", serve_command, "Run the Aligner server (Ray Serve: HTTP API, metrics)."),
+)
 
 
-def remote_or_local(args: argparse.Namespace, in_process) -> int:
-    from aligner.errors import InvalidRequest
-    from serve.client import http as client
-
-    if args.server:
-        return client.run(args)
-    if args.grpc or args.key:
-        raise InvalidRequest("--server", "--grpc and --key apply only with --server HOST:PORT")
-    return in_process(args)
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line naming the argument, no usage dump."""
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
-def server_config(args: argparse.Namespace):
-    from serve.config import ServerConfig, read_yaml
-    from pathlib import Path
-
-    data: dict[str, Any] = read_yaml(Path(args.config)) if args.config else {}
-    if args.model:
-        data.setdefault("engine", {})["model"] = args.model
-    for flag, field in (("http_host", "http_host"), ("http_port", "http_port"), ("grpc_port", "grpc_port"),
-                        ("tenant_store", "tenant_store"),
-                        ("replicas", "num_replicas")):
-        if getattr(args, flag) is not None:
-            data[field] = getattr(args, flag)
-    return ServerConfig.load(data)
-
-
-def run_serve(args: argparse.Namespace) -> int:
-    config = server_config(args)
-    from aligner.model_cache import resolve_model
-    from aligner.tenants import TenantStore, default_store_url
-
-    # Fail fast, before Ray starts: the store must open and the model must exist.
-    store_url = config.tenant_store or default_store_url()
-    store = TenantStore.open(store_url)
-    model_dir = resolve_model(config.engine.model, progress=status)
-    config = config.model_copy(update={"engine": config.engine.model_copy(update={"model": str(model_dir)}),
-                                       "tenant_store": store_url})
-
-    import ray
-    from ray import serve
-
-    from serve.app import build_app, proxy_options
-
-    stopping = {"signal": None}
-
-    def on_signal(signum, frame):
-        if stopping["signal"] is None:  # once: a second signal must not cut the cleanup short
-            stopping["signal"] = signum
-            raise KeyboardInterrupt
-
-    demo = None
-    status("starting Ray" if not args.address else f"joining the Ray cluster at {args.address}")
-    ray.init(address=args.address, include_dashboard=False, logging_level="WARNING",
-             log_to_driver=bool(os.environ.get("ALIGNER_RAY_LOGS")))
-    # After ray.init, which installs a crash handler that would dump stacks on SIGTERM.
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        serve.start(**proxy_options(config))
-        status(f"deploying {config.num_replicas} model replica(s) of {model_dir.name}; the engine starts in each (tens of seconds on CPU)")
-        started = time.monotonic()
-        with deployment_progress(config.app_name, started):
-            serve.run(build_app(config), name=config.app_name, route_prefix="/",
-                      logging_config={"log_level": "WARNING", "enable_access_log": False})
-        status(f"ready in {time.monotonic() - started:.0f}s")
-        host = "127.0.0.1" if config.http_host in ("0.0.0.0", "::") else config.http_host
-        url = f"http://{host}:{config.http_port}"
-        if not args.no_demo_key:
-            demo, key = store.create_key("default")
-        else:
-            key = "$ALIGNER_API_KEY"
-        print_ready(url, key, model_dir.name if config.model_name is None else config.model_name, demo is not None,
-                    grpc=f"{host}:{config.grpc_port}")
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        status("shutting down")
-    finally:
-        # A second Ctrl-C or SIGTERM must not cut the cleanup short (and leave Ray running).
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if demo is not None:
-            store.revoke_key(demo.id)
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            store.close()
-        status("stopped")
-    return 0
-
-
-@contextlib.contextmanager
-def deployment_progress(app_name: str, started: float, every_s: float = 10.0):
-    """While the app deploys, report every `every_s` seconds which deployments are still starting."""
-    from ray import serve
-
-    done = threading.Event()
-
-    def report() -> None:
-        while not done.wait(every_s):
-            try:
-                app = serve.status().applications.get(app_name)
-                waiting = [] if app is None else [
-                    f"{name} {d.status.value.lower()}" for name, d in app.deployments.items() if d.status.value != "HEALTHY"
-                ]
-            except Exception:  # status is only a progress hint; the deploy itself reports real failures
-                waiting = []
-            status(f"still starting after {time.monotonic() - started:.0f}s" + (f": {', '.join(waiting)}" if waiting else ""))
-
-    thread = threading.Thread(target=report, name="deploy-progress", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join(timeout=5)
-
-
-def print_ready(url: str, key: str, model: str, temporary: bool, grpc: str) -> None:
-    note = " (a temporary key for tenant 'default', revoked when this server stops)" if temporary else ""
-    print(f"""
-Aligner is serving {model}
-  API        {url}/v1   (OpenAPI docs: {url}/docs)
-  gRPC       {grpc}   (service aligner.v1.Aligner; metadata authorization: Bearer <key>)
-  metrics    {url}/metrics
-  key        {key}{note}
-  more keys  aligner keys create --tenant NAME [--admin]
-
-Try it:
-  curl -s {url}/v1/chat/completions -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
-    -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "What is decoding-time alignment?"}}],
-         "max_tokens": 64, "preference_vector": {{"relevance": 1, "verbosity": -0.5}},
-         "search": {{"strategy": "best_of_n", "n": 4}}}}'
-
-Ctrl-C stops the server.
-""", flush=True)
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand's parser; `args.run(args)` runs the chosen one (subparsers inherit `_Parser`)."""
+    parser = _Parser(prog="aligner", description="Decoding-time alignment on a vLLM engine.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Show vLLM's own logs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, module, help_text in COMMANDS:
+        command = commands.add_parser(name, help=help_text)
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    return core_cli.main(argv, extend=extend)
+    args = build_parser().parse_args(argv)
+    # stdout carries only results (text or JSON); vLLM logs to stdout by default.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    if not args.verbose:
+        # vLLM's start-up warnings (no Triton on CPU, eager mode) are noise for a CLI user.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except InvalidRequest as exc:
+        print(f"aligner: error: {exc.message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except AlignerError as exc:
+        print(f"aligner: error: {exc.message}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("aligner: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

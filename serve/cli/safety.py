@@ -16,20 +16,24 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import yaml
+
+from aligner.contract import parse_model
+from aligner.errors import InvalidRequest
+from aligner.safety.config import SafetyConfig
+from aligner.tenants import SafetyConfigStore, TenantStore, validate_tenant
+from serve.cli.options import add_store_flag, store_url
+from serve.client.http import KEY_ENV, AdminClient, api_key
+
 CLI_ACTOR = "cli"
 _ACTIVE_NOW = object()  # --expected-version not given: expect the version active when the command starts
 
 
-def add_parser(commands: argparse._SubParsersAction, parser_class: type) -> None:
-    """Register `aligner safety ...` on the CLI."""
-    from serve.cli.keys import _store_arg
+def add_arguments(safety: argparse.ArgumentParser) -> None:
+    actions = safety.add_subparsers(dest="safety_command", required=True)
 
-    safety = commands.add_parser("safety", help="Manage tenants' safety configs in the tenant store.")
-    actions = safety.add_subparsers(dest="safety_command", required=True, parser_class=parser_class)
-
-    def command(name: str, handler, help_text: str, *, tenant: bool = True, expected: bool = False):
+    def command(name: str, help_text: str, *, tenant: bool = True, expected: bool = False):
         parser = actions.add_parser(name, help=help_text)
-        parser.set_defaults(handler=handler)
         if tenant:
             parser.add_argument("tenant", help="The tenant (lower-case, e.g. acme).")
         if expected:
@@ -37,23 +41,29 @@ def add_parser(commands: argparse._SubParsersAction, parser_class: type) -> None
                 "--expected-version", type=_version_or_none, default=_ACTIVE_NOW,
                 help="The active version you expect (`none`: no active config); default: the one active now.",
             )
-        _store_arg(parser)
+        add_store_flag(parser)
         parser.add_argument("--server", metavar="URL", help="Go through a running server's admin API (e.g. "
                             "http://127.0.0.1:8000) instead of opening the tenant store.")
-        parser.add_argument("--key", help="With --server: an admin API key (default: $ALIGNER_API_KEY).")
+        parser.add_argument("--key", help=f"With --server: an admin API key (default: ${KEY_ENV}).")
         return parser
 
-    setter = command("set", run_set, "Store a new version of a tenant's config and activate it.", expected=True)
+    setter = command("set", "Store a new version of a tenant's config and activate it.", expected=True)
     setter.add_argument("--file", required=True, help="The config as YAML or JSON (`-` for standard input).")
-    getter = command("get", run_get, "Show the tenant's active config.")
+    getter = command("get", "Show the tenant's active config.")
     getter.add_argument("--json", action="store_true", help="Print it as JSON.")
-    command("versions", run_versions, "List every version of the tenant's config.")
-    activate = command("activate", run_activate, "Activate an older version (a rollback).", expected=True)
+    command("versions", "List every version of the tenant's config.")
+    activate = command("activate", "Activate an older version (a rollback).", expected=True)
     activate.add_argument("version", type=int, help="The version to activate.")
-    command("delete", run_delete, "Deactivate the tenant's config (its history stays).", expected=True)
-    audit = command("audit", run_audit, "Print the audit log (every change, oldest first).", tenant=False)
+    command("delete", "Deactivate the tenant's config (its history stays).", expected=True)
+    audit = command("audit", "Print the audit log (every change, oldest first).", tenant=False)
     audit.add_argument("--tenant", help="Only this tenant's changes.")
     audit.add_argument("--since", type=datetime.fromisoformat, help="Only changes at or after this ISO time.")
+
+
+def run(args: argparse.Namespace) -> int:
+    actions = {"set": run_set, "get": run_get, "versions": run_versions, "activate": run_activate,
+               "delete": run_delete, "audit": run_audit}
+    return actions[args.safety_command](args)
 
 
 def _version_or_none(text: str) -> int | None:
@@ -65,33 +75,22 @@ def _version_or_none(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"expected a version number or `none`, got {text!r}") from None
 
 
-def _open(args: argparse.Namespace):
+def open_configs(args: argparse.Namespace) -> SafetyConfigStore:
     """The tenant store, or with --server the server's admin API behind the same methods."""
     if args.server:
-        from serve.client.admin import AdminClient, key_from
-
-        return AdminClient(args.server, key_from(args.key))
-    from serve.cli.keys import store_url
-    from aligner.tenants import TenantStore
-
+        return AdminClient(args.server, api_key(args.key))
     return TenantStore.open(store_url(args))
 
 
-def _expected(args: argparse.Namespace, store) -> int | None:
+def _expected(args: argparse.Namespace, store: SafetyConfigStore) -> int | None:
     if args.expected_version is not _ACTIVE_NOW:
         return args.expected_version
     active = store.get_safety_config(args.tenant)
     return None if active is None else active.version
 
 
-def read_config(path: str):
+def read_config(path: str) -> SafetyConfig:
     """A SafetyConfig from a YAML or JSON file (or stdin); InvalidRequest names a bad field."""
-    import yaml
-
-    from aligner.errors import InvalidRequest
-    from aligner.safety.config import SafetyConfig
-    from aligner.contract import parse_model
-
     text = sys.stdin.read() if path == "-" else Path(path).read_text()
     try:
         data = yaml.safe_load(text)
@@ -101,18 +100,16 @@ def read_config(path: str):
 
 
 def run_set(args: argparse.Namespace) -> int:
-    from aligner.tenants import validate_tenant
-
     validate_tenant(args.tenant)
     config = read_config(args.file)
-    with _open(args) as store:
+    with open_configs(args) as store:
         stored = store.set_safety_config(args.tenant, config, expected_version=_expected(args, store), actor=CLI_ACTOR)
     print(f"aligner: tenant {stored.tenant!r} safety config is now version {stored.version}", file=sys.stderr)
     return 0
 
 
 def run_get(args: argparse.Namespace) -> int:
-    with _open(args) as store:
+    with open_configs(args) as store:
         active = store.get_safety_config(args.tenant)
     if active is None:
         print(f"aligner: tenant {args.tenant!r} has no active safety config", file=sys.stderr)
@@ -120,15 +117,13 @@ def run_get(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(active.to_dict(), indent=2))
     else:
-        import yaml
-
         print(f"# tenant {active.tenant}, version {active.version}, created {active.created_at.isoformat(timespec='seconds')}")
         print(yaml.safe_dump(active.config.model_dump(mode="json"), sort_keys=False, allow_unicode=True), end="")
     return 0
 
 
 def run_versions(args: argparse.Namespace) -> int:
-    with _open(args) as store:
+    with open_configs(args) as store:
         versions = store.safety_config_versions(args.tenant)
         active = store.get_safety_config(args.tenant)
     for v in versions:
@@ -140,21 +135,21 @@ def run_versions(args: argparse.Namespace) -> int:
 
 
 def run_activate(args: argparse.Namespace) -> int:
-    with _open(args) as store:
+    with open_configs(args) as store:
         chosen = store.activate_safety_config(args.tenant, args.version, expected_version=_expected(args, store), actor=CLI_ACTOR)
     print(f"aligner: tenant {chosen.tenant!r} safety config is now version {chosen.version}", file=sys.stderr)
     return 0
 
 
 def run_delete(args: argparse.Namespace) -> int:
-    with _open(args) as store:
+    with open_configs(args) as store:
         store.delete_safety_config(args.tenant, expected_version=_expected(args, store), actor=CLI_ACTOR)
     print(f"aligner: tenant {args.tenant!r} has no active safety config now (its versions are kept)", file=sys.stderr)
     return 0
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    with _open(args) as store:
+    with open_configs(args) as store:
         entries = store.safety_audit(args.tenant, args.since)
     for e in entries:
         print(json.dumps(e.to_dict()))

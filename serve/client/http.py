@@ -1,92 +1,65 @@
-"""`aligner generate --server HOST:PORT [--grpc]`: the same flags and output, answered by a running server.
+"""A running server over HTTP: `POST /v1/generate` (SSE when streaming) and the admin API.
 
-The flags build the same JSON body the in-process command validates; it goes to `POST /v1/generate`
-(SSE when streaming) or, with `--grpc`, to `aligner.v1.Aligner/Generate` (`GenerateStream`). The
-server's errors come back with their code and field, so bad input still exits with status 2.
+`aligner generate --server` and `aligner safety --server` use it. The server's errors come back
+as the `AlignerError` of their code and field (`aligner.errors.from_payload`), so a CLI reports
+them as it reports its own: bad input still exits with status 2.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
-from aligner.errors import InvalidRequest, ServerError, from_payload
-from aligner.contract import AlignResponse
+import httpx
+
+from aligner.errors import AlignerError, InvalidRequest, NotFound, ServerError, from_payload
+from aligner.safety.config import SafetyConfig
+from aligner.tenants import AuditEntry, SafetyConfigStore, SafetyConfigVersion, validate_tenant
 
 KEY_ENV = "ALIGNER_API_KEY"
-# Flags that configure an in-process engine or catalog: meaningless against a server.
-LOCAL_ONLY = ("safety_config", "model", "dtype", "max_model_len", "kv_cache_gib", "block_size")
+ADMIN_TIMEOUT_S = 60
 
 
-def add_arguments(generate: argparse.ArgumentParser) -> None:
-    group = generate.add_argument_group("server (instead of an in-process engine)")
-    group.add_argument("--server", metavar="HOST:PORT", help="Send the request to a running server (HTTP by default).")
-    group.add_argument("--grpc", action="store_true", help="With --server: use the gRPC API (port 9000 by default).")
-    group.add_argument("--key", help=f"With --server: the API key (default: ${KEY_ENV}).")
-
-
-def run(args: argparse.Namespace) -> int:
-    from serve.cli.commands import format_scores, request_data_from_args
-
-    for name in LOCAL_ONLY:
-        if getattr(args, name, None) is not None:
-            raise InvalidRequest(f"--{name.replace('_', '-')}", "configures an in-process engine; the server has its own")
-    if args.reward_model or args.no_judge:
-        raise InvalidRequest("--reward-model", "configures an in-process catalog; the server has its own")
-    key = args.key or os.environ.get(KEY_ENV)
+def api_key(given: str | None) -> str:
+    """`--key`, else $ALIGNER_API_KEY; InvalidRequest naming `--key` when neither is set."""
+    key = given or os.environ.get(KEY_ENV)
     if not key:
         raise InvalidRequest("--key", f"an API key is needed with --server (or set ${KEY_ENV})")
-    data = request_data_from_args(args)
-    send = grpc_events if args.grpc else http_events
-    response = None
-    for event in send(args.server, key, data):
-        if event["type"] in ("delta", "chunk") and args.stream:
-            if args.json:
-                print(json.dumps(event), flush=True)
-            else:
-                print(event["text"], end="", flush=True)
-        elif event["type"] == "done":
-            response = event["response"]
-            if args.stream and args.json:
-                print(json.dumps(event), flush=True)
-    if response is None:
-        raise ServerError("internal", "the server ended the answer without a response")
-    if args.stream:
-        if not args.json:
-            print()
-        return 0
-    if args.json:
-        print(json.dumps(response, indent=2))
-    else:
-        print(response["text"])
-        if response.get("scores") is not None:
-            print(format_scores(AlignResponse.model_validate(response)), file=sys.stderr)
-    return 0
+    return key
 
 
-def http_events(server: str, key: str, data: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The answer as events: the SSE events when streaming, else one `done`."""
-    import httpx
+def base_url(server: str) -> str:
+    """`HOST:PORT` or a URL, as a URL without a trailing slash."""
+    return (server if "://" in server else f"http://{server}").rstrip("/")
 
-    url = f"{server if '://' in server else 'http://' + server}/v1/generate"
+
+def error_of(reply: httpx.Response) -> AlignerError:
+    """The error a failed reply carries in its `{"error": {code, field, message}}` body."""
+    try:
+        return from_payload(reply.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return ServerError("internal", f"the server answered HTTP {reply.status_code}")
+
+
+def generate_events(server: str, key: str, data: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The answer to a request body as wire events: the SSE events when streaming, else one `done`."""
+    url = f"{base_url(server)}/v1/generate"
     headers = {"Authorization": f"Bearer {key}"}
     try:
         with httpx.Client(timeout=httpx.Timeout(None, connect=10), trust_env=False) as client:
             if not data.get("stream"):
                 reply = client.post(url, json=data, headers=headers)
-                body = reply.json()
                 if reply.status_code != 200:
-                    raise from_payload(body["error"])
-                yield {"type": "done", "response": body}
+                    raise error_of(reply)
+                yield {"type": "done", "response": reply.json()}
                 return
             with client.stream("POST", url, json=data, headers=headers) as reply:
                 if reply.status_code != 200:
                     reply.read()
-                    raise from_payload(reply.json()["error"])
+                    raise error_of(reply)
                 for line in reply.iter_lines():
                     if line.startswith("data: "):
                         event = json.loads(line[6:])
@@ -97,40 +70,71 @@ def http_events(server: str, key: str, data: dict[str, Any]) -> Iterator[dict[st
         raise ServerError("unavailable", f"cannot get an answer from {url}: {exc}") from None
 
 
-def grpc_events(server: str, key: str, data: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    import grpc
+class AdminClient(SafetyConfigStore):
+    """The safety-config methods of `TenantStore`, answered by a server's admin routes (its auth,
+    validation against the served objectives, and audit with the admin key's id: `actor` is ignored)."""
 
-    from proto.aligner.v1 import aligner_pb2 as pb
-    from proto.aligner.v1 import aligner_pb2_grpc
-    from serve.ingress.grpc_convert import from_plain, to_plain
+    def __init__(self, url: str, key: str):
+        self.url = base_url(url)
+        self._client = httpx.Client(timeout=ADMIN_TIMEOUT_S, trust_env=False, headers={
+            "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
 
-    streaming = bool(data.get("stream"))
-    request = from_plain(data, pb.GenerateRequest())
-    metadata = (("authorization", f"Bearer {key}"),)
-    with grpc.insecure_channel(server) as channel:
-        stub = aligner_pb2_grpc.AlignerStub(channel)
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None, **query: Any) -> Any:
+        params = {k: v for k, v in query.items() if v is not None}
         try:
-            if streaming:
-                for event in stub.GenerateStream(request, metadata=metadata):
-                    yield to_plain(event)
-            else:
-                yield {"type": "done", "response": to_plain(stub.Generate(request, metadata=metadata))}
-        except grpc.RpcError as exc:
-            raise from_payload(_grpc_error(exc)) from None
+            reply = self._client.request(method, f"{self.url}{path}", params=params or None,
+                                         content=None if body is None else json.dumps(body))
+        except httpx.HTTPError as exc:
+            raise ServerError("unavailable", f"cannot reach {self.url}: {exc}") from None
+        if reply.is_error:
+            raise error_of(reply)
+        return json.loads(reply.content or b"null")
+
+    @staticmethod
+    def _route(tenant: str) -> str:
+        return f"/v1/admin/tenants/{validate_tenant(tenant)}/safety-config"
+
+    def get_safety_config(self, tenant: str) -> SafetyConfigVersion | None:
+        try:
+            return _version(self._call("GET", self._route(tenant)))
+        except NotFound:
+            return None
+
+    def safety_config_versions(self, tenant: str) -> list[SafetyConfigVersion]:
+        return [_version(v) for v in self._call("GET", f"{self._route(tenant)}/versions")["versions"]]
+
+    def set_safety_config(self, tenant: str, config: SafetyConfig, *, expected_version: int | None,
+                          actor: str | None = None) -> SafetyConfigVersion:
+        body = {"config": config.model_dump(mode="json"), "expected_version": expected_version}
+        return _version(self._call("PUT", self._route(tenant), body))
+
+    def activate_safety_config(self, tenant: str, version: int, *, expected_version: int | None,
+                               actor: str | None = None) -> SafetyConfigVersion:
+        body = {"version": version, "expected_version": expected_version}
+        return _version(self._call("POST", f"{self._route(tenant)}/activate", body))
+
+    def delete_safety_config(self, tenant: str, *, expected_version: int | None, actor: str | None = None) -> None:
+        if expected_version is None:
+            raise NotFound(f"tenant {tenant!r} has no active safety config")
+        self._call("DELETE", self._route(tenant), expected_version=expected_version)
+
+    def safety_audit(self, tenant: str | None = None, since: datetime | None = None) -> list[AuditEntry]:
+        entries = self._call("GET", "/v1/admin/audit", tenant=tenant, since=since and since.isoformat())["entries"]
+        return [AuditEntry(**{**e, "at": datetime.fromisoformat(e["at"])}) for e in entries]
 
 
-def _grpc_error(exc: Any) -> dict[str, Any]:
-    """code, field and message of a failed call, from the trailers the server sets (status otherwise)."""
-    from google.rpc import error_details_pb2, status_pb2
-
-    trailers = dict(exc.trailing_metadata() or ())
-    error = {"code": trailers.get("aligner-error-code", exc.code().name.lower()), "message": exc.details() or ""}
-    if error["code"] == "invalid_argument" and ": " in error["message"]:
-        # A failed stream loses its trailers; the message still starts with the field.
-        error["field"] = error["message"].split(": ", 1)[0]
-    if "grpc-status-details-bin" in trailers:
-        for detail in status_pb2.Status.FromString(trailers["grpc-status-details-bin"]).details:
-            bad = error_details_pb2.BadRequest()
-            if detail.Unpack(bad) and bad.field_violations:
-                error["field"] = bad.field_violations[0].field
-    return error
+def _version(data: dict[str, Any]) -> SafetyConfigVersion:
+    return SafetyConfigVersion(
+        tenant=data["tenant"], version=data["version"], config=SafetyConfig.model_validate(data["config"]),
+        content_hash=data["content_hash"], created_at=datetime.fromisoformat(data["created_at"]),
+        created_by=data["created_by"],
+    )

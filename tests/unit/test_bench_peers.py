@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from serve.bench import peers as bench_peers
+from serve.cli.bench import phase_order, positive
 
 
 def test_reward_equal_within_noise_or_better_is_met():
@@ -73,10 +74,10 @@ def test_the_servers_environment_drops_tuning_variables(monkeypatch):
 
 
 def test_phase_order_takes_both_phases_once():
-    assert bench_peers.phase_order("aligner,vllm") == ["aligner", "vllm"]
+    assert phase_order("aligner,vllm") == ["aligner", "vllm"]
     for bad in ("vllm", "vllm,vllm", "vllm,aligner,x"):
         with pytest.raises(argparse.ArgumentTypeError, match="expected the two phases"):
-            bench_peers.phase_order(bad)
+            phase_order(bad)
 
 
 class FakeJudge:
@@ -97,7 +98,7 @@ def test_its_hub_reward_model_scores_each_conversations_last_answer():
 
 
 def test_counts_must_be_positive():
-    assert bench_peers.positive("3") == 3
+    assert positive("3") == 3
     for bad in ("0", "-1", "x"):
         with pytest.raises(argparse.ArgumentTypeError, match="positive integer"):
-            bench_peers.positive(bad)
+            positive(bad)

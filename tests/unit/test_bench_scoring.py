@@ -1,7 +1,7 @@
 import json
 
 from aligner.bench import scoring
-from serve.cli.commands import main
+from serve.cli.main import main
 
 
 def test_scoring_bench_reports_side_by_side_ratios(tmp_path):

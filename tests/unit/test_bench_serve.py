@@ -2,7 +2,12 @@ import argparse
 
 import pytest
 
+from aligner.bench.common import ratio, target
 from serve.bench import serve as bench
+from serve.bench.load import histogram_totals, load_summary, mean_between
+from serve.bench.replicas import capacity_inputs
+from serve.cli.bench import counts
+from serve.cli.main import main
 
 METRICS = """\
 # HELP aligner_reward_batch_size Responses per merged reward-model batch (across requests).
@@ -22,25 +27,25 @@ aligner_reward_scoring_seconds_count 9.0
 
 
 def test_histogram_totals_sums_every_label_set_and_ignores_other_metrics():
-    assert bench.histogram_totals(METRICS) == (28.0, 4.0)
-    assert bench.histogram_totals("") == (0.0, 0.0)
+    assert histogram_totals(METRICS) == (28.0, 4.0)
+    assert histogram_totals("") == (0.0, 0.0)
 
 
 def test_mean_between_uses_the_difference_of_two_readings():
-    assert bench.mean_between((28.0, 4.0), (68.0, 9.0)) == 8.0
-    assert bench.mean_between((28.0, 4.0), (28.0, 4.0)) is None
+    assert mean_between((28.0, 4.0), (68.0, 9.0)) == 8.0
+    assert mean_between((28.0, 4.0), (28.0, 4.0)) is None
 
 
 def test_ratio_and_targets():
-    assert bench.ratio(1.05, 1.0) == 1.05
-    assert bench.ratio(None, 1.0) is None and bench.ratio(1.0, 0) is None
-    assert bench.target(1.05, {"max": 1.1}) == {"measured": 1.05, "target_max": 1.1, "met": True}
-    assert bench.target(0.8, {"min": 0.9})["met"] is False
-    assert bench.target(None, {"min": 0.9})["met"] is False
+    assert ratio(1.05, 1.0) == 1.05
+    assert ratio(None, 1.0) is None and ratio(1.0, 0) is None
+    assert target(1.05, {"max": 1.1}) == {"measured": 1.05, "target_max": 1.1, "met": True}
+    assert target(0.8, {"min": 0.9})["met"] is False
+    assert target(None, {"min": 0.9})["met"] is False
 
 
 def test_load_summary():
-    row = bench.load_summary([1.0, 3.0], [64, 64], 4.0, 2)
+    row = load_summary([1.0, 3.0], [64, 64], 4.0, 2)
     assert row["tokens_per_s"] == 32.0 and row["requests"] == 2 and row["mean_latency_s"] == 2.0
     assert row["completion_tokens"] == 128 and row["clients"] == 2
 
@@ -89,24 +94,20 @@ def test_summarize_with_missing_phases_reports_unmet_targets():
     assert all(t["met"] is False and t["measured"] is None for t in summary["targets"].values())
 
 
-def test_parse_counts():
-    assert bench.parse_counts("1,4,16") == [1, 4, 16]
+def test_counts():
+    assert counts("1,4,16") == [1, 4, 16]
     for bad in ("", "0", "a,b"):
         with pytest.raises(argparse.ArgumentTypeError):
-            bench.parse_counts(bad)
+            counts(bad)
 
 
 def test_bench_serve_is_registered():
-    from serve.cli.main import main
-
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "serve", "--help"])
     assert exit_info.value.code == 0
 
 
 def test_bench_soak_is_registered():
-    from serve.cli.main import main
-
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "soak", "--help"])
     assert exit_info.value.code == 0
@@ -137,10 +138,10 @@ def test_capacity_inputs_and_the_replicas_ratio():
                "stage_seconds": {"generate": 2.0, "score": 0.5}, "wall_time_s": 2.6},
               {"generated_tokens": 300, "completion_tokens": 75, "reward_calls": 4, "engine_requests": 1,
                "stage_seconds": {"generate": 4.0, "score": 0.7}, "wall_time_s": 4.8}]
-    costs = bench.capacity_inputs(usages, tokens_per_s=400.0)
+    costs = capacity_inputs(usages, tokens_per_s=400.0)
     assert costs["generated_tokens"] == 200 and costs["score_s"] == 0.6 and costs["requests"] == 2
     assert costs["decode_bound_requests_per_s"] == 2.0
-    assert bench.capacity_inputs([], None)["decode_bound_requests_per_s"] is None
+    assert capacity_inputs([], None)["decode_bound_requests_per_s"] is None
     summary = bench.summarize({"replicas": [{"replicas": 1, "tokens_per_s": 100.0},
                                             {"replicas": 2, "tokens_per_s": 150.0}]})
     assert summary["ratios"]["replicas_2_over_1_tokens_per_s"] == 1.5

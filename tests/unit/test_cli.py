@@ -3,8 +3,10 @@ import sys
 
 import pytest
 
-from serve.cli.commands import build_parser, parse_vector, request_from_args
 from aligner.errors import InvalidRequest
+from serve.cli.generate import request_from_args, safety_config_arg
+from serve.cli.main import build_parser
+from serve.cli.options import parse_vector
 
 
 def run_cli(*args, timeout=120):
@@ -73,8 +75,6 @@ def test_missing_model_directory_exits_1():
 
 
 def test_safety_config_argument_is_text_a_text_file_or_a_whole_config_file(tmp_path):
-    from serve.cli.commands import safety_config_arg
-
     assert safety_config_arg("Be kind.").text == "Be kind." and safety_config_arg(None) is None
     (tmp_path / "policy.txt").write_text("No gambling.")
     assert safety_config_arg(f"@{tmp_path / 'policy.txt'}").text == "No gambling."
@@ -95,3 +95,27 @@ def test_a_safety_threshold_on_an_unknown_objective_fails_before_the_engine_star
     result = run_cli("generate", "hi", "--safety-config", f"@{tmp_path / 'c.yaml'}")
     assert result.returncode == 2 and "thresholds.wit" in result.stderr and "valid objectives" in result.stderr
     assert "starting the vLLM engine" not in result.stderr
+
+
+def test_only_serve_and_the_server_benches_need_ray_torch_or_vllm(tmp_path):
+    """`aligner --help`, `keys`, `safety` and `generate --server` run with ray, torch and vllm unimportable."""
+    code = f"""
+import sys
+for name in ("ray", "torch", "vllm"):
+    sys.modules[name] = None  # `import ray` now raises ImportError
+from serve.cli.main import main
+
+for argv in (["--help"], ["bench", "--help"], ["bench", "serve", "--help"], ["serve", "--help"]):
+    try:
+        main(argv)
+    except SystemExit as exit:
+        assert exit.code == 0, argv
+store = ["--tenant-store", "sqlite:///{tmp_path}/tenants.db"]
+assert main(["keys", "create", "--tenant", "acme", *store]) == 0
+assert main(["safety", "get", "acme", *store]) == 1  # no config yet: a normal answer, not an import error
+# Nothing listens on port 9: the request fails as unavailable (exit 1) after building the body.
+assert main(["generate", "hi", "--server", "127.0.0.1:9", "--key", "alk_x"]) == 1
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "cannot get an answer from http://127.0.0.1:9/v1/generate" in result.stderr

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from serve.cli.commands import main
+from serve.cli.main import main
 from aligner.tenants import TenantStore
 
 

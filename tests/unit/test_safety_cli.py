@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from serve.cli.commands import main
+from serve.cli.main import main
 from aligner.tenants import TenantStore
 
 KIDS_YAML = """\
