@@ -6,7 +6,7 @@ functions, so this reads the sources itself (stdlib `ast`, nothing imported). It
 - the first-party modules form an import cycle, counting imports inside functions (a lazy import
   hides a cycle, it does not remove it);
 - `LIMIT` or more first-party import statements sit inside functions; or
-- one of them has no comment saying why (on its line, or above it and the imports right above it).
+- one of them has no comment saying why (on its line, or above its block of imports).
 
 Imports under `if TYPE_CHECKING:` never run and are not edges. Importing `a.b.c` counts as an edge
 to `a.b.c` only, not to the packages above it.
@@ -105,11 +105,12 @@ def longest_module(name: str, modules: dict[str, Path]) -> str:
 
 
 def has_why_comment(lines: list[str], node: ast.stmt) -> bool:
-    """A comment on the statement's own lines, or above it, over a run of import lines."""
+    """A comment on the statement's own lines, or above the block of imports it is in (isort's
+    groups, separated by blank lines, are one block)."""
     if any("#" in lines[n - 1] for n in range(node.lineno, (node.end_lineno or node.lineno) + 1)):
         return True
     above = node.lineno - 2
-    while above >= 0 and lines[above].strip().startswith(("import ", "from ")):
+    while above >= 0 and (not lines[above].strip() or lines[above].strip().startswith(("import ", "from "))):
         above -= 1
     return above >= 0 and lines[above].strip().startswith("#")
 

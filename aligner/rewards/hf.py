@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aligner.contract import ChatMessage
 from aligner.errors import ModelUnavailable
+from aligner.prompting import neutralize_control_tokens
 from aligner.rewards.base import BlockingRewardModel, Objective, ScoreItem, split_rows
+from kernels.buckets import BucketSpec
 
 DEFAULT_LABEL = re.compile(r"^LABEL_\d+$")
 
@@ -73,10 +75,11 @@ def pooled_forward(model, pad_id: int | None, *, left_padding: bool = False):
 
 class HFRewardModel(BlockingRewardModel):
     def __init__(self, config: HFRewardModelConfig, *, bucket_spec=None):
+        # torch and the scorer (which needs torch) load with the first HF reward model, not with
+        # `aligner.rewards`, so the CLI and the contract import without them.
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from kernels.buckets import BucketSpec
         from kernels.scorer import BatchedScorer
 
         path = Path(config.path).expanduser()
@@ -124,8 +127,6 @@ class HFRewardModel(BlockingRewardModel):
         )
 
     def token_ids(self, conversation: Sequence[ChatMessage], response: str) -> list[int]:
-        from aligner.prompting import neutralize_control_tokens
-
         # Only the reward model's template may produce its control tokens, never the texts in it.
         messages = [
             {"role": m.role, "content": neutralize_control_tokens(m.content, self.tokenizer)} for m in conversation
