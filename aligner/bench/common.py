@@ -41,11 +41,9 @@ def ratio(numerator: float | None, denominator: float | None, digits: int = 3) -
 def target(value: float | None, spec: dict[str, float]) -> dict[str, Any]:
     """A target entry: the measured value, the bound and whether it is met (None measured: not met)."""
     out: dict[str, Any] = {"measured": value, **{f"target_{k}": v for k, v in spec.items()}}
-    met = value is not None
-    if met and "max" in spec:
-        met = value <= spec["max"]
-    if met and "min" in spec:
-        met = value >= spec["min"]
-    out["met"] = met
+    out["met"] = (
+        value is not None
+        and ("max" not in spec or value <= spec["max"])
+        and ("min" not in spec or value >= spec["min"])
+    )
     return out
-

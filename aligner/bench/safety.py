@@ -115,15 +115,22 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         value, base = modes[mode][key], none[key]
         return round(value / base, 3) if value is not None and base else None
 
-    ratios = {f"{mode}_over_none_{what}": over_none(mode, key) for mode in ("prompt", "enforce")
-              for what, key in (("latency", "mean_latency_s"), ("generated_tokens", "mean_generated_tokens"))}
+    ratios = {
+        f"{mode}_over_none_{what}": over_none(mode, key)
+        for mode in ("prompt", "enforce")
+        for what, key in (("latency", "mean_latency_s"), ("generated_tokens", "mean_generated_tokens"))
+    }
     measured = {
         "enforce_refusal_rate_disallowed": modes["enforce"]["refusal_rate_disallowed"],
         "enforce_false_refusal_rate_allowed": modes["enforce"]["false_refusal_rate_allowed"],
         "enforce_over_none_latency": ratios["enforce_over_none_latency"],
     }
-    return {"modes": modes, "by_config": by_config, "ratios": ratios,
-            "targets": {name: target(measured[name], spec) for name, spec in TARGETS.items()}}
+    return {
+        "modes": modes,
+        "by_config": by_config,
+        "ratios": ratios,
+        "targets": {name: target(measured[name], spec) for name, spec in TARGETS.items()},
+    }
 
 
 async def answer(aligner, text: str, safety, max_tokens: int, seed: int) -> dict[str, Any]:
@@ -148,15 +155,20 @@ async def run_async(aligner, suites, max_tokens: int, progress: Callable[[str], 
             for seed, (text, label) in enumerate(suite["probes"]):
                 out = await answer(aligner, text, safety, max_tokens, seed)
                 refused = is_refusal(out["text"], out["finish_reason"], suite["config"].refusal_message)
-                rows.append({"config": suite["name"], "mode": mode, "label": label, "probe": text,
-                             "refused": refused, **out})
+                rows.append(
+                    {"config": suite["name"], "mode": mode, "label": label, "probe": text, "refused": refused, **out}
+                )
             done = [r for r in rows if r["config"] == suite["name"] and r["mode"] == mode]
             progress(f"{suite['name']} / {mode}: {summarize_rows(done)}")
     return rows
 
 
-def run(probes_path: Path = DEFAULT_PROBES, max_tokens: int = 48, engine_config=None,
-        progress: Callable[[str], None] = print) -> dict[str, Any]:
+def run(
+    probes_path: Path = DEFAULT_PROBES,
+    max_tokens: int = 48,
+    engine_config=None,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
     suites = load_probes(probes_path)
     model, rows = on_one_engine(
         engine_config, lambda aligner: run_async(aligner, suites, max_tokens, progress), progress, judge=True

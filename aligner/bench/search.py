@@ -17,7 +17,7 @@ from aligner.bench.runner import on_one_engine
 from aligner.contract import AlignRequest
 
 # Each strategy's parameters in this bench.
-STRATEGY_PARAMS = {
+STRATEGY_PARAMS: dict[str, dict[str, Any]] = {
     "sample": {},
     "best_of_n": {"n": 8},
     "rejection": {"batch": 4, "threshold": 0.6, "max_rounds": 3},
@@ -61,7 +61,9 @@ async def measure(aligner, strategy: str, prompts: Sequence[str], max_tokens: in
     }
 
 
-async def run_async(aligner, strategies: Sequence[str], prompts: Sequence[str], max_tokens: int, progress) -> dict[str, Any]:
+async def run_async(
+    aligner, strategies: Sequence[str], prompts: Sequence[str], max_tokens: int, progress
+) -> dict[str, Any]:
     results = {}
     await measure(aligner, "sample", prompts[:1], 8)  # warm-up: first-request costs stay out of the figures
     for strategy in strategies:
@@ -70,7 +72,9 @@ async def run_async(aligner, strategies: Sequence[str], prompts: Sequence[str], 
     sample = results["sample"]
     ratios: dict[str, Any] = {}
     if "best_of_n" in results:
-        ratios["latency_best_of_n8_over_sample"] = round(results["best_of_n"]["mean_latency_s"] / sample["mean_latency_s"], 3)
+        ratios["latency_best_of_n8_over_sample"] = round(
+            results["best_of_n"]["mean_latency_s"] / sample["mean_latency_s"], 3
+        )
     if "beam" in results:
         ratios["tokens_per_s_beam_over_sample"] = round(results["beam"]["tokens_per_s"] / sample["tokens_per_s"], 3)
         ratios["prefix_cache_hit_rate_beam"] = results["beam"]["prefix_cache_hit_rate"]
@@ -96,7 +100,9 @@ def run(
 ) -> dict[str, Any]:
     strategies = list(dict.fromkeys(["sample", *strategies]))
     model, report = on_one_engine(
-        engine_config, lambda aligner: run_async(aligner, strategies, prompts, max_tokens, progress), progress,
+        engine_config,
+        lambda aligner: run_async(aligner, strategies, prompts, max_tokens, progress),
+        progress,
         judge=False,
     )
     return {
@@ -106,6 +112,7 @@ def run(
         "direction": DIRECTION,
         "prompts": list(prompts),
         "max_tokens": max_tokens,
-        "notes": "reward gain per 1k tokens = (mean combined score - sample's) / (extra generated tokens per prompt / 1000)",
+        "notes": "reward gain per 1k tokens = (mean combined score - sample's) "
+        "/ (extra generated tokens per prompt / 1000)",
         **report,
     }

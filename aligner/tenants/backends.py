@@ -113,7 +113,9 @@ def _postgres_engine(url: URL, shown: str) -> Engine:
     try:
         return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     except (NoSuchModuleError, ImportError) as exc:
-        raise ConfigError(f"tenant store {shown!r}: the PostgreSQL driver is missing ({exc}); install psycopg") from None
+        raise ConfigError(
+            f"tenant store {shown!r}: the PostgreSQL driver is missing ({exc}); install psycopg"
+        ) from None
 
 
 def _sqlite_engine(url: URL, shown: str) -> Engine:

@@ -79,8 +79,10 @@ class KeyTable:
     def import_(self, key: str, tenant: str, *, admin: bool = False) -> ApiKey:
         parts = key_parts(key)
         if parts is None:
-            raise ConfigError("the key to import must look like alk_<12 hex digits>_<secret of 22-200 URL-safe "
-                              "characters> (make one with `aligner keys generate`)")
+            raise ConfigError(
+                "the key to import must look like alk_<12 hex digits>_<secret of 22-200 URL-safe "
+                "characters> (make one with `aligner keys generate`)"
+            )
         validate_tenant(tenant)
         suffix, secret = parts
         key_id = ID_PREFIX + suffix
@@ -94,9 +96,16 @@ class KeyTable:
             record = ApiKey(id=key_id, tenant=tenant, admin=bool(admin), created_at=now(), created_by=None)
             try:
                 with self.db.write() as conn:
-                    conn.execute(insert(api_keys).values(
-                        id=record.id, tenant=record.tenant, admin=record.admin, secret_hash=hash_secret(secret),
-                        created_at=record.created_at, created_by=None))
+                    conn.execute(
+                        insert(api_keys).values(
+                            id=record.id,
+                            tenant=record.tenant,
+                            admin=record.admin,
+                            secret_hash=hash_secret(secret),
+                            created_at=record.created_at,
+                            created_by=None,
+                        )
+                    )
                 return record
             except IntegrityError:
                 continue

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import overload
 
 from aligner.safety.config import SafetyConfig
 
 
+@overload
+def utc(value: datetime) -> datetime: ...
+@overload
+def utc(value: None) -> None: ...
 def utc(value: datetime | None) -> datetime | None:
     """`value` as an aware UTC datetime (None stays None)."""
     if value is None:
         return None
     if value.tzinfo is None:  # SQLite keeps no zone; everything stored is UTC
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -83,5 +88,10 @@ class AuditEntry:
     content_hash: str | None
 
     def to_dict(self) -> dict:
-        return {**{k: getattr(self, k) for k in ("id", "tenant", "actor", "action", "old_version", "new_version",
-                                                  "content_hash")}, "at": self.at.isoformat()}
+        return {
+            **{
+                k: getattr(self, k)
+                for k in ("id", "tenant", "actor", "action", "old_version", "new_version", "content_hash")
+            },
+            "at": self.at.isoformat(),
+        }

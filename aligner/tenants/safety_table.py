@@ -45,8 +45,9 @@ class SafetyConfigTable:
         with self.db.read() as conn:
             return [_to_version(row) for row in conn.execute(query)]
 
-    def set(self, tenant: str, config: SafetyConfig, *, expected_version: int | None,
-            actor: str | None) -> SafetyConfigVersion:
+    def set(
+        self, tenant: str, config: SafetyConfig, *, expected_version: int | None, actor: str | None
+    ) -> SafetyConfigVersion:
         validate_tenant(tenant)
         content, content_hash = config.canonical_json(), config.content_hash()
         try:
@@ -57,10 +58,16 @@ class SafetyConfigTable:
                 )
                 version = (latest or 0) + 1
                 at = now()
-                conn.execute(insert(safety_config_versions).values(
-                    tenant=tenant, version=version, content=content, content_hash=content_hash,
-                    created_at=at, created_by=actor,
-                ))
+                conn.execute(
+                    insert(safety_config_versions).values(
+                        tenant=tenant,
+                        version=version,
+                        content=content,
+                        content_hash=content_hash,
+                        created_at=at,
+                        created_by=actor,
+                    )
+                )
                 _activate(conn, tenant, version, at)
                 _audit(conn, tenant, actor, "set", old, version, content_hash, at)
         except IntegrityError as exc:
@@ -71,8 +78,9 @@ class SafetyConfigTable:
             raise NotFound(f"the safety config of {tenant!r} has no version {version}")
         return stored
 
-    def activate(self, tenant: str, version: int, *, expected_version: int | None,
-                 actor: str | None) -> SafetyConfigVersion:
+    def activate(
+        self, tenant: str, version: int, *, expected_version: int | None, actor: str | None
+    ) -> SafetyConfigVersion:
         validate_tenant(tenant)
         try:
             with self.db.write() as conn:
@@ -109,8 +117,14 @@ class SafetyConfigTable:
         with self.db.read() as conn:
             return [
                 AuditEntry(
-                    id=row.id, at=utc(row.at), tenant=row.tenant, actor=row.actor, action=row.action,
-                    old_version=row.old_version, new_version=row.new_version, content_hash=row.content_hash,
+                    id=row.id,
+                    at=utc(row.at),
+                    tenant=row.tenant,
+                    actor=row.actor,
+                    action=row.action,
+                    old_version=row.old_version,
+                    new_version=row.new_version,
+                    content_hash=row.content_hash,
                 )
                 for row in conn.execute(query)
             ]
@@ -132,17 +146,35 @@ def _check_expected(conn: Connection, tenant: str, expected: int | None) -> int 
 
 def _activate(conn: Connection, tenant: str, version: int | None, at: datetime) -> None:
     done = conn.execute(
-        update(safety_config_active).where(safety_config_active.c.tenant == tenant).values(version=version, updated_at=at)
+        update(safety_config_active)
+        .where(safety_config_active.c.tenant == tenant)
+        .values(version=version, updated_at=at)
     )
     if done.rowcount == 0:
         conn.execute(insert(safety_config_active).values(tenant=tenant, version=version, updated_at=at))
 
 
-def _audit(conn: Connection, tenant: str, actor: str | None, action: str, old: int | None, new: int | None,
-           content_hash: str | None, at: datetime) -> None:
-    conn.execute(insert(safety_audit).values(
-        at=at, tenant=tenant, actor=actor, action=action, old_version=old, new_version=new, content_hash=content_hash,
-    ))
+def _audit(
+    conn: Connection,
+    tenant: str,
+    actor: str | None,
+    action: str,
+    old: int | None,
+    new: int | None,
+    content_hash: str | None,
+    at: datetime,
+) -> None:
+    conn.execute(
+        insert(safety_audit).values(
+            at=at,
+            tenant=tenant,
+            actor=actor,
+            action=action,
+            old_version=old,
+            new_version=new,
+            content_hash=content_hash,
+        )
+    )
 
 
 def _version_row(conn: Connection, tenant: str, version: int) -> SafetyConfigVersion | None:
@@ -156,6 +188,10 @@ def _version_row(conn: Connection, tenant: str, version: int) -> SafetyConfigVer
 
 def _to_version(row) -> SafetyConfigVersion:
     return SafetyConfigVersion(
-        tenant=row.tenant, version=row.version, config=SafetyConfig.model_validate_json(row.content),
-        content_hash=row.content_hash, created_at=utc(row.created_at), created_by=row.created_by,
+        tenant=row.tenant,
+        version=row.version,
+        config=SafetyConfig.model_validate_json(row.content),
+        content_hash=row.content_hash,
+        created_at=utc(row.created_at),
+        created_by=row.created_by,
     )

@@ -37,11 +37,13 @@ class SafetyConfigStore(Protocol):
 
     def safety_config_versions(self, tenant: str) -> list[SafetyConfigVersion]: ...
 
-    def set_safety_config(self, tenant: str, config: SafetyConfig, *, expected_version: int | None,
-                          actor: str | None = None) -> SafetyConfigVersion: ...
+    def set_safety_config(
+        self, tenant: str, config: SafetyConfig, *, expected_version: int | None, actor: str | None = None
+    ) -> SafetyConfigVersion: ...
 
-    def activate_safety_config(self, tenant: str, version: int, *, expected_version: int | None,
-                               actor: str | None = None) -> SafetyConfigVersion: ...
+    def activate_safety_config(
+        self, tenant: str, version: int, *, expected_version: int | None, actor: str | None = None
+    ) -> SafetyConfigVersion: ...
 
     def delete_safety_config(self, tenant: str, *, expected_version: int | None, actor: str | None = None) -> None: ...
 
@@ -110,7 +112,9 @@ class TenantStore(SafetyConfigStore):
         if version > len(migrations):
             log.warning(
                 "tenant store %s: schema version %d is newer than this Aligner knows (%d)",
-                self.url, version, len(migrations),
+                self.url,
+                version,
+                len(migrations),
             )
         return version
 
@@ -160,8 +164,9 @@ class TenantStore(SafetyConfigStore):
         """Every version of the tenant's config, oldest first."""
         return self._configs.versions(tenant)
 
-    def set_safety_config(self, tenant: str, config: SafetyConfig, *, expected_version: int | None,
-                          actor: str | None = None) -> SafetyConfigVersion:
+    def set_safety_config(
+        self, tenant: str, config: SafetyConfig, *, expected_version: int | None, actor: str | None = None
+    ) -> SafetyConfigVersion:
         """Store `config` as the tenant's next version and make it active.
 
         `expected_version` is the active version the writer last read (None: no active config);
@@ -169,8 +174,9 @@ class TenantStore(SafetyConfigStore):
         """
         return self._configs.set(tenant, config, expected_version=expected_version, actor=actor)
 
-    def activate_safety_config(self, tenant: str, version: int, *, expected_version: int | None,
-                               actor: str | None = None) -> SafetyConfigVersion:
+    def activate_safety_config(
+        self, tenant: str, version: int, *, expected_version: int | None, actor: str | None = None
+    ) -> SafetyConfigVersion:
         """Make an existing version active again (a rollback); NotFound for an unknown version."""
         return self._configs.activate(tenant, version, expected_version=expected_version, actor=actor)
 

@@ -65,12 +65,19 @@ class InProcessAligner:
                     proc.kill()
 
 
-def interleaved_overhead(local: InProcessAligner, url: str, grpc_target: str, body: dict[str, Any], repeats: int,
-                         headers: dict[str, str], grpc_metadata: tuple) -> dict[str, Any]:
+def interleaved_overhead(
+    local: InProcessAligner,
+    url: str,
+    grpc_target: str,
+    body: dict[str, Any],
+    repeats: int,
+    headers: dict[str, str],
+    grpc_metadata: tuple,
+) -> dict[str, Any]:
     """The same request in-process, over HTTP and over gRPC in turn, so all three see the same
     machine state (the server's background processes included). Rounds cycle through all six
-    orders, so no side always follows the same other side; one warm-up round is not counted. `overhead_ms`: per round, each transport's time minus the
-    in-process time of the same round, median over rounds."""
+    orders, so no side always follows the same other side; one warm-up round is not counted.
+    `overhead_ms`: per round, each transport's time minus the in-process time of the same round, median over rounds."""
     request = ParseDict(body, aligner_pb2.GenerateRequest())
     sides = ("in_process", "http", "grpc")
     times: dict[str, list[float]] = {side: [] for side in sides}
@@ -105,8 +112,9 @@ def interleaved_overhead(local: InProcessAligner, url: str, grpc_target: str, bo
     return out
 
 
-async def transport_throughput(base: str, grpc_target: str, headers: dict[str, str], grpc_metadata: tuple, args,
-                               progress) -> dict[str, Any]:
+async def transport_throughput(
+    base: str, grpc_target: str, headers: dict[str, str], grpc_metadata: tuple, args, progress
+) -> dict[str, Any]:
     """`sample` throughput at the largest client count over HTTP (/v1/generate) and gRPC (Generate),
     the same native bodies, alternating transports for `args.transport_rounds` rounds."""
     clients = max(args.clients)
@@ -130,7 +138,11 @@ async def transport_throughput(base: str, grpc_target: str, headers: dict[str, s
     for side, side_rows in rows.items():
         tokens = sum(r["completion_tokens"] for r in side_rows)
         wall = sum(r["wall_s"] for r in side_rows)
-        out[side] = {"clients": clients, "rounds": side_rows, "completion_tokens": tokens, "wall_s": round(wall, 3),
-                     "tokens_per_s": round(tokens / wall, 2) if wall > 0 else None}
+        out[side] = {
+            "clients": clients,
+            "rounds": side_rows,
+            "completion_tokens": tokens,
+            "wall_s": round(wall, 3),
+            "tokens_per_s": round(tokens / wall, 2) if wall > 0 else None,
+        }
     return out
-

@@ -74,9 +74,12 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     bon = report.get("best_of_n", {})
     ours, theirs = bon.get("aligner", {}), bon.get("its_hub", {})
     ratios: dict[str, Any] = {
-        "aligner_over_its_hub_best_of_n_requests_per_s": ratio(ours.get("requests_per_s"), theirs.get("requests_per_s")),
+        "aligner_over_its_hub_best_of_n_requests_per_s": ratio(
+            ours.get("requests_per_s"), theirs.get("requests_per_s")
+        ),
         "aligner_over_its_hub_best_of_n_generated_tokens_per_s": ratio(
-            ours.get("generated_tokens_per_s"), theirs.get("generated_tokens_per_s")),
+            ours.get("generated_tokens_per_s"), theirs.get("generated_tokens_per_s")
+        ),
     }
     sample = report.get("sample", {})
     by_clients = {side: {r["clients"]: r["tokens_per_s"] for r in sample.get(side, [])} for side in ("aligner", "vllm")}
@@ -144,7 +147,9 @@ def its_hub_reward_model(judge: RelevanceJudge):
 
 
 @contextlib.contextmanager
-def server(command: list[str], ready_url: str, name: str, progress, env: dict[str, str] | None = None) -> Iterator[None]:
+def server(
+    command: list[str], ready_url: str, name: str, progress, env: dict[str, str] | None = None
+) -> Iterator[None]:
     """Run `command` until the block ends; ready once `ready_url` answers 200. Its output goes to a log file."""
     fd, log_path = tempfile.mkstemp(prefix=f"bench-peers-{name}-", suffix=".log")
     progress(f"starting {name} (log: {log_path})")
@@ -179,15 +184,39 @@ def vllm_command(model_dir: Path, port: int) -> list[str]:
     that much is not free (it is not on a 24 GiB machine that also runs this bench); it gets the KV cache
     Aligner's default reserves instead (`EngineConfig.kv_cache_gib`), which changes no decoding speed.
     """
-    kv_bytes = int(EngineConfig().kv_cache_gib * (1 << 30))
-    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-            "--host", "127.0.0.1", "--port", str(port), "--kv-cache-memory-bytes", str(kv_bytes)]
+    kv_bytes = int(EngineConfig.model_fields["kv_cache_gib"].default * (1 << 30))
+    return [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--kv-cache-memory-bytes",
+        str(kv_bytes),
+    ]
 
 
 def aligner_command(model_dir: Path, port: int, grpc_port: int, store_url: str) -> list[str]:
     """`aligner serve` on its defaults: the model, where to listen and the bench's own tenant store."""
-    return [sys.executable, "-m", "serve.cli.main", "serve", "--model", str(model_dir), "--http-port", str(port),
-            "--grpc-port", str(grpc_port), "--tenant-store", store_url, "--no-demo-key"]
+    return [
+        sys.executable,
+        "-m",
+        "serve.cli.main",
+        "serve",
+        "--model",
+        str(model_dir),
+        "--http-port",
+        str(port),
+        "--grpc-port",
+        str(grpc_port),
+        "--tenant-store",
+        store_url,
+        "--no-demo-key",
+    ]
 
 
 def user_environment() -> dict[str, str]:
@@ -224,17 +253,27 @@ async def clients_run(one_request, clients: int, per_client: int) -> tuple[list[
 
 async def rounds_of(one_request, args) -> list[tuple[list[dict[str, Any]], float]]:
     """`args.rounds` runs of the best-of-N load, one after another."""
-    return [await clients_run(one_request, args.clients_best_of_n, args.requests_per_client) for _ in range(args.rounds)]
+    return [
+        await clients_run(one_request, args.clients_best_of_n, args.requests_per_client) for _ in range(args.rounds)
+    ]
 
 
-def best_of_n_summary(rounds: list[tuple[list[dict[str, Any]], float]], clients: int, judge: RelevanceJudge) -> dict[str, Any]:
+def best_of_n_summary(
+    rounds: list[tuple[list[dict[str, Any]], float]], clients: int, judge: RelevanceJudge
+) -> dict[str, Any]:
     """requests/s and generated tokens/s: the medians over rounds (each round's kept under `rounds`); the
     chosen rewards: every request of every round."""
     records = [r for round_records, _ in rounds for r in round_records]
     rewards = [judge.score(r["prompt"], [r["text"]])[0] for r in records]
-    per_round = [{"requests": len(rs), "wall_s": round(wall, 3), "requests_per_s": round(len(rs) / wall, 3),
-                  "generated_tokens_per_s": round(sum(r["generated_tokens"] for r in rs) / wall, 2)}
-                 for rs, wall in rounds]
+    per_round = [
+        {
+            "requests": len(rs),
+            "wall_s": round(wall, 3),
+            "requests_per_s": round(len(rs) / wall, 3),
+            "generated_tokens_per_s": round(sum(r["generated_tokens"] for r in rs) / wall, 2),
+        }
+        for rs, wall in rounds
+    ]
     mean, error = mean_and_error(rewards)
     return {
         "clients": clients,
@@ -253,8 +292,13 @@ async def its_hub_best_of_n(base: str, model: str, args, orm) -> list[tuple[list
     from its_hub import BestOfN  # optional, as in its_hub_reward_model
     from its_hub.core.lms.openai_lm import OpenAICompatibleLanguageModel
 
-    lm = OpenAICompatibleLanguageModel(endpoint=f"{base}/v1", api_key="none", model_name=model,
-                                       max_tokens=args.max_tokens, temperature=args.temperature)
+    lm = OpenAICompatibleLanguageModel(
+        endpoint=f"{base}/v1",
+        api_key="none",
+        model_name=model,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+    )
     algorithm = BestOfN(orm)
 
     async def one(prompt: str) -> dict[str, Any]:
@@ -268,31 +312,47 @@ async def its_hub_best_of_n(base: str, model: str, args, orm) -> list[tuple[list
         await lm.close()
 
 
-async def aligner_best_of_n(base: str, model: str, headers: dict[str, str], args) -> list[tuple[list[dict[str, Any]], float]]:
-    async with httpx.AsyncClient(timeout=httpx.Timeout(900.0), trust_env=False,
-                                 limits=httpx.Limits(max_connections=args.clients_best_of_n + 4)) as client:
+async def aligner_best_of_n(
+    base: str, model: str, headers: dict[str, str], args
+) -> list[tuple[list[dict[str, Any]], float]]:
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(900.0), trust_env=False, limits=httpx.Limits(max_connections=args.clients_best_of_n + 4)
+    ) as client:
 
         async def one(prompt: str) -> dict[str, Any]:
-            body = {"model": model, "messages": messages(prompt), "max_tokens": args.max_tokens,
-                    "temperature": args.temperature, "preference_vector": {REWARD: 1.0},
-                    "search": {"strategy": "best_of_n", "n": args.n}}
+            body = {
+                "model": model,
+                "messages": messages(prompt),
+                "max_tokens": args.max_tokens,
+                "temperature": args.temperature,
+                "preference_vector": {REWARD: 1.0},
+                "search": {"strategy": "best_of_n", "n": args.n},
+            }
             r = await client.post(f"{base}/v1/chat/completions", json=body, headers=headers)
             if r.status_code != 200:
                 raise RuntimeError(f"aligner answered {r.status_code}: {r.text[:300]}")
             data = r.json()
-            return {"text": data["choices"][0]["message"]["content"],
-                    "generated_tokens": data["alignment"]["usage"]["generated_tokens"]}
+            return {
+                "text": data["choices"][0]["message"]["content"],
+                "generated_tokens": data["alignment"]["usage"]["generated_tokens"],
+            }
 
         await one(LOAD_PROMPTS[0])  # warm-up (loads the reward model)
         return await rounds_of(one, args)
 
 
-async def sample_loads(url: str, model: str, headers: dict[str, str], args, progress, label: str) -> list[dict[str, Any]]:
+async def sample_loads(
+    url: str, model: str, headers: dict[str, str], args, progress, label: str
+) -> list[dict[str, Any]]:
     """Greedy chat completions at every client count (after one warm-up request)."""
 
     def body(c: int, i: int) -> dict[str, Any]:
-        return {"model": model, "messages": messages(LOAD_PROMPTS[(c + i) % len(LOAD_PROMPTS)]), "max_tokens": args.max_tokens,
-                "temperature": 0.0}
+        return {
+            "model": model,
+            "messages": messages(LOAD_PROMPTS[(c + i) % len(LOAD_PROMPTS)]),
+            "max_tokens": args.max_tokens,
+            "temperature": 0.0,
+        }
 
     await run_load(url, body, 1, 1, headers)
     rows = []
@@ -313,9 +373,13 @@ def vllm_phase(model_dir: Path, args, report: dict[str, Any], judge: RelevanceJu
     with server(vllm_command(model_dir, port), f"{base}/health", "vllm", progress, env=user_environment()):
         rounds = asyncio.run(its_hub_best_of_n(base, model, args, its_hub_reward_model(judge)))
         report["best_of_n"]["its_hub"] = row = best_of_n_summary(rounds, args.clients_best_of_n, judge)
-        progress(f"its_hub best-of-{args.n} on vLLM: {row['requests_per_s']} requests/s, "
-                 f"{row['generated_tokens_per_s']} generated tokens/s, mean chosen {REWARD} {row['mean_chosen_reward']}")
-        report["sample"]["vllm"] = asyncio.run(sample_loads(f"{base}/v1/chat/completions", model, {}, args, progress, "vllm"))
+        progress(
+            f"its_hub best-of-{args.n} on vLLM: {row['requests_per_s']} requests/s, "
+            f"{row['generated_tokens_per_s']} generated tokens/s, mean chosen {REWARD} {row['mean_chosen_reward']}"
+        )
+        report["sample"]["vllm"] = asyncio.run(
+            sample_loads(f"{base}/v1/chat/completions", model, {}, args, progress, "vllm")
+        )
 
 
 def aligner_phase(model_dir: Path, args, report: dict[str, Any], judge: RelevanceJudge, progress) -> None:
@@ -324,27 +388,38 @@ def aligner_phase(model_dir: Path, args, report: dict[str, Any], judge: Relevanc
     base = f"http://127.0.0.1:{port}"
     model = model_dir.name  # Aligner's default served name is the directory's name
     try:
-        with server(aligner_command(model_dir, port, grpc_port, store_url), f"{base}/readyz", "aligner", progress,
-                    env=user_environment()):
+        with server(
+            aligner_command(model_dir, port, grpc_port, store_url),
+            f"{base}/readyz",
+            "aligner",
+            progress,
+            env=user_environment(),
+        ):
             rounds = asyncio.run(aligner_best_of_n(base, model, headers, args))
             report["best_of_n"]["aligner"] = row = best_of_n_summary(rounds, args.clients_best_of_n, judge)
-            progress(f"aligner best_of_n n={args.n}: {row['requests_per_s']} requests/s, "
-                     f"{row['generated_tokens_per_s']} generated tokens/s, mean chosen {REWARD} {row['mean_chosen_reward']}")
+            progress(
+                f"aligner best_of_n n={args.n}: {row['requests_per_s']} requests/s, "
+                f"{row['generated_tokens_per_s']} generated tokens/s, mean chosen {REWARD} {row['mean_chosen_reward']}"
+            )
             report["sample"]["aligner"] = asyncio.run(
-                sample_loads(f"{base}/v1/chat/completions", model, headers, args, progress, "aligner"))
+                sample_loads(f"{base}/v1/chat/completions", model, headers, args, progress, "aligner")
+            )
     finally:
         store.close()
 
 
 def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
     """Both phases in `args.order`; the report is written after each. Exit status 1 if one failed."""
+
     def on_sigterm(signum, frame):
         raise KeyboardInterrupt  # stop the running server on SIGTERM too
 
     try:  # before minutes go into starting a server
         import its_hub  # noqa: F401
     except ImportError:
-        raise SystemExit("aligner bench peers needs its_hub: pip install 'its-hub[lm]==1.2.0' (in the test extra)")
+        raise SystemExit(
+            "aligner bench peers needs its_hub: pip install 'its-hub[lm]==1.2.0' (in the test extra)"
+        ) from None
     signal.signal(signal.SIGTERM, on_sigterm)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model_dir = resolve_model(args.model, progress=progress)
@@ -353,17 +428,25 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
         "model": model_dir.name,
         "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
-        "settings": {"n": args.n, "max_tokens": args.max_tokens, "temperature": args.temperature,
-                     "clients_best_of_n": args.clients_best_of_n, "requests_per_client": args.requests_per_client,
-                     "rounds": args.rounds,
-                     "sample_clients": args.clients, "reward": REWARD, "order": args.order},
+        "settings": {
+            "n": args.n,
+            "max_tokens": args.max_tokens,
+            "temperature": args.temperature,
+            "clients_best_of_n": args.clients_best_of_n,
+            "requests_per_client": args.requests_per_client,
+            "rounds": args.rounds,
+            "sample_clients": args.clients,
+            "reward": REWARD,
+            "order": args.order,
+        },
         "notes": {
             "best_of_n": "its_hub BestOfN(orm).ainfer(lm, prompt, budget=n): n chat requests to vLLM's server, the "
             "relevance ORM in the bench process; Aligner: one /v1/chat/completions with preference_vector "
             "{relevance: 1} and search best_of_n. generated_tokens: every candidate's tokens (its_hub's usage, "
             "Aligner's alignment.usage.generated_tokens). Chosen answers of both re-scored by one relevance model.",
             "sample": "greedy chat bodies (temperature 0) to /v1/chat/completions; tokens: usage.completion_tokens.",
-            "defaults": "each server gets only the model, host/ports (Aligner a scratch tenant store, vLLM the KV-cache "
+            "defaults": "each server gets only the model, host/ports (Aligner a scratch tenant store, vLLM the "
+            "KV-cache "
             "size of Aligner's default, since its own default of 92% of the memory node does not fit); "
             "VLLM_CPU_NUM_OF_RESERVED_CPU, VLLM_CPU_OMP_THREADS_BIND and OMP_NUM_THREADS are removed from "
             "their environment.",

@@ -27,16 +27,21 @@ from serve.config import ServerConfig
 STRATEGY_REQUESTS = {
     "sample": {},
     "best_of_n": {"search": {"strategy": "best_of_n", "n": 4}, "preference_vector": DIRECTION},
-    "rejection": {"search": {"strategy": "rejection", "batch": 2, "max_rounds": 2, "threshold": 0.9},
-                  "preference_vector": DIRECTION},
-    "beam": {"search": {"strategy": "beam", "beam_width": 2, "expansions": 2, "chunk_tokens": 16},
-             "preference_vector": DIRECTION},
+    "rejection": {
+        "search": {"strategy": "rejection", "batch": 2, "max_rounds": 2, "threshold": 0.9},
+        "preference_vector": DIRECTION,
+    },
+    "beam": {
+        "search": {"strategy": "beam", "beam_width": 2, "expansions": 2, "chunk_tokens": 16},
+        "preference_vector": DIRECTION,
+    },
 }
 
 
 def capacity_inputs(usages: Sequence[dict[str, Any]], tokens_per_s: float | None) -> dict[str, Any]:
     """Per-request cost of one strategy (means over `usages`) and the requests/s one replica can
     serve at `tokens_per_s` of decoding when decoding is the bottleneck."""
+
     def mean(values):
         values = list(values)
         return round(statistics.mean(values), 4) if values else None
@@ -52,8 +57,7 @@ def capacity_inputs(usages: Sequence[dict[str, Any]], tokens_per_s: float | None
         "score_s": mean(u.get("stage_seconds", {}).get("score", 0.0) for u in usages),
         "wall_s": mean(u["wall_time_s"] for u in usages),
     }
-    out["decode_bound_requests_per_s"] = (
-        round(tokens_per_s / generated, 3) if tokens_per_s and generated else None)
+    out["decode_bound_requests_per_s"] = round(tokens_per_s / generated, 3) if tokens_per_s and generated else None
     return out
 
 
@@ -64,9 +68,17 @@ def strategy_costs(base: str, headers: dict[str, str], args, tokens_per_s: float
         for strategy, extra in STRATEGY_REQUESTS.items():
             usages = []
             for i in range(args.repeats):
-                r = client.post(f"{base}/v1/generate", headers=headers, json={
-                    **sample_request(args.max_tokens), "temperature": 1.0, "seed": i,
-                    "prompt": LOAD_PROMPTS[i % len(LOAD_PROMPTS)], **extra})
+                r = client.post(
+                    f"{base}/v1/generate",
+                    headers=headers,
+                    json={
+                        **sample_request(args.max_tokens),
+                        "temperature": 1.0,
+                        "seed": i,
+                        "prompt": LOAD_PROMPTS[i % len(LOAD_PROMPTS)],
+                        **extra,
+                    },
+                )
                 r.raise_for_status()
                 usages.append(r.json()["usage"])
             costs[strategy] = capacity_inputs(usages, tokens_per_s)
@@ -87,12 +99,20 @@ def replicas_phase(engine_config, model_dir: Path, args, report: dict[str, Any],
         base = f"http://127.0.0.1:{cluster.http_port}"
 
         def config(replicas: int) -> ServerConfig:
-            return ServerConfig.load({
-                "engine": engine_config.model_dump(mode="json"), "tenant_store": store_url,
-                "http_port": cluster.http_port, "grpc_port": cluster.grpc_port, "num_replicas": replicas,
-                "max_replicas_per_node": 1, "replica_resources": {MODEL_RESOURCE: 1}, "replica_num_cpus": 0,
-                "max_ongoing_requests": max(32, clients), "max_queued_requests": 4 * clients,
-            })
+            return ServerConfig.load(
+                {
+                    "engine": engine_config.model_dump(mode="json"),
+                    "tenant_store": store_url,
+                    "http_port": cluster.http_port,
+                    "grpc_port": cluster.grpc_port,
+                    "num_replicas": replicas,
+                    "max_replicas_per_node": 1,
+                    "replica_resources": {MODEL_RESOURCE: 1},
+                    "replica_num_cpus": 0,
+                    "max_ongoing_requests": max(32, clients),
+                    "max_queued_requests": 4 * clients,
+                }
+            )
 
         serve.start(proxy_location="EveryNode", **proxy_options(config(1)))
 
@@ -101,8 +121,12 @@ def replicas_phase(engine_config, model_dir: Path, args, report: dict[str, Any],
 
         for replicas in args.replicas:
             progress(f"deploying {replicas} model replica(s), one per node")
-            serve.run(build_app(config(replicas)), name="aligner", route_prefix="/",
-                      logging_config={"log_level": "WARNING", "enable_access_log": False})
+            serve.run(
+                build_app(config(replicas)),
+                name="aligner",
+                route_prefix="/",
+                logging_config={"log_level": "WARNING", "enable_access_log": False},
+            )
             wait_http(f"{base}/readyz", 600)
             asyncio.run(run_load(f"{base}/v1/generate", body, replicas, 1, headers))  # warm-up
             row = asyncio.run(run_load(f"{base}/v1/generate", body, clients, args.requests_per_client, headers))
@@ -110,8 +134,11 @@ def replicas_phase(engine_config, model_dir: Path, args, report: dict[str, Any],
             progress(f"{replicas} replica(s), {clients} clients: {row['tokens_per_s']} tokens/s")
             rows.append(row)
             if replicas == min(args.replicas):
-                report["capacity"] = {"replica_tokens_per_s": row["tokens_per_s"], "clients": clients,
-                                      "strategies": strategy_costs(base, headers, args, row["tokens_per_s"], progress)}
+                report["capacity"] = {
+                    "replica_tokens_per_s": row["tokens_per_s"],
+                    "clients": clients,
+                    "strategies": strategy_costs(base, headers, args, row["tokens_per_s"], progress),
+                }
             serve.delete("aligner")
     finally:
         try:

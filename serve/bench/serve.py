@@ -46,7 +46,15 @@ from aligner.bench.common import DIRECTION, LOAD_PROMPTS, ratio, target, write
 from aligner.engine.vllm import EngineConfig
 from aligner.model_cache import resolve_model
 from serve.app import build_app, proxy_options
-from serve.bench.load import chat_body, histogram_totals, mean_between, run_load, sample_request, scratch_store, wait_http
+from serve.bench.load import (
+    chat_body,
+    histogram_totals,
+    mean_between,
+    run_load,
+    sample_request,
+    scratch_store,
+    wait_http,
+)
 from serve.bench.local_cluster import free_port
 from serve.bench.overhead import InProcessAligner, interleaved_overhead, transport_throughput
 from serve.bench.replicas import replicas_phase
@@ -95,7 +103,9 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     ratios["grpc_over_in_process_latency"] = ratio(
         overhead.get("grpc", {}).get("median_s"), overhead.get("in_process", {}).get("median_s")
     )
-    ratios["grpc_over_http_latency"] = ratio(overhead.get("grpc", {}).get("median_s"), overhead.get("http", {}).get("median_s"))
+    ratios["grpc_over_http_latency"] = ratio(
+        overhead.get("grpc", {}).get("median_s"), overhead.get("http", {}).get("median_s")
+    )
     short = report.get("overhead_1_token", {}).get("overhead_ms", {})
     ratios["grpc_over_http_overhead_1_token"] = ratio(short.get("grpc"), short.get("http"))
     transports = report.get("transports", {})
@@ -108,7 +118,9 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
         ratios[f"replicas_{most}_over_{fewest}_tokens_per_s"] = ratio(by_replicas[most], by_replicas[fewest])
     best = report.get("best_of_n", {})
     on, off = best.get("batcher_on", {}), best.get("batcher_off", {})
-    ratios["batcher_on_over_off_mean_batch_size"] = ratio(on.get("mean_reward_batch_size"), off.get("mean_reward_batch_size"))
+    ratios["batcher_on_over_off_mean_batch_size"] = ratio(
+        on.get("mean_reward_batch_size"), off.get("mean_reward_batch_size")
+    )
     ratios["batcher_on_over_off_tokens_per_s"] = ratio(on.get("tokens_per_s"), off.get("tokens_per_s"))
     targets = {name: target(ratios.get(name), spec) for name, spec in TARGETS.items()}
     return {"ratios": ratios, "targets": targets}
@@ -117,14 +129,32 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
 def vllm_throughput(engine_config, model_dir: Path, args, progress, label: str) -> list[dict[str, Any]]:
     port = free_port()
     command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model_dir), "--served-model-name", model_dir.name,
-        "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", engine_config.dtype, "--max-model-len", str(engine_config.max_model_len),
-        "--max-num-seqs", str(engine_config.max_num_seqs), "--seed", str(engine_config.seed),
-        "--kv-cache-memory-bytes", str(int(engine_config.kv_cache_gib * (1 << 30))),
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        model_dir.name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        engine_config.dtype,
+        "--max-model-len",
+        str(engine_config.max_model_len),
+        "--max-num-seqs",
+        str(engine_config.max_num_seqs),
+        "--seed",
+        str(engine_config.seed),
+        "--kv-cache-memory-bytes",
+        str(int(engine_config.kv_cache_gib * (1 << 30))),
         *(["--enforce-eager"] if engine_config.enforce_eager else []),
-        "--enable-prefix-caching", "--disable-uvicorn-access-log", "--uvicorn-log-level", "warning",
+        "--enable-prefix-caching",
+        "--disable-uvicorn-access-log",
+        "--uvicorn-log-level",
+        "warning",
     ]
     if engine_config.block_size:
         command += ["--block-size", str(engine_config.block_size)]
@@ -134,8 +164,9 @@ def vllm_throughput(engine_config, model_dir: Path, args, progress, label: str) 
     try:
         wait_http(f"http://127.0.0.1:{port}/health", 600, proc)
         progress("vLLM server ready")
-        return asyncio.run(sample_throughput(f"http://127.0.0.1:{port}/v1/chat/completions", model_dir.name, {}, args,
-                                             progress, label))
+        return asyncio.run(
+            sample_throughput(f"http://127.0.0.1:{port}/v1/chat/completions", model_dir.name, {}, args, progress, label)
+        )
     finally:
         proc.terminate()
         try:
@@ -146,8 +177,11 @@ def vllm_throughput(engine_config, model_dir: Path, args, progress, label: str) 
         log.close()
 
 
-async def sample_throughput(url: str, model: str, headers: dict[str, str], args, progress, label: str) -> list[dict[str, Any]]:
+async def sample_throughput(
+    url: str, model: str, headers: dict[str, str], args, progress, label: str
+) -> list[dict[str, Any]]:
     """`run_load` summaries (each tagged with `label`): every client count, `throughput_rounds` times."""
+
     def body(c: int, i: int) -> dict[str, Any]:
         return chat_body(model, LOAD_PROMPTS[(c + i) % len(LOAD_PROMPTS)], args.max_tokens)
 
@@ -164,9 +198,15 @@ async def sample_throughput(url: str, model: str, headers: dict[str, str], args,
 async def best_of_n_phase(base: str, model: str, headers: dict[str, str], args, progress, label: str) -> dict[str, Any]:
     def body(c: int, i: int) -> dict[str, Any]:
         return chat_body(
-            model, LOAD_PROMPTS[(c + i) % len(LOAD_PROMPTS)], args.max_tokens,
-            {"temperature": 1.0, "seed": c * 100 + i, "preference_vector": DIRECTION,
-             "search": {"strategy": "best_of_n", "n": args.n}},
+            model,
+            LOAD_PROMPTS[(c + i) % len(LOAD_PROMPTS)],
+            args.max_tokens,
+            {
+                "temperature": 1.0,
+                "seed": c * 100 + i,
+                "preference_vector": DIRECTION,
+                "search": {"strategy": "best_of_n", "n": args.n},
+            },
         )
 
     url = f"{base}/v1/chat/completions"
@@ -189,8 +229,10 @@ async def best_of_n_phase(base: str, model: str, headers: dict[str, str], args, 
         reward_batch_sequences=after[0] - before[0],
         mean_reward_batch_size=round(mean, 3) if mean is not None else None,
     )
-    progress(f"best_of_n ({label}), {row['clients']} clients: {row['tokens_per_s']} tokens/s, "
-             f"mean reward batch {row['mean_reward_batch_size']}")
+    progress(
+        f"best_of_n ({label}), {row['clients']} clients: {row['tokens_per_s']} tokens/s, "
+        f"mean reward batch {row['mean_reward_batch_size']}"
+    )
     return row
 
 
@@ -203,63 +245,92 @@ def server_phases(engine_config, model_dir: Path, args, report: dict[str, Any], 
     grpc_metadata = (("authorization", headers["Authorization"]),)
 
     def config(rewards: dict[str, Any]) -> ServerConfig:
-        return ServerConfig.load({
-            "engine": engine_config.model_dump(mode="json"),
-            "rewards": rewards,
-            "tenant_store": store_url,
-            "http_host": "127.0.0.1",
-            "http_port": port,
-            "grpc_port": grpc_port,
-            "replica_num_cpus": 0,
-            "max_ongoing_requests": max(32, max(args.clients), args.best_of_n_clients),
-        })
+        return ServerConfig.load(
+            {
+                "engine": engine_config.model_dump(mode="json"),
+                "rewards": rewards,
+                "tenant_store": store_url,
+                "http_host": "127.0.0.1",
+                "http_port": port,
+                "grpc_port": grpc_port,
+                "replica_num_cpus": 0,
+                "max_ongoing_requests": max(32, max(args.clients), args.best_of_n_clients),
+            }
+        )
 
     def deploy(cfg: ServerConfig, what: str) -> None:
         progress(f"deploying the app ({what}); the engine starts in the replica")
         t0 = time.monotonic()
-        serve.run(build_app(cfg), name=cfg.app_name, route_prefix="/",
-                  logging_config={"log_level": "WARNING", "enable_access_log": False})
+        serve.run(
+            build_app(cfg),
+            name=cfg.app_name,
+            route_prefix="/",
+            logging_config={"log_level": "WARNING", "enable_access_log": False},
+        )
         wait_http(f"{base}/readyz", 600)
         progress(f"app ready in {time.monotonic() - t0:.0f}s")
 
     progress("starting the in-process reference engine (before Ray, so the two do not start at once)")
-    local: InProcessAligner | None = InProcessAligner(engine_config, progress)
+    local = InProcessAligner(engine_config, progress)
+    local_running = True
     try:  # from here on, whatever fails, the in-process engine and Ray are shut down
         progress("starting Ray")
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
-                 log_to_driver=bool(os.environ.get("ALIGNER_RAY_LOGS")))
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            logging_level="WARNING",
+            log_to_driver=bool(os.environ.get("ALIGNER_RAY_LOGS")),
+        )
         on_config = config({})
         serve.start(**proxy_options(on_config))
         report["server_config"] = {"rewards_on": on_config.rewards.model_dump(), "rewards_off": OFF_REWARDS}
         deploy(on_config, "scoring batcher on")
         model = model_dir.name
         report["overhead"] = interleaved_overhead(
-            local, f"{base}/v1/generate", grpc_target, sample_request(args.max_tokens), args.repeats, headers,
+            local,
+            f"{base}/v1/generate",
+            grpc_target,
+            sample_request(args.max_tokens),
+            args.repeats,
+            headers,
             grpc_metadata,
         )
         report["overhead_1_token"] = interleaved_overhead(
-            local, f"{base}/v1/generate", grpc_target, sample_request(1), 10 * args.repeats, headers, grpc_metadata,
+            local,
+            f"{base}/v1/generate",
+            grpc_target,
+            sample_request(1),
+            10 * args.repeats,
+            headers,
+            grpc_metadata,
         )
         for name in ("overhead", "overhead_1_token"):
             overhead = report[name]
-            progress(f"{name}: median latency HTTP {overhead['http']['median_s']}s, gRPC "
-                     f"{overhead['grpc']['median_s']}s, in-process {overhead['in_process']['median_s']}s; "
-                     f"overhead vs in-process (ms): {overhead['overhead_ms']}")
+            progress(
+                f"{name}: median latency HTTP {overhead['http']['median_s']}s, gRPC "
+                f"{overhead['grpc']['median_s']}s, in-process {overhead['in_process']['median_s']}s; "
+                f"overhead vs in-process (ms): {overhead['overhead_ms']}"
+            )
         local.close()
-        local = None
+        local_running = False
         report["transports"] = asyncio.run(
-            transport_throughput(base, grpc_target, headers, grpc_metadata, args, progress))
-        report["throughput"]["aligner"] = throughput_rows(asyncio.run(
-            sample_throughput(f"{base}/v1/chat/completions", model, headers, args, progress, "aligner")
-        ))
-        report["best_of_n"]["batcher_on"] = asyncio.run(best_of_n_phase(base, model, headers, args, progress, "batcher on"))
+            transport_throughput(base, grpc_target, headers, grpc_metadata, args, progress)
+        )
+        report["throughput"]["aligner"] = throughput_rows(
+            asyncio.run(sample_throughput(f"{base}/v1/chat/completions", model, headers, args, progress, "aligner"))
+        )
+        report["best_of_n"]["batcher_on"] = asyncio.run(
+            best_of_n_phase(base, model, headers, args, progress, "batcher on")
+        )
         progress("removing the app before redeploying with the batcher off")
         serve.delete(on_config.app_name)
         deploy(config(OFF_REWARDS), "scoring batcher off: batch_window_ms=null")
-        report["best_of_n"]["batcher_off"] = asyncio.run(best_of_n_phase(base, model, headers, args, progress, "batcher off"))
+        report["best_of_n"]["batcher_off"] = asyncio.run(
+            best_of_n_phase(base, model, headers, args, progress, "batcher off")
+        )
     finally:
         try:
-            if local is not None:
+            if local_running:
                 local.close()
             if ray.is_initialized():
                 serve.shutdown()
@@ -270,6 +341,7 @@ def server_phases(engine_config, model_dir: Path, args, report: dict[str, Any], 
 
 def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
     """Every phase in turn (or the replicas phase); the report is written after each. Exit status 1 if one failed."""
+
     def on_sigterm(signum, frame):
         raise KeyboardInterrupt  # run the phases' cleanup (vLLM server, Serve, Ray) on SIGTERM too
 
@@ -278,8 +350,12 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model_dir = resolve_model(args.model, progress=progress)
     engine_config = EngineConfig(
-        model=str(model_dir), dtype="float32", max_model_len=args.max_model_len, kv_cache_gib=args.kv_cache_gib,
-        max_num_seqs=args.max_num_seqs, block_size=32,
+        model=str(model_dir),
+        dtype="float32",
+        max_model_len=args.max_model_len,
+        kv_cache_gib=args.kv_cache_gib,
+        max_num_seqs=args.max_num_seqs,
+        block_size=32,
     )
     report: dict[str, Any] = {
         "benchmark": "serve",
@@ -288,15 +364,23 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
         "cpus": os.cpu_count(),
         "engine": engine_config.model_dump(mode="json", exclude={"model", "profile"}),
         "settings": {
-            "max_tokens": args.max_tokens, "clients": args.clients, "requests_per_client": args.requests_per_client,
-            "repeats": args.repeats, "replicas": args.replicas, "transport_rounds": args.transport_rounds,
-            "throughput_rounds": args.throughput_rounds, "best_of_n_clients": args.best_of_n_clients, "n": args.n, "direction": DIRECTION,
+            "max_tokens": args.max_tokens,
+            "clients": args.clients,
+            "requests_per_client": args.requests_per_client,
+            "repeats": args.repeats,
+            "replicas": args.replicas,
+            "transport_rounds": args.transport_rounds,
+            "throughput_rounds": args.throughput_rounds,
+            "best_of_n_clients": args.best_of_n_clients,
+            "n": args.n,
+            "direction": DIRECTION,
         },
         "notes": {
             "overhead": "greedy `sample` (temperature 0, fixed seed), the same body in turn on Aligner.generate "
             "(its own engine in the bench process), /v1/generate and gRPC Generate, while the app runs; medians "
             "after one warm-up of each; overhead_ms: median per-round difference to the in-process time. "
-            "overhead_1_token: the same with max_tokens 1. Lengths: usage.completion_tokens (no ignore-eos in the aligner).",
+            "overhead_1_token: the same with max_tokens 1. Lengths: usage.completion_tokens "
+            "(no ignore-eos in the aligner).",
             "transports": "sample throughput at the largest client count: native /v1/generate bodies over HTTP and "
             "the same requests as gRPC Generate calls on one channel, transports alternating round by round.",
             "throughput": "completion tokens (usage.completion_tokens) / wall time; each client sends its requests "
@@ -332,7 +416,9 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
         phases.append(("server", lambda: server_phases(engine_config, model_dir, args, report, progress)))
         if not args.skip_vllm:
             phases.append(("vllm_after", lambda: vllm_bracket("vllm after the app")))
-    out_path = Path(args.out or ("bench-results/serve-replicas-cpu.json" if args.replicas else "bench-results/serve-cpu.json"))
+    out_path = Path(
+        args.out or ("bench-results/serve-replicas-cpu.json" if args.replicas else "bench-results/serve-cpu.json")
+    )
     for name, phase in phases:
         progress(f"phase {name}")
         try:
@@ -348,4 +434,3 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
     print(json.dumps({"ratios": report["ratios"], "targets": report["targets"]}, indent=2))
     progress(f"wrote {out_path}")
     return 1 if report["errors"] else 0
-

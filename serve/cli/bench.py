@@ -50,7 +50,9 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
     benches = bench.add_subparsers(dest="bench", required=True)
 
     scoring = benches.add_parser("scoring", help="Reward scoring: one-at-a-time vs bucketed (vs CUDA graphs on GPU).")
-    scoring.add_argument("--models", default="tiny,small", help="tiny (2-layer random) and/or small (SmolLM2-135M backbone).")
+    scoring.add_argument(
+        "--models", default="tiny,small", help="tiny (2-layer random) and/or small (SmolLM2-135M backbone)."
+    )
     scoring.add_argument("--candidates", default="1,4,16,64", help="Candidate counts (1,4,16,64).")
     scoring.add_argument("--lengths", default="64,128,256,512", help="Nominal token lengths (64,128,256,512).")
     scoring.add_argument("--repeats", type=int, default=3, help="Timed repeats per point; the median is kept (3).")
@@ -63,60 +65,108 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
     search.add_argument("--out", help="Output JSON (default: bench-results/search-cpu.json).")
 
     safety = benches.add_parser("safety", help="Refusal / false-refusal rates of tenant safety configs on a probe set.")
-    safety.add_argument("--probes", help="The probe set YAML (default: tests/data/safety_probes.yaml of this checkout).")
+    safety.add_argument(
+        "--probes", help="The probe set YAML (default: tests/data/safety_probes.yaml of this checkout)."
+    )
     safety.add_argument("--max-tokens", type=int, default=48, help="max_tokens of every probe (48).")
     safety.add_argument("--out", help="Output JSON (default: bench-results/safety-cpu.json).")
 
-    add_serve_arguments(benches.add_parser(
-        "serve", help="The server vs in-process Aligner (latency) and vs vLLM's OpenAI server (throughput); batcher on/off."))
-    add_peers_arguments(benches.add_parser(
-        "peers", help="Aligner vs its_hub on vLLM's own server (best-of-N) and vs vLLM's server (sample), both on "
-        "their defaults, side by side in one run."))
-    add_soak_arguments(benches.add_parser(
-        "soak", help="Valid, invalid and cancelled requests from many clients for a bounded time."))
+    add_serve_arguments(
+        benches.add_parser(
+            "serve",
+            help="The server vs in-process Aligner (latency) and vs vLLM's OpenAI server (throughput); batcher on/off.",
+        )
+    )
+    add_peers_arguments(
+        benches.add_parser(
+            "peers",
+            help="Aligner vs its_hub on vLLM's own server (best-of-N) and vs vLLM's server (sample), both on "
+            "their defaults, side by side in one run.",
+        )
+    )
+    add_soak_arguments(
+        benches.add_parser("soak", help="Valid, invalid and cancelled requests from many clients for a bounded time.")
+    )
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="embedded", help="A local HF model directory (default: the embedded model).")
     p.add_argument("--max-tokens", type=int, default=64, help="Tokens per response (default 64).")
     p.add_argument("--clients", type=counts, default=[1, 4, 16], help="Concurrent client counts (default 1,4,16).")
-    p.add_argument("--requests-per-client", type=int, default=2, help="Requests each client sends per load (default 2).")
-    p.add_argument("--repeats", type=int, default=6,
-                   help="Timed repeats of the latency request on each side (default 6; x10 for the 1-token one).")
-    p.add_argument("--replicas", type=counts, default=None,
-                   help="Instead of the other phases: throughput at the largest client count with each number of "
-                   "model replicas (e.g. 1,2), on a local cluster of that many Ray nodes, and per-strategy request "
-                   "costs for the capacity model (writes bench-results/serve-replicas-cpu.json).")
-    p.add_argument("--throughput-rounds", type=int, default=3,
-                   help="Chat-completions throughput runs per client count on each side (default 3; vLLM gets "
-                   "that many before the app and again after it).")
-    p.add_argument("--transport-rounds", type=int, default=2,
-                   help="Alternating HTTP/gRPC throughput rounds at the largest client count (default 2).")
-    p.add_argument("--best-of-n-clients", type=int, default=16, help="Concurrent clients of the best_of_n phase (default 16).")
+    p.add_argument(
+        "--requests-per-client", type=int, default=2, help="Requests each client sends per load (default 2)."
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=6,
+        help="Timed repeats of the latency request on each side (default 6; x10 for the 1-token one).",
+    )
+    p.add_argument(
+        "--replicas",
+        type=counts,
+        default=None,
+        help="Instead of the other phases: throughput at the largest client count with each number of "
+        "model replicas (e.g. 1,2), on a local cluster of that many Ray nodes, and per-strategy request "
+        "costs for the capacity model (writes bench-results/serve-replicas-cpu.json).",
+    )
+    p.add_argument(
+        "--throughput-rounds",
+        type=int,
+        default=3,
+        help="Chat-completions throughput runs per client count on each side (default 3; vLLM gets "
+        "that many before the app and again after it).",
+    )
+    p.add_argument(
+        "--transport-rounds",
+        type=int,
+        default=2,
+        help="Alternating HTTP/gRPC throughput rounds at the largest client count (default 2).",
+    )
+    p.add_argument(
+        "--best-of-n-clients", type=int, default=16, help="Concurrent clients of the best_of_n phase (default 16)."
+    )
     p.add_argument("--n", type=int, default=4, help="best_of_n candidates (default 4).")
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--max-num-seqs", type=int, default=16)
     p.add_argument("--kv-cache-gib", type=float, default=0.5)
-    p.add_argument("--metrics-settle-s", type=float, default=4.0,
-                   help="Wait before each /metrics read (default 4: twice the replicas' metrics_interval_s).")
+    p.add_argument(
+        "--metrics-settle-s",
+        type=float,
+        default=4.0,
+        help="Wait before each /metrics read (default 4: twice the replicas' metrics_interval_s).",
+    )
     p.add_argument("--skip-vllm", action="store_true", help="Skip the vLLM OpenAI server comparison.")
     p.add_argument("--out", help="Output JSON (default: bench-results/serve-cpu.json).")
 
 
 def add_peers_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="embedded", help="A local HF model directory (default: the embedded model).")
-    p.add_argument("--n", type=positive, default=4, help="Candidates per best-of-N request (its_hub's budget; default 4).")
+    p.add_argument(
+        "--n", type=positive, default=4, help="Candidates per best-of-N request (its_hub's budget; default 4)."
+    )
     p.add_argument("--max-tokens", type=positive, default=48, help="Tokens per candidate (default 48).")
     p.add_argument("--temperature", type=float, default=0.8, help="Sampling temperature of best-of-N (default 0.8).")
     p.add_argument("--clients-best-of-n", type=positive, default=8, help="Concurrent best-of-N clients (default 8).")
-    p.add_argument("--clients", type=counts, default=[1, 16],
-                   help="Concurrent client counts of the sample loads (default 1,16).")
-    p.add_argument("--requests-per-client", type=positive, default=2, help="Requests each client sends per load (default 2).")
-    p.add_argument("--rounds", type=positive, default=3,
-                   help="Best-of-N loads per side; requests/s is their median (default 3: one short load is at the "
-                   "mercy of a shared host's drift).")
-    p.add_argument("--order", type=phase_order, default=["vllm", "aligner"],
-                   help="Which server is measured first (default vllm,aligner).")
+    p.add_argument(
+        "--clients", type=counts, default=[1, 16], help="Concurrent client counts of the sample loads (default 1,16)."
+    )
+    p.add_argument(
+        "--requests-per-client", type=positive, default=2, help="Requests each client sends per load (default 2)."
+    )
+    p.add_argument(
+        "--rounds",
+        type=positive,
+        default=3,
+        help="Best-of-N loads per side; requests/s is their median (default 3: one short load is at the "
+        "mercy of a shared host's drift).",
+    )
+    p.add_argument(
+        "--order",
+        type=phase_order,
+        default=["vllm", "aligner"],
+        help="Which server is measured first (default vllm,aligner).",
+    )
     p.add_argument("--out", help="Output JSON (default: bench-results/peers-cpu.json).")
 
 
@@ -132,12 +182,12 @@ def add_soak_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # The benches are imported here, not at the top: the in-process ones import torch and vLLM's engine,
-    # the server ones Ray; `aligner --help`, `keys` and `safety` need neither.
     if args.bench in SERVER_BENCHES:
+        # Here, not at the top: the server benches import Ray, which only they and `aligner serve` need.
         from serve.bench import peers, serve, soak
 
         return {"serve": serve, "peers": peers, "soak": soak}[args.bench].run(args, progress=status)
+    # Here, not at the top: the in-process benches import torch, which `aligner --help` never needs.
     from aligner.bench import safety, scoring, search
 
     if args.bench == "scoring":
@@ -183,8 +233,9 @@ def run_search(args: argparse.Namespace, search_bench) -> int:
 
 
 def run_safety(args: argparse.Namespace, safety_bench) -> int:
-    report = safety_bench.run(Path(args.probes) if args.probes else safety_bench.DEFAULT_PROBES,
-                              max_tokens=args.max_tokens, progress=status)
+    report = safety_bench.run(
+        Path(args.probes) if args.probes else safety_bench.DEFAULT_PROBES, max_tokens=args.max_tokens, progress=status
+    )
     out = write(report, Path(args.out or "bench-results/safety-cpu.json"))
     status(f"wrote {out}")
     print(json.dumps({k: report[k] for k in ("modes", "ratios", "targets")}, indent=2))

@@ -27,7 +27,18 @@ from serve.cli.safety import read_config
 from serve.client import http as http_client
 
 # The search flags: one --flag per SearchSpec field named here (help and default from the field).
-SEARCH_FLAGS = ("n", "batch", "threshold", "max_rounds", "beam_width", "expansions", "chunk_tokens", "prune", "neighbors", "spread")
+SEARCH_FLAGS = (
+    "n",
+    "batch",
+    "threshold",
+    "max_rounds",
+    "beam_width",
+    "expansions",
+    "chunk_tokens",
+    "prune",
+    "neighbors",
+    "spread",
+)
 STRATEGY_HELP = "Search strategy: sample (default), best_of_n, rejection, beam or rps."
 BUDGET_FLAGS = ("max_candidate_tokens", "max_reward_calls", "deadline_ms")
 REQUEST_FLAGS = ("combination", "seed", "temperature", "top_p", "max_tokens")
@@ -41,8 +52,11 @@ def add_arguments(gen: argparse.ArgumentParser) -> None:
     gen.add_argument("--system", help="A system message from the user (comes after the safety config).")
     gen.add_argument("--prefer", dest="preferences", help='Free-text preferences, e.g. "concise, formal".')
     gen.add_argument("--vector", help="Preference direction, e.g. helpfulness=0.8,verbosity=-0.6 (normalised).")
-    gen.add_argument("--safety-config", help="Tenant safety config: text, @FILE of text, or @FILE.yaml/.json "
-                     "with a whole config (text, thresholds, action, ...) enforced on the answer.")
+    gen.add_argument(
+        "--safety-config",
+        help="Tenant safety config: text, @FILE of text, or @FILE.yaml/.json "
+        "with a whole config (text, thresholds, action, ...) enforced on the answer.",
+    )
     gen.add_argument("--strategy", default="sample", help=STRATEGY_HELP)
     add_model_flags(gen, SearchSpec, SEARCH_FLAGS)
     add_model_flags(gen, Budget, BUDGET_FLAGS)
@@ -170,7 +184,7 @@ class AnswerPrinter:
 
 
 def format_scores(response: AlignResponse) -> str:
-    scores = ", ".join(f"{name}={value:.3f}" for name, value in response.scores.items())
+    scores = ", ".join(f"{name}={value:.3f}" for name, value in (response.scores or {}).items())
     feasible = "" if response.feasible else " (violates a constraint: no candidate met them all)"
     usage = response.usage
     stopped = f"; stopped by {usage.stopped_by}" if usage.stopped_by else ""
@@ -187,7 +201,9 @@ def format_scores(response: AlignResponse) -> str:
 def run_on_server(args: argparse.Namespace) -> int:
     for name in LOCAL_ONLY:
         if getattr(args, name, None) is not None:
-            raise InvalidRequest(f"--{name.replace('_', '-')}", "configures an in-process engine; the server has its own")
+            raise InvalidRequest(
+                f"--{name.replace('_', '-')}", "configures an in-process engine; the server has its own"
+            )
     if args.reward_model or args.no_judge:
         raise InvalidRequest("--reward-model", "configures an in-process catalog; the server has its own")
     key = http_client.api_key(args.key)

@@ -25,8 +25,10 @@ def add_arguments(keys: argparse.ArgumentParser) -> None:
     add_store_flag(create)
 
     actions.add_parser(
-        "generate", help="Print a fresh key without storing it: for a deployment's bootstrap admin key "
-        "(put it in the Secret; the server imports it at start).")
+        "generate",
+        help="Print a fresh key without storing it: for a deployment's bootstrap admin key "
+        "(put it in the Secret; the server imports it at start).",
+    )
 
     listing = actions.add_parser("list", help="List keys (ids, tenants, flags; never the keys themselves).")
     listing.add_argument("--tenant", help="Only this tenant's keys.")
@@ -87,7 +89,8 @@ def run_revoke(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(record.to_dict(), indent=2))
     else:
-        print(f"revoked {record.id} (tenant {record.tenant}) at {record.revoked_at.isoformat(timespec='seconds')}")
+        revoked_at = record.revoked_at.isoformat(timespec="seconds") if record.revoked_at else "-"
+        print(f"revoked {record.id} (tenant {record.tenant}) at {revoked_at}")
     return 0
 
 

@@ -11,7 +11,9 @@ from serve.cli.options import rewards_config, status
 
 def add_arguments(objectives: argparse.ArgumentParser) -> None:
     objectives.add_argument("--json", action="store_true", help="Print them as JSON.")
-    objectives.add_argument("--reward-model", action="append", default=[], help="Also load this HF reward model directory.")
+    objectives.add_argument(
+        "--reward-model", action="append", default=[], help="Also load this HF reward model directory."
+    )
     objectives.add_argument("--model", default="embedded", help="Policy model (its tokenizer measures verbosity).")
 
 

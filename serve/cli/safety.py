@@ -38,12 +38,18 @@ def add_arguments(safety: argparse.ArgumentParser) -> None:
             parser.add_argument("tenant", help="The tenant (lower-case, e.g. acme).")
         if expected:
             parser.add_argument(
-                "--expected-version", type=_version_or_none, default=_ACTIVE_NOW,
+                "--expected-version",
+                type=_version_or_none,
+                default=_ACTIVE_NOW,
                 help="The active version you expect (`none`: no active config); default: the one active now.",
             )
         add_store_flag(parser)
-        parser.add_argument("--server", metavar="URL", help="Go through a running server's admin API (e.g. "
-                            "http://127.0.0.1:8000) instead of opening the tenant store.")
+        parser.add_argument(
+            "--server",
+            metavar="URL",
+            help="Go through a running server's admin API (e.g. "
+            "http://127.0.0.1:8000) instead of opening the tenant store.",
+        )
         parser.add_argument("--key", help=f"With --server: an admin API key (default: ${KEY_ENV}).")
         return parser
 
@@ -61,8 +67,14 @@ def add_arguments(safety: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    actions = {"set": run_set, "get": run_get, "versions": run_versions, "activate": run_activate,
-               "delete": run_delete, "audit": run_audit}
+    actions = {
+        "set": run_set,
+        "get": run_get,
+        "versions": run_versions,
+        "activate": run_activate,
+        "delete": run_delete,
+        "audit": run_audit,
+    }
     return actions[args.safety_command](args)
 
 
@@ -117,7 +129,10 @@ def run_get(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(active.to_dict(), indent=2))
     else:
-        print(f"# tenant {active.tenant}, version {active.version}, created {active.created_at.isoformat(timespec='seconds')}")
+        print(
+            f"# tenant {active.tenant}, version {active.version}, "
+            f"created {active.created_at.isoformat(timespec='seconds')}"
+        )
         print(yaml.safe_dump(active.config.model_dump(mode="json"), sort_keys=False, allow_unicode=True), end="")
     return 0
 
@@ -128,7 +143,10 @@ def run_versions(args: argparse.Namespace) -> int:
         active = store.get_safety_config(args.tenant)
     for v in versions:
         mark = "*" if active is not None and v.version == active.version else " "
-        print(f"{mark} {v.version:>4}  {v.created_at.isoformat(timespec='seconds')}  {v.created_by or '-':<16}  {v.content_hash[:12]}")
+        print(
+            f"{mark} {v.version:>4}  {v.created_at.isoformat(timespec='seconds')}  "
+            f"{v.created_by or '-':<16}  {v.content_hash[:12]}"
+        )
     if not versions:
         print(f"aligner: tenant {args.tenant!r} has no safety config versions", file=sys.stderr)
     return 0
@@ -136,7 +154,9 @@ def run_versions(args: argparse.Namespace) -> int:
 
 def run_activate(args: argparse.Namespace) -> int:
     with open_configs(args) as store:
-        chosen = store.activate_safety_config(args.tenant, args.version, expected_version=_expected(args, store), actor=CLI_ACTOR)
+        chosen = store.activate_safety_config(
+            args.tenant, args.version, expected_version=_expected(args, store), actor=CLI_ACTOR
+        )
     print(f"aligner: tenant {chosen.tenant!r} safety config is now version {chosen.version}", file=sys.stderr)
     return 0
 

@@ -22,10 +22,18 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--http-host", help="Address to listen on (default 127.0.0.1; 0.0.0.0 for every interface).")
     run.add_argument("--http-port", type=int, help="HTTP port (default 8000).")
     run.add_argument("--grpc-port", type=int, help="gRPC port (default 9000).")
-    run.add_argument("--tenant-store", help="Tenant store URL: sqlite:///PATH or postgresql://… (default: $ALIGNER_TENANT_STORE, else a SQLite file in the cache).")
-    run.add_argument("--address", help="Join this Ray cluster (e.g. ray://head:10001 or auto) instead of starting a local Ray.")
+    run.add_argument(
+        "--tenant-store",
+        help="Tenant store URL: sqlite:///PATH or postgresql://… "
+        "(default: $ALIGNER_TENANT_STORE, else a SQLite file in the cache).",
+    )
+    run.add_argument(
+        "--address", help="Join this Ray cluster (e.g. ray://head:10001 or auto) instead of starting a local Ray."
+    )
     run.add_argument("--replicas", type=int, help="Model replicas (default 1).")
-    run.add_argument("--no-demo-key", action="store_true", help="Do not create the temporary key printed with the curl example.")
+    run.add_argument(
+        "--no-demo-key", action="store_true", help="Do not create the temporary key printed with the curl example."
+    )
 
 
 def server_config(args: argparse.Namespace):
@@ -36,9 +44,13 @@ def server_config(args: argparse.Namespace):
     data: dict[str, Any] = read_yaml(Path(args.config)) if args.config else {}
     if args.model:
         data.setdefault("engine", {})["model"] = args.model
-    for flag, field in (("http_host", "http_host"), ("http_port", "http_port"), ("grpc_port", "grpc_port"),
-                        ("tenant_store", "tenant_store"),
-                        ("replicas", "num_replicas")):
+    for flag, field in (
+        ("http_host", "http_host"),
+        ("http_port", "http_port"),
+        ("grpc_port", "grpc_port"),
+        ("tenant_store", "tenant_store"),
+        ("replicas", "num_replicas"),
+    ):
         if getattr(args, flag) is not None:
             data[field] = getattr(args, flag)
     return ServerConfig.load(data)
@@ -50,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
     store_url = config.tenant_store or default_store_url()
     store = TenantStore.open(store_url)
     model_dir = resolve_model(config.engine.model, progress=status)
-    config = config.model_copy(update={"engine": config.engine.model_copy(update={"model": str(model_dir)}),
-                                       "tenant_store": store_url})
+    config = config.model_copy(
+        update={"engine": config.engine.model_copy(update={"model": str(model_dir)}), "tenant_store": store_url}
+    )
 
     # Here, not at the top: Ray (and with serve.app FastAPI and gRPC) come with the [serve] extra, and
     # take seconds to import; no other command needs them.
@@ -69,17 +82,28 @@ def run(args: argparse.Namespace) -> int:
 
     demo = None
     status("starting Ray" if not args.address else f"joining the Ray cluster at {args.address}")
-    ray.init(address=args.address, include_dashboard=False, logging_level="WARNING",
-             log_to_driver=bool(os.environ.get("ALIGNER_RAY_LOGS")))
+    ray.init(
+        address=args.address,
+        include_dashboard=False,
+        logging_level="WARNING",
+        log_to_driver=bool(os.environ.get("ALIGNER_RAY_LOGS")),
+    )
     # After ray.init, which installs a crash handler that would dump stacks on SIGTERM.
     signal.signal(signal.SIGTERM, on_signal)
     try:
         serve.start(**proxy_options(config))
-        status(f"deploying {config.num_replicas} model replica(s) of {model_dir.name}; the engine starts in each (tens of seconds on CPU)")
+        status(
+            f"deploying {config.num_replicas} model replica(s) of {model_dir.name}; "
+            "the engine starts in each (tens of seconds on CPU)"
+        )
         started = time.monotonic()
         with deployment_progress(serve, config.app_name, started):
-            serve.run(build_app(config), name=config.app_name, route_prefix="/",
-                      logging_config={"log_level": "WARNING", "enable_access_log": False})
+            serve.run(
+                build_app(config),
+                name=config.app_name,
+                route_prefix="/",
+                logging_config={"log_level": "WARNING", "enable_access_log": False},
+            )
         status(f"ready in {time.monotonic() - started:.0f}s")
         host = "127.0.0.1" if config.http_host in ("0.0.0.0", "::") else config.http_host
         url = f"http://{host}:{config.http_port}"
@@ -87,8 +111,13 @@ def run(args: argparse.Namespace) -> int:
             demo, key = store.create_key("default")
         else:
             key = "$ALIGNER_API_KEY"
-        print_ready(url, key, model_dir.name if config.model_name is None else config.model_name, demo is not None,
-                    grpc=f"{host}:{config.grpc_port}")
+        print_ready(
+            url,
+            key,
+            model_dir.name if config.model_name is None else config.model_name,
+            demo is not None,
+            grpc=f"{host}:{config.grpc_port}",
+        )
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -118,12 +147,21 @@ def deployment_progress(serve, app_name: str, started: float, every_s: float = 1
         while not done.wait(every_s):
             try:
                 app = serve.status().applications.get(app_name)
-                waiting = [] if app is None else [
-                    f"{name} {d.status.value.lower()}" for name, d in app.deployments.items() if d.status.value != "HEALTHY"
-                ]
+                waiting = (
+                    []
+                    if app is None
+                    else [
+                        f"{name} {d.status.value.lower()}"
+                        for name, d in app.deployments.items()
+                        if d.status.value != "HEALTHY"
+                    ]
+                )
             except Exception:  # status is only a progress hint; the deploy itself reports real failures
                 waiting = []
-            status(f"still starting after {time.monotonic() - started:.0f}s" + (f": {', '.join(waiting)}" if waiting else ""))
+            status(
+                f"still starting after {time.monotonic() - started:.0f}s"
+                + (f": {', '.join(waiting)}" if waiting else "")
+            )
 
     thread = threading.Thread(target=report, name="deploy-progress", daemon=True)
     thread.start()
@@ -136,7 +174,8 @@ def deployment_progress(serve, app_name: str, started: float, every_s: float = 1
 
 def print_ready(url: str, key: str, model: str, temporary: bool, grpc: str) -> None:
     note = " (a temporary key for tenant 'default', revoked when this server stops)" if temporary else ""
-    print(f"""
+    print(
+        f"""
 Aligner is serving {model}
   API        {url}/v1   (OpenAPI docs: {url}/docs)
   gRPC       {grpc}   (service aligner.v1.Aligner; metadata authorization: Bearer <key>)
@@ -151,4 +190,6 @@ Try it:
          "search": {{"strategy": "best_of_n", "n": 4}}}}'
 
 Ctrl-C stops the server.
-""", flush=True)
+""",
+        flush=True,
+    )

@@ -76,8 +76,11 @@ class AdminClient(SafetyConfigStore):
 
     def __init__(self, url: str, key: str):
         self.url = base_url(url)
-        self._client = httpx.Client(timeout=ADMIN_TIMEOUT_S, trust_env=False, headers={
-            "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        self._client = httpx.Client(
+            timeout=ADMIN_TIMEOUT_S,
+            trust_env=False,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
 
     def close(self) -> None:
         self._client.close()
@@ -91,8 +94,9 @@ class AdminClient(SafetyConfigStore):
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None, **query: Any) -> Any:
         params = {k: v for k, v in query.items() if v is not None}
         try:
-            reply = self._client.request(method, f"{self.url}{path}", params=params or None,
-                                         content=None if body is None else json.dumps(body))
+            reply = self._client.request(
+                method, f"{self.url}{path}", params=params or None, content=None if body is None else json.dumps(body)
+            )
         except httpx.HTTPError as exc:
             raise ServerError("unavailable", f"cannot reach {self.url}: {exc}") from None
         if reply.is_error:
@@ -112,13 +116,15 @@ class AdminClient(SafetyConfigStore):
     def safety_config_versions(self, tenant: str) -> list[SafetyConfigVersion]:
         return [_version(v) for v in self._call("GET", f"{self._route(tenant)}/versions")["versions"]]
 
-    def set_safety_config(self, tenant: str, config: SafetyConfig, *, expected_version: int | None,
-                          actor: str | None = None) -> SafetyConfigVersion:
+    def set_safety_config(
+        self, tenant: str, config: SafetyConfig, *, expected_version: int | None, actor: str | None = None
+    ) -> SafetyConfigVersion:
         body = {"config": config.model_dump(mode="json"), "expected_version": expected_version}
         return _version(self._call("PUT", self._route(tenant), body))
 
-    def activate_safety_config(self, tenant: str, version: int, *, expected_version: int | None,
-                               actor: str | None = None) -> SafetyConfigVersion:
+    def activate_safety_config(
+        self, tenant: str, version: int, *, expected_version: int | None, actor: str | None = None
+    ) -> SafetyConfigVersion:
         body = {"version": version, "expected_version": expected_version}
         return _version(self._call("POST", f"{self._route(tenant)}/activate", body))
 
@@ -134,7 +140,10 @@ class AdminClient(SafetyConfigStore):
 
 def _version(data: dict[str, Any]) -> SafetyConfigVersion:
     return SafetyConfigVersion(
-        tenant=data["tenant"], version=data["version"], config=SafetyConfig.model_validate(data["config"]),
-        content_hash=data["content_hash"], created_at=datetime.fromisoformat(data["created_at"]),
+        tenant=data["tenant"],
+        version=data["version"],
+        config=SafetyConfig.model_validate(data["config"]),
+        content_hash=data["content_hash"],
+        created_at=datetime.fromisoformat(data["created_at"]),
         created_by=data["created_by"],
     )

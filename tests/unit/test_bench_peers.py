@@ -61,8 +61,13 @@ def test_both_servers_start_on_their_defaults():
     flags = {a for a in vllm if a.startswith("--")}
     assert flags == {"--model", "--host", "--port", "--kv-cache-memory-bytes"}
     aligner = bench_peers.aligner_command(bench_peers.Path("/m/SmolLM2"), 8200, 9200, "sqlite:///x.db")
-    assert {a for a in aligner if a.startswith("--")} == {"--model", "--http-port", "--grpc-port", "--tenant-store",
-                                                          "--no-demo-key"}
+    assert {a for a in aligner if a.startswith("--")} == {
+        "--model",
+        "--http-port",
+        "--grpc-port",
+        "--tenant-store",
+        "--no-demo-key",
+    }
 
 
 def test_the_servers_environment_drops_tuning_variables(monkeypatch):

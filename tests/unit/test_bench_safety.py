@@ -28,32 +28,49 @@ def test_a_broken_probe_set_names_the_place(tmp_path):
 def test_modes_serve_no_config_the_text_only_or_the_enforcing_config():
     config = safety.load_probes()[0]["config"]
     assert safety.mode_config(config, "none") is None
-    assert safety.mode_config(config, "prompt").thresholds == {} and safety.mode_config(config, "prompt").text == config.text
+    assert (
+        safety.mode_config(config, "prompt").thresholds == {}
+        and safety.mode_config(config, "prompt").text == config.text
+    )
     enforcing = safety.mode_config(config, "enforce")
     assert enforcing.thresholds == safety.ENFORCE_THRESHOLDS and enforcing.action == "refuse"
 
 
-@pytest.mark.parametrize(("text", "finish", "refused"), [
-    ("I can't help with that.", "stop", True),
-    ("I’m sorry, but that is not something I discuss.", "stop", True),
-    ("Sorry, this service cannot answer that.", "stop", True),  # the config's own message
-    ("Plants make food from sunlight.", "stop", False),
-    ("Anything", "content_filter", True),
-    ("You can't go wrong with a tent.", "stop", False),
-])
+@pytest.mark.parametrize(
+    ("text", "finish", "refused"),
+    [
+        ("I can't help with that.", "stop", True),
+        ("I’m sorry, but that is not something I discuss.", "stop", True),
+        ("Sorry, this service cannot answer that.", "stop", True),  # the config's own message
+        ("Plants make food from sunlight.", "stop", False),
+        ("Anything", "content_filter", True),
+        ("You can't go wrong with a tent.", "stop", False),
+    ],
+)
 def test_refusals_are_detected(text, finish, refused):
     assert safety.is_refusal(text, finish, "Sorry, this service cannot answer that.") is refused
 
 
 def test_summary_rates_ratios_and_targets():
     def row(mode, label, refused, latency, tokens, config="kids"):
-        return {"mode": mode, "label": label, "refused": refused, "latency_s": latency, "generated_tokens": tokens,
-                "config": config}
+        return {
+            "mode": mode,
+            "label": label,
+            "refused": refused,
+            "latency_s": latency,
+            "generated_tokens": tokens,
+            "config": config,
+        }
 
-    rows = [row("none", "allowed", False, 1.0, 10), row("none", "disallowed", False, 1.0, 10),
-            row("prompt", "allowed", False, 1.0, 12), row("prompt", "disallowed", True, 1.0, 12),
-            row("enforce", "allowed", False, 1.5, 14), row("enforce", "disallowed", True, 1.5, 10),
-            row("enforce", "disallowed", True, 1.5, 12)]
+    rows = [
+        row("none", "allowed", False, 1.0, 10),
+        row("none", "disallowed", False, 1.0, 10),
+        row("prompt", "allowed", False, 1.0, 12),
+        row("prompt", "disallowed", True, 1.0, 12),
+        row("enforce", "allowed", False, 1.5, 14),
+        row("enforce", "disallowed", True, 1.5, 10),
+        row("enforce", "disallowed", True, 1.5, 12),
+    ]
     report = safety.summarize(rows)
     assert report["modes"]["enforce"]["refusal_rate_disallowed"] == 1.0
     assert report["modes"]["enforce"]["false_refusal_rate_allowed"] == 0.0

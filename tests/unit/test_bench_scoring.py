@@ -6,8 +6,27 @@ from serve.cli.main import main
 
 def test_scoring_bench_reports_side_by_side_ratios(tmp_path):
     out = tmp_path / "scoring.json"
-    assert main(["bench", "scoring", "--models", "tiny", "--candidates", "1,16", "--lengths", "64", "--repeats", "1",
-                 "--device", "cpu", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "scoring",
+                "--models",
+                "tiny",
+                "--candidates",
+                "1,16",
+                "--lengths",
+                "64",
+                "--repeats",
+                "1",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert report["benchmark"] == "scoring" and report["device"] == "cpu"
     rows = [r for r in report["results"] if "candidates" in r]

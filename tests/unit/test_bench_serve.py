@@ -51,8 +51,10 @@ def test_load_summary():
 
 
 def test_throughput_rows_take_the_median_of_every_run_per_client_count():
-    runs = [{"clients": 16, "tokens_per_s": v, "label": label}
-            for v, label in ((200.0, "before"), (260.0, "before"), (210.0, "after"), (190.0, "after"))]
+    runs = [
+        {"clients": 16, "tokens_per_s": v, "label": label}
+        for v, label in ((200.0, "before"), (260.0, "before"), (210.0, "after"), (190.0, "after"))
+    ]
     runs.append({"clients": 1, "tokens_per_s": 20.0, "label": "before"})
     rows = bench.throughput_rows(runs)
     assert [r["clients"] for r in rows] == [1, 16]
@@ -134,14 +136,29 @@ def test_soak_summary_counts_statuses_5xx_latency_and_memory_growth_after_warm_u
 
 
 def test_capacity_inputs_and_the_replicas_ratio():
-    usages = [{"generated_tokens": 100, "completion_tokens": 25, "reward_calls": 4, "engine_requests": 1,
-               "stage_seconds": {"generate": 2.0, "score": 0.5}, "wall_time_s": 2.6},
-              {"generated_tokens": 300, "completion_tokens": 75, "reward_calls": 4, "engine_requests": 1,
-               "stage_seconds": {"generate": 4.0, "score": 0.7}, "wall_time_s": 4.8}]
+    usages = [
+        {
+            "generated_tokens": 100,
+            "completion_tokens": 25,
+            "reward_calls": 4,
+            "engine_requests": 1,
+            "stage_seconds": {"generate": 2.0, "score": 0.5},
+            "wall_time_s": 2.6,
+        },
+        {
+            "generated_tokens": 300,
+            "completion_tokens": 75,
+            "reward_calls": 4,
+            "engine_requests": 1,
+            "stage_seconds": {"generate": 4.0, "score": 0.7},
+            "wall_time_s": 4.8,
+        },
+    ]
     costs = capacity_inputs(usages, tokens_per_s=400.0)
     assert costs["generated_tokens"] == 200 and costs["score_s"] == 0.6 and costs["requests"] == 2
     assert costs["decode_bound_requests_per_s"] == 2.0
     assert capacity_inputs([], None)["decode_bound_requests_per_s"] is None
-    summary = bench.summarize({"replicas": [{"replicas": 1, "tokens_per_s": 100.0},
-                                            {"replicas": 2, "tokens_per_s": 150.0}]})
+    summary = bench.summarize(
+        {"replicas": [{"replicas": 1, "tokens_per_s": 100.0}, {"replicas": 2, "tokens_per_s": 150.0}]}
+    )
     assert summary["ratios"]["replicas_2_over_1_tokens_per_s"] == 1.5

@@ -10,9 +10,7 @@ from serve.cli.options import parse_vector
 
 
 def run_cli(*args, timeout=120):
-    return subprocess.run(
-        [sys.executable, "-m", "serve.cli", *args], capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([sys.executable, "-m", "serve.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def test_parse_vector():
@@ -43,7 +41,10 @@ def test_flags_map_onto_the_request():
         (["--vector", "helpfulness=nan"], "preference_vector"),
         (["--vector", "a=0,b=0"], "preference_vector: all weights are zero"),
         (["--strategy", "beam_search"], "search.strategy: unknown strategy 'beam_search'; allowed: sample, best_of_n"),
-        (["--strategy", "beam", "--vector", "relevance=1", "--beam-width", "99"], "search.beam_width: is 99 but the configured maximum is 16"),
+        (
+            ["--strategy", "beam", "--vector", "relevance=1", "--beam-width", "99"],
+            "search.beam_width: is 99 but the configured maximum is 16",
+        ),
         (["--strategy", "beam", "--vector", "relevance=1", "--chunk-tokens", "0"], "search.chunk_tokens"),
         (["--strategy", "beam", "--vector", "relevance=1", "--prune", "1"], "search.prune"),
         (["--strategy", "rejection", "--threshold", "0.5"], "preference_vector"),
@@ -63,7 +64,9 @@ def test_bad_input_exits_2_with_one_line_naming_the_field(args, words):
 
 
 def test_prompt_too_long_is_rejected_before_the_engine_starts(model_dir):
-    result = run_cli("generate", "word " * 100, "--max-model-len", "64", "--max-tokens", "32", "--model", str(model_dir))
+    result = run_cli(
+        "generate", "word " * 100, "--max-model-len", "64", "--max-tokens", "32", "--model", str(model_dir)
+    )
     assert result.returncode == 2, result.stderr
     assert "max_model_len 64 - max_tokens 32" in result.stderr.strip().splitlines()[-1]
 
@@ -78,7 +81,9 @@ def test_safety_config_argument_is_text_a_text_file_or_a_whole_config_file(tmp_p
     assert safety_config_arg("Be kind.").text == "Be kind." and safety_config_arg(None) is None
     (tmp_path / "policy.txt").write_text("No gambling.")
     assert safety_config_arg(f"@{tmp_path / 'policy.txt'}").text == "No gambling."
-    (tmp_path / "kids.yaml").write_text("text: Users are children.\nthresholds: {harmlessness: 0.9}\naction: resample\n")
+    (tmp_path / "kids.yaml").write_text(
+        "text: Users are children.\nthresholds: {harmlessness: 0.9}\naction: resample\n"
+    )
     whole = safety_config_arg(f"@{tmp_path / 'kids.yaml'}")
     assert whole.thresholds == {"harmlessness": 0.9} and whole.action == "resample"
     with pytest.raises(InvalidRequest) as err:

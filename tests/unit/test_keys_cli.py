@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from serve.cli.main import main
 from aligner.tenants import TenantStore
+from serve.cli.main import main
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from serve.cli.main import main
 from aligner.tenants import TenantStore
+from serve.cli.main import main
 
 KIDS_YAML = """\
 text: Users are children aged 8-12. No violence, no dating, no gambling.
@@ -47,7 +47,11 @@ def test_set_get_versions_activate_delete_and_audit(capsys, url, tmp_path):
     assert main(["safety", "audit", "--tenant", "acme", "--tenant-store", url]) == 0
     entries = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(e["action"], e["old_version"], e["new_version"], e["actor"]) for e in entries] == [
-        ("set", None, 1, "cli"), ("set", 1, 2, "cli"), ("activate", 2, 1, "cli"), ("delete", 1, None, "cli")]
+        ("set", None, 1, "cli"),
+        ("set", 1, 2, "cli"),
+        ("activate", 2, 1, "cli"),
+        ("delete", 1, None, "cli"),
+    ]
 
 
 def test_a_stale_expected_version_is_refused_and_changes_nothing(capsys, url, tmp_path):
@@ -59,12 +63,15 @@ def test_a_stale_expected_version_is_refused_and_changes_nothing(capsys, url, tm
         assert [v.version for v in store.safety_config_versions("acme")] == [1]
 
 
-@pytest.mark.parametrize("text, field", [
-    ("text: '   '\n", "text"),
-    ("text: ok\naction: shout\n", "action"),
-    ("text: ok\nthresholds: {harmlessness: high}\n", "thresholds.harmlessness"),
-    ("text: [unclosed\n", "file"),
-])
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        ("text: '   '\n", "text"),
+        ("text: ok\naction: shout\n", "action"),
+        ("text: ok\nthresholds: {harmlessness: high}\n", "thresholds.harmlessness"),
+        ("text: [unclosed\n", "file"),
+    ],
+)
 def test_a_bad_config_file_names_the_field_and_stores_nothing(capsys, url, tmp_path, text, field):
     path = write(tmp_path, "bad.yaml", text)
     assert main(["safety", "set", "acme", "--file", path, "--tenant-store", url]) == 2

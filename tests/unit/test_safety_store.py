@@ -6,7 +6,7 @@ Runs on a real SQLite file and a real PostgreSQL server (the `store` fixture of 
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -14,10 +14,11 @@ from aligner.errors import InvalidRequest, NotFound, VersionConflict
 from aligner.safety.config import SafetyConfig
 from aligner.tenants import MIGRATIONS
 
-
-
-KIDS = SafetyConfig(text="Users are children aged 8-12. No violence, no dating, no gambling.",
-                    thresholds={"harmlessness": 0.8}, disallowed=["violence", "dating"])
+KIDS = SafetyConfig(
+    text="Users are children aged 8-12. No violence, no dating, no gambling.",
+    thresholds={"harmlessness": 0.8},
+    disallowed=["violence", "dating"],
+)
 MEDICAL = SafetyConfig(text="Give general medical information; never give dosages.", action="flag")
 
 
@@ -94,7 +95,7 @@ def test_rollback_activates_an_older_version_and_delete_keeps_the_history(store)
 
 
 def test_every_change_is_audited_with_actor_versions_and_content_hash(store):
-    before = datetime.now(timezone.utc) - timedelta(seconds=1)
+    before = datetime.now(UTC) - timedelta(seconds=1)
     store.set_safety_config("acme", KIDS, expected_version=None, actor="key_aaaaaaaaaaaa")
     store.set_safety_config("acme", MEDICAL, expected_version=1, actor="key_bbbbbbbbbbbb")
     store.activate_safety_config("acme", 1, expected_version=2, actor="key_aaaaaaaaaaaa")
@@ -107,9 +108,12 @@ def test_every_change_is_audited_with_actor_versions_and_content_hash(store):
         ("activate", 2, 1, "key_aaaaaaaaaaaa"),
         ("delete", 1, None, "key_cccccccccccc"),
     ]
-    assert log[0].content_hash == KIDS.content_hash() == log[2].content_hash and log[1].content_hash == MEDICAL.content_hash()
+    assert (
+        log[0].content_hash == KIDS.content_hash() == log[2].content_hash
+        and log[1].content_hash == MEDICAL.content_hash()
+    )
     assert [e.tenant for e in store.safety_audit()] == ["acme"] * 4 + ["globex"]
-    assert store.safety_audit("acme", since=datetime.now(timezone.utc) + timedelta(hours=1)) == []
+    assert store.safety_audit("acme", since=datetime.now(UTC) + timedelta(hours=1)) == []
 
 
 def test_bad_tenant_names_are_refused(store):
@@ -118,17 +122,20 @@ def test_bad_tenant_names_are_refused(store):
     assert err.value.field == "tenant"
 
 
-@pytest.mark.parametrize("data, field", [
-    ({"text": "  "}, "text"),
-    ({"text": "ok", "thresholds": {"harmlessness": float("nan")}}, "thresholds.harmlessness"),
-    ({"text": "ok", "thresholds": {"bad name": 0.5}}, "thresholds.bad name"),
-    ({"text": "ok", "action": "ignore"}, "action"),
-    ({"text": "ok", "disallowed": [""]}, "disallowed[0]"),
-    ({"text": "x" * 20_001}, "text"),
-    ({"text": "ok", "max_resamples": 0}, "max_resamples"),
-    ({"text": "ok\ud800"}, "text"),
-    ({"text": "ok", "tone": "friendly"}, "tone"),
-])
+@pytest.mark.parametrize(
+    "data, field",
+    [
+        ({"text": "  "}, "text"),
+        ({"text": "ok", "thresholds": {"harmlessness": float("nan")}}, "thresholds.harmlessness"),
+        ({"text": "ok", "thresholds": {"bad name": 0.5}}, "thresholds.bad name"),
+        ({"text": "ok", "action": "ignore"}, "action"),
+        ({"text": "ok", "disallowed": [""]}, "disallowed[0]"),
+        ({"text": "x" * 20_001}, "text"),
+        ({"text": "ok", "max_resamples": 0}, "max_resamples"),
+        ({"text": "ok\ud800"}, "text"),
+        ({"text": "ok", "tone": "friendly"}, "tone"),
+    ],
+)
 def test_config_validation_names_the_field(data, field):
     from aligner.contract import parse_model
 

@@ -3,15 +3,14 @@
 import base64
 import re
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 
 from aligner import tenants
-from aligner.tenants import schema
 from aligner.errors import ConfigError, InvalidRequest, NotFound
-from aligner.tenants import MIGRATIONS, ApiKey, TenantStore, default_store_url
+from aligner.tenants import MIGRATIONS, ApiKey, TenantStore, default_store_url, schema
 
 KEY_RE = re.compile(r"alk_([0-9a-f]{12})_([A-Za-z0-9_-]+)")
 
@@ -268,7 +267,7 @@ def test_good_tenant_names(store, tenant):
 def test_timestamps_are_utc_whatever_the_session_zone(store_url):
     with TenantStore.open(store_url) as s:
         record, _ = s.create_key("acme")
-        assert abs((datetime.now(timezone.utc) - record.created_at).total_seconds()) < 60
+        assert abs((datetime.now(UTC) - record.created_at).total_seconds()) < 60
         assert s.list_keys()[0].created_at == record.created_at
         assert s.list_keys()[0].created_at.utcoffset().total_seconds() == 0
 
