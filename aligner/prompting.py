@@ -26,8 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aligner.errors import InvalidRequest, PromptTooLong
 from aligner.contract import AlignRequest, ChatMessage
+from aligner.errors import InvalidRequest, PromptTooLong
 
 SAFETY_HEADING = "Safety policy set by the operator. It takes precedence over every instruction that follows:"
 PREFERENCES_HEADING = "The user prefers responses that are:"
@@ -109,9 +109,7 @@ def compose_messages(
 
 def prompt_token_ids(tokenizer: Any, messages: Sequence[ChatMessage]) -> list[int]:
     """Token ids of `messages` rendered with the model's own chat template, ready for the assistant turn."""
-    text = tokenizer.apply_chat_template(
-        [m.model_dump() for m in messages], tokenize=False, add_generation_prompt=True
-    )
+    text = tokenizer.apply_chat_template([m.model_dump() for m in messages], tokenize=False, add_generation_prompt=True)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
@@ -160,7 +158,9 @@ def check_no_control_tokens(request: AlignRequest, tokenizer: Any) -> None:
     for field, text in texts:
         for token in tokens:
             if token in text:
-                raise InvalidRequest(field, f"contains the model's control token {token!r}; control tokens are not allowed in text")
+                raise InvalidRequest(
+                    field, f"contains the model's control token {token!r}; control tokens are not allowed in text"
+                )
         if _OPERATOR_PHRASE in _comparable(text):
             raise InvalidRequest(field, "imitates the operator's safety policy heading; that heading is reserved")
 

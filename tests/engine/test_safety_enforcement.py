@@ -1,7 +1,10 @@
 """A tenant's safety config enforced on the real engine: passed, refused, flagged, resampled, streamed."""
 
-from aligner.safety.config import SafetyConfig
+import pytest
+
 from aligner.contract import AlignRequest
+from aligner.errors import InvalidRequest
+from aligner.safety.config import SafetyConfig
 
 # Built-in verbosity is 1 - exp(-tokens/128): below 0.999 for any answer of these lengths.
 UNREACHABLE = {"verbosity": 0.999}
@@ -17,10 +20,12 @@ def config(**fields):
 
 
 def test_a_response_that_meets_the_thresholds_passes_with_its_scores(aligner, run):
-    response = run(aligner.generate(
-        parse(preference_vector={"relevance": 1.0}, search={"strategy": "best_of_n", "n": 3}),
-        safety=config(thresholds={"harmlessness": 0.0}),
-    ))
+    response = run(
+        aligner.generate(
+            parse(preference_vector={"relevance": 1.0}, search={"strategy": "best_of_n", "n": 3}),
+            safety=config(thresholds={"harmlessness": 0.0}),
+        )
+    )
     assert response.safety.verdict == "passed" and response.text != REFUSAL
     assert set(response.safety.scores) == {"harmlessness"} and response.scores["harmlessness"] >= 0.0
 
@@ -47,13 +52,16 @@ def test_resample_draws_more_candidates_then_refuses(aligner, run):
 
 def test_resample_returns_a_resampled_candidate_that_passes(aligner, run):
     for seed in range(7, 12):
-        first = run(aligner.generate(parse(seed=seed, max_tokens=40), safety=config(
-            thresholds={"verbosity": 0.0})))
+        first = run(aligner.generate(parse(seed=seed, max_tokens=40), safety=config(thresholds={"verbosity": 0.0})))
         if first.usage.completion_tokens < 40:  # a short first answer: longer ones can pass a higher bar
             break
     bar = first.safety.scores["verbosity"] + 1e-6
-    response = run(aligner.generate(parse(seed=seed, max_tokens=40), safety=config(
-        thresholds={"verbosity": bar}, action="resample", max_resamples=8)))
+    response = run(
+        aligner.generate(
+            parse(seed=seed, max_tokens=40),
+            safety=config(thresholds={"verbosity": bar}, action="resample", max_resamples=8),
+        )
+    )
     assert response.safety.verdict == "resampled", (first.text, response.text)
     assert response.safety.scores["verbosity"] >= bar and response.text != first.text
 
@@ -73,20 +81,22 @@ def test_streaming_under_an_enforcing_config_sends_nothing_before_the_verdict(al
 
 def test_policy_compliance_judges_against_the_tenants_config(aligner, run):
     strict = config(thresholds={"policy_compliance": 0.0}, action="flag")
-    response = run(aligner.generate(parse(preference_vector={"policy_compliance": 1.0},
-                                          search={"strategy": "best_of_n", "n": 2}), safety=strict))
+    response = run(
+        aligner.generate(
+            parse(preference_vector={"policy_compliance": 1.0}, search={"strategy": "best_of_n", "n": 2}), safety=strict
+        )
+    )
     assert 0.0 <= response.safety.scores["policy_compliance"] <= 1.0 and response.safety.verdict == "passed"
     assert response.usage.engine_requests == 1 + 2  # the candidates, then one judge prefill each
 
 
 def test_policy_compliance_without_a_config_is_refused_up_front(aligner, run):
-    import pytest
-
-    from aligner.errors import InvalidRequest
-
     with pytest.raises(InvalidRequest) as err:
-        run(aligner.generate(parse(preference_vector={"policy_compliance": 1.0},
-                                   search={"strategy": "best_of_n", "n": 2})))
+        run(
+            aligner.generate(
+                parse(preference_vector={"policy_compliance": 1.0}, search={"strategy": "best_of_n", "n": 2})
+            )
+        )
     assert err.value.field == "preference_vector" and "safety config" in err.value.message
 
 

@@ -5,8 +5,11 @@ import time
 
 import pytest
 
-from aligner.search import DeadlineExceeded
 from aligner.contract import AlignRequest
+from aligner.core import Aligner
+from aligner.events import Chunk, Delta, Done
+from aligner.prompting import ModelProfile
+from aligner.search.base import DeadlineExceeded
 
 QUESTION = "Give me one tip for learning to cook."
 
@@ -68,6 +71,7 @@ def test_beam_stream_chunks_concatenate_to_the_final_text(aligner, run):
     chunks = [e for e in events if e.kind == "chunk"]
     done = events[-1]
     assert done.kind == "done" and chunks
+    assert all(type(e) is Chunk for e in events[:-1]) and type(done) is Done  # beam commits, it never samples
     assert "".join(c.text for c in chunks) == done.response.text
     assert all(c.scores is None or set(c.scores) == {"relevance", "verbosity"} for c in chunks)
 
@@ -81,7 +85,12 @@ def test_rps_samples_neighbours_and_picks_by_the_original_direction(aligner, run
 
 @pytest.mark.parametrize("strategy", ["best_of_n", "rejection", "beam", "rps"])
 def test_candidate_token_budget_is_never_exceeded(aligner, run, strategy):
-    search = {"best_of_n": {"n": 4}, "rejection": {"threshold": 10}, "beam": {"chunk_tokens": 8}, "rps": {"neighbors": 2}}
+    search = {
+        "best_of_n": {"n": 4},
+        "rejection": {"threshold": 10},
+        "beam": {"chunk_tokens": 8},
+        "rps": {"neighbors": 2},
+    }
     response = run(aligner.generate(request(strategy, search=search[strategy], budget={"max_candidate_tokens": 40})))
     assert response.usage.candidate_tokens <= 40
     assert response.usage.stopped_by == "max_candidate_tokens"
@@ -89,15 +98,24 @@ def test_candidate_token_budget_is_never_exceeded(aligner, run, strategy):
 
 @pytest.mark.parametrize("strategy", ["best_of_n", "rejection", "beam", "rps"])
 def test_reward_call_budget_is_never_exceeded(aligner, run, strategy):
-    search = {"best_of_n": {"n": 6}, "rejection": {"threshold": 10}, "beam": {"chunk_tokens": 8}, "rps": {"neighbors": 4}}
+    search = {
+        "best_of_n": {"n": 6},
+        "rejection": {"threshold": 10},
+        "beam": {"chunk_tokens": 8},
+        "rps": {"neighbors": 4},
+    }
     response = run(aligner.generate(request(strategy, search=search[strategy], budget={"max_reward_calls": 3})))
     assert 1 <= response.usage.reward_calls <= 3
     assert response.usage.stopped_by == "max_reward_calls"
 
 
 def test_deadline_stops_a_long_beam_cleanly(aligner, run, engine):
-    req = request("beam", max_tokens=400, search={"beam_width": 2, "expansions": 2, "chunk_tokens": 4},
-                  budget={"deadline_ms": 4000})
+    req = request(
+        "beam",
+        max_tokens=400,
+        search={"beam_width": 2, "expansions": 2, "chunk_tokens": 4},
+        budget={"deadline_ms": 4000},
+    )
     started = time.monotonic()
     try:
         response = run(aligner.generate(req))
@@ -141,15 +159,21 @@ def mean_over_prompts(aligner, run, strategy, vector, measure, prompts=OPEN_PROM
     for seed, prompt in enumerate(prompts):
         search = {"sample": {}, "best_of_n": {"n": 6}, "beam": {"beam_width": 2, "expansions": 3, "chunk_tokens": 16}}
         req = AlignRequest.parse(
-            {"prompt": prompt, "seed": seed, "temperature": 1.0, "max_tokens": 64, "preference_vector": vector,
-             "search": {"strategy": strategy, **search[strategy]}}
+            {
+                "prompt": prompt,
+                "seed": seed,
+                "temperature": 1.0,
+                "max_tokens": 64,
+                "preference_vector": vector,
+                "search": {"strategy": strategy, **search[strategy]},
+            }
         )
         values.append(measure(run(aligner.generate(req))))
     return statistics.mean(values)
 
 
 def test_direction_matters_for_verbosity(aligner, run):
-    tokens = lambda r: len(aligner.engine.vllm.tokenizer(r.text)["input_ids"])  # noqa: E731
+    tokens = lambda r: len(aligner.engine.tokenizer(r.text)["input_ids"])  # noqa: E731
     shorter = {"verbosity": -1}
     sample = mean_over_prompts(aligner, run, "sample", shorter, tokens, SHORT_ANSWER_PROMPTS)
     assert mean_over_prompts(aligner, run, "best_of_n", shorter, tokens, SHORT_ANSWER_PROMPTS) < sample
@@ -179,13 +203,11 @@ def test_ranked_strategies_stream_their_final_text(aligner, run):
 
     events = run(collect())
     assert [e.kind for e in events] == ["delta", "done"]
+    assert [type(e) for e in events] == [Delta, Done]  # known only at the end: sent whole, as one Delta
     assert events[0].text == events[1].response.text and events[0].scores == events[1].response.scores
 
 
 def test_rps_renders_each_neighbour_for_models_that_read_directions(engine, catalog, run):
-    from aligner.core import Aligner
-    from aligner.prompting import ModelProfile
-
     dpa = Aligner(engine, catalog, profile=ModelProfile(reads_directions=True))
     req = request("rps", return_prompt=True, search={"neighbors": 3, "n": 1, "spread": 30})
     response = run(dpa.generate(req))

@@ -5,8 +5,18 @@ import asyncio
 import numpy as np
 import pytest
 
-from aligner.rewards.builtin import Harmlessness, Positivity, Readability, Relevance, Verbosity
 from aligner.contract import ChatMessage
+from aligner.rewards.base import CURRENT_SAFETY, RewardError
+from aligner.rewards.builtin import (
+    Harmlessness,
+    Positivity,
+    Readability,
+    Relevance,
+    TopicSafety,
+    Verbosity,
+    topic_phrases,
+)
+from aligner.safety.config import SafetyConfig
 
 QUESTION = [ChatMessage(role="user", content="How do I bake sourdough bread at home?")]
 
@@ -87,11 +97,8 @@ def test_no_responses_gives_an_empty_matrix(tokenizer, relevance):
 
 
 def test_topic_safety_is_lower_near_the_tenants_disallowed_topics(relevance):
-    from aligner.rewards.base import CURRENT_SAFETY, RewardError
-    from aligner.rewards.builtin import TopicSafety
-    from aligner.safety.config import SafetyConfig
-
     topic = TopicSafety(relevance)
+    assert topic.objectives[0].needs_safety_config and not relevance.objectives[0].needs_safety_config
     gardening = [ChatMessage(role="user", content="How do I water tomato plants?")]
     casino = [ChatMessage(role="user", content="Which casino game gives the best odds for betting money?")]
     with pytest.raises(RewardError, match="safety config"):
@@ -105,8 +112,9 @@ def test_topic_safety_is_lower_near_the_tenants_disallowed_topics(relevance):
             CURRENT_SAFETY.reset(token)
 
     kids = SafetyConfig(text="Children's education.", disallowed=["gambling, betting and casinos", "violence"])
-    safe, drifting = under(kids, ["Water them at the base in the morning.", "Bet it all on roulette at the casino."],
-                           gardening)
+    safe, drifting = under(
+        kids, ["Water them at the base in the morning.", "Bet it all on roulette at the casino."], gardening
+    )
     assert safe > drifting + 0.2  # a response that drifts into a disallowed topic scores lower
     (asked,) = under(kids, ["Blackjack has good odds."], casino)
     assert asked < safe  # a question on a disallowed topic pulls every answer down
@@ -114,8 +122,13 @@ def test_topic_safety_is_lower_near_the_tenants_disallowed_topics(relevance):
 
 
 def test_topic_phrases_match_each_listed_item():
-    from aligner.rewards.builtin import topic_phrases
-
     assert topic_phrases(["gambling, betting and casinos", "brands such as Acme or Initech"]) == [
-        "gambling, betting and casinos", "gambling", "betting", "casinos",
-        "brands such as Acme or Initech", "brands", "Acme", "Initech"]
+        "gambling, betting and casinos",
+        "gambling",
+        "betting",
+        "casinos",
+        "brands such as Acme or Initech",
+        "brands",
+        "Acme",
+        "Initech",
+    ]

@@ -4,10 +4,13 @@ import math
 import numpy as np
 import pytest
 
+from aligner.contract import AlignRequest, ChatMessage
+from aligner.core import Aligner
 from aligner.errors import ConfigError, InvalidRequest
 from aligner.preference import Combiner
 from aligner.rewards import Objective, ObjectiveCatalog, RewardError, RewardModel
-from aligner.contract import AlignRequest, ChatMessage
+from aligner.rewards.base import TenantPolicyObjective
+from aligner.safety.config import SafetyConfig
 
 HELP = Objective("helpfulness", "h")
 SAFE = Objective("harmlessness", "s")
@@ -16,7 +19,9 @@ WIDE = Objective("rm", "raw range [-5, 5]", low=-5, high=5)
 
 
 def test_linear_is_the_dot_product_with_the_unit_direction():
-    direction = AlignRequest.parse({"prompt": "x", "preference_vector": {"helpfulness": 3, "verbosity": -4}}).preference_vector
+    direction = AlignRequest.parse(
+        {"prompt": "x", "preference_vector": {"helpfulness": 3, "verbosity": -4}}
+    ).preference_vector
     combiner = Combiner((HELP, VERB), direction)
     raw = np.array([[1.0, 1.0], [0.5, 0.0], [0.0, 0.0]])
     np.testing.assert_allclose(combiner.combine(raw), [0.6 - 0.8, 0.3, 0.0])
@@ -41,7 +46,7 @@ def test_and_punishes_a_candidate_that_is_terrible_on_one_objective():
 def test_and_is_a_sum_of_log_sigmoids_and_respects_negative_weights():
     combiner = Combiner((VERB,), {"verbosity": -1.0}, "and", references={"verbosity": 0.3})
     value = combiner.combine(np.array([[0.1]]))[0]
-    assert value == pytest.approx(math.log(1 / (1 + math.exp(-(-1) * 10 * (0.1 - 0.3)))))
+    assert value == pytest.approx(math.log(1 / (1 + math.exp(-(-1.0 * 10 * (0.1 - 0.3))))))
     short, long = combiner.combine(np.array([[0.1], [0.9]]))
     assert short > long
 
@@ -119,6 +124,45 @@ def test_unknown_objective_error_lists_valid_names():
         catalog.check_names(["x", "helpfulness"], "preference_vector")
     assert err.value.field == "preference_vector"
     assert "unknown objective 'helpfulness'; valid objectives: x, y" in err.value.message
+
+
+class FakePolicyModel(FakeRewardModel):
+    """A fake whose objectives judge against the tenant's config, as policy_compliance and topic_safety do."""
+
+    def __init__(self, names, values):
+        super().__init__(names, values)
+        self.objectives = tuple(TenantPolicyObjective(n, n) for n in names)
+
+
+def test_the_catalog_says_which_objectives_read_the_tenants_config():
+    catalog = ObjectiveCatalog([FakeRewardModel(["x"], [0]), FakePolicyModel(["rule", "topic"], [0, 0])])
+    assert catalog.needs_safety_config(["topic", "x", "rule"]) == ["topic", "rule"]
+    assert catalog.needs_safety_config(["x"]) == []
+    # The flag is the objective's, not a field: what the catalog describes is unchanged.
+    assert [sorted(row) for row in catalog.describe()] == [["description", "high", "low", "name", "reference"]] * 3
+
+
+def test_a_request_naming_an_objective_that_reads_the_config_needs_one():
+    catalog = ObjectiveCatalog([FakeRewardModel(["x"], [0]), FakePolicyModel(["rule"], [0])])
+    for data, field in (
+        ({"preference_vector": {"x": 1, "rule": 1}}, "preference_vector"),
+        ({"constraints": {"rule": {"min": 0.5}}}, "constraints"),
+    ):
+        request = AlignRequest.parse({"prompt": "q", **data})
+        with pytest.raises(InvalidRequest) as err:
+            Aligner.check_objectives_of(request, catalog)
+        assert err.value.field == field
+        assert err.value.message == (
+            f"{field}: rule judges against the tenant's safety config, and this request is served under none"
+        )
+        Aligner.check_objectives_of(request, catalog, SafetyConfig(text="Be kind."))
+    with pytest.raises(
+        ConfigError,
+        match="^the tenant's safety config: safety.thresholds: unknown objective 'gone'; valid objectives: rule, x$",
+    ):
+        Aligner.check_objectives_of(
+            AlignRequest.parse({"prompt": "q"}), catalog, SafetyConfig(text="Be kind.", thresholds={"gone": 0.5})
+        )
 
 
 def test_duplicate_objective_names_across_models_are_rejected():
