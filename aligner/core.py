@@ -16,8 +16,6 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
 
 from aligner.contract import AlignRequest, AlignResponse, CandidateInfo, SafetyInfo, Usage
 from aligner.engine.vllm import ENGINE_USAGE, Engine, EngineUsage
@@ -87,17 +85,6 @@ class Search:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-
-
-@dataclass(frozen=True)
-class StreamEvent:  # compat: removed once serve/ uses Aligner.start
-    """The first event of `stream(..., announce_start=True)`: phase 1 passed. Every later one is typed
-    (`aligner.events`), with the same `kind` / `text` / `scores` / `response` / `to_dict()`."""
-
-    kind: str = "start"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": self.kind}
 
 
 class Aligner:
@@ -204,16 +191,11 @@ class Aligner:
         safety: SafetyConfig | None = None,
         safety_version: int | None = None,
         reveal_safety: bool = True,
-        announce_start: bool = False,  # compat: removed once serve/ uses Aligner.start
-    ) -> AsyncIterator[Event | StreamEvent]:
+    ) -> AsyncIterator[Event]:
         """`start(...)` (the same keywords) and its events; closing the iterator cancels the search.
         `start` raises at the first step of the iteration.
-
-        With `announce_start`, a `StreamEvent("start")` comes first, once phase 1 has passed.
         """
         search = await self.start(request, safety=safety, safety_version=safety_version, reveal_safety=reveal_safety)
-        if announce_start:
-            yield StreamEvent("start")
         async with contextlib.aclosing(search.events()) as events:
             async for event in events:
                 yield event

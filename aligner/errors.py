@@ -1,11 +1,17 @@
 """Domain errors of the alignment core.
 
 Every error carries a stable `code`; the transports in `serve/` map codes to
-HTTP status and gRPC codes in one table each. The core never knows about
-either transport.
+HTTP status and gRPC codes in one table. The core never knows about either
+transport. `ErrorInfo` is an error as data: what crosses a process boundary
+(no exception class is pickled) and what every transport renders.
 """
 
 from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 
 class AlignerError(Exception):
@@ -115,6 +121,63 @@ class ServerError(AlignerError):
     def __init__(self, code: str, message: str):
         super().__init__(message)
         self.code = code
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """An error as plain data: its stable code, the message, the offending field (InvalidRequest) and
+    the seconds to wait before a retry (Overloaded)."""
+
+    code: str
+    message: str
+    field: str | None = None
+    retry_after_s: float | None = None
+
+    @classmethod
+    def of(cls, exc: BaseException) -> ErrorInfo:
+        """What `exc` tells a client. Anything that is not an AlignerError is an internal error: logged
+        here with its traceback, described without internals."""
+        if isinstance(exc, Reported):
+            return exc.info
+        if isinstance(exc, AlignerError):
+            return cls(
+                code=exc.code,
+                message=exc.message,
+                field=exc.field if isinstance(exc, InvalidRequest) else None,
+                retry_after_s=exc.retry_after_s if isinstance(exc, Overloaded) else None,
+            )
+        log.error("internal error", exc_info=exc)
+        return cls("internal", f"internal error ({type(exc).__name__}); see the server log")
+
+    def error(self) -> Reported:
+        """This error as an exception to raise, carrying this info unchanged."""
+        return Reported(self)
+
+    def to_dict(self) -> dict:
+        """The JSON payload: code and message, and field / retry_after_s where they apply."""
+        payload: dict = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            payload["field"] = self.field
+        if self.retry_after_s is not None:
+            payload["retry_after_s"] = self.retry_after_s
+        return payload
+
+
+def error_code(exc: BaseException) -> str:
+    """The code `exc` is reported under ("internal" for anything not an AlignerError), without logging."""
+    if isinstance(exc, Reported):
+        return exc.info.code
+    return exc.code if isinstance(exc, AlignerError) else "internal"
+
+
+class Reported(AlignerError):
+    """An error that arrived as an ErrorInfo (from another process), raised with its code, field and
+    message intact."""
+
+    def __init__(self, info: ErrorInfo):
+        super().__init__(info.message)
+        self.info = info
+        self.code = info.code
 
 
 def from_payload(error: dict) -> AlignerError:

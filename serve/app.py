@@ -12,13 +12,14 @@ from ray import serve
 from ray.serve import Application
 
 from serve.config import ServerConfig
+from serve.deployments.aligner_server import AlignerServer
 from serve.deployments.metrics_hub import MetricsHub
+from serve.ingress.grpc_methods import SERVICER_FUNCTIONS
+from serve.ingress.ingress import Ingress
 
 
 def proxy_options(config: ServerConfig) -> dict[str, Any]:
     """`serve.start` options for the app's HTTP and gRPC proxies (they apply to the first start only)."""
-    from serve.ingress.grpc_methods import SERVICER_FUNCTIONS
-
     return {
         "http_options": {"host": config.http_host, "port": config.http_port},
         "grpc_options": {"port": config.grpc_port, "grpc_servicer_functions": SERVICER_FUNCTIONS},
@@ -26,9 +27,6 @@ def proxy_options(config: ServerConfig) -> dict[str, Any]:
 
 
 def build_app(config: ServerConfig | dict[str, Any] | None = None) -> Application:
-    from serve.ingress.ingress import Ingress
-    from serve.deployments.aligner_server import AlignerServer
-
     config = ServerConfig.load(config or {})
     plain = config.model_dump(mode="json")
     hub = serve.deployment(MetricsHub, name="MetricsHub", num_replicas=1, ray_actor_options={"num_cpus": 0}).bind(

@@ -1,17 +1,15 @@
-"""The one table from the core's error codes to HTTP statuses and gRPC codes.
+"""The one table from the core's error codes to HTTP statuses, gRPC codes and OpenAI error types, and
+the renderers of an `ErrorInfo` for each transport.
 
-Errors cross the Ray boundary as plain dicts (`error_payload`), never as
-pickled exceptions, so every transport sees the same code, field and message.
+Errors cross the Ray boundary as `ErrorInfo` data, never as pickled exceptions, so every transport
+sees the same code, field and message.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from aligner.errors import AlignerError, InvalidRequest, Overloaded
-
-log = logging.getLogger(__name__)
+from aligner.errors import AlignerError, ErrorInfo
 
 # code -> (HTTP status, gRPC status code name, OpenAI error type)
 ERROR_TABLE: dict[str, tuple[int, str, str]] = {
@@ -41,33 +39,6 @@ class PayloadTooLarge(AlignerError):
     code = "payload_too_large"
 
 
-class Remote(AlignerError):
-    """An error another replica reported as a payload, carried with its code, field and message intact."""
-
-    def __init__(self, payload: dict[str, Any]):
-        super().__init__(payload["message"])
-        self.payload = payload
-
-
-def error_payload(exc: BaseException) -> dict[str, Any]:
-    """A JSON-safe description of `exc`: code, message, and field / retry_after_s where they apply.
-
-    Anything that is not an AlignerError is an internal error: logged here with
-    its traceback, reported to the client without internals.
-    """
-    if isinstance(exc, Remote):
-        return dict(exc.payload)
-    if isinstance(exc, AlignerError):
-        payload = {"code": exc.code, "message": exc.message}
-        if isinstance(exc, InvalidRequest):
-            payload["field"] = exc.field
-        if isinstance(exc, Overloaded):
-            payload["retry_after_s"] = exc.retry_after_s
-        return payload
-    log.error("internal error", exc_info=exc)
-    return {"code": "internal", "message": f"internal error ({type(exc).__name__}); see the server log"}
-
-
 def http_status(code: str) -> int:
     return ERROR_TABLE.get(code, ERROR_TABLE["internal"])[0]
 
@@ -76,17 +47,22 @@ def grpc_code(code: str) -> str:
     return ERROR_TABLE.get(code, ERROR_TABLE["internal"])[1]
 
 
-def native_body(payload: dict[str, Any]) -> dict[str, Any]:
+def native_body(error: ErrorInfo) -> dict[str, Any]:
     """`{"error": {"code", "field", "message"}}` for the native routes."""
-    return {"error": {"code": payload["code"], "field": payload.get("field"), "message": payload["message"]}}
+    return {"error": {"code": error.code, "field": error.field, "message": error.message}}
 
 
-def openai_body(payload: dict[str, Any]) -> dict[str, Any]:
+def openai_body(error: ErrorInfo) -> dict[str, Any]:
     """OpenAI's error object: message, type, param (the field), code."""
-    kind = ERROR_TABLE.get(payload["code"], ERROR_TABLE["internal"])[2]
-    return {"error": {"message": payload["message"], "type": kind, "param": payload.get("field"), "code": payload["code"]}}
+    kind = ERROR_TABLE.get(error.code, ERROR_TABLE["internal"])[2]
+    return {"error": {"message": error.message, "type": kind, "param": error.field, "code": error.code}}
 
 
-def retry_headers(payload: dict[str, Any]) -> dict[str, str]:
-    retry = payload.get("retry_after_s")
-    return {} if retry is None else {"Retry-After": str(max(1, round(retry)))}
+def retry_after(error: ErrorInfo) -> str | None:
+    """The Retry-After value (whole seconds, at least 1) of an error that names one."""
+    return None if error.retry_after_s is None else str(max(1, round(error.retry_after_s)))
+
+
+def retry_headers(error: ErrorInfo) -> dict[str, str]:
+    retry = retry_after(error)
+    return {} if retry is None else {"Retry-After": retry}

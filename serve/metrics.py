@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.metrics_core import Metric
+
+from aligner.contract import AlignResponse
 
 disable_created_metrics()
 
@@ -98,16 +98,16 @@ class Metrics:
         if status == "overloaded":
             self.queue_rejections.inc()
 
-    def response(self, strategy: str, response: dict[str, Any], seconds: float) -> None:
-        """Everything a successful AlignResponse (as a dict) says about the work done."""
-        usage = response.get("usage", {})
+    def response(self, strategy: str, response: AlignResponse, seconds: float) -> None:
+        """Everything a successful AlignResponse says about the work done."""
+        usage = response.usage
         self.latency.labels(strategy=strategy).observe(seconds)
-        self.generated_tokens.labels(strategy=strategy).inc(usage.get("generated_tokens", 0))
-        self.candidates.labels(strategy=strategy).observe(usage.get("candidates", 1))
-        self.reward_calls.inc(usage.get("reward_calls", 0))
-        if usage.get("stopped_by"):
-            self.budget_stops.labels(limit=usage["stopped_by"]).inc()
-        for objective, value in (response.get("scores") or {}).items():
+        self.generated_tokens.labels(strategy=strategy).inc(usage.generated_tokens)
+        self.candidates.labels(strategy=strategy).observe(usage.candidates)
+        self.reward_calls.inc(usage.reward_calls)
+        if usage.stopped_by:
+            self.budget_stops.labels(limit=usage.stopped_by).inc()
+        for objective, value in (response.scores or {}).items():
             self.chosen_reward.labels(objective=objective).observe(value)
 
     def snapshot(self) -> Snapshot:

@@ -1,27 +1,46 @@
 """`AlignerServer`: the model deployment. One replica = one vLLM engine + its reward catalog.
 
-The replica only adapts the core to calls through a DeploymentHandle: requests
-arrive as JSON-safe dicts, answers and errors leave as dicts (`{"response": …}`
-or `{"error": …}`), so nothing depends on pickling exception classes.
+The replica only adapts the core to calls through a DeploymentHandle, with typed objects both ways
+(serve/gateway/messages.py): the `AlignRequest` the ingress parsed and the `TenantContext` it admitted
+it under come in; a `ReplicaResult`, or a stream of `Accepted`, the core's events and `ErrorInfo`,
+goes out. Nothing depends on pickling exception classes, and nothing is validated twice.
+
+Ray Serve constructs it with `AlignerServer(config, hub)`: it starts its own engine and catalog.
+Tests construct it without Ray: `AlignerServer.sync_init(config, aligner=...)` over an `Aligner` they
+already have, then `await server.start()`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-from aligner.core import Aligner
+from ray import serve
+from ray.serve.exceptions import RayServeException
+from ray.serve.handle import DeploymentHandle
+
+from aligner.contract import AlignRequest
+from aligner.core import Aligner, Search
 from aligner.engine.vllm import Engine, on_cpu
+from aligner.errors import ErrorInfo
 from aligner.rewards import build_catalog
-from aligner.safety.config import SafetyConfig
-from aligner.contract import AlignRequest, AlignResponse, SafetyInfo
 from serve.config import ServerConfig
-from serve.errors import error_payload
 from serve.deployments.metrics_hub import MetricsPusher
+from serve.gateway.messages import (
+    NO_SAFETY_CONFIG,
+    Accepted,
+    ModelInfo,
+    ObjectiveInfo,
+    Readiness,
+    ReplicaResult,
+    StreamItem,
+    TenantContext,
+)
 from serve.metrics import Metrics
 
 log = logging.getLogger("aligner.serve")
@@ -30,9 +49,6 @@ READY_CACHE_S = 2.0
 
 def node_rank() -> int:
     """This replica's rank among its deployment's replicas on the same node (0 outside Serve)."""
-    from ray import serve
-    from ray.serve.exceptions import RayServeException
-
     try:
         rank = serve.get_replica_context().rank
     except RayServeException:  # not inside a replica
@@ -40,29 +56,53 @@ def node_rank() -> int:
     return rank.local_rank if rank is not None else 0
 
 
+async def start_aligner(config: ServerConfig) -> Aligner:
+    """This replica's engine and objective catalog, warmed up: no request or probe pays for a first run."""
+    log.info("model replica: preparing the model and starting the engine (tens of seconds on CPU)")
+    engine = await asyncio.to_thread(
+        Engine.start, config.engine, progress=log.info, share=(node_rank(), config.replicas_per_node())
+    )
+    catalog = build_catalog(config.rewards, tokenizer=engine.tokenizer, engine=engine, device="cpu" if on_cpu() else "cuda")
+    # Reward models load and capture their CUDA graphs now, never inside a request.
+    await asyncio.to_thread(catalog.warm_up)
+    # And every objective scores once, the judges' prefills included: an engine's first forward
+    # passes (its decoding threads start, kernels are set up) took 13 s on one core, longer than a
+    # readiness probe waits, and no request or probe should pay for them.
+    await catalog.probe()
+    return Aligner(engine, catalog)
+
+
 class AlignerServer:
-    async def __init__(self, config: dict[str, Any], hub: Any):
-        self.config = ServerConfig.load(config)
+    async def __init__(self, config: dict[str, Any] | ServerConfig, hub: DeploymentHandle | None = None):
+        server_config = ServerConfig.load(config)
+        self._init(server_config, await start_aligner(server_config))
+        await self.start(hub)
+
+    @classmethod
+    def sync_init(cls, config: dict[str, Any] | ServerConfig, *, aligner: Aligner) -> AlignerServer:
+        """A replica over an `aligner` that is already running (its engine is not this replica's to stop)."""
+        server = cls.__new__(cls)
+        server._init(ServerConfig.load(config), aligner, owns_engine=False)
+        return server
+
+    def _init(self, config: ServerConfig, aligner: Aligner, *, owns_engine: bool = True) -> None:
+        self.config = config
+        self.aligner = aligner
+        self.engine, self.catalog = aligner.engine, aligner.catalog
+        self._owns_engine = owns_engine
         self.metrics = Metrics()
-        log.info("model replica: preparing the model and starting the engine (tens of seconds on CPU)")
-        self.engine = await asyncio.to_thread(
-            Engine.start, self.config.engine, progress=log.info, share=(node_rank(), self.config.replicas_per_node())
-        )
-        self.catalog = build_catalog(
-            self.config.rewards, tokenizer=self.engine.tokenizer, engine=self.engine, device="cpu" if on_cpu() else "cuda"
-        )
-        self.catalog.add_batch_observer(self._on_batch)
-        # Reward models load and capture their CUDA graphs now, never inside a request.
-        await asyncio.to_thread(self.catalog.warm_up)
-        # And every objective scores once, the judges' prefills included: an engine's first forward
-        # passes (its decoding threads start, kernels are set up) took 13 s on one core, longer than a
-        # readiness probe waits, and no request or probe should pay for them.
-        await self.catalog.probe()
-        self.aligner = Aligner(self.engine, self.catalog)
-        self.model_name = self.config.model_name or self.engine.model_name
+        self.model_name = config.model_name or self.engine.model_name
+        self.replica = uuid.uuid4().hex
         self._graph_replays = 0
         self._ready_at = 0.0
-        self.pusher = MetricsPusher(hub, self.metrics, self.config.metrics_interval_s, "model", refresh=self._refresh)
+        self.pusher: MetricsPusher | None = None
+
+    async def start(self, hub: DeploymentHandle | None = None) -> None:
+        """Observe the catalog's batches, and send this replica's metrics to `hub` (none: keep them here)."""
+        self.catalog.add_batch_observer(self._on_batch)
+        if hub is not None:
+            self.pusher = MetricsPusher(hub, self.metrics, self.config.metrics_interval_s, "model",
+                                        refresh=self._refresh, replica=self.replica)
         log.info("model replica ready: %s with objectives %s", self.model_name, ", ".join(self.catalog.names))
 
     def _on_batch(self, model: str, requests: int, sequences: int, seconds: float) -> None:
@@ -78,14 +118,11 @@ class AlignerServer:
         self.metrics.graph_replays.inc(replays - self._graph_replays)
         self._graph_replays = replays
 
-    def info(self) -> dict[str, Any]:
-        return {
-            "model": self.model_name,
-            "max_model_len": self.engine.max_model_len,
-            "objectives": self.catalog.describe(),
-        }
+    def info(self) -> ModelInfo:
+        objectives = [ObjectiveInfo(**o) for o in self.catalog.describe()]
+        return ModelInfo(model=self.model_name, max_model_len=self.engine.max_model_len, objectives=objectives)
 
-    def engine_state(self) -> dict[str, Any]:
+    def engine_state(self) -> dict[str, int | list[int]]:
         """What this replica's engine holds now (tests and operators check cancellation and the CPU
         binding with it)."""
         self._refresh()
@@ -96,75 +133,52 @@ class AlignerServer:
             "waiting": int(self.metrics.engine_waiting._value.get()),
         }
 
-    async def ready(self) -> dict[str, Any]:
+    async def ready(self) -> Readiness:
         """The engine answers and every objective scores a probe (cached for a moment)."""
         try:
             if time.monotonic() - self._ready_at > READY_CACHE_S:
                 await self.engine.health()
                 await self.catalog.probe()
                 self._ready_at = time.monotonic()
-            return {"ready": True, "model": self.model_name}
+            return Readiness(ready=True, model=self.model_name)
         except Exception as exc:
             self._ready_at = 0.0
-            return {"ready": False, "error": error_payload(exc)}
+            return Readiness(ready=False, error=ErrorInfo.of(exc))
 
     async def check_health(self) -> None:
         """Ray Serve's health check: a dead engine makes Serve replace this replica."""
         await self.engine.health()
 
-    def _parse(self, data: dict[str, Any]) -> AlignRequest:
-        return AlignRequest.parse(data, self.config.search_limits)
+    async def _start(self, request: AlignRequest, tenant: TenantContext) -> Search:
+        """The core's phase 1 under the tenant's config; a caller who may not read it sees a placeholder."""
+        return await self.aligner.start(
+            request, safety=tenant.config, safety_version=tenant.version, reveal_safety=tenant.reveal
+        )
 
-    @staticmethod
-    def _config(safety: dict[str, Any] | None) -> SafetyConfig | None:
-        return None if safety is None else SafetyConfig.model_validate(safety["config"])
-
-    async def generate(self, data: dict[str, Any], safety: dict[str, Any] | None = None) -> dict[str, Any]:
-        """`safety`: the tenant's active config as the ingress found it ({version, config, reveal}) or None."""
+    async def generate(self, request: AlignRequest, tenant: TenantContext = NO_SAFETY_CONFIG) -> ReplicaResult:
         try:
-            response = await self.aligner.generate(self._parse(data), safety=self._config(safety))
-            return {"response": self._served_under(response, safety), "replica": self.pusher.replica}
+            response = await (await self._start(request, tenant)).result()
         except Exception as exc:
-            return {"error": error_payload(exc)}
+            return ReplicaResult(self.replica, error=ErrorInfo.of(exc))
+        return ReplicaResult(self.replica, response=response)
 
-    async def stream(self, data: dict[str, Any], safety: dict[str, Any] | None = None) -> AsyncIterator[dict[str, Any]]:
-        """`start` once accepted, then the core's `delta` / `chunk` / `done` events, or one `error` event."""
+    async def stream(self, request: AlignRequest, tenant: TenantContext = NO_SAFETY_CONFIG) -> AsyncIterator[StreamItem]:
+        """`Accepted` once phase 1 passed (before it, an error is the only item), then the core's
+        `Delta` / `Chunk` events and `Done`, or an `ErrorInfo`. Closing the stream cancels the search."""
         try:
-            events = self.aligner.stream(
-                self._parse(data), safety=self._config(safety), announce_start=True
-            )
+            search = await self._start(request, tenant)
         except Exception as exc:
-            yield {"type": "error", "error": error_payload(exc)}
+            yield ErrorInfo.of(exc)
             return
+        yield Accepted(self.replica)
         try:
-            async for event in events:
-                if event.kind == "start":
-                    yield {"type": "start"}
-                elif event.kind == "done":
-                    yield {"type": "done", "response": self._served_under(event.response, safety)}
-                else:
-                    yield event.to_dict()
+            async with contextlib.aclosing(search.events()) as events:
+                async for event in events:
+                    yield event
         except Exception as exc:
-            yield {"type": "error", "error": error_payload(exc)}
-        finally:
-            await events.aclose()
-
-    @staticmethod
-    def _served_under(response: AlignResponse, safety: dict[str, Any] | None) -> dict[str, Any]:
-        """The response as sent: the config version it was served under, and for a tenant key the
-        config's text in `prompt` replaced by a placeholder (only admins may read a config)."""
-        if safety is not None:
-            response.safety = (response.safety or SafetyInfo()).model_copy(update={"version": safety["version"]})
-            if response.prompt is not None and not safety["reveal"]:
-                placeholder = f"[tenant safety config, version {safety['version']}]"
-                text = safety["config"]["text"].strip()
-                response.prompt = [
-                    m.model_copy(update={"content": m.content.replace(text, placeholder)})
-                    for m in response.prompt
-                ]
-        return response.model_dump(exclude_none=True)
+            yield ErrorInfo.of(exc)
 
     def __del__(self):
         engine = getattr(self, "engine", None)
-        if engine is not None:
+        if engine is not None and getattr(self, "_owns_engine", False):
             engine.shutdown()

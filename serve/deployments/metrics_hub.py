@@ -7,9 +7,10 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any
 
-from serve.metrics import Metrics, MetricsAggregate
+from ray.serve.handle import DeploymentHandle
+
+from serve.metrics import Metrics, MetricsAggregate, Snapshot
 
 log = logging.getLogger("aligner.serve")
 
@@ -20,7 +21,7 @@ class MetricsHub:
     def __init__(self, stale_after_s: float):
         self.aggregate = MetricsAggregate(stale_after_s)
 
-    def report(self, replica: str, snapshot: list) -> None:
+    def report(self, replica: str, snapshot: Snapshot) -> None:
         self.aggregate.report(replica, snapshot)
 
     def render(self) -> bytes:
@@ -30,10 +31,10 @@ class MetricsHub:
 class MetricsPusher:
     """Sends this replica's metrics snapshot to the hub every `interval` seconds."""
 
-    def __init__(self, hub: Any, metrics: Metrics, interval: float, deployment: str,
-                 refresh: Callable[[], None] | None = None):
+    def __init__(self, hub: DeploymentHandle, metrics: Metrics, interval: float, deployment: str,
+                 refresh: Callable[[], None] | None = None, replica: str | None = None):
         self.hub, self.metrics, self.interval, self.refresh = hub, metrics, interval, refresh
-        self.replica = uuid.uuid4().hex
+        self.replica = replica or uuid.uuid4().hex
         metrics.replicas_reporting.labels(deployment=deployment).set(1)  # summed over fresh snapshots: a count
         self.task = asyncio.get_running_loop().create_task(self._run())
 

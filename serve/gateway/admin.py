@@ -1,87 +1,142 @@
-"""The admin surface (API keys, tenants' safety configs, audit), shared by HTTP and gRPC.
+"""The admin surface (API keys, tenants' safety configs, audit) and its request bodies, shared by HTTP
+and gRPC.
 
-Each method takes the caller's admin key record and the request's fields as the JSON contract names
-them, and returns the JSON answer as a dict — or raises an AlignerError, which each transport maps
-through the one error table. The transports check the admin key first, each in one place (HTTP's
-`admin_answer`, gRPC's `admin_rpc`), before reading the request, so a caller without an admin key
-learns nothing about the request's validity. Both are thin adapters, so they accept, refuse and
-answer alike.
+`AdminService` methods take the caller's admin key record (each transport checks it first, in one
+place, before reading the request: a caller without an admin key learns nothing about the request's
+validity) and the request's fields as the JSON contract names them. They return the JSON answer —
+the same object for both transports — or raise an AlignerError, which each edge maps through the
+one error table.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from aligner.contract import parse_model
 from aligner.errors import InvalidRequest, NotFound
-from aligner.tenants import ApiKey, validate_tenant
-from serve.ingress import openapi
+from aligner.safety.config import SafetyConfig
+from aligner.tenants import ApiKey, TenantStore, validate_tenant
+from serve.gateway.messages import ObjectiveInfo
+
+# An admin answer: a JSON object, sent as the HTTP body or converted field for field into the RPC's message.
+Answer = dict[str, Any]
 
 
-class AdminCore:
-    """Mixed into the ingress deployment; relies on its `store` and `info`. `admin` is the caller's
-    checked admin key (its id is recorded as the creator or actor of writes)."""
+class PutSafetyConfig(BaseModel):
+    """Body of PUT /v1/admin/tenants/{tenant}/safety-config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: SafetyConfig = Field(description="The new version's content.")
+    expected_version: int | None = Field(
+        description="The active version you last read (null: the tenant has no active config). A different "
+        "current version means someone changed it first: 409 version_conflict, nothing stored."
+    )
+
+    @classmethod
+    def parse(cls, data: Any) -> PutSafetyConfig:
+        return parse_model(cls, data)
+
+
+class ActivateSafetyConfig(BaseModel):
+    """Body of POST /v1/admin/tenants/{tenant}/safety-config/activate."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    version: int = Field(ge=1, description="The existing version to make active (a rollback).")
+    expected_version: int | None = Field(description="The active version you last read (null: none).")
+
+    @classmethod
+    def parse(cls, data: Any) -> ActivateSafetyConfig:
+        return parse_model(cls, data)
+
+
+class CreateKey(BaseModel):
+    """Body of POST /v1/admin/keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str = Field(description="Tenant the key belongs to (lowercase letters, digits, '_', '.', '-').")
+    admin: bool = Field(False, description="An admin key may manage keys of every tenant.")
+
+    @classmethod
+    def parse(cls, data: Any) -> CreateKey:
+        return parse_model(cls, data)
+
+
+class AdminService:
+    """The admin operations over the tenant store. `objectives` gives the served objectives (a config's
+    thresholds must name them); `admin` in every method is the caller's checked admin key (its id is
+    recorded as the creator or actor of writes)."""
+
+    def __init__(self, store: TenantStore, objectives: Callable[[], Awaitable[list[ObjectiveInfo]]]):
+        self.store = store
+        self.objectives = objectives
 
     async def objective_ranges(self) -> dict[str, tuple[float, float]]:
-        return {o["name"]: (o["low"], o["high"]) for o in (await self.info())["objectives"]}
+        return {o.name: (o.low, o.high) for o in await self.objectives()}
 
     # -- API keys --------------------------------------------------------------------------------
 
-    async def create_key(self, admin: ApiKey, body: Any) -> dict[str, Any]:
+    async def create_key(self, admin: ApiKey, body: object) -> Answer:
         """A new key for a tenant; the answer holds the key, the only time it is shown."""
-        spec = openapi.CreateKey.parse(body)
+        spec = CreateKey.parse(body)
         record, key = await asyncio.to_thread(self.store.create_key, spec.tenant, admin=spec.admin, created_by=admin.id)
         return {**record.to_dict(), "key": key}
 
-    async def list_keys(self, admin: ApiKey, tenant: str | None) -> dict[str, Any]:
+    async def list_keys(self, admin: ApiKey, tenant: str | None) -> Answer:
         keys = await asyncio.to_thread(self.store.list_keys, tenant)
         return {"keys": [k.to_dict() for k in keys]}
 
-    async def revoke_key(self, admin: ApiKey, key_id: str) -> dict[str, Any]:
+    async def revoke_key(self, admin: ApiKey, key_id: str) -> Answer:
         return (await asyncio.to_thread(self.store.revoke_key, key_id)).to_dict()
 
     # -- safety configs --------------------------------------------------------------------------
 
-    async def put_safety_config(self, admin: ApiKey, tenant: str, body: Any) -> dict[str, Any]:
+    async def put_safety_config(self, admin: ApiKey, tenant: str, body: object) -> Answer:
         """Store a new version of the tenant's config and make it active (in force within a second)."""
         validate_tenant(tenant)
-        spec = openapi.PutSafetyConfig.parse(body)
+        spec = PutSafetyConfig.parse(body)
         spec.config.check_objectives(await self.objective_ranges())
         stored = await asyncio.to_thread(
             self.store.set_safety_config, tenant, spec.config, expected_version=spec.expected_version, actor=admin.id
         )
         return stored.to_dict()
 
-    async def get_safety_config(self, admin: ApiKey, tenant: str) -> dict[str, Any]:
+    async def get_safety_config(self, admin: ApiKey, tenant: str) -> Answer:
         active = await asyncio.to_thread(self.store.get_safety_config, validate_tenant(tenant))
         if active is None:
             raise NotFound(f"tenant {tenant!r} has no active safety config")
         return active.to_dict()
 
-    async def safety_config_versions(self, admin: ApiKey, tenant: str) -> dict[str, Any]:
+    async def safety_config_versions(self, admin: ApiKey, tenant: str) -> Answer:
         validate_tenant(tenant)
         versions = await asyncio.to_thread(self.store.safety_config_versions, tenant)
         active = await asyncio.to_thread(self.store.get_safety_config, tenant)
         return {"active": None if active is None else active.version, "versions": [v.to_dict() for v in versions]}
 
-    async def activate_safety_config(self, admin: ApiKey, tenant: str, body: Any) -> dict[str, Any]:
+    async def activate_safety_config(self, admin: ApiKey, tenant: str, body: object) -> Answer:
         """Make an existing version active again (a rollback)."""
         validate_tenant(tenant)
-        spec = openapi.ActivateSafetyConfig.parse(body)
+        spec = ActivateSafetyConfig.parse(body)
         chosen = await asyncio.to_thread(
             self.store.activate_safety_config, tenant, spec.version,
             expected_version=spec.expected_version, actor=admin.id,
         )
         return chosen.to_dict()
 
-    async def delete_safety_config(self, admin: ApiKey, tenant: str, expected_version: int) -> dict[str, Any]:
+    async def delete_safety_config(self, admin: ApiKey, tenant: str, expected_version: int) -> Answer:
         """Deactivate the tenant's config; its versions and the audit stay."""
         validate_tenant(tenant)
         await asyncio.to_thread(self.store.delete_safety_config, tenant, expected_version=expected_version, actor=admin.id)
         return {"tenant": tenant, "active": None}
 
-    async def audit(self, admin: ApiKey, tenant: str | None, since: str | None) -> dict[str, Any]:
+    async def audit(self, admin: ApiKey, tenant: str | None, since: str | None) -> Answer:
         """Every safety-config change (of `tenant`, at or after the ISO time `since`), oldest first."""
         try:
             when = None if since is None else datetime.fromisoformat(since)

@@ -15,6 +15,7 @@ from typing import Any
 
 from aligner.errors import PermissionDenied, Unauthenticated
 from aligner.tenants import ApiKey, TenantStore
+from serve.gateway.messages import NO_SAFETY_CONFIG, TenantContext
 
 MAX_HEADER = 512
 MAX_CACHED = 10_000
@@ -77,8 +78,8 @@ class ActiveSafetyConfigs:
         self.store = store
         self._cache = StoreCache(cache_s)
 
-    async def for_request(self, key: ApiKey) -> dict | None:
+    async def for_request(self, key: ApiKey) -> TenantContext:
         found = await self._cache.get(key.tenant, lambda: self.store.get_safety_config(key.tenant))
         if found is None:
-            return None
-        return {"version": found.version, "config": found.config.model_dump(mode="json"), "reveal": key.admin}
+            return NO_SAFETY_CONFIG
+        return TenantContext(version=found.version, config=found.config, reveal=key.admin)

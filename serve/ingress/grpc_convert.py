@@ -1,4 +1,4 @@
-"""The one conversion between the gRPC messages (proto/aligner/v1) and the JSON contract's dicts.
+"""The one conversion between the gRPC messages (proto/aligner/v1) and the JSON contract.
 
 Messages mirror the JSON contract name for name, so the conversion is generic: `to_plain` turns a
 message into the dict the JSON contract would carry (fields with presence only when set, repeated
@@ -12,14 +12,18 @@ a refused request with `return_candidates` answers, comes back absent).
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.json_format import ParseDict, ParseError
 from google.protobuf.message import Message
 
+from aligner.contract import AlignResponse
 from aligner.errors import InvalidRequest
+from aligner.events import Chunk, Delta, Done
 from proto.aligner.v1 import aligner_pb2 as pb
+from serve.gateway.messages import ObjectiveInfo
 
 
 # Collections the JSON contract always carries, even empty (elsewhere empty means absent).
@@ -86,15 +90,15 @@ def generate_request(message: pb.GenerateRequest, *, streaming: bool) -> dict[st
     return data
 
 
-def align_response(data: dict[str, Any]) -> pb.AlignResponse:
-    return from_plain(data, pb.AlignResponse())
+def align_response(response: AlignResponse) -> pb.AlignResponse:
+    return from_plain(response.model_dump(exclude_none=True), pb.AlignResponse())
 
 
-def generate_event(event: dict[str, Any]) -> pb.GenerateEvent:
-    """A replica event (`delta`, `chunk`, `done`) as a GenerateEvent."""
-    return from_plain(event, pb.GenerateEvent())
+def generate_event(event: Delta | Chunk | Done) -> pb.GenerateEvent:
+    """A stream event as a GenerateEvent (the same fields as its SSE event)."""
+    return from_plain(event.to_dict(), pb.GenerateEvent())
 
 
-def objectives(items: list[dict[str, Any]]) -> pb.ListObjectivesResponse:
-    return from_plain({"objectives": [{k: v for k, v in o.items() if v is not None} for o in items]},
-                      pb.ListObjectivesResponse())
+def objectives(items: list[ObjectiveInfo]) -> pb.ListObjectivesResponse:
+    plain = [{k: v for k, v in asdict(o).items() if v is not None} for o in items]
+    return from_plain({"objectives": plain}, pb.ListObjectivesResponse())

@@ -1,27 +1,37 @@
-"""gRPC methods of the ingress (services `aligner.v1.Aligner` and `aligner.v1.Admin`), served by
-Ray Serve's gRPC proxy.
+"""gRPC services `aligner.v1.Aligner`, `aligner.v1.Admin` and the standard `grpc.health.v1.Health`,
+served by Ray Serve's gRPC proxy.
 
-The ingress class serves HTTP (FastAPI) and these methods alike: the proxy calls the method whose
-name is the RPC's, with the request message and a `grpc_context` (metadata in, status out). They
-share the HTTP routes' path — auth, the tenant's safety config, validation, the model replica,
-the admin core (serve/gateway/admin.py) — and the one error table (`serve/errors.py`). Errors carry the code, the message, a
-`google.rpc.BadRequest` naming the field, and `aligner-error-code` / `retry-after` trailers.
+`GrpcService` holds the gateway (serve/gateway/gateway.py) and each RPC converts the message, calls
+the gateway and converts back, as the HTTP routes do over the same gateway. Errors leave through one
+decorator, `grpc_errors`, which puts the one error table's status (serve/errors.py) on the call: the
+code, the message, a `google.rpc.BadRequest` naming the field, and `aligner-error-code` /
+`retry-after` trailers. The proxy calls the ingress class's methods by RPC name, so
+serve/ingress/ingress.py exposes each RPC as a one-line delegate to this class.
 
-The standard `grpc.health.v1.Health` service (Check, Watch) answers from the same readiness as
-`GET /readyz`. Ray Serve's proxy limits what can be done (Ray 2.60): the client's gRPC deadline
-does not reach the deployment (send `budget.deadline_ms`), and a streaming RPC that fails keeps
-its code and message but loses trailers.
+Health answers from the same readiness as `GET /readyz`. Ray Serve's proxy limits what can be done
+(Ray 2.60): the client's gRPC deadline does not reach the deployment (send `budget.deadline_ms`),
+and a streaming RPC that fails keeps its code and message but loses trailers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2
+
+from aligner.errors import ErrorInfo
+from aligner.tenants import ApiKey
 from proto.aligner.v1 import aligner_pb2 as pb
+from serve.errors import grpc_code, retry_after
+from serve.gateway.admin import AdminService, Answer
+from serve.gateway.gateway import Gateway
 from serve.ingress import grpc_convert
-from serve.errors import PayloadTooLarge, error_payload, grpc_code
 
 SERVICER_FUNCTIONS = [
     "proto.aligner.v1.aligner_pb2_grpc.add_AlignerServicer_to_server",
@@ -30,152 +40,171 @@ SERVICER_FUNCTIONS = [
 ]
 HEALTH_SERVICES = ("", "aligner.v1.Aligner", "aligner.v1.Admin")  # "" is the server as a whole
 WATCH_INTERVAL_S = 1.0
+HEALTH = health_pb2.HealthCheckResponse
 
 
 class GrpcError(Exception):
     """Raised out of a streaming method after its status is set (the proxy keeps code and details)."""
 
 
-def set_error(grpc_context: Any, payload: dict[str, Any]) -> None:
-    """Put an error payload on the call: status code from the error table, message, field, trailers."""
-    import grpc
-    from google.protobuf import any_pb2
-    from google.rpc import error_details_pb2, status_pb2
-
-    code = grpc.StatusCode[grpc_code(payload["code"])]
+def set_error(grpc_context: Any, error: ErrorInfo) -> None:
+    """Put an error on the call: status code from the error table, message, field, trailers."""
+    code = grpc.StatusCode[grpc_code(error.code)]
     grpc_context.set_code(code)
-    grpc_context.set_details(payload["message"])
+    grpc_context.set_details(error.message)
     details = []
-    if payload.get("field"):
+    if error.field:
         detail = any_pb2.Any()
-        detail.Pack(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=payload["field"], description=payload["message"])]))
+        violation = error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)
+        detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
         details.append(detail)
-    status = status_pb2.Status(code=code.value[0], message=payload["message"], details=details)
-    trailers = [("grpc-status-details-bin", status.SerializeToString()), ("aligner-error-code", payload["code"])]
-    if payload.get("retry_after_s") is not None:
-        trailers.append(("retry-after", str(max(1, round(payload["retry_after_s"])))))
+    status = status_pb2.Status(code=code.value[0], message=error.message, details=details)
+    trailers = [("grpc-status-details-bin", status.SerializeToString()), ("aligner-error-code", error.code)]
+    retry = retry_after(error)
+    if retry is not None:
+        trailers.append(("retry-after", retry))
     grpc_context.set_trailing_metadata(trailers)
+
+
+def grpc_errors(empty: type) -> Callable:
+    """The one error mapping of a unary RPC: any error becomes the call's status, and the answer an
+    `empty` message (cancellation passes through)."""
+
+    def decorate(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(method)
+        async def rpc(self: GrpcService, request: Any, grpc_context: Any) -> Any:
+            try:
+                return await method(self, request, grpc_context)
+            except Exception as exc:
+                set_error(grpc_context, ErrorInfo.of(exc))
+                return empty()
+
+        return rpc
+
+    return decorate
+
+
+def grpc_stream_errors(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    """The one error mapping of a streaming RPC: the status is set and the stream ends with GrpcError."""
+
+    @functools.wraps(method)
+    async def rpc(self: GrpcService, request: Any, grpc_context: Any) -> AsyncIterator[Any]:
+        try:
+            async for message in method(self, request, grpc_context):
+                yield message
+        except Exception as exc:
+            error = ErrorInfo.of(exc)
+            set_error(grpc_context, error)
+            raise GrpcError(error.message) from None
+
+    return rpc
 
 
 def authorization(grpc_context: Any) -> str | None:
     return dict(grpc_context.invocation_metadata()).get("authorization")
 
 
-def admin_rpc(response_type: type, call_core: Callable[[Any, Any, dict[str, Any]], Awaitable[dict]]):
-    """An `aligner.v1.Admin` method: once the caller's admin key is checked (as over HTTP: no admin,
-    no parsing), the request message as the JSON contract's fields, handed to the admin core
-    (serve/gateway/admin.py), whose JSON answer becomes `response_type`."""
+Fields = dict[str, Any]  # an RPC's request message as the JSON contract's fields (grpc_convert.to_plain)
 
-    async def rpc(self, request: Any, grpc_context: Any) -> Any:
-        try:
-            admin = await self.auth.admin(authorization(grpc_context))
-            self.check_size(request)
-            answer = await call_core(self, admin, grpc_convert.to_plain(request))
-            return grpc_convert.from_plain(answer, response_type())
-        except Exception as exc:
-            set_error(grpc_context, error_payload(exc))
-            return response_type()
+
+def admin_rpc(response_type: type, operation: Callable[[AdminService, ApiKey, Fields], Awaitable[Answer]]) -> Callable:
+    """An `aligner.v1.Admin` method: once the caller's admin key is checked (as over HTTP: no admin,
+    no parsing), the request's fields go to the admin service, whose JSON answer becomes `response_type`."""
+
+    @grpc_errors(response_type)
+    async def rpc(self: GrpcService, request: Any, grpc_context: Any) -> Any:
+        admin = await self.gateway.check_admin(authorization(grpc_context))
+        self.gateway.check_size(request.ByteSize(), "request")
+        answer = await operation(self.gateway.admin, admin, grpc_convert.to_plain(request))
+        return grpc_convert.from_plain(answer, response_type())
 
     return rpc
 
 
-def with_expected_version(fields: dict[str, Any]) -> dict[str, Any]:
+def with_expected_version(fields: Fields) -> Fields:
     """A write's body: the fields but `tenant`, with an unset `expected_version` meaning none (JSON null)."""
     return {"expected_version": None, **{k: v for k, v in fields.items() if k != "tenant"}}
 
 
-class GrpcMethods:
-    """Mixed into the ingress deployment; relies on its `admit`, `parse`, `run`, `open_stream`,
-    `relay` and `info` (serve/ingress/ingress.py) and on the admin core (serve/gateway/admin.py)."""
+class GrpcService:
+    """Every RPC of the three services, over one gateway."""
 
-    # -- service aligner.v1.Admin: the same core as the HTTP admin routes --------------------------
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
 
-    CreateKey = admin_rpc(pb.ApiKey, lambda self, admin, f: self.create_key(admin, f))
-    ListKeys = admin_rpc(pb.ListKeysResponse, lambda self, admin, f: self.list_keys(admin, f.get("tenant")))
-    RevokeKey = admin_rpc(pb.ApiKey, lambda self, admin, f: self.revoke_key(admin, f["id"]))
-    PutSafetyConfig = admin_rpc(pb.SafetyConfigVersion, lambda self, admin, f: self.put_safety_config(admin, f["tenant"], with_expected_version(f)))
-    GetSafetyConfig = admin_rpc(pb.SafetyConfigVersion, lambda self, admin, f: self.get_safety_config(admin, f["tenant"]))
-    ListSafetyConfigVersions = admin_rpc(pb.ListSafetyConfigVersionsResponse, lambda self, admin, f: (
-        self.safety_config_versions(admin, f["tenant"])))
-    ActivateSafetyConfig = admin_rpc(pb.SafetyConfigVersion, lambda self, admin, f: self.activate_safety_config(admin, f["tenant"], with_expected_version(f)))
-    DeleteSafetyConfig = admin_rpc(pb.DeleteSafetyConfigResponse, lambda self, admin, f: self.delete_safety_config(admin, f["tenant"], f["expected_version"]))
-    ListAudit = admin_rpc(pb.ListAuditResponse, lambda self, admin, f: self.audit(admin, f.get("tenant"), f.get("since")))
+    # -- service aligner.v1.Admin: the same service as the HTTP admin routes ------------------------
 
-    def check_size(self, request: Any) -> None:
-        """The HTTP body limit, applied to the message (gRPC's own limit is 4 MiB)."""
-        size, limit = request.ByteSize(), self.config.max_body_bytes
-        if size > limit:
-            raise PayloadTooLarge(f"request: {size} bytes exceeds the limit of {limit} bytes")
+    CreateKey = admin_rpc(pb.ApiKey, lambda s, admin, f: s.create_key(admin, f))
+    ListKeys = admin_rpc(pb.ListKeysResponse, lambda s, admin, f: s.list_keys(admin, f.get("tenant")))
+    RevokeKey = admin_rpc(pb.ApiKey, lambda s, admin, f: s.revoke_key(admin, f["id"]))
+    PutSafetyConfig = admin_rpc(
+        pb.SafetyConfigVersion, lambda s, admin, f: s.put_safety_config(admin, f["tenant"], with_expected_version(f))
+    )
+    GetSafetyConfig = admin_rpc(pb.SafetyConfigVersion, lambda s, admin, f: s.get_safety_config(admin, f["tenant"]))
+    ListSafetyConfigVersions = admin_rpc(
+        pb.ListSafetyConfigVersionsResponse, lambda s, admin, f: s.safety_config_versions(admin, f["tenant"])
+    )
+    ActivateSafetyConfig = admin_rpc(
+        pb.SafetyConfigVersion,
+        lambda s, admin, f: s.activate_safety_config(admin, f["tenant"], with_expected_version(f)),
+    )
+    DeleteSafetyConfig = admin_rpc(
+        pb.DeleteSafetyConfigResponse,
+        lambda s, admin, f: s.delete_safety_config(admin, f["tenant"], f["expected_version"]),
+    )
+    ListAudit = admin_rpc(pb.ListAuditResponse, lambda s, admin, f: s.audit(admin, f.get("tenant"), f.get("since")))
 
     # -- service aligner.v1.Aligner -----------------------------------------------------------------
 
-    async def grpc_accepted(self, request: pb.GenerateRequest, grpc_context: Any, call: Any, streaming: bool) -> dict:
-        """The request's AlignRequest data once the caller, the size and the fields pass (as HTTP's
-        `accepted` + `parse`)."""
-        await self.admit(authorization(grpc_context), call)
-        self.check_size(request)
-        data = grpc_convert.generate_request(request, streaming=streaming)
-        self.parse(data, call)
-        return data
-
+    @grpc_errors(pb.AlignResponse)
     async def Generate(self, request: pb.GenerateRequest, grpc_context: Any) -> pb.AlignResponse:
-        from serve.ingress.ingress import Call
+        gateway = self.gateway
+        async with gateway.call() as call:
+            await gateway.admit(call, authorization(grpc_context))
+            gateway.check_size(request.ByteSize(), "request")
+            data = grpc_convert.generate_request(request, streaming=False)
+            response = await gateway.generate(call, gateway.parse(call, data))
+        grpc_context.set_trailing_metadata(list(call.headers().items()))
+        return grpc_convert.align_response(response)
 
-        call = Call(self.metrics)
-        try:
-            data = await self.grpc_accepted(request, grpc_context, call, streaming=False)
-            response, headers = await self.run(data, call)
-            call.ok(response)
-            grpc_context.set_trailing_metadata(list(headers.items()))
-            return grpc_convert.align_response(response)
-        except asyncio.CancelledError:
-            call.finish("cancelled")
-            raise
-        except Exception as exc:
-            set_error(grpc_context, call.failed(exc))
-            return pb.AlignResponse()
-
+    @grpc_stream_errors
     async def GenerateStream(self, request: pb.GenerateRequest, grpc_context: Any) -> AsyncIterator[pb.GenerateEvent]:
-        from serve.ingress.ingress import Call
-
-        call = Call(self.metrics)
-        try:
-            data = await self.grpc_accepted(request, grpc_context, call, streaming=True)
-            events = await self.open_stream(data, call)
-        except asyncio.CancelledError:
-            call.finish("cancelled")
-            raise
-        except Exception as exc:
-            payload = call.failed(exc)
-            set_error(grpc_context, payload)
-            raise GrpcError(payload["message"]) from None
-        if call.safety is not None:
-            grpc_context.set_trailing_metadata([("x-aligner-safety-version", str(call.safety["version"]))])
-        failed: dict[str, Any] = {}
-
-        def render(event: dict[str, Any]):
-            if event["type"] == "error":
-                failed.update(event["error"])
-            else:
-                yield grpc_convert.generate_event(event)
-
+        gateway = self.gateway
+        async with gateway.call() as call:
+            await gateway.admit(call, authorization(grpc_context))
+            gateway.check_size(request.ByteSize(), "request")
+            data = grpc_convert.generate_request(request, streaming=True)
+            stream = await gateway.open_stream(call, gateway.parse(call, data))
+        if call.safety_headers():
+            grpc_context.set_trailing_metadata(list(call.safety_headers().items()))
         # `relay` keeps the metrics and cancels the replica's search if the client goes away.
-        async for message in self.relay(events, call, render):
-            yield message
-        if failed:
-            set_error(grpc_context, failed)
-            raise GrpcError(failed["message"])
+        async for event in gateway.relay(call, stream):
+            if isinstance(event, ErrorInfo):
+                raise event.error()
+            yield grpc_convert.generate_event(event)
+
+    @grpc_errors(pb.ListObjectivesResponse)
+    async def ListObjectives(self, request: pb.ListObjectivesRequest, grpc_context: Any) -> pb.ListObjectivesResponse:
+        await self.gateway.authenticate(authorization(grpc_context))
+        return grpc_convert.objectives(await self.gateway.objectives())
+
+    # -- service grpc.health.v1.Health --------------------------------------------------------------
 
     async def Check(self, request: Any, grpc_context: Any) -> Any:
-        """grpc.health.v1: SERVING when a model replica's engine answers and its objectives score (as /readyz)."""
-        return await self._health(request, grpc_context)
+        """SERVING when a model replica's engine answers and its objectives score (as /readyz)."""
+        return await self._health(request)
+
+    async def List(self, request: Any, grpc_context: Any) -> Any:
+        """Every service this server reports on, with its status now (as Check)."""
+        ready = (await self.gateway.ready()).ready
+        status = HEALTH(status=HEALTH.SERVING if ready else HEALTH.NOT_SERVING)
+        return health_pb2.HealthListResponse(statuses={service: status for service in HEALTH_SERVICES})
 
     async def Watch(self, request: Any, grpc_context: Any) -> AsyncIterator[Any]:
-        """grpc.health.v1: the status now, then each change (checked every WATCH_INTERVAL_S)."""
+        """The status now, then each change (checked every WATCH_INTERVAL_S)."""
         last = None
         while True:
-            status = await self._health(request, grpc_context)
+            status = await self._health(request)
             if status != last:
                 yield status
                 last = status
@@ -183,19 +212,9 @@ class GrpcMethods:
                 return
             await asyncio.sleep(WATCH_INTERVAL_S)
 
-    async def _health(self, request: Any, grpc_context: Any) -> Any:
-        from grpc_health.v1 import health_pb2
-
-        serving = health_pb2.HealthCheckResponse
+    async def _health(self, request: Any) -> Any:
         if request.service not in HEALTH_SERVICES:
-            return serving(status=serving.SERVICE_UNKNOWN)
-        ready = (await self.readiness()).get("ready")
-        return serving(status=serving.SERVING if ready else serving.NOT_SERVING)
+            return HEALTH(status=HEALTH.SERVICE_UNKNOWN)
+        ready = (await self.gateway.ready()).ready
+        return HEALTH(status=HEALTH.SERVING if ready else HEALTH.NOT_SERVING)
 
-    async def ListObjectives(self, request: pb.ListObjectivesRequest, grpc_context: Any) -> pb.ListObjectivesResponse:
-        try:
-            await self.auth.authenticate(authorization(grpc_context))
-            return grpc_convert.objectives((await self.info())["objectives"])
-        except Exception as exc:
-            set_error(grpc_context, error_payload(exc))
-            return pb.ListObjectivesResponse()

@@ -1,4 +1,4 @@
-"""OpenAI chat-completions format <-> the aligner's AlignRequest / AlignResponse dicts.
+"""OpenAI chat-completions format <-> the aligner's AlignRequest data / AlignResponse.
 
 Pure protocol conversion: no alignment logic. Every OpenAI field is either
 mapped, accepted at its no-op value (`n: 1`, `logprobs: false`, penalties 0),
@@ -8,8 +8,10 @@ or refused with a 400 naming it — never silently ignored.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
+from aligner.contract import AlignResponse
 from aligner.errors import InvalidRequest
 
 ALIGNMENT_FIELDS = (
@@ -29,10 +31,20 @@ ROLES = {"system": "system", "developer": "system", "user": "user", "assistant":
 FINISH_REASONS = {"stop": "stop", "length": "length", "abort": "length", "content_filter": "content_filter"}
 
 
-def to_align_request(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(AlignRequest data, OpenAI-only options: model, stream, include_usage, user) from a request body."""
+@dataclass
+class ChatOptions:
+    """The OpenAI-only fields of a request: they choose the answer's form, not its content."""
+
+    model: str | None = None
+    stream: bool = False
+    include_usage: bool = False
+    user: str | None = None
+
+
+def to_align_request(body: dict[str, Any]) -> tuple[dict[str, Any], ChatOptions]:
+    """(AlignRequest data with `stream` set, the OpenAI-only options) from a request body."""
     data: dict[str, Any] = {}
-    options: dict[str, Any] = {"model": None, "stream": False, "include_usage": False}
+    options = ChatOptions()
     for name, value in body.items():
         if name in ALIGNMENT_FIELDS or name in PASSED_THROUGH:
             if value is not None:  # OpenAI clients send null for "unset"; the default applies
@@ -40,7 +52,7 @@ def to_align_request(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
         elif name == "model":
             if not isinstance(value, str) or not value:
                 raise InvalidRequest("model", "must be a non-empty string naming the served model (GET /v1/models)")
-            options["model"] = value
+            options.model = value
         elif name == "messages":
             data["messages"] = _messages(value)
         elif name in ("max_tokens", "max_completion_tokens"):
@@ -51,13 +63,13 @@ def to_align_request(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
         elif name == "stream":
             if value is not None and not isinstance(value, bool):
                 raise InvalidRequest("stream", "must be a boolean")
-            options["stream"] = bool(value)
+            options.stream = bool(value)
         elif name == "stream_options":
-            options["include_usage"] = _stream_options(value)
+            options.include_usage = _stream_options(value)
         elif name == "user":
             if value is not None and not isinstance(value, str):
                 raise InvalidRequest("user", "must be a string")
-            options["user"] = value
+            options.user = value
         elif name in NO_OP_VALUES:
             # bool is an int in Python: `n: true` must not pass as 1, nor `logprobs: 0` as false.
             no_op = value in NO_OP_VALUES[name] and isinstance(value, bool) == (name == "logprobs")
@@ -71,10 +83,11 @@ def to_align_request(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
             raise InvalidRequest(name, "unknown field")
     if "messages" not in data:
         raise InvalidRequest("messages", "is required")
-    if options["model"] is None:
+    if options.model is None:
         raise InvalidRequest("model", "is required (GET /v1/models lists the served model)")
-    if options["include_usage"] and not options["stream"]:
+    if options.include_usage and not options.stream:
         raise InvalidRequest("stream_options", "is only allowed with stream: true")
+    data["stream"] = options.stream
     return data, options
 
 
@@ -122,28 +135,29 @@ def _stream_options(value: Any) -> bool:
     return bool(value.get("include_usage", False))
 
 
-def alignment(strategy: str, response: dict[str, Any]) -> dict[str, Any]:
+def alignment(strategy: str, response: AlignResponse) -> dict[str, Any]:
     """The `alignment` extension object: what steered the answer and what it cost."""
     keys = ("scores", "combined_score", "feasible", "threshold_met", "usage", "candidates", "safety")
-    return {"strategy": strategy, **{k: response[k] for k in keys if response.get(k) is not None}}
+    shown = response.model_dump(include=set(keys), exclude_none=True)
+    return {"strategy": strategy, **{k: shown[k] for k in keys if k in shown}}
 
 
-def usage(response: dict[str, Any]) -> dict[str, int]:
-    prompt, completion = response["usage"]["prompt_tokens"], response["usage"].get("completion_tokens", 0)
+def usage(response: AlignResponse) -> dict[str, int]:
+    prompt, completion = response.usage.prompt_tokens, response.usage.completion_tokens
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def chat_completion(response: dict[str, Any], *, model: str, strategy: str) -> dict[str, Any]:
+def chat_completion(response: AlignResponse, *, model: str, strategy: str) -> dict[str, Any]:
     return {
-        "id": f"chatcmpl-{response['id']}",
+        "id": f"chatcmpl-{response.id}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": response["text"]},
-                "finish_reason": FINISH_REASONS.get(response["finish_reason"], "length"),
+                "message": {"role": "assistant", "content": response.text},
+                "finish_reason": FINISH_REASONS.get(response.finish_reason, "length"),
                 "logprobs": None,
             }
         ],
@@ -160,7 +174,7 @@ class ChunkWriter:
         self.model = model
         self.created = int(time.time())
 
-    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> dict[str, Any]:
+    def chunk(self, delta: dict[str, str], finish_reason: str | None = None, **extra: object) -> dict[str, Any]:
         return {
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -170,7 +184,7 @@ class ChunkWriter:
             **extra,
         }
 
-    def usage_chunk(self, response: dict[str, Any]) -> dict[str, Any]:
+    def usage_chunk(self, response: AlignResponse) -> dict[str, Any]:
         return {
             "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
             "choices": [], "usage": usage(response),

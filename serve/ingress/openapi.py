@@ -1,4 +1,5 @@
-"""OpenAPI documents for the routes that parse their own bodies.
+"""OpenAPI documents for the routes that parse their own bodies (the admin bodies are
+serve/gateway/admin.py's).
 
 Routes read raw JSON (to enforce size limits and report errors in one format),
 so their request and response schemas are declared here and added to the
@@ -9,54 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
-from aligner.safety.config import SafetyConfig
-from aligner.contract import AlignRequest, AlignResponse, parse_model
+from aligner.contract import AlignRequest, AlignResponse
+from serve.gateway.admin import ActivateSafetyConfig, CreateKey, PutSafetyConfig
 
 REF = "#/components/schemas/{model}"
-
-
-class PutSafetyConfig(BaseModel):
-    """Body of PUT /v1/admin/tenants/{tenant}/safety-config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    config: SafetyConfig = Field(description="The new version's content.")
-    expected_version: int | None = Field(
-        description="The active version you last read (null: the tenant has no active config). A different "
-        "current version means someone changed it first: 409 version_conflict, nothing stored."
-    )
-
-    @classmethod
-    def parse(cls, data: Any) -> PutSafetyConfig:
-        return parse_model(cls, data)
-
-
-class ActivateSafetyConfig(BaseModel):
-    """Body of POST /v1/admin/tenants/{tenant}/safety-config/activate."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    version: int = Field(ge=1, description="The existing version to make active (a rollback).")
-    expected_version: int | None = Field(description="The active version you last read (null: none).")
-
-    @classmethod
-    def parse(cls, data: Any) -> ActivateSafetyConfig:
-        return parse_model(cls, data)
-
-
-class CreateKey(BaseModel):
-    """Body of POST /v1/admin/keys."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    tenant: str = Field(description="Tenant the key belongs to (lowercase letters, digits, '_', '.', '-').")
-    admin: bool = Field(False, description="An admin key may manage keys of every tenant.")
-
-    @classmethod
-    def parse(cls, data: Any) -> CreateKey:
-        return parse_model(cls, data)
 
 
 ERROR = {

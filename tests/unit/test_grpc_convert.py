@@ -6,9 +6,11 @@ from pathlib import Path
 import pytest
 from google.protobuf.json_format import ParseDict
 
-from aligner.errors import InvalidRequest
+from aligner.errors import ErrorInfo, InvalidRequest
+from aligner.events import Chunk, Delta, Done
 from aligner.contract import AlignRequest, AlignResponse, Budget, CandidateInfo, ChatMessage, SafetyInfo, SearchSpec, Usage
 from proto.aligner.v1 import aligner_pb2 as pb
+from serve.gateway.messages import ObjectiveInfo
 from serve.ingress import grpc_convert
 
 FULL_REQUEST = {
@@ -40,7 +42,8 @@ FULL_RESPONSE = AlignResponse(
                 CandidateInfo(text="Red", tokens=2, finish_reason="length")],
     prompt=[ChatMessage(role="system", content="S"), ChatMessage(role="user", content="Name a colour.")],
     safety=SafetyInfo(version=3, verdict="passed", scores={"harmlessness": 0.99}),
-).model_dump(exclude_none=True)
+)
+FULL_RESPONSE_JSON = FULL_RESPONSE.model_dump(exclude_none=True)
 
 
 def test_committed_stubs_are_the_ones_the_proto_generates(tmp_path):
@@ -83,16 +86,17 @@ def test_stream_must_match_the_rpc():
 
 def test_every_response_field_converts_to_the_proto_and_back_to_the_same_json():
     message = grpc_convert.align_response(FULL_RESPONSE)
-    assert grpc_convert.to_plain(message) == FULL_RESPONSE
+    assert grpc_convert.to_plain(message) == FULL_RESPONSE_JSON
     minimal = AlignResponse(id="x", model="m", text="", finish_reason="content_filter",
-                            usage=Usage(prompt_tokens=1, generated_tokens=0, wall_time_s=0.0)).model_dump(exclude_none=True)
-    assert grpc_convert.to_plain(grpc_convert.align_response(minimal)) == minimal
+                            usage=Usage(prompt_tokens=1, generated_tokens=0, wall_time_s=0.0))
+    assert grpc_convert.to_plain(grpc_convert.align_response(minimal)) == minimal.model_dump(exclude_none=True)
 
 
 def test_stream_events_convert_like_the_sse_events():
-    for event in ({"type": "delta", "text": "Bl"}, {"type": "chunk", "text": "ue", "scores": {"relevance": 0.5}},
-                  {"type": "done", "response": FULL_RESPONSE}):
-        assert grpc_convert.to_plain(grpc_convert.generate_event(event)) == event
+    for event, sse in ((Delta("Bl"), {"type": "delta", "text": "Bl"}),
+                       (Chunk("ue", scores={"relevance": 0.5}), {"type": "chunk", "text": "ue", "scores": {"relevance": 0.5}}),
+                       (Done(FULL_RESPONSE), {"type": "done", "response": FULL_RESPONSE_JSON})):
+        assert grpc_convert.to_plain(grpc_convert.generate_event(event)) == sse == event.to_dict()
 
 
 def test_a_value_of_the_wrong_type_names_the_field():
@@ -107,7 +111,7 @@ def test_a_value_of_the_wrong_type_names_the_field():
 def test_objectives_convert():
     items = [{"name": "relevance", "description": "d", "low": 0.0, "high": 1.0, "reference": None},
              {"name": "rm", "description": "e", "low": -5.0, "high": 5.0, "reference": 0.5}]
-    plain = grpc_convert.to_plain(grpc_convert.objectives(items))
+    plain = grpc_convert.to_plain(grpc_convert.objectives([ObjectiveInfo(**o) for o in items]))
     assert plain == {"objectives": [{k: v for k, v in o.items() if v is not None} for o in items]}
 
 
@@ -151,7 +155,7 @@ def test_errors_map_to_grpc_status_with_the_field_and_trailers(payload, code):
     from serve.ingress.grpc_methods import set_error
 
     context = FakeGrpcContext()
-    set_error(context, payload)
+    set_error(context, ErrorInfo(**payload))
     assert context.code == grpc.StatusCode[code] and context.details == payload["message"]
     trailers = dict(context.trailers)
     assert trailers["aligner-error-code"] == payload["code"]

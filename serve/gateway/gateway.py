@@ -1,0 +1,248 @@
+"""The transport-neutral core of the ingress: what HTTP routes and gRPC methods both do.
+
+Admit (API key, the tenant's safety config in force), parse the request once, call a model replica
+with typed objects (serve/gateway/messages.py), relay its stream, and keep each request's metrics in
+a `Call`. The transports (serve/ingress/) only convert their wire formats to and from these calls,
+and map errors to their statuses in one place each; nothing here knows HTTP or gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+
+from aligner.contract import AlignRequest, AlignResponse
+from aligner.errors import AlignerError, EngineUnavailable, ErrorInfo, Overloaded, error_code
+from aligner.events import Chunk, Delta, Done
+from aligner.tenants import ApiKey, TenantStore
+from serve.config import ServerConfig
+from serve.deployments.metrics_hub import MetricsPusher
+from serve.errors import PayloadTooLarge
+from serve.gateway.admin import AdminService
+from serve.gateway.auth import ActiveSafetyConfigs, Authenticator
+from serve.gateway.messages import (
+    NO_SAFETY_CONFIG,
+    Accepted,
+    ModelInfo,
+    ObjectiveInfo,
+    Readiness,
+    ReplicaResult,
+    StreamItem,
+)
+from serve.gateway.readiness import PROBE_TIMEOUT_S, ReadinessRecord
+from serve.metrics import Metrics
+
+log = logging.getLogger("aligner.serve")
+
+# What a relayed stream yields to a transport: text as it comes, then Done, or an ErrorInfo instead.
+Relayed = Delta | Chunk | Done | ErrorInfo
+
+
+class Call:
+    """One request's bookkeeping at the ingress: tenant, strategy, timing, and its final metric."""
+
+    def __init__(self, metrics: Metrics, readiness: ReadinessRecord):
+        self.metrics = metrics
+        self.readiness = readiness
+        self.started = time.monotonic()
+        self.tenant = "unauthenticated"
+        self.strategy = "none"
+        self.context = NO_SAFETY_CONFIG  # the tenant's safety config this request is served under
+        self.replica: str | None = None
+        self.done = False
+
+    def ok(self, response: AlignResponse) -> None:
+        self.metrics.response(self.strategy, response, time.monotonic() - self.started)
+        verdict = response.safety.verdict if response.safety is not None else None
+        if verdict is not None:
+            self.metrics.safety_actions.labels(tenant=self.tenant, action=verdict).inc()
+        self.readiness.served()
+        self.finish("ok")
+
+    def finish(self, status: str) -> None:
+        if not self.done:
+            self.done = True
+            self.readiness.failed(status)
+            self.metrics.finished(self.tenant, self.strategy, status)
+
+    def safety_headers(self) -> dict[str, str]:
+        """Which version of the tenant's safety config the request is served under (none: no header)."""
+        version = self.context.version
+        return {} if version is None else {"x-aligner-safety-version": str(version)}
+
+    def headers(self) -> dict[str, str]:
+        """Who served the answer, and under which safety config."""
+        return {"x-aligner-replica": self.replica or "", **self.safety_headers()}
+
+
+class Gateway:
+    """One per ingress replica, over the handles of the model and metrics deployments."""
+
+    def __init__(self, config: ServerConfig, model: DeploymentHandle, hub: DeploymentHandle, store: TenantStore):
+        self.config = config
+        self.model = model
+        self.hub = hub
+        self.auth = Authenticator(store, config.auth_cache_s)
+        self.safety = ActiveSafetyConfigs(store, config.auth_cache_s)
+        self.admin = AdminService(store, self.objectives)
+        self.metrics = Metrics()
+        self.readiness = ReadinessRecord()
+        self.pusher = MetricsPusher(hub, self.metrics, config.metrics_interval_s, "ingress")
+        self._info: ModelInfo | None = None
+        # The first call through the model handle starts its router, which then learns the replicas.
+        # Made now: otherwise the first burst of clients all queue while it learns, and overflow
+        # max_queued_requests (429) on a server that has free replicas.
+        self._priming = asyncio.get_running_loop().create_task(self._prime_model_handle())
+
+    async def _prime_model_handle(self) -> None:
+        try:
+            await self.info()
+        except Exception as exc:  # the first request tries again and reports whatever is wrong
+            log.warning("ingress: the model replicas did not answer at start (%s); requests will retry", exc)
+
+    # -- admission ----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def call(self) -> AsyncIterator[Call]:
+        """A generation request's `Call`: a request that fails or is cancelled here is counted under
+        its error code (or `cancelled`), and the error goes on to the transport's one handler."""
+        call = Call(self.metrics, self.readiness)
+        try:
+            yield call
+        except asyncio.CancelledError:  # the client went away: Serve cancels us and the replica's search
+            call.finish("cancelled")
+            raise
+        except Exception as exc:
+            call.finish(error_code(exc))
+            raise
+
+    async def admit(self, call: Call, authorization: str | None) -> None:
+        """Authenticate a generation request and fix the safety config it is served under."""
+        key = await self.auth.authenticate(authorization)
+        call.tenant = key.tenant
+        # One version per request: the one active now, whatever changes while it runs.
+        call.context = await self.safety.for_request(key)
+        self.metrics.safety_version.labels(tenant=key.tenant).set(call.context.version or 0)
+
+    async def authenticate(self, authorization: str | None) -> ApiKey:
+        return await self.auth.authenticate(authorization)
+
+    async def check_admin(self, authorization: str | None) -> ApiKey:
+        return await self.auth.admin(authorization)
+
+    def check_size(self, size: int, what: str) -> None:
+        """The request-size limit, before anything is parsed (HTTP bodies, gRPC messages)."""
+        limit = self.config.max_body_bytes
+        if size > limit:
+            raise PayloadTooLarge(f"{what}: {size} bytes exceeds the limit of {limit} bytes")
+
+    def parse(self, call: Call, data: object) -> AlignRequest:
+        """The request, validated once: the replica receives this object and does not check it again."""
+        request = AlignRequest.parse(data, self.config.search_limits)
+        call.strategy = request.search.strategy
+        return request
+
+    # -- the model replica --------------------------------------------------------------------
+
+    async def generate(self, call: Call, request: AlignRequest) -> AlignResponse:
+        """The replica's response (its id in `call.replica`); its error is raised."""
+        try:
+            result: ReplicaResult = await self.model.generate.remote(request, call.context)
+        except (BackPressureError, RayActorError) as exc:
+            raise self.replica_failure(exc) from None
+        call.replica = result.replica
+        response = result.unwrap()
+        call.ok(response)
+        return response
+
+    async def open_stream(self, call: Call, request: AlignRequest) -> DeploymentResponseGenerator:
+        """The replica's stream once it has accepted the request (errors raise before any byte is sent)."""
+        stream = self.model.options(stream=True).stream.remote(request, call.context)
+        try:
+            first: StreamItem = await stream.__anext__()
+        except (BackPressureError, RayActorError) as exc:
+            raise self.replica_failure(exc) from None
+        except asyncio.CancelledError:
+            stream.cancel()
+            raise
+        if isinstance(first, ErrorInfo):
+            raise first.error()
+        assert isinstance(first, Accepted), first
+        call.replica = first.replica
+        return stream
+
+    def replica_failure(self, exc: BaseException) -> AlignerError:
+        """What a failed call to the model deployment means for the client: a full queue (429) or a
+        replica that died with its engine (503; Ray Serve replaces it)."""
+        if isinstance(exc, BackPressureError):
+            return Overloaded(
+                f"the server is at capacity ({self.config.max_queued_requests} requests queued per ingress); retry later",
+                retry_after_s=self.config.retry_after_s,
+            )
+        return EngineUnavailable("the model replica serving this request died; it is being replaced, retry shortly")
+
+    async def _items(self, stream: DeploymentResponseGenerator) -> AsyncIterator[StreamItem]:
+        """The replica's items; a replica that dies mid-stream ends them with an error."""
+        try:
+            async for item in stream:
+                yield item
+        except RayActorError as exc:
+            yield ErrorInfo.of(self.replica_failure(exc))
+
+    async def relay(self, call: Call, stream: DeploymentResponseGenerator) -> AsyncIterator[Relayed]:
+        """The replica's events, with the call's metrics kept; closing the relay before the end (the
+        client went away) cancels the replica's search."""
+        first_text = True
+        try:
+            async for item in self._items(stream):
+                if isinstance(item, (Delta, Chunk)) and first_text:
+                    first_text = False
+                    self.metrics.first_chunk.labels(strategy=call.strategy).observe(time.monotonic() - call.started)
+                elif isinstance(item, Done):
+                    call.ok(item.response)
+                elif isinstance(item, ErrorInfo):
+                    call.finish(item.code)
+                yield item
+        finally:
+            if not call.done:
+                stream.cancel()
+                call.finish("cancelled")
+
+    # -- discovery, health, metrics ---------------------------------------------------------------
+
+    async def info(self) -> ModelInfo:
+        if self._info is None:
+            self._info = await self.model.info.remote()
+        return self._info
+
+    async def objectives(self) -> list[ObjectiveInfo]:
+        return (await self.info()).objectives
+
+    async def ready(self) -> Readiness:
+        """A model replica's engine answers and its objectives score a probe (serve/gateway/readiness.py
+        says what a late answer means)."""
+        try:
+            answer: Readiness = await asyncio.wait_for(self.model.ready.remote(), PROBE_TIMEOUT_S)
+        except (asyncio.TimeoutError, BackPressureError) as exc:
+            if self.readiness.busy_means_ready():
+                return Readiness(ready=True, model=self._info.model if self._info is not None else None)
+            return Readiness(ready=False, error=ErrorInfo.of(exc))
+        except Exception as exc:
+            self.readiness.down()
+            return Readiness(ready=False, error=ErrorInfo.of(exc))
+        if answer.ready:
+            self.readiness.served()
+        else:
+            self.readiness.down()
+        return answer
+
+    async def metrics_text(self) -> bytes:
+        """Prometheus text format: every replica's metrics, merged (see serve/metrics.py)."""
+        return await self.hub.render.remote()

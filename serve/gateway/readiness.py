@@ -1,0 +1,46 @@
+"""Whether the model replicas serve, as one ingress sees them: the answer of `/readyz` and gRPC Health.
+
+A probe asks a replica to check its engine and score a probe on every objective. A replica that is
+busy serving answers late, or its queue is full and the probe is refused: neither means "not ready"
+when the replicas have just answered requests. So a probe that times out, or finds the queue full,
+counts as ready while a replica served a request (or passed a probe) within `grace_s`. Failures that
+show a replica cannot serve — its engine found dead, the replica gone — clear that record, so a dead
+engine is reported as not ready at once, whatever was served before it died.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+PROBE_TIMEOUT_S = 10.0  # short: while replicas are being replaced nobody answers, and "not ready" must come fast
+BUSY_GRACE_S = 60.0
+# Error codes that say a replica cannot serve (as opposed to a request that was refused).
+REPLICA_DOWN = frozenset({"engine_unavailable", "model_unavailable"})
+
+
+class ReadinessRecord:
+    """When a model replica last showed it serves (a request answered, a probe passed), if since then
+    none has shown it cannot."""
+
+    def __init__(self, grace_s: float = BUSY_GRACE_S, clock: Callable[[], float] = time.monotonic):
+        self.grace_s = grace_s
+        self.clock = clock
+        self.last_served: float | None = None
+
+    def served(self) -> None:
+        self.last_served = self.clock()
+
+    def down(self) -> None:
+        """A replica showed it cannot serve (a probe answered not ready, the replica died)."""
+        self.last_served = None
+
+    def failed(self, code: str) -> None:
+        """A request failed with `code`: only an error saying the replica cannot serve clears the record."""
+        if code in REPLICA_DOWN:
+            self.down()
+
+    def busy_means_ready(self) -> bool:
+        """What a probe that timed out (or was refused for a full queue) means: ready while a replica
+        served recently (it is busy serving), not ready otherwise (nobody answers)."""
+        return self.last_served is not None and self.clock() - self.last_served <= self.grace_s
