@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from aligner.errors import InvalidRequest
-
-STRATEGIES = ("sample", "best_of_n", "rejection", "beam", "rps")
-RANKED_STRATEGIES = ("best_of_n", "rejection", "beam", "rps")
+from aligner.search import registry as search_registry
+from aligner.search.params import sample
+from aligner.search.params.base import SearchParams
 
 OBJECTIVE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 MAX_STOP_SEQUENCES = 8
@@ -21,15 +21,6 @@ MAX_MESSAGES = 1024
 MAX_OBJECTIVES = 64
 MAX_DEADLINE_MS = 3_600_000
 SURROGATE = re.compile("[\ud800-\udfff]")
-
-# Search parameters each strategy reads; setting another one is refused (it would do nothing).
-STRATEGY_FIELDS = {
-    "sample": (),
-    "best_of_n": ("n",),
-    "rejection": ("batch", "threshold", "max_rounds"),
-    "beam": ("beam_width", "expansions", "chunk_tokens", "prune"),
-    "rps": ("n", "neighbors", "spread"),
-}
 
 
 class _Strict(BaseModel):
@@ -42,8 +33,9 @@ def check_text(field: str, text: str) -> None:
     match = SURROGATE.search(text)
     if match:
         raise InvalidRequest(
-            field, f"contains an unpaired UTF-16 surrogate (U+{ord(match.group()):04X}) at index {match.start()}; "
-            "send valid Unicode"
+            field,
+            f"contains an unpaired UTF-16 surrogate (U+{ord(match.group()):04X}) at index {match.start()}; "
+            "send valid Unicode",
         )
 
 
@@ -88,64 +80,8 @@ class SearchLimits(BaseModel):
 DEFAULT_LIMITS = SearchLimits()
 
 
-class SearchSpec(_Strict):
-    strategy: str = Field("sample", description=f"Search strategy; one of: {', '.join(STRATEGIES)}.")
-    n: int = Field(4, ge=1, description="best_of_n: candidates in one engine request; rps: candidates per direction.")
-    batch: int = Field(4, ge=1, description="rejection: candidates sampled per round.")
-    threshold: float | None = Field(None, description="rejection: stop once a feasible candidate's combined score reaches it.")
-    max_rounds: int = Field(8, ge=1, description="rejection: most rounds when no budget ends the search first.")
-    beam_width: int = Field(2, ge=1, description="beam: partial responses kept per step.")
-    expansions: int = Field(4, ge=1, description="beam: continuations asked per kept beam and step.")
-    chunk_tokens: int = Field(32, ge=1, description="beam: tokens per continuation chunk.")
-    prune: float = Field(0.0, ge=0.0, lt=1.0, description="beam: fraction of the width dropped after each step.")
-    neighbors: int = Field(4, ge=1, description="rps: neighbouring directions sampled.")
-    spread: float = Field(15.0, gt=0.0, le=90.0, description="rps: angle in degrees between the direction and its neighbours.")
-
-    @field_validator("strategy")
-    @classmethod
-    def _known_strategy(cls, value: str) -> str:
-        if value not in STRATEGIES:
-            raise ValueError(f"unknown strategy {value!r}; allowed: {', '.join(STRATEGIES)}")
-        return value
-
-    @model_validator(mode="after")
-    def _within_limits(self, info: ValidationInfo) -> SearchSpec:
-        limits = (info.context or {}).get("limits", DEFAULT_LIMITS)
-        for name, maximum in limits.model_dump().items():
-            if name not in SearchSpec.model_fields:
-                continue
-            value = getattr(self, name)
-            if value > maximum and name not in self.model_fields_set:
-                # A default above the server's maximum becomes the maximum; only explicit values are refused.
-                object.__setattr__(self, name, maximum)
-            elif value > maximum:
-                raise InvalidRequest(f"search.{name}", f"is {value} but the configured maximum is {maximum}")
-        if self.threshold is not None and not math.isfinite(self.threshold):
-            raise InvalidRequest("search.threshold", "must be a finite number")
-        applies = STRATEGY_FIELDS[self.strategy]
-        for name in sorted(self.model_fields_set - {"strategy", *applies}):
-            users = ", ".join(s for s, fields in STRATEGY_FIELDS.items() if name in fields)
-            raise InvalidRequest(
-                f"search.{name}", f"does not apply to strategy {self.strategy!r} (it is read by: {users})"
-            )
-        return self
-
-    def worst_case(self, max_tokens: int, objectives: int) -> tuple[int, int]:
-        """(candidates, generated tokens) this search may cost at most, before any budget."""
-        if self.strategy == "sample":
-            return 1, max_tokens
-        if self.strategy == "best_of_n":
-            return self.n, self.n * max_tokens
-        if self.strategy == "rejection":
-            count = self.batch * self.max_rounds
-            return count, count * max_tokens
-        if self.strategy == "rps":
-            count = self.n * (self.neighbors if objectives > 1 else 1)
-            return count, count * max_tokens
-        # beam: every step asks `expansions` children of each kept beam, `chunk_tokens` each; the
-        # candidates alive at once are one step's children.
-        per_step = self.beam_width * self.expansions
-        return per_step, per_step * max_tokens
+# The flat `search` object of the wire: `strategy` and every registered strategy's parameters.
+SearchSpec = search_registry.wire_model()
 
 
 class Budget(_Strict):
@@ -184,7 +120,8 @@ class AlignRequest(_Strict):
         description="Direction over reward objectives (objective -> weight); normalised to a unit vector (DPA).",
     )
     combination: Literal["linear", "and"] = Field(
-        "linear", description="How objectives combine: `linear` (v·r) or `and` (Σ|v|·log σ(r − ref)); see preference.py."
+        "linear",
+        description="How objectives combine: `linear` (v·r) or `and` (Σ|v|·log σ(r − ref)); see preference.py.",
     )
     references: dict[str, float] | None = Field(
         None,
@@ -193,14 +130,21 @@ class AlignRequest(_Strict):
         "(default: the objective's own).",
     )
     constraints: dict[str, Constraint] | None = Field(
-        None, max_length=MAX_OBJECTIVES, description="Hard constraints per objective, e.g. {\"harmlessness\": {\"min\": 0.9}}."
+        None,
+        max_length=MAX_OBJECTIVES,
+        description='Hard constraints per objective, e.g. {"harmlessness": {"min": 0.9}}.',
     )
-    search: SearchSpec = Field(default_factory=SearchSpec, description="Search strategy and its parameters.")
+    search: Annotated[SearchParams, search_registry.SearchField()] = Field(
+        default_factory=sample.Params, description="Search strategy and its parameters."
+    )
     budget: Budget = Field(default_factory=Budget, description="Compute limits of the search.")
     return_candidates: bool = Field(False, description="Return every final candidate with its scores.")
     max_tokens: int = Field(256, ge=1, description="Most tokens to generate for the response.")
     temperature: float = Field(
-        0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy (only `sample`: ranked candidates would be identical)."
+        0.7,
+        ge=0.0,
+        le=2.0,
+        description="Sampling temperature; 0 is greedy (only `sample`: ranked candidates would be identical).",
     )
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Seed for reproducible sampling.")
@@ -253,7 +197,9 @@ class AlignRequest(_Strict):
     def _one_conversation(self, info: ValidationInfo) -> AlignRequest:
         limits = (info.context or {}).get("limits", DEFAULT_LIMITS)
         if self.max_tokens > limits.max_tokens:
-            raise InvalidRequest("max_tokens", f"is {self.max_tokens} but the configured maximum is {limits.max_tokens}")
+            raise InvalidRequest(
+                "max_tokens", f"is {self.max_tokens} but the configured maximum is {limits.max_tokens}"
+            )
         self._check_conversation(limits)
         self._check_search(limits)
         self._check_objectives()
@@ -275,11 +221,13 @@ class AlignRequest(_Strict):
                         f"messages[{i}].role", "system messages are allowed only at the start of the conversation"
                     )
                 if message.role == "user" and not message.content.strip():
-                    raise InvalidRequest(f"messages[{i}].content", "a user message must not be empty or only whitespace")
+                    raise InvalidRequest(
+                        f"messages[{i}].content", "a user message must not be empty or only whitespace"
+                    )
                 texts.append((f"messages[{i}].content", message.content))
             if not any(m.role == "user" for m in self.messages):
                 raise InvalidRequest("messages", "must contain at least one user message")
-        else:
+        elif self.prompt is not None:
             if not self.prompt.strip():
                 raise InvalidRequest("prompt", "must not be empty or only whitespace")
             texts.append(("prompt", self.prompt))
@@ -294,32 +242,14 @@ class AlignRequest(_Strict):
             check_text(field, text)
 
     def _check_search(self, limits: SearchLimits) -> None:
-        search = self.search
-        if search.strategy in RANKED_STRATEGIES and self.preference_vector is None:
-            raise InvalidRequest(
-                "preference_vector", f"{search.strategy} ranks candidates by a direction; give a preference_vector"
-            )
-        if search.strategy == "rejection" and search.threshold is None:
-            raise InvalidRequest("search.threshold", "rejection sampling needs a threshold on the combined score")
-        if search.strategy in RANKED_STRATEGIES and self.temperature == 0:
-            raise InvalidRequest(
-                "temperature", f"is 0 (greedy), so every {search.strategy} candidate would be the same; use a "
-                "temperature above 0 or strategy 'sample'"
-            )
-        candidates, tokens = search.worst_case(self.max_tokens, len(self.preference_vector or {}))
-        if candidates > limits.max_candidates:
-            raise InvalidRequest(
-                "search", f"{search.strategy} may generate up to {candidates} candidates; the configured maximum per "
-                f"request is {limits.max_candidates} (max_candidates)"
-            )
-        if self.budget.max_candidate_tokens is not None:
-            tokens = min(tokens, self.budget.max_candidate_tokens)
-        if tokens > limits.max_search_tokens:
-            raise InvalidRequest(
-                "search", f"{search.strategy} may generate up to {tokens} tokens over all candidates; the configured "
-                f"maximum per request is {limits.max_search_tokens} (max_search_tokens): lower max_tokens or the "
-                "search size, or set budget.max_candidate_tokens"
-            )
+        self.search.check_request(
+            objectives=None if self.preference_vector is None else len(self.preference_vector),
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            budget_tokens=self.budget.max_candidate_tokens,
+            max_candidates=limits.max_candidates,
+            max_search_tokens=limits.max_search_tokens,
+        )
 
     def _check_objectives(self) -> None:
         scored = set(self.scored_objectives())
@@ -346,7 +276,7 @@ class AlignRequest(_Strict):
         """The user's conversation, with `prompt` expanded to one user message."""
         if self.messages is not None:
             return list(self.messages)
-        return [ChatMessage(role="user", content=self.prompt)]
+        return [ChatMessage(role="user", content=self.prompt or "")]
 
     @classmethod
     def parse(cls, data: Any, limits: SearchLimits = DEFAULT_LIMITS) -> AlignRequest:
@@ -391,7 +321,9 @@ class Usage(_Strict):
     generated_tokens: int = Field(
         description="Tokens the engine generated for this request: every candidate's, and the judge's."
     )
-    candidate_tokens: int = Field(0, description="Tokens generated over all candidates (what budget.max_candidate_tokens bounds).")
+    candidate_tokens: int = Field(
+        0, description="Tokens generated over all candidates (what budget.max_candidate_tokens bounds)."
+    )
     prefill_tokens: int = Field(0, description="Prompt tokens over every engine request (candidates' and the judge's).")
     candidates: int = Field(1, description="Final candidates the search compared.")
     wall_time_s: float = Field(description="Wall time of the request inside the aligner, in seconds.")
@@ -399,7 +331,9 @@ class Usage(_Strict):
     reward_calls: int = Field(0, description="Candidates (or partial candidates) scored.")
     rounds: int = Field(0, description="Search rounds (rejection) or steps (beam).")
     stopped_by: str | None = Field(None, description="The budget limit that cut the search short, if any.")
-    stage_seconds: dict[str, float] = Field(default_factory=dict, description="Wall time per stage: generate, score, select.")
+    stage_seconds: dict[str, float] = Field(
+        default_factory=dict, description="Wall time per stage: generate, score, select."
+    )
 
 
 class CandidateInfo(_Strict):
@@ -422,7 +356,8 @@ class SafetyInfo(_Strict):
         "`flagged` (none did: the best is returned, flagged). Null when the config has no thresholds.",
     )
     scores: dict[str, float] | None = Field(
-        None, description="Raw scores of the returned response on the config's threshold objectives (null when refused)."
+        None,
+        description="Raw scores of the returned response on the config's threshold objectives (null when refused).",
     )
 
 

@@ -18,7 +18,8 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aligner.contract import AlignRequest, AlignResponse, CandidateInfo, SafetyInfo, Usage
-from aligner.engine.vllm import ENGINE_USAGE, Engine, EngineUsage
+from aligner.engine.base import ENGINE_USAGE, EngineUsage
+from aligner.engine.vllm import Engine
 from aligner.errors import ConfigError, InvalidRequest
 from aligner.events import Delta, Done, Event, TextEvent
 from aligner.prompting import ModelProfile, PreparedPrompt, prepare_prompt, safety_placeholder
@@ -26,8 +27,8 @@ from aligner.rewards import ObjectiveCatalog
 from aligner.rewards.base import CURRENT_SAFETY
 from aligner.safety.config import SafetyConfig
 from aligner.safety.enforce import enforce, passes, with_thresholds
-from aligner.search import STRATEGIES, Meter, Scored, SearchContext, SearchResult
-from aligner.search.base import Emit
+from aligner.search.base import Emit, Meter, Scored, SearchContext, SearchResult
+from aligner.search.strategies import strategy_for
 
 FINISH_REASONS = ("stop", "length", "abort", "content_filter")
 
@@ -248,7 +249,7 @@ class Aligner:
                 else None
             ),
         )
-        result = await STRATEGIES[request.search.strategy].run(ctx)
+        result = await strategy_for(request.search.strategy).run(ctx)
         verdict, shown = None, result.candidates
         if safety is not None and safety.thresholds:
             result, verdict = await enforce(ctx, safety, result)

@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextvars import ContextVar
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aligner.engine.base import ENGINE_USAGE, Candidate, Delta, SamplingSpec, derive_seed
 from aligner.engine.cpu_binding import engine_binding
 from aligner.errors import EngineUnavailable, InvalidRequest
+from aligner.model_cache import resolve_model
 from aligner.prompting import ModelProfile
 
 log = logging.getLogger(__name__)
@@ -76,61 +76,6 @@ class EngineConfig(BaseModel):
     profile: ModelProfile = Field(default_factory=ModelProfile, description="What the policy model understands.")
 
 
-def derive_seed(*parts: int | str) -> int:
-    """A 63-bit seed from `parts` (a hash: different parts give unrelated seeds).
-
-    vLLM gets `derive_seed(seed)` for a request with `seed`: it seeds candidate i with seed + i, so
-    requests seeded 1 and 2 would share all but one candidate; hashed, two requests' candidate seeds
-    (h(s), h(s) + 1, ...) overlap only if their hashes fall within n of each other, a chance of about
-    n / 2^62."""
-    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8, person=b"aligner-seed").digest()
-    return int.from_bytes(digest, "big") >> 1
-
-
-@dataclass(frozen=True)
-class SamplingSpec:
-    """Per-request decoding knobs, independent of vLLM's types."""
-
-    max_tokens: int
-    temperature: float = 0.7
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One generated continuation; token_ids and text cover only the new tokens."""
-
-    index: int
-    token_ids: tuple[int, ...]
-    text: str
-    finish_reason: str
-
-
-@dataclass(frozen=True)
-class Delta:
-    """A streamed piece of one candidate."""
-
-    text: str
-    token_ids: tuple[int, ...]
-    finish_reason: str | None
-
-
-@dataclass
-class EngineUsage:
-    """Every engine request made while it is the current one, whoever made it (search, judge, ...)."""
-
-    requests: int = 0
-    prefill_tokens: int = 0
-    generated_tokens: int = 0
-
-
-# The usage of the request being served; asyncio tasks inherit it, so work spread over
-# tasks (beam's siblings, the judge's prompts) is counted into the same object.
-ENGINE_USAGE: ContextVar[EngineUsage | None] = ContextVar("aligner_engine_usage", default=None)
-
-
 @dataclass
 class SchedulerSnapshot:
     """The engine core's last reported scheduler state."""
@@ -174,7 +119,7 @@ def _stat_logger_factory(snapshot: SchedulerSnapshot) -> Callable[..., Any]:
     return SchedulerRecorder
 
 
-def _async_llm_class() -> type:
+def _async_llm_class() -> Any:  # a subclass of vLLM's AsyncLLM, which mypy does not follow
     from vllm.v1.engine.async_llm import AsyncLLM
 
     class OwnedAsyncLLM(AsyncLLM):
@@ -200,8 +145,9 @@ def on_cpu() -> bool:
 class Engine:
     """A running vLLM engine for one policy model."""
 
-    def __init__(self, llm: Any, config: EngineConfig, model_dir: Path, scheduler: SchedulerSnapshot,
-                 cores: Sequence[int] = ()):
+    def __init__(
+        self, llm: Any, config: EngineConfig, model_dir: Path, scheduler: SchedulerSnapshot, cores: Sequence[int] = ()
+    ):
         from transformers import AutoTokenizer
 
         self._llm = llm
@@ -215,12 +161,12 @@ class Engine:
         self._closed = False
 
     @classmethod
-    def start(cls, config: EngineConfig, *, progress: Callable[[str], None] = log.info,
-              share: tuple[int, int] = (0, 1)) -> Engine:
+    def start(
+        cls, config: EngineConfig, *, progress: Callable[[str], None] = log.info, share: tuple[int, int] = (0, 1)
+    ) -> Engine:
         """Prepare the model directory and start vLLM (tens of seconds on CPU). `share` = (index, count):
         this is engine `index` of `count` on the same machine, which split its cores between them."""
         from vllm.engine.arg_utils import AsyncEngineArgs
-        from aligner.model_cache import resolve_model
 
         model_dir = resolve_model(config.model, progress=progress)
         cpu = on_cpu()
@@ -240,7 +186,10 @@ class Engine:
         )
         scheduler = SchedulerSnapshot()
         compiled = "eager" if config.enforce_eager else ("compiling the model first" if cpu else "with CUDA graphs")
-        with engine_binding(config.cpu_threads, share) if cpu else contextlib.nullcontext([]) as cores:
+        binding: contextlib.AbstractContextManager[list[int]] = (
+            engine_binding(config.cpu_threads, share) if cpu else contextlib.nullcontext([])
+        )
+        with binding as cores:
             where = f"CPU cores {','.join(map(str, cores))}" if cpu else "GPU"
             progress(f"starting the vLLM engine on {where} for {model_dir} ({compiled})")
             try:
@@ -254,8 +203,9 @@ class Engine:
     def max_model_len(self) -> int:
         return self.config.max_model_len
 
-    def _sampling_params(self, spec: SamplingSpec, n: int, *, streaming: bool = False,
-                         logprobs: int | None = None) -> Any:
+    def _sampling_params(
+        self, spec: SamplingSpec, n: int, *, streaming: bool = False, logprobs: int | None = None
+    ) -> Any:
         # logprobs=None, not 0: 0 still makes the sampler compute a log-softmax over the vocabulary
         # for every generated token, which nothing here reads.
         from vllm import SamplingParams
@@ -335,7 +285,7 @@ class Engine:
             raise EngineUnavailable("the engine returned no output")
         return final
 
-    async def _run(self, ids: list[int], params: Any) -> AsyncIterator[Any]:
+    async def _run(self, ids: list[int], params: Any) -> AsyncGenerator[Any, None]:
         from vllm.inputs import TokensPrompt
         from vllm.v1.engine.exceptions import EngineDeadError
 

@@ -15,22 +15,26 @@ first occurrence of any of them, wherever it falls, chunk boundaries included.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import ClassVar, TypeVar
 
 import numpy as np
 
-from aligner.engine.vllm import Candidate, Engine, SamplingSpec, derive_seed
+from aligner.contract import AlignRequest, ChatMessage
+from aligner.engine.base import Candidate, Generator, SamplingSpec, derive_seed
 from aligner.errors import AlignerError
 from aligner.events import TextEvent
 from aligner.preference import Combiner, Ranking
 from aligner.rewards import ObjectiveCatalog
-from aligner.contract import AlignRequest, ChatMessage
+from aligner.search.params.base import SearchParams
 
 STAGES = ("generate", "score", "select")
+P = TypeVar("P", bound=SearchParams)
 
 
 class DeadlineExceeded(AlignerError):
@@ -135,7 +139,7 @@ Emit = Callable[[TextEvent], None]
 
 @dataclass
 class SearchContext:
-    engine: Engine
+    engine: Generator
     catalog: ObjectiveCatalog
     request: AlignRequest
     prompt_ids: list[int]
@@ -144,10 +148,19 @@ class SearchContext:
     # Prompt ids for another direction (DPA models read it from the system prompt).
     prompt_for_direction: Callable[[dict[str, float]], list[int]] | None = None
 
+    def params(self, kind: type[P]) -> P:
+        """The request's search parameters, as the running strategy's own `Params`."""
+        search = self.request.search
+        if not isinstance(search, kind):
+            raise TypeError(f"the request's search is {type(search).__name__}, not {kind.__name__}")
+        return search
+
     @property
     def spec(self) -> SamplingSpec:
         r = self.request
-        return SamplingSpec(max_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p, seed=r.seed, stop=tuple(r.stop))
+        return SamplingSpec(
+            max_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p, seed=r.seed, stop=tuple(r.stop)
+        )
 
     @property
     def conversation(self) -> list[ChatMessage]:
@@ -211,14 +224,19 @@ class SearchContext:
             return []
         return await asyncio.to_thread(lambda: [to_scored(c, self) for c in candidates])
 
-    def rank(self, items: Sequence[Scored], raw: np.ndarray, combiner: Combiner | None = None) -> tuple[list[Scored], Ranking]:
+    def rank(
+        self, items: Sequence[Scored], raw: np.ndarray, combiner: Combiner | None = None
+    ) -> tuple[list[Scored], Ranking]:
         """`items` with their scores filled in, and their ranking (best first)."""
         with self.meter.stage("select"):
             ranking = (combiner or self.combiner()).rank(raw)
             names = self.objective_names
             scored = [
                 Scored(
-                    item.token_ids, item.text, item.finish_reason, item.finished,
+                    item.token_ids,
+                    item.text,
+                    item.finish_reason,
+                    item.finished,
                     scores={n: float(raw[i, j]) for j, n in enumerate(names)},
                     combined=float(ranking.combined[i]),
                     feasible=bool(ranking.feasible[i]),
@@ -252,7 +270,8 @@ def to_scored(candidate: Candidate, ctx: SearchContext, prefix: Sequence[int] | 
 
 def best_first(items: Sequence[Scored]) -> list[Scored]:
     """Already-scored items, feasible before infeasible, higher combined score first, earlier first on ties."""
-    order = sorted(range(len(items)), key=lambda i: (not items[i].feasible, -items[i].combined, i))
+    combined = [-math.inf if item.combined is None else item.combined for item in items]
+    order = sorted(range(len(items)), key=lambda i: (not items[i].feasible, -combined[i], i))
     return [items[i] for i in order]
 
 
@@ -268,7 +287,13 @@ async def score_and_rank(ctx: SearchContext, items: list[Scored]) -> list[Scored
 
 
 class Strategy(ABC):
-    name: str
+    """A strategy's run code; `params` is its half the contract reads (aligner/search/params/)."""
+
+    params: ClassVar[type[SearchParams]]
+
+    @property
+    def name(self) -> str:
+        return self.params.strategy_name()
 
     @abstractmethod
     async def run(self, ctx: SearchContext) -> SearchResult: ...

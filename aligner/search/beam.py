@@ -21,6 +21,7 @@ import asyncio
 import math
 from dataclasses import replace
 
+from aligner.concurrency import gather_all
 from aligner.events import Chunk
 from aligner.search.base import (
     DeadlineExceeded,
@@ -33,7 +34,7 @@ from aligner.search.base import (
     score_and_rank,
     to_scored,
 )
-from aligner.concurrency import gather_all
+from aligner.search.params.beam import Params
 
 
 def common_prefix(sequences: list[tuple[int, ...]]) -> tuple[int, ...]:
@@ -76,10 +77,10 @@ class Committer:
 
 
 class Beam(Strategy):
-    name = "beam"
+    params = Params
 
     async def run(self, ctx: SearchContext) -> SearchResult:
-        search = ctx.request.search
+        search = ctx.params(Params)
         max_tokens = ctx.request.max_tokens
         pool: list[Scored] = [Scored((), "", "length", False)]
         width = search.beam_width
@@ -97,7 +98,11 @@ class Beam(Strategy):
             spec = replace(ctx.spec, seed=ctx.seed_for(step))
             results = await gather_all(
                 *(
-                    ctx.generate(replace(spec, max_tokens=min(tokens, max_tokens - len(b.token_ids))), per_beam, prefix_ids=b.token_ids)
+                    ctx.generate(
+                        replace(spec, max_tokens=min(tokens, max_tokens - len(b.token_ids))),
+                        per_beam,
+                        prefix_ids=b.token_ids,
+                    )
                     for b in running
                 )
             )
@@ -136,4 +141,3 @@ def _unique(items: list[Scored]) -> list[Scored]:
             seen.add(item.token_ids)
             out.append(item)
     return out
-

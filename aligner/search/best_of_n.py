@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from aligner.search.base import DeadlineExceeded, SearchContext, SearchResult, Strategy, score_and_rank
+from aligner.search.params.best_of_n import Params
 
 
 class BestOfN(Strategy):
-    name = "best_of_n"
+    params = Params
 
     async def run(self, ctx: SearchContext) -> SearchResult:
-        count, tokens = ctx.meter.affordable(ctx.request.search.n, ctx.request.max_tokens, scored=True)
+        count, tokens = ctx.meter.affordable(ctx.params(Params).n, ctx.request.max_tokens, scored=True)
         candidates = await ctx.generate(replace(ctx.spec, max_tokens=tokens), count) if count else []
         if not candidates:
             raise DeadlineExceeded("the deadline passed before any candidate was complete")

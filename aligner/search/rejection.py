@@ -13,13 +13,17 @@ from aligner.search.base import (
     best_first,
     score_and_rank,
 )
+from aligner.search.params.rejection import Params
 
 
 class Rejection(Strategy):
-    name = "rejection"
+    params = Params
 
     async def run(self, ctx: SearchContext) -> SearchResult:
-        search = ctx.request.search
+        search = ctx.params(Params)
+        threshold = search.threshold
+        if threshold is None:  # the contract refuses it (Params.check); a search built in code may not
+            raise ValueError("rejection needs a threshold")
         seen: list[Scored] = []
         met = False
         for round_index in range(search.max_rounds):
@@ -35,7 +39,8 @@ class Rejection(Strategy):
             if not ranked:
                 break  # the deadline passed while scoring: the earlier rounds' candidates stand
             seen.extend(ranked)
-            if ranked[0].feasible and ranked[0].combined >= search.threshold:
+            best = ranked[0]
+            if best.feasible and best.combined is not None and best.combined >= threshold:
                 met = True
                 break
         if not seen:

@@ -23,11 +23,14 @@ from dataclasses import replace
 
 import numpy as np
 
-from aligner.search.base import DeadlineExceeded, SearchContext, SearchResult, Strategy
 from aligner.concurrency import gather_all
+from aligner.search.base import DeadlineExceeded, SearchContext, SearchResult, Strategy
+from aligner.search.params.rps import Params
 
 
-def neighbour_directions(direction: dict[str, float], count: int, spread_degrees: float, seed: int | None) -> list[dict[str, float]]:
+def neighbour_directions(
+    direction: dict[str, float], count: int, spread_degrees: float, seed: int | None
+) -> list[dict[str, float]]:
     names = list(direction)
     v = np.array([direction[n] for n in names], dtype=float)
     if len(names) < 2:
@@ -45,22 +48,23 @@ def neighbour_directions(direction: dict[str, float], count: int, spread_degrees
 
 
 class RobustPreferenceSelection(Strategy):
-    name = "rps"
+    params = Params
 
     async def run(self, ctx: SearchContext) -> SearchResult:
-        search = ctx.request.search
-        direction = dict(ctx.request.preference_vector)
+        search = ctx.params(Params)
+        direction = dict(ctx.request.preference_vector or {})  # a ranked strategy: the contract requires one
         neighbours = neighbour_directions(direction, search.neighbors, search.spread, ctx.request.seed) or [direction]
         per_direction = search.n
         count, tokens = ctx.meter.affordable(len(neighbours) * per_direction, ctx.request.max_tokens, scored=True)
         if not count:
             raise DeadlineExceeded("the budget or deadline allows no candidate")
         spec = replace(ctx.spec, max_tokens=tokens)
-        if ctx.prompt_for_direction is not None:
+        render = ctx.prompt_for_direction
+        if render is not None:
             kept = neighbours[: max(1, count // per_direction)]
             per = min(per_direction, count)
             # Each direction's prompt is rendered and tokenized: CPU work, off the event loop.
-            prompts = await asyncio.to_thread(lambda: [ctx.prompt_for_direction(d) for d in kept])
+            prompts = await asyncio.to_thread(lambda: [render(d) for d in kept])
             batches = await gather_all(
                 *(ctx.generate(replace(spec, seed=ctx.seed_for(i)), per, prompt_ids=p) for i, p in enumerate(prompts))
             )

@@ -7,10 +7,11 @@ from dataclasses import replace
 
 from aligner.events import Delta
 from aligner.search.base import DeadlineExceeded, Scored, SearchContext, SearchResult, Strategy, score_and_rank
+from aligner.search.params.sample import Params
 
 
 class Sample(Strategy):
-    name = "sample"
+    params = Params
 
     async def run(self, ctx: SearchContext) -> SearchResult:
         _, tokens = ctx.meter.affordable(1, ctx.request.max_tokens, scored=False)

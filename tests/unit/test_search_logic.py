@@ -1,12 +1,21 @@
+import asyncio
 import math
 import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from aligner.search.base import Meter
-from aligner.search.beam import common_prefix
+from aligner.concurrency import gather_all
+from aligner.contract import MAX_SEED, AlignRequest, SearchLimits
+from aligner.engine.base import Candidate, derive_seed
+from aligner.search import registry
+from aligner.search.base import Meter, SearchContext, cut_at_stop, to_scored
+from aligner.search.beam import Committer, common_prefix
 from aligner.search.rps import neighbour_directions
+from aligner.search.strategies import strategy_for
+from tests.fakes import FakeGenerator
 
 
 def meter(**limits):
@@ -73,35 +82,21 @@ def test_a_single_objective_has_no_neighbours():
     assert neighbour_directions({"a": 1.0}, 4, 15, seed=0) == []
 
 
-def test_every_strategy_name_in_the_contract_has_exactly_one_implementation():
-    """types.STRATEGIES (the validated contract) and the search registry must not drift apart."""
-    from aligner import contract as types
-    from aligner.search import STRATEGIES
+def test_every_registered_strategy_has_run_code_that_reads_its_parameters():
+    """The registry the contract validates against and the run code the core looks up must not drift apart."""
+    assert registry.names() == ("sample", "best_of_n", "rejection", "beam", "rps")
+    for name in registry.names():
+        assert strategy_for(name).params is registry.params_of(name) and strategy_for(name).name == name
+    assert [n for n in registry.names() if registry.params_of(n).ranked] == ["best_of_n", "rejection", "beam", "rps"]
 
-    assert list(STRATEGIES) == list(types.STRATEGIES)
-    assert set(types.RANKED_STRATEGIES) == set(types.STRATEGIES) - {"sample"}
+
+def test_the_configurable_limits_default_to_the_maxima_the_strategies_declare():
+    declared = {f: m for n in registry.names() for f, m in registry.params_of(n).maxima().items()}
+    configurable = {f: v for f, v in SearchLimits().model_dump().items() if f in declared}
+    assert configurable == declared
 
 
 # --- stop strings, deadlines on scoring, sibling cancellation (fakes stand in for engine and models) ---
-
-import asyncio  # noqa: E402
-
-from aligner.engine.vllm import Candidate  # noqa: E402
-from aligner.search.base import SearchContext, cut_at_stop, to_scored  # noqa: E402
-from aligner.search.beam import Committer  # noqa: E402
-from aligner.concurrency import gather_all  # noqa: E402
-from aligner.contract import AlignRequest  # noqa: E402
-
-
-class FakeCharTokenizer:
-    """One token per character (id = code point): decoding is exact and easy to reason about."""
-
-    def decode(self, ids, skip_special_tokens=True):
-        return "".join(chr(i) for i in ids)
-
-
-class FakeEngine:
-    tokenizer = FakeCharTokenizer()
 
 
 def ids(text):
@@ -109,10 +104,22 @@ def ids(text):
 
 
 def context(stop=(), deadline_ms=None, catalog=None, emit=None):
-    request = AlignRequest.parse({"prompt": "hi", "stop": list(stop), "max_tokens": 100,
-                                  **({"budget": {"deadline_ms": deadline_ms}} if deadline_ms else {})})
-    return SearchContext(engine=FakeEngine(), catalog=catalog, request=request, prompt_ids=[1],
-                         meter=Meter(started=time.monotonic(), deadline_ms=deadline_ms), emit=emit)
+    request = AlignRequest.parse(
+        {
+            "prompt": "hi",
+            "stop": list(stop),
+            "max_tokens": 100,
+            **({"budget": {"deadline_ms": deadline_ms}} if deadline_ms else {}),
+        }
+    )
+    return SearchContext(
+        engine=FakeGenerator(),
+        catalog=catalog,
+        request=request,
+        prompt_ids=[1],
+        meter=Meter(started=time.monotonic(), deadline_ms=deadline_ms),
+        emit=emit,
+    )
 
 
 def test_cut_at_stop_takes_the_earliest_of_any_stop_string():
@@ -201,9 +208,6 @@ def test_when_one_sibling_fails_the_others_are_cancelled():
 
 # --- property: whatever a strategy asks, the meter never lets a budget be exceeded ---
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
 
 @settings(max_examples=300, deadline=None)
 @given(
@@ -230,9 +234,6 @@ def test_budgets_are_never_exceeded(max_candidate_tokens, max_reward_calls, roun
 
 
 def test_seeds_are_spread_so_nearby_request_seeds_share_no_candidate_seed():
-    from aligner.engine.vllm import derive_seed
-    from aligner.contract import MAX_SEED
-
     n = 64  # vLLM seeds candidate i of a request with its seed + i
     ranges = [range(derive_seed(s), derive_seed(s) + n) for s in (*range(200), MAX_SEED - 1, MAX_SEED)]
     starts = sorted(r.start for r in ranges)

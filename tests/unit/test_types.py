@@ -2,8 +2,8 @@ import math
 
 import pytest
 
+from aligner.contract import AlignRequest, AlignResponse, SearchLimits, Usage
 from aligner.errors import InvalidRequest
-from aligner.contract import AlignRequest, AlignResponse, Usage
 
 
 def parse(**fields):
@@ -103,10 +103,10 @@ def test_search_parameters_outside_their_limits(search, field, words):
 
 
 def test_limits_are_configurable():
-    from aligner.contract import SearchLimits
-
     with pytest.raises(InvalidRequest, match="search.beam_width: is 3 but the configured maximum is 2"):
-        AlignRequest.parse({**RANKED, "search": {"strategy": "beam", "beam_width": 3}}, limits=SearchLimits(beam_width=2))
+        AlignRequest.parse(
+            {**RANKED, "search": {"strategy": "beam", "beam_width": 3}}, limits=SearchLimits(beam_width=2)
+        )
 
 
 @pytest.mark.parametrize("strategy", ["best_of_n", "rejection", "beam", "rps"])

@@ -1,0 +1,27 @@
+"""`rps`'s parameters: `n` candidates under each of `neighbors` directions at angle `spread`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from aligner.search.params.base import Maximum, SearchParams
+
+
+class Params(SearchParams):
+    """robust preference selection: neighbouring directions at angle `spread` (degrees); for models that
+    read directions each is rendered in its own prompt; otherwise the best candidate under each neighbour
+    is shortlisted; the pick is by the original direction"""
+
+    strategy: Literal["rps"] = "rps"
+    n: Annotated[int, Maximum(64)] = Field(4, ge=1, description="Candidates per direction.")
+    neighbors: Annotated[int, Maximum(16)] = Field(4, ge=1, description="Neighbouring directions sampled.")
+    spread: float = Field(
+        15.0, gt=0.0, le=90.0, description="Angle in degrees between the direction and its neighbours."
+    )
+
+    def worst_case(self, max_tokens: int, objectives: int) -> tuple[int, int]:
+        # A direction over one objective has no neighbours: RPS is then best-of-n.
+        count = self.n * (self.neighbors if objectives > 1 else 1)
+        return count, count * max_tokens
