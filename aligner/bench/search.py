@@ -1,7 +1,8 @@
 """`aligner bench search`: latency, throughput and reward per compute of every strategy, in one run.
 
 All strategies answer the same prompts with the same seeds, direction and
-`max_tokens` on one engine, so every ratio is measured side by side.
+`max_tokens` on one engine, so every ratio is measured side by side. Each runs with the
+`example` its parameters declare (aligner/search/params/), every registered strategy by default.
 """
 
 from __future__ import annotations
@@ -15,15 +16,7 @@ from typing import Any
 from aligner.bench.common import DIRECTION, SEARCH_PROMPTS
 from aligner.bench.runner import on_one_engine
 from aligner.contract import AlignRequest
-
-# Each strategy's parameters in this bench.
-STRATEGY_PARAMS: dict[str, dict[str, Any]] = {
-    "sample": {},
-    "best_of_n": {"n": 8},
-    "rejection": {"batch": 4, "threshold": 0.6, "max_rounds": 3},
-    "beam": {"beam_width": 2, "expansions": 4, "chunk_tokens": 16},
-    "rps": {"neighbors": 4, "n": 2, "spread": 15},
-}
+from aligner.search import registry
 
 
 async def measure(aligner, strategy: str, prompts: Sequence[str], max_tokens: int) -> dict[str, Any]:
@@ -39,7 +32,7 @@ async def measure(aligner, strategy: str, prompts: Sequence[str], max_tokens: in
                 "temperature": 1.0,
                 "max_tokens": max_tokens,
                 "preference_vector": DIRECTION,
-                "search": {"strategy": strategy, **STRATEGY_PARAMS[strategy]},
+                "search": {"strategy": strategy, **registry.params_of(strategy).example},
             }
         )
         t0 = time.perf_counter()
@@ -50,7 +43,7 @@ async def measure(aligner, strategy: str, prompts: Sequence[str], max_tokens: in
     new_queries = scheduler.prefix_cache_queries - queries
     return {
         "strategy": strategy,
-        "params": STRATEGY_PARAMS[strategy],
+        "params": registry.params_of(strategy).example,
         "mean_latency_s": round(statistics.mean(t for t, _ in rows), 4),
         "generated_tokens": generated,
         "tokens_per_s": round(generated / total, 2),
@@ -92,13 +85,13 @@ async def run_async(
 
 
 def run(
-    strategies: Sequence[str] = tuple(STRATEGY_PARAMS),
+    strategies: Sequence[str] | None = None,
     prompts: Sequence[str] = SEARCH_PROMPTS,
     max_tokens: int = 64,
     engine_config=None,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    strategies = list(dict.fromkeys(["sample", *strategies]))
+    strategies = list(dict.fromkeys(["sample", *(registry.names() if strategies is None else strategies)]))
     model, report = on_one_engine(
         engine_config,
         lambda aligner: run_async(aligner, strategies, prompts, max_tokens, progress),

@@ -22,24 +22,15 @@ from aligner.errors import InvalidRequest, ServerError
 from aligner.model_cache import resolve_model
 from aligner.prompting import prepare_prompt
 from aligner.safety.config import SafetyConfig
+from aligner.search import registry as search_registry
 from serve.cli.options import add_model_flags, add_reward_flags, given, parse_vector, rewards_config, status
 from serve.cli.safety import read_config
 from serve.client import http as http_client
 
-# The search flags: one --flag per SearchSpec field named here (help and default from the field).
-SEARCH_FLAGS = (
-    "n",
-    "batch",
-    "threshold",
-    "max_rounds",
-    "beam_width",
-    "expansions",
-    "chunk_tokens",
-    "prune",
-    "neighbors",
-    "spread",
-)
-STRATEGY_HELP = "Search strategy: sample (default), best_of_n, rejection, beam or rps."
+# The search flags: one --flag per parameter of a registered strategy (help and default from SearchSpec).
+SEARCH_FLAGS = tuple(field for field in SearchSpec.model_fields if field != "strategy")
+_OTHERS = [name for name in search_registry.names() if name != "sample"]
+STRATEGY_HELP = f"Search strategy: sample (default), {', '.join(_OTHERS[:-1])} or {_OTHERS[-1]}."
 BUDGET_FLAGS = ("max_candidate_tokens", "max_reward_calls", "deadline_ms")
 REQUEST_FLAGS = ("combination", "seed", "temperature", "top_p", "max_tokens")
 ENGINE_FLAGS = ("model", "dtype", "max_model_len", "kv_cache_gib", "block_size")

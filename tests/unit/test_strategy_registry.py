@@ -134,5 +134,11 @@ def test_the_wire_schema_holds_every_built_in_strategys_fields_described_by_thei
     assert fields["strategy"].description == "Search strategy; one of: sample, best_of_n, rejection, beam, rps."
 
 
+@pytest.mark.parametrize("name", registry.names())
+def test_every_strategys_example_is_a_valid_search(name):
+    search = {"strategy": name, **registry.params_of(name).example}
+    assert parse(search, preference_vector={"relevance": 1.0}).search.strategy == name
+
+
 def test_the_docs_table_of_strategies_is_the_registrys():
     assert registry.markdown_table() in DOCS.read_text(), f"update the table of strategies in {DOCS.name}"

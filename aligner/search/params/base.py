@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -29,6 +29,10 @@ class SearchParams(BaseModel):
     # Ranks candidates under the request's direction: it needs a preference_vector, and a temperature
     # above 0 (greedy candidates would all be the same).
     ranked: ClassVar[bool] = True
+
+    # A search of this strategy sized to run on a CPU engine in seconds: what `aligner bench search`
+    # sends for it (with a preference_vector when `ranked`). Every value passes this model's checks.
+    example: ClassVar[dict[str, Any]] = {}
 
     # Each strategy narrows it to `Literal["<name>"] = "<name>"`: its name on the wire.
     strategy: str

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -14,6 +14,8 @@ class Params(SearchParams):
     (prefix caching makes that cheap), scores the partial responses, keeps the best `beam_width`; `prune`
     shrinks the width by that fraction each step (Speculative Rejection); finished beams compete with
     running ones on the same scores"""
+
+    example: ClassVar[dict[str, Any]] = {"beam_width": 2, "expansions": 4, "chunk_tokens": 16}
 
     strategy: Literal["beam"] = "beam"
     beam_width: Annotated[int, Maximum(16)] = Field(2, ge=1, description="Partial responses kept per step.")

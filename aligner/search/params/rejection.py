@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -14,6 +14,8 @@ from aligner.search.params.base import Maximum, SearchParams
 class Params(SearchParams):
     """rounds of `batch` until a feasible candidate's combined score ≥ `threshold` (required) or the budget
     is spent; returns the best seen and `threshold_met`"""
+
+    example: ClassVar[dict[str, Any]] = {"batch": 4, "threshold": 0.6, "max_rounds": 3}
 
     strategy: Literal["rejection"] = "rejection"
     batch: Annotated[int, Maximum(64)] = Field(4, ge=1, description="Candidates sampled per round.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -13,6 +13,8 @@ class Params(SearchParams):
     """robust preference selection: neighbouring directions at angle `spread` (degrees); for models that
     read directions each is rendered in its own prompt; otherwise the best candidate under each neighbour
     is shortlisted; the pick is by the original direction"""
+
+    example: ClassVar[dict[str, Any]] = {"neighbors": 4, "n": 2, "spread": 15}
 
     strategy: Literal["rps"] = "rps"
     n: Annotated[int, Maximum(64)] = Field(4, ge=1, description="Candidates per direction.")
