@@ -42,8 +42,11 @@ def build_app(config: ServerConfig | dict[str, Any] | None = None) -> Applicatio
         name="AlignerServer",
         max_ongoing_requests=config.max_ongoing_requests,
         max_queued_requests=config.max_queued_requests,
-        ray_actor_options={"num_cpus": config.replica_num_cpus, "num_gpus": config.replica_num_gpus,
-                           "resources": config.replica_resources},
+        ray_actor_options={
+            "num_cpus": config.replica_num_cpus,
+            "num_gpus": config.replica_num_gpus,
+            "resources": config.replica_resources,
+        },
         max_replicas_per_node=config.max_replicas_per_node,
         health_check_period_s=10,
         health_check_timeout_s=60,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.metrics_core import Metric
 
@@ -34,50 +35,70 @@ class Metrics:
     def __init__(self):
         r = self.registry = CollectorRegistry()
         self.requests = Counter(
-            "aligner_requests", "Requests finished, by tenant, strategy and status (ok or the error code).",
-            ["tenant", "strategy", "status"], registry=r,
+            "aligner_requests",
+            "Requests finished, by tenant, strategy and status (ok or the error code).",
+            ["tenant", "strategy", "status"],
+            registry=r,
         )
         self.latency = Histogram(
-            "aligner_request_latency_seconds", "Wall time of successful requests at the ingress.",
-            ["strategy"], buckets=LATENCY_BUCKETS, registry=r,
+            "aligner_request_latency_seconds",
+            "Wall time of successful requests at the ingress.",
+            ["strategy"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.first_chunk = Histogram(
-            "aligner_time_to_first_chunk_seconds", "Streaming: time from arrival to the first text sent.",
-            ["strategy"], buckets=LATENCY_BUCKETS, registry=r,
+            "aligner_time_to_first_chunk_seconds",
+            "Streaming: time from arrival to the first text sent.",
+            ["strategy"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.generated_tokens = Counter(
-            "aligner_generated_tokens", "Tokens the engine generated: every candidate's and the judge's.", ["strategy"], registry=r
+            "aligner_generated_tokens",
+            "Tokens the engine generated: every candidate's and the judge's.",
+            ["strategy"],
+            registry=r,
         )
         self.candidates = Histogram(
-            "aligner_candidates_per_request", "Final candidates a search compared.",
-            ["strategy"], buckets=COUNT_BUCKETS, registry=r,
+            "aligner_candidates_per_request",
+            "Final candidates a search compared.",
+            ["strategy"],
+            buckets=COUNT_BUCKETS,
+            registry=r,
         )
         self.reward_calls = Counter("aligner_reward_calls", "Candidates (or partial candidates) scored.", registry=r)
         self.reward_batch_size = Histogram(
-            "aligner_reward_batch_size", "Responses per merged reward-model batch (across requests).",
-            buckets=COUNT_BUCKETS, registry=r,
+            "aligner_reward_batch_size",
+            "Responses per merged reward-model batch (across requests).",
+            buckets=COUNT_BUCKETS,
+            registry=r,
         )
         self.reward_scoring = Histogram(
-            "aligner_reward_scoring_seconds", "Wall time of one merged reward-model batch.",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "aligner_reward_scoring_seconds",
+            "Wall time of one merged reward-model batch.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
-        self.graph_replays = Counter(
-            "aligner_cuda_graph_replays", "Reward-scoring CUDA graph replays.", registry=r
-        )
+        self.graph_replays = Counter("aligner_cuda_graph_replays", "Reward-scoring CUDA graph replays.", registry=r)
         self.chosen_reward = Histogram(
-            "aligner_chosen_reward", "Raw score of the chosen response, by objective.",
-            ["objective"], buckets=SCORE_BUCKETS, registry=r,
+            "aligner_chosen_reward",
+            "Raw score of the chosen response, by objective.",
+            ["objective"],
+            buckets=SCORE_BUCKETS,
+            registry=r,
         )
         self.budget_stops = Counter(
             "aligner_budget_stops", "Searches cut short by a budget limit.", ["limit"], registry=r
         )
         self.replicas_reporting = Gauge(
-            "aligner_replicas_reporting", "Replicas whose metrics this scrape includes (fresh ones), by deployment "
-            "(model, ingress): a scrape through any proxy covers them all.", ["deployment"], registry=r,
+            "aligner_replicas_reporting",
+            "Replicas whose metrics this scrape includes (fresh ones), by deployment "
+            "(model, ingress): a scrape through any proxy covers them all.",
+            ["deployment"],
+            registry=r,
         )
-        self.engine_running = Gauge(
-            "aligner_engine_running_requests", "Requests the engines are decoding.", registry=r
-        )
+        self.engine_running = Gauge("aligner_engine_running_requests", "Requests the engines are decoding.", registry=r)
         self.engine_waiting = Gauge(
             "aligner_engine_waiting_requests", "Requests waiting in the engines' schedulers.", registry=r
         )
@@ -85,12 +106,16 @@ class Metrics:
             "aligner_queue_rejections", "Requests refused because the queue was full (429).", registry=r
         )
         self.safety_actions = Counter(
-            "aligner_safety_actions", "Verdicts of tenants' safety configs on answered requests: passed, resampled, "
-            "refused, flagged.", ["tenant", "action"], registry=r,
+            "aligner_safety_actions",
+            "Verdicts of tenants' safety configs on answered requests: passed, resampled, refused, flagged.",
+            ["tenant", "action"],
+            registry=r,
         )
         self.safety_version = Gauge(
-            "aligner_safety_config_version", "Version of each tenant's safety config in force (0: none), as last "
-            "seen by a request.", ["tenant"], registry=r,
+            "aligner_safety_config_version",
+            "Version of each tenant's safety config in force (0: none), as last seen by a request.",
+            ["tenant"],
+            registry=r,
         )
 
     def finished(self, tenant: str, strategy: str, status: str) -> None:

@@ -62,7 +62,9 @@ async def start_aligner(config: ServerConfig) -> Aligner:
     engine = await asyncio.to_thread(
         Engine.start, config.engine, progress=log.info, share=(node_rank(), config.replicas_per_node())
     )
-    catalog = build_catalog(config.rewards, tokenizer=engine.tokenizer, engine=engine, device="cpu" if on_cpu() else "cuda")
+    catalog = build_catalog(
+        config.rewards, tokenizer=engine.tokenizer, engine=engine, device="cpu" if on_cpu() else "cuda"
+    )
     # Reward models load and capture their CUDA graphs now, never inside a request.
     await asyncio.to_thread(catalog.warm_up)
     # And every objective scores once, the judges' prefills included: an engine's first forward
@@ -101,8 +103,9 @@ class AlignerServer:
         """Observe the catalog's batches, and send this replica's metrics to `hub` (none: keep them here)."""
         self.catalog.add_batch_observer(self._on_batch)
         if hub is not None:
-            self.pusher = MetricsPusher(hub, self.metrics, self.config.metrics_interval_s, "model",
-                                        refresh=self._refresh, replica=self.replica)
+            self.pusher = MetricsPusher(
+                hub, self.metrics, self.config.metrics_interval_s, "model", refresh=self._refresh, replica=self.replica
+            )
         log.info("model replica ready: %s with objectives %s", self.model_name, ", ".join(self.catalog.names))
 
     def _on_batch(self, model: str, requests: int, sequences: int, seconds: float) -> None:
@@ -162,7 +165,9 @@ class AlignerServer:
             return ReplicaResult(self.replica, error=ErrorInfo.of(exc))
         return ReplicaResult(self.replica, response=response)
 
-    async def stream(self, request: AlignRequest, tenant: TenantContext = NO_SAFETY_CONFIG) -> AsyncIterator[StreamItem]:
+    async def stream(
+        self, request: AlignRequest, tenant: TenantContext = NO_SAFETY_CONFIG
+    ) -> AsyncIterator[StreamItem]:
         """`Accepted` once phase 1 passed (before it, an error is the only item), then the core's
         `Delta` / `Chunk` events and `Done`, or an `ErrorInfo`. Closing the stream cancels the search."""
         try:

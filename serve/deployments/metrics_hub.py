@@ -31,8 +31,15 @@ class MetricsHub:
 class MetricsPusher:
     """Sends this replica's metrics snapshot to the hub every `interval` seconds."""
 
-    def __init__(self, hub: DeploymentHandle, metrics: Metrics, interval: float, deployment: str,
-                 refresh: Callable[[], None] | None = None, replica: str | None = None):
+    def __init__(
+        self,
+        hub: DeploymentHandle,
+        metrics: Metrics,
+        interval: float,
+        deployment: str,
+        refresh: Callable[[], None] | None = None,
+        replica: str | None = None,
+    ):
         self.hub, self.metrics, self.interval, self.refresh = hub, metrics, interval, refresh
         self.replica = replica or uuid.uuid4().hex
         metrics.replicas_reporting.labels(deployment=deployment).set(1)  # summed over fresh snapshots: a count

@@ -125,15 +125,20 @@ class AdminService:
         validate_tenant(tenant)
         spec = ActivateSafetyConfig.parse(body)
         chosen = await asyncio.to_thread(
-            self.store.activate_safety_config, tenant, spec.version,
-            expected_version=spec.expected_version, actor=admin.id,
+            self.store.activate_safety_config,
+            tenant,
+            spec.version,
+            expected_version=spec.expected_version,
+            actor=admin.id,
         )
         return chosen.to_dict()
 
     async def delete_safety_config(self, admin: ApiKey, tenant: str, expected_version: int) -> Answer:
         """Deactivate the tenant's config; its versions and the audit stay."""
         validate_tenant(tenant)
-        await asyncio.to_thread(self.store.delete_safety_config, tenant, expected_version=expected_version, actor=admin.id)
+        await asyncio.to_thread(
+            self.store.delete_safety_config, tenant, expected_version=expected_version, actor=admin.id
+        )
         return {"tenant": tenant, "active": None}
 
     async def audit(self, admin: ApiKey, tenant: str | None, since: str | None) -> Answer:

@@ -182,8 +182,9 @@ class Gateway:
         """What a failed call to the model deployment means for the client: a full queue (429) or a
         replica that died with its engine (503; Ray Serve replaces it)."""
         if isinstance(exc, BackPressureError):
+            queued = self.config.max_queued_requests
             return Overloaded(
-                f"the server is at capacity ({self.config.max_queued_requests} requests queued per ingress); retry later",
+                f"the server is at capacity ({queued} requests queued per ingress); retry later",
                 retry_after_s=self.config.retry_after_s,
             )
         return EngineUnavailable("the model replica serving this request died; it is being replaced, retry shortly")
@@ -230,7 +231,7 @@ class Gateway:
         says what a late answer means)."""
         try:
             answer: Readiness = await asyncio.wait_for(self.model.ready.remote(), PROBE_TIMEOUT_S)
-        except (asyncio.TimeoutError, BackPressureError) as exc:
+        except (TimeoutError, BackPressureError) as exc:
             if self.readiness.busy_means_ready():
                 return Readiness(ready=True, model=self._info.model if self._info is not None else None)
             return Readiness(ready=False, error=ErrorInfo.of(exc))

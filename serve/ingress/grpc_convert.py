@@ -25,10 +25,13 @@ from aligner.events import Chunk, Delta, Done
 from proto.aligner.v1 import aligner_pb2 as pb
 from serve.gateway.messages import ObjectiveInfo
 
-
 # Collections the JSON contract always carries, even empty (elsewhere empty means absent).
-ALWAYS_PRESENT = {("Usage", "stage_seconds"), ("SafetyConfig", "thresholds"), ("SafetyConfig", "allowed"),
-                  ("SafetyConfig", "disallowed")}
+ALWAYS_PRESENT = {
+    ("Usage", "stage_seconds"),
+    ("SafetyConfig", "thresholds"),
+    ("SafetyConfig", "allowed"),
+    ("SafetyConfig", "disallowed"),
+}
 
 
 def to_plain(message: Message) -> dict[str, Any]:
@@ -70,7 +73,7 @@ def from_plain(data: dict[str, Any], message: Message, *, where: str = "") -> Me
 
 def _field_of(message: str, where: str) -> str:
     # ParseDict says e.g. 'Failed to parse max_tokens field: ...' or 'Message type "..." has no field named "x"'.
-    for marker in ("Failed to parse ", "no field named \""):
+    for marker in ("Failed to parse ", 'no field named "'):
         if marker in message:
             name = message.split(marker, 1)[1].split(" ", 1)[0].split('"', 1)[0]
             return f"{where}{name}" if name else where.rstrip(".") or "request"

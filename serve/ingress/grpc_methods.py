@@ -16,6 +16,7 @@ and a streaming RPC that fails keeps its code and message but loses trailers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -90,8 +91,9 @@ def grpc_stream_errors(method: Callable[..., AsyncIterator[Any]]) -> Callable[..
     @functools.wraps(method)
     async def rpc(self: GrpcService, request: Any, grpc_context: Any) -> AsyncIterator[Any]:
         try:
-            async for message in method(self, request, grpc_context):
-                yield message
+            async with contextlib.aclosing(method(self, request, grpc_context)) as messages:
+                async for message in messages:
+                    yield message
         except Exception as exc:
             error = ErrorInfo.of(exc)
             set_error(grpc_context, error)
@@ -178,10 +180,11 @@ class GrpcService:
         if call.safety_headers():
             grpc_context.set_trailing_metadata(list(call.safety_headers().items()))
         # `relay` keeps the metrics and cancels the replica's search if the client goes away.
-        async for event in gateway.relay(call, stream):
-            if isinstance(event, ErrorInfo):
-                raise event.error()
-            yield grpc_convert.generate_event(event)
+        async with contextlib.aclosing(gateway.relay(call, stream)) as events:
+            async for event in events:
+                if isinstance(event, ErrorInfo):
+                    raise event.error()
+                yield grpc_convert.generate_event(event)
 
     @grpc_errors(pb.ListObjectivesResponse)
     async def ListObjectives(self, request: pb.ListObjectivesRequest, grpc_context: Any) -> pb.ListObjectivesResponse:
@@ -217,4 +220,3 @@ class GrpcService:
             return HEALTH(status=HEALTH.SERVICE_UNKNOWN)
         ready = (await self.gateway.ready()).ready
         return HEALTH(status=HEALTH.SERVING if ready else HEALTH.NOT_SERVING)
-

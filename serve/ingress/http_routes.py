@@ -26,7 +26,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aligner.errors import AlignerError, ErrorInfo, InvalidRequest, NotFound
 from aligner.events import Chunk, Delta, Done
-from aligner.tenants import ApiKey
 from serve.errors import PayloadTooLarge, http_status, native_body, openai_body, retry_headers
 from serve.gateway.admin import AdminService, Answer
 from serve.gateway.gateway import Gateway, Relayed
@@ -85,7 +84,9 @@ async def read_json(request: Request) -> dict[str, Any]:
     try:
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidRequest("body", "contains an unpaired UTF-16 surrogate (\\ud800-\\udfff); send valid Unicode") from None
+        raise InvalidRequest(
+            "body", "contains an unpaired UTF-16 surrogate (\\ud800-\\udfff); send valid Unicode"
+        ) from None
     return data
 
 
@@ -176,7 +177,13 @@ async def models(request: Request) -> Response:
     gateway = gateway_of(request)
     await gateway.authenticate(authorization(request))
     info = await gateway.info()
-    entry = {"id": info.model, "object": "model", "created": 0, "owned_by": "aligner", "max_model_len": info.max_model_len}
+    entry = {
+        "id": info.model,
+        "object": "model",
+        "created": 0,
+        "owned_by": "aligner",
+        "max_model_len": info.max_model_len,
+    }
     return JSONResponse({"object": "list", "data": [entry]})
 
 
@@ -209,8 +216,9 @@ async def metrics(request: Request) -> Response:
 # -- admin (serve/gateway/admin.py, shared with gRPC) ------------------------------------------------
 
 
-async def admin_answer(request: Request, work: Callable[..., Awaitable[Answer]], *, with_body: bool = False,
-                       status_code: int = 200) -> Response:
+async def admin_answer(
+    request: Request, work: Callable[..., Awaitable[Answer]], *, with_body: bool = False, status_code: int = 200
+) -> Response:
     """`work(admin service, admin key[, body])`, once the caller's admin key is checked (before the
     body is read: no admin, no parsing)."""
     gateway = gateway_of(request)
@@ -269,10 +277,21 @@ async def audit_route(request: Request, tenant: str | None = None, since: str | 
 SAFETY_CONFIG = "/v1/admin/tenants/{tenant}/safety-config"
 # (method, path, endpoint, FastAPI route options), in the order /docs lists them.
 ROUTES: list[tuple[str, str, Callable[..., Awaitable[Response]], dict[str, Any]]] = [
-    ("POST", "/v1/generate", generate,
-     {"openapi_extra": openapi.body("AlignRequest"), "responses": openapi.responses("AlignResponse")}),
-    ("POST", "/v1/chat/completions", chat_completions,
-     {"openapi_extra": openapi.body("ChatCompletionRequest"), "responses": openapi.responses("ChatCompletion", openai=True)}),
+    (
+        "POST",
+        "/v1/generate",
+        generate,
+        {"openapi_extra": openapi.body("AlignRequest"), "responses": openapi.responses("AlignResponse")},
+    ),
+    (
+        "POST",
+        "/v1/chat/completions",
+        chat_completions,
+        {
+            "openapi_extra": openapi.body("ChatCompletionRequest"),
+            "responses": openapi.responses("ChatCompletion", openai=True),
+        },
+    ),
     ("GET", "/v1/models", models, {}),
     ("GET", "/v1/objectives", objectives, {}),
     ("GET", "/healthz", healthz, {}),
@@ -284,7 +303,12 @@ ROUTES: list[tuple[str, str, Callable[..., Awaitable[Response]], dict[str, Any]]
     ("PUT", SAFETY_CONFIG, put_safety_config_route, {"openapi_extra": openapi.body("PutSafetyConfig")}),
     ("GET", SAFETY_CONFIG, get_safety_config_route, {}),
     ("GET", f"{SAFETY_CONFIG}/versions", safety_config_versions_route, {}),
-    ("POST", f"{SAFETY_CONFIG}/activate", activate_safety_config_route, {"openapi_extra": openapi.body("ActivateSafetyConfig")}),
+    (
+        "POST",
+        f"{SAFETY_CONFIG}/activate",
+        activate_safety_config_route,
+        {"openapi_extra": openapi.body("ActivateSafetyConfig")},
+    ),
     ("DELETE", SAFETY_CONFIG, delete_safety_config_route, {}),
     ("GET", "/v1/admin/audit", audit_route, {}),
 ]
@@ -305,10 +329,13 @@ async def aligner_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def routing_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     code = ROUTING_CODES.get(exc.status_code, "invalid_argument")
-    message = {404: f"no route {request.url.path}; see /docs",
-               405: f"{request.method} is not allowed on {request.url.path}; see /docs"}.get(exc.status_code, str(exc.detail))
-    return JSONResponse(native_body(ErrorInfo(code, message)), status_code=exc.status_code,
-                        headers=getattr(exc, "headers", None))
+    message = {
+        404: f"no route {request.url.path}; see /docs",
+        405: f"{request.method} is not allowed on {request.url.path}; see /docs",
+    }.get(exc.status_code, str(exc.detail))
+    return JSONResponse(
+        native_body(ErrorInfo(code, message)), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+    )
 
 
 async def parameter_error(request: Request, exc: RequestValidationError) -> JSONResponse:

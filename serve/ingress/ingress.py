@@ -7,6 +7,7 @@ Serve's gRPC proxy calls the RPCs by name on this class, so each RPC is a one-li
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -35,8 +36,9 @@ def streaming(name: str) -> Callable[..., AsyncIterator[Any]]:
     """A server-streaming RPC of the ingress (the proxy streams it from an async generator)."""
 
     async def rpc(self: Ingress, request: Any, grpc_context: Any) -> AsyncIterator[Any]:
-        async for message in getattr(self.grpc, name)(request, grpc_context):
-            yield message
+        async with contextlib.aclosing(getattr(self.grpc, name)(request, grpc_context)) as messages:
+            async for message in messages:
+                yield message
 
     rpc.__name__ = name
     return rpc

@@ -15,15 +15,40 @@ from aligner.contract import AlignResponse
 from aligner.errors import InvalidRequest
 
 ALIGNMENT_FIELDS = (
-    "preferences", "preference_vector", "search", "budget", "combination", "references", "constraints",
+    "preferences",
+    "preference_vector",
+    "search",
+    "budget",
+    "combination",
+    "references",
+    "constraints",
     "return_candidates",
 )
 PASSED_THROUGH = ("temperature", "top_p", "seed", "stop")
 # OpenAI fields this server knows but does not implement.
 UNSUPPORTED = (
-    "tools", "tool_choice", "functions", "function_call", "parallel_tool_calls", "top_logprobs", "response_format",
-    "logit_bias", "modalities", "audio", "prediction", "service_tier", "store", "metadata", "reasoning_effort",
-    "web_search_options", "verbosity", "prompt_cache_key", "safety_identifier", "suffix", "echo", "best_of",
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "parallel_tool_calls",
+    "top_logprobs",
+    "response_format",
+    "logit_bias",
+    "modalities",
+    "audio",
+    "prediction",
+    "service_tier",
+    "store",
+    "metadata",
+    "reasoning_effort",
+    "web_search_options",
+    "verbosity",
+    "prompt_cache_key",
+    "safety_identifier",
+    "suffix",
+    "echo",
+    "best_of",
 )
 # Accepted only at the value that changes nothing.
 NO_OP_VALUES = {"n": (1,), "logprobs": (False,), "presence_penalty": (0, 0.0), "frequency_penalty": (0, 0.0)}
@@ -116,7 +141,7 @@ def _content(value: Any, where: str) -> str:
         texts = []
         for j, part in enumerate(value):
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise InvalidRequest(f"{where}[{j}]", "only text parts ({\"type\": \"text\", \"text\": ...}) are supported")
+                raise InvalidRequest(f"{where}[{j}]", 'only text parts ({"type": "text", "text": ...}) are supported')
             texts.append(part["text"])
         return "".join(texts)
     raise InvalidRequest(where, "must be a string or a list of text parts")
@@ -186,6 +211,10 @@ class ChunkWriter:
 
     def usage_chunk(self, response: AlignResponse) -> dict[str, Any]:
         return {
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [], "usage": usage(response),
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage(response),
         }

@@ -8,8 +8,8 @@ OpenAPI components: /docs and schema-based fuzzing see the real contract.
 
 from __future__ import annotations
 
-from typing import Any
-
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from aligner.contract import AlignRequest, AlignResponse
@@ -90,10 +90,19 @@ CHAT_REQUEST = {
         },
         "user": {"type": ["string", "null"]},
         "n": {"type": ["integer", "null"], "description": "Only 1 is supported."},
-        **{name: _ALIGN_PROPS[name] for name in (
-            "preferences", "preference_vector", "search", "budget", "combination", "references", "constraints",
-            "return_candidates",
-        )},
+        **{
+            name: _ALIGN_PROPS[name]
+            for name in (
+                "preferences",
+                "preference_vector",
+                "search",
+                "budget",
+                "combination",
+                "references",
+                "constraints",
+                "return_candidates",
+            )
+        },
     },
 }
 CHAT_COMPLETION = {
@@ -106,7 +115,10 @@ CHAT_COMPLETION = {
         "model": {"type": "string"},
         "choices": {"type": "array"},
         "usage": {"type": "object"},
-        "alignment": {"type": "object", "description": "strategy, scores, combined_score, feasible, threshold_met, usage, candidates."},
+        "alignment": {
+            "type": "object",
+            "description": "strategy, scores, combined_score, feasible, threshold_met, usage, candidates.",
+        },
     },
 }
 
@@ -144,24 +156,29 @@ def responses(name: str, *, openai: bool = False) -> dict:
     return {
         200: {
             "description": f"{name}, or with `stream: true` a text/event-stream",
-            "content": {"application/json": {"schema": _ref(name)}, "text/event-stream": {"schema": {"type": "string"}}},
+            "content": {
+                "application/json": {"schema": _ref(name)},
+                "text/event-stream": {"schema": {"type": "string"}},
+            },
         },
-        **{status: {"description": text, **error} for status, text in (
-            (400, "invalid request; `field` names the offending field"),
-            (401, "missing, unknown or revoked API key"),
-            (404, "unknown model"),
-            (413, "body too large"),
-            (429, "queue full; see Retry-After"),
-            (500, "internal error"),
-            (503, "engine unavailable"),
-            (504, "deadline exceeded before any candidate was complete"),
-        )},
+        **{
+            status: {"description": text, **error}
+            for status, text in (
+                (400, "invalid request; `field` names the offending field"),
+                (401, "missing, unknown or revoked API key"),
+                (404, "unknown model"),
+                (413, "body too large"),
+                (429, "queue full; see Retry-After"),
+                (500, "internal error"),
+                (503, "engine unavailable"),
+                (504, "deadline exceeded before any candidate was complete"),
+            )
+        },
     }
 
 
-def install(app: Any) -> None:
+def install(app: FastAPI) -> None:
     """Add SCHEMAS to the app's OpenAPI components."""
-    from fastapi.openapi.utils import get_openapi
 
     def openapi() -> dict:
         if app.openapi_schema is None:

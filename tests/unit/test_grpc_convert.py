@@ -6,9 +6,18 @@ from pathlib import Path
 import pytest
 from google.protobuf.json_format import ParseDict
 
+from aligner.contract import (
+    AlignRequest,
+    AlignResponse,
+    Budget,
+    CandidateInfo,
+    ChatMessage,
+    SafetyInfo,
+    SearchSpec,
+    Usage,
+)
 from aligner.errors import ErrorInfo, InvalidRequest
 from aligner.events import Chunk, Delta, Done
-from aligner.contract import AlignRequest, AlignResponse, Budget, CandidateInfo, ChatMessage, SafetyInfo, SearchSpec, Usage
 from proto.aligner.v1 import aligner_pb2 as pb
 from serve.gateway.messages import ObjectiveInfo
 from serve.ingress import grpc_convert
@@ -32,14 +41,34 @@ FULL_REQUEST = {
 }
 
 FULL_RESPONSE = AlignResponse(
-    id="abc", model="m", text="Blue.", finish_reason="stop",
-    usage=Usage(prompt_tokens=30, completion_tokens=3, generated_tokens=40, candidate_tokens=36, prefill_tokens=90,
-                candidates=4, wall_time_s=1.25, engine_requests=5, reward_calls=4, rounds=2, stopped_by="deadline_ms",
-                stage_seconds={"generate": 1.0, "score": 0.2, "select": 0.05}),
-    scores={"relevance": 0.7, "verbosity": 0.1}, combined_score=0.42, feasible=True, threshold_met=False,
-    candidates=[CandidateInfo(text="Blue.", tokens=3, finish_reason="stop", scores={"relevance": 0.7},
-                              combined_score=0.42, feasible=True),
-                CandidateInfo(text="Red", tokens=2, finish_reason="length")],
+    id="abc",
+    model="m",
+    text="Blue.",
+    finish_reason="stop",
+    usage=Usage(
+        prompt_tokens=30,
+        completion_tokens=3,
+        generated_tokens=40,
+        candidate_tokens=36,
+        prefill_tokens=90,
+        candidates=4,
+        wall_time_s=1.25,
+        engine_requests=5,
+        reward_calls=4,
+        rounds=2,
+        stopped_by="deadline_ms",
+        stage_seconds={"generate": 1.0, "score": 0.2, "select": 0.05},
+    ),
+    scores={"relevance": 0.7, "verbosity": 0.1},
+    combined_score=0.42,
+    feasible=True,
+    threshold_met=False,
+    candidates=[
+        CandidateInfo(
+            text="Blue.", tokens=3, finish_reason="stop", scores={"relevance": 0.7}, combined_score=0.42, feasible=True
+        ),
+        CandidateInfo(text="Red", tokens=2, finish_reason="length"),
+    ],
     prompt=[ChatMessage(role="system", content="S"), ChatMessage(role="user", content="Name a colour.")],
     safety=SafetyInfo(version=3, verdict="passed", scores={"harmlessness": 0.99}),
 )
@@ -56,10 +85,20 @@ def test_committed_stubs_are_the_ones_the_proto_generates(tmp_path):
     assert {p.name for p in fresh} == set(GENERATED)
 
 
-@pytest.mark.parametrize(("model", "message"), [
-    (AlignRequest, pb.GenerateRequest), (SearchSpec, pb.SearchSpec), (Budget, pb.Budget), (ChatMessage, pb.ChatMessage),
-    (AlignResponse, pb.AlignResponse), (Usage, pb.Usage), (CandidateInfo, pb.CandidateInfo), (SafetyInfo, pb.SafetyInfo),
-], ids=lambda x: getattr(x, "__name__", "") or x.DESCRIPTOR.name)
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (AlignRequest, pb.GenerateRequest),
+        (SearchSpec, pb.SearchSpec),
+        (Budget, pb.Budget),
+        (ChatMessage, pb.ChatMessage),
+        (AlignResponse, pb.AlignResponse),
+        (Usage, pb.Usage),
+        (CandidateInfo, pb.CandidateInfo),
+        (SafetyInfo, pb.SafetyInfo),
+    ],
+    ids=lambda x: getattr(x, "__name__", "") or x.DESCRIPTOR.name,
+)
 def test_messages_mirror_the_json_contract_name_for_name(model, message):
     assert set(message.DESCRIPTOR.fields_by_name) == set(model.model_fields)
 
@@ -87,15 +126,22 @@ def test_stream_must_match_the_rpc():
 def test_every_response_field_converts_to_the_proto_and_back_to_the_same_json():
     message = grpc_convert.align_response(FULL_RESPONSE)
     assert grpc_convert.to_plain(message) == FULL_RESPONSE_JSON
-    minimal = AlignResponse(id="x", model="m", text="", finish_reason="content_filter",
-                            usage=Usage(prompt_tokens=1, generated_tokens=0, wall_time_s=0.0))
+    minimal = AlignResponse(
+        id="x",
+        model="m",
+        text="",
+        finish_reason="content_filter",
+        usage=Usage(prompt_tokens=1, generated_tokens=0, wall_time_s=0.0),
+    )
     assert grpc_convert.to_plain(grpc_convert.align_response(minimal)) == minimal.model_dump(exclude_none=True)
 
 
 def test_stream_events_convert_like_the_sse_events():
-    for event, sse in ((Delta("Bl"), {"type": "delta", "text": "Bl"}),
-                       (Chunk("ue", scores={"relevance": 0.5}), {"type": "chunk", "text": "ue", "scores": {"relevance": 0.5}}),
-                       (Done(FULL_RESPONSE), {"type": "done", "response": FULL_RESPONSE_JSON})):
+    for event, sse in (
+        (Delta("Bl"), {"type": "delta", "text": "Bl"}),
+        (Chunk("ue", scores={"relevance": 0.5}), {"type": "chunk", "text": "ue", "scores": {"relevance": 0.5}}),
+        (Done(FULL_RESPONSE), {"type": "done", "response": FULL_RESPONSE_JSON}),
+    ):
         assert grpc_convert.to_plain(grpc_convert.generate_event(event)) == sse == event.to_dict()
 
 
@@ -109,15 +155,19 @@ def test_a_value_of_the_wrong_type_names_the_field():
 
 
 def test_objectives_convert():
-    items = [{"name": "relevance", "description": "d", "low": 0.0, "high": 1.0, "reference": None},
-             {"name": "rm", "description": "e", "low": -5.0, "high": 5.0, "reference": 0.5}]
+    items = [
+        {"name": "relevance", "description": "d", "low": 0.0, "high": 1.0, "reference": None},
+        {"name": "rm", "description": "e", "low": -5.0, "high": 5.0, "reference": 0.5},
+    ]
     plain = grpc_convert.to_plain(grpc_convert.objectives([ObjectiveInfo(**o) for o in items]))
     assert plain == {"objectives": [{k: v for k, v in o.items() if v is not None} for o in items]}
 
 
 def test_the_proto_file_is_the_only_contract():
-    protos = sorted(str(p.relative_to(Path(__file__).resolve().parents[2]))
-                    for p in (Path(__file__).resolve().parents[2] / "proto").rglob("*.proto"))
+    protos = sorted(
+        str(p.relative_to(Path(__file__).resolve().parents[2]))
+        for p in (Path(__file__).resolve().parents[2] / "proto").rglob("*.proto")
+    )
     assert protos == ["proto/aligner/v1/aligner.proto"]
 
 
@@ -138,16 +188,19 @@ class FakeGrpcContext:
         self.trailers = list(trailers)
 
 
-@pytest.mark.parametrize(("payload", "code"), [
-    ({"code": "invalid_argument", "field": "max_tokens", "message": "max_tokens: too many"}, "INVALID_ARGUMENT"),
-    ({"code": "unauthenticated", "message": "invalid key"}, "UNAUTHENTICATED"),
-    ({"code": "permission_denied", "message": "admin only"}, "PERMISSION_DENIED"),
-    ({"code": "version_conflict", "message": "changed"}, "ABORTED"),
-    ({"code": "overloaded", "message": "full", "retry_after_s": 2}, "RESOURCE_EXHAUSTED"),
-    ({"code": "engine_unavailable", "message": "dead"}, "UNAVAILABLE"),
-    ({"code": "deadline_exceeded", "message": "late"}, "DEADLINE_EXCEEDED"),
-    ({"code": "something_new", "message": "?"}, "INTERNAL"),
-])
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        ({"code": "invalid_argument", "field": "max_tokens", "message": "max_tokens: too many"}, "INVALID_ARGUMENT"),
+        ({"code": "unauthenticated", "message": "invalid key"}, "UNAUTHENTICATED"),
+        ({"code": "permission_denied", "message": "admin only"}, "PERMISSION_DENIED"),
+        ({"code": "version_conflict", "message": "changed"}, "ABORTED"),
+        ({"code": "overloaded", "message": "full", "retry_after_s": 2}, "RESOURCE_EXHAUSTED"),
+        ({"code": "engine_unavailable", "message": "dead"}, "UNAVAILABLE"),
+        ({"code": "deadline_exceeded", "message": "late"}, "DEADLINE_EXCEEDED"),
+        ({"code": "something_new", "message": "?"}, "INTERNAL"),
+    ],
+)
 def test_errors_map_to_grpc_status_with_the_field_and_trailers(payload, code):
     import grpc
     from google.rpc import error_details_pb2, status_pb2

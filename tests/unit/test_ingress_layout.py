@@ -13,8 +13,10 @@ from serve.ingress.grpc_methods import SERVICER_FUNCTIONS, GrpcService
 from serve.ingress.ingress import Ingress
 
 ROOT = Path(__file__).resolve().parents[2]
-TRANSPORTS = {"serve.ingress.http_routes": ROOT / "serve/ingress/http_routes.py",
-              "serve.ingress.grpc_methods": ROOT / "serve/ingress/grpc_methods.py"}
+TRANSPORTS = {
+    "serve.ingress.http_routes": ROOT / "serve/ingress/http_routes.py",
+    "serve.ingress.grpc_methods": ROOT / "serve/ingress/grpc_methods.py",
+}
 
 
 def imported_modules(path: Path) -> set[str]:
