@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Literal, get_args
 
 from aligner.contract import AlignRequest, AlignResponse, CandidateInfo, SafetyInfo, Usage
 from aligner.engine.base import ENGINE_USAGE, EngineUsage
@@ -30,7 +31,9 @@ from aligner.safety.enforce import enforce, passes, with_thresholds
 from aligner.search.base import Emit, Meter, Scored, SearchContext, SearchResult
 from aligner.search.strategies import strategy_for
 
-FINISH_REASONS = ("stop", "length", "abort", "content_filter")
+# The values of `AlignResponse.finish_reason` (a test checks they are the same).
+FinishReason = Literal["stop", "length", "abort", "content_filter"]
+FINISH_REASONS: tuple[FinishReason, ...] = get_args(FinishReason)
 
 
 class Search:
@@ -56,7 +59,7 @@ class Search:
         self._consume()
         return await self._run(None)
 
-    async def events(self) -> AsyncIterator[Event]:
+    async def events(self) -> AsyncGenerator[Event, None]:
         """`Delta` / `Chunk` events as the search produces them, then one `Done` with the response.
 
         Closing or abandoning the iterator cancels the search and its engine requests. Under a
@@ -274,7 +277,8 @@ class Aligner:
             id=uuid.uuid4().hex,
             model=self.engine.model_name,
             text=chosen.text,
-            finish_reason=chosen.finish_reason if chosen.finish_reason in FINISH_REASONS else "length",
+            # A strategy's finish reason outside the contract's (vLLM's own) reads as `length`.
+            finish_reason=next((r for r in FINISH_REASONS if r == chosen.finish_reason), "length"),
             usage=Usage(
                 prompt_tokens=len(prepared.token_ids),
                 completion_tokens=len(chosen.token_ids),
