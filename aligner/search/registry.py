@@ -2,8 +2,9 @@
 
 The contract (aligner/contract.py) validates a request's `search` object here, the core runs the
 strategy it names (`strategies.strategy_for`), and the CLI flags, the docs table and the bench
-presets are read from it. The wire form stays flat: `{"strategy": name, <its parameters>}`, one JSON object, one proto
-message; `wire_model()` is that object's schema, every registered strategy's fields in one model.
+presets are read from it. The wire form stays flat: `{"strategy": name, <its parameters>}`, one JSON
+object, one proto message; `wire_model()` is that object's schema, every registered strategy's fields
+in one model.
 
 The parameters of the built-in strategies are registered here, at import; their run code, which reads
 the contract and so cannot be imported by it, is registered by aligner/search/strategies.py. A test
@@ -117,7 +118,7 @@ def _search_field(value: Any, check_wire: ValidatorFunctionWrapHandler, info: Va
     return search_params(value, {} if limits is None else limits.model_dump())
 
 
-def search_params(data: Any, limits: Mapping[str, int]) -> SearchParams:
+def search_params(data: dict[str, Any], limits: Mapping[str, int]) -> SearchParams:
     """The strategy's own `Params` for a `search` object that passed `wire_model()`'s field checks.
 
     In the order the contract has always checked them: the server's limits (`limits`, then each
@@ -134,7 +135,9 @@ def search_params(data: Any, limits: Mapping[str, int]) -> SearchParams:
             raise InvalidRequest(f"search.{field}", f"is {data[field]} but the configured maximum is {maximum}")
     for field in given:
         _check_field(_reader(params, field), field, data[field])
-    for field in sorted(set(given) - set(params.model_fields)):
+    unread = sorted(set(given) - set(params.model_fields))
+    if unread:
+        field = unread[0]
         raise InvalidRequest(
             f"search.{field}", f"does not apply to strategy {name!r} (it is read by: {', '.join(readers(field))})"
         )
