@@ -162,3 +162,21 @@ def mean_between(before: tuple[float, float], after: tuple[float, float]) -> flo
     """Mean observation of a histogram between two (sum, count) readings; None if nothing was observed."""
     count = after[1] - before[1]
     return (after[0] - before[0]) / count if count > 0 else None
+
+
+async def sample_throughput(
+    url: str, model: str, headers: dict[str, str], args, progress, label: str
+) -> list[dict[str, Any]]:
+    """`run_load` summaries (each tagged with `label`): every client count, `throughput_rounds` times."""
+
+    def body(c: int, i: int) -> dict[str, Any]:
+        return chat_body(model, LOAD_PROMPTS[(c + i) % len(LOAD_PROMPTS)], args.max_tokens)
+
+    await run_load(url, body, 1, 1, headers)  # warm-up
+    runs = []
+    for round_ in range(args.throughput_rounds):
+        for clients in args.clients:
+            run = {**await run_load(url, body, clients, args.requests_per_client, headers), "label": label}
+            progress(f"{label} sample, round {round_ + 1}, {clients} client(s): {run['tokens_per_s']} tokens/s")
+            runs.append(run)
+    return runs

@@ -30,9 +30,6 @@ import os
 import platform
 import signal
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,12 +49,14 @@ from serve.bench.load import (
     mean_between,
     run_load,
     sample_request,
+    sample_throughput,
     scratch_store,
     wait_http,
 )
 from serve.bench.local_cluster import free_port
 from serve.bench.overhead import InProcessAligner, interleaved_overhead, transport_throughput
 from serve.bench.replicas import replicas_phase
+from serve.bench.servers import vllm_throughput
 from serve.config import ServerConfig
 
 TARGETS = {
@@ -124,75 +123,6 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     ratios["batcher_on_over_off_tokens_per_s"] = ratio(on.get("tokens_per_s"), off.get("tokens_per_s"))
     targets = {name: target(ratios.get(name), spec) for name, spec in TARGETS.items()}
     return {"ratios": ratios, "targets": targets}
-
-
-def vllm_throughput(engine_config, model_dir: Path, args, progress, label: str) -> list[dict[str, Any]]:
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(model_dir),
-        "--served-model-name",
-        model_dir.name,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--dtype",
-        engine_config.dtype,
-        "--max-model-len",
-        str(engine_config.max_model_len),
-        "--max-num-seqs",
-        str(engine_config.max_num_seqs),
-        "--seed",
-        str(engine_config.seed),
-        "--kv-cache-memory-bytes",
-        str(int(engine_config.kv_cache_gib * (1 << 30))),
-        *(["--enforce-eager"] if engine_config.enforce_eager else []),
-        "--enable-prefix-caching",
-        "--disable-uvicorn-access-log",
-        "--uvicorn-log-level",
-        "warning",
-    ]
-    if engine_config.block_size:
-        command += ["--block-size", str(engine_config.block_size)]
-    progress(f"starting vLLM's OpenAI server on 127.0.0.1:{port}")
-    log = open(Path(tempfile.gettempdir()) / f"bench-serve-vllm-{port}.log", "w")
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", 600, proc)
-        progress("vLLM server ready")
-        return asyncio.run(
-            sample_throughput(f"http://127.0.0.1:{port}/v1/chat/completions", model_dir.name, {}, args, progress, label)
-        )
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(30)
-        log.close()
-
-
-async def sample_throughput(
-    url: str, model: str, headers: dict[str, str], args, progress, label: str
-) -> list[dict[str, Any]]:
-    """`run_load` summaries (each tagged with `label`): every client count, `throughput_rounds` times."""
-
-    def body(c: int, i: int) -> dict[str, Any]:
-        return chat_body(model, LOAD_PROMPTS[(c + i) % len(LOAD_PROMPTS)], args.max_tokens)
-
-    await run_load(url, body, 1, 1, headers)  # warm-up
-    runs = []
-    for round_ in range(args.throughput_rounds):
-        for clients in args.clients:
-            run = {**await run_load(url, body, clients, args.requests_per_client, headers), "label": label}
-            progress(f"{label} sample, round {round_ + 1}, {clients} client(s): {run['tokens_per_s']} tokens/s")
-            runs.append(run)
-    return runs
 
 
 async def best_of_n_phase(base: str, model: str, headers: dict[str, str], args, progress, label: str) -> dict[str, Any]:

@@ -3,10 +3,12 @@
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 import pytest
 
 from serve.bench import peers as bench_peers
+from serve.bench import servers
 from serve.cli.bench import phase_order, positive
 
 
@@ -55,12 +57,12 @@ def test_a_missing_phase_gives_no_ratio_and_no_met_target():
 
 
 def test_both_servers_start_on_their_defaults():
-    vllm = bench_peers.vllm_command(bench_peers.Path("/m/SmolLM2"), 8100)
+    vllm = servers.vllm_command(Path("/m/SmolLM2"), 8100)
     assert vllm[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
     # Nothing that changes decoding: no threads, eager mode, batch sizes, dtype or block size.
     flags = {a for a in vllm if a.startswith("--")}
     assert flags == {"--model", "--host", "--port", "--kv-cache-memory-bytes"}
-    aligner = bench_peers.aligner_command(bench_peers.Path("/m/SmolLM2"), 8200, 9200, "sqlite:///x.db")
+    aligner = servers.aligner_command(Path("/m/SmolLM2"), 8200, 9200, "sqlite:///x.db")
     assert {a for a in aligner if a.startswith("--")} == {
         "--model",
         "--http-port",
@@ -73,7 +75,7 @@ def test_both_servers_start_on_their_defaults():
 def test_the_servers_environment_drops_tuning_variables(monkeypatch):
     monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
-    env = bench_peers.user_environment()
+    env = servers.user_environment()
     assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in env and "OMP_NUM_THREADS" not in env
     assert env["PATH"]
 
