@@ -75,7 +75,8 @@ async def start_aligner(config: ServerConfig) -> Aligner:
 
 
 class AlignerServer:
-    async def __init__(self, config: dict[str, Any] | ServerConfig, hub: DeploymentHandle | None = None):
+    # Ray Serve awaits an async constructor; type checkers do not know constructors can be.
+    async def __init__(self, config: dict[str, Any] | ServerConfig, hub: DeploymentHandle | None = None):  # type: ignore[misc]
         server_config = ServerConfig.load(config)
         self._init(server_config, await start_aligner(server_config))
         await self.start(hub)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
@@ -197,7 +197,7 @@ class Gateway:
         except RayActorError as exc:
             yield ErrorInfo.of(self.replica_failure(exc))
 
-    async def relay(self, call: Call, stream: DeploymentResponseGenerator) -> AsyncIterator[Relayed]:
+    async def relay(self, call: Call, stream: DeploymentResponseGenerator) -> AsyncGenerator[Relayed, None]:
         """The replica's events, with the call's metrics kept; closing the relay before the end (the
         client went away) cancels the replica's search."""
         first_text = True
@@ -210,6 +210,8 @@ class Gateway:
                     call.ok(item.response)
                 elif isinstance(item, ErrorInfo):
                     call.finish(item.code)
+                elif isinstance(item, Accepted):  # only ever the first item, which open_stream took
+                    continue
                 yield item
         finally:
             if not call.done:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -85,11 +85,11 @@ def grpc_errors(empty: type) -> Callable:
     return decorate
 
 
-def grpc_stream_errors(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def grpc_stream_errors(method: Callable[..., AsyncGenerator[Any, None]]) -> Callable[..., AsyncGenerator[Any, None]]:
     """The one error mapping of a streaming RPC: the status is set and the stream ends with GrpcError."""
 
     @functools.wraps(method)
-    async def rpc(self: GrpcService, request: Any, grpc_context: Any) -> AsyncIterator[Any]:
+    async def rpc(self: GrpcService, request: Any, grpc_context: Any) -> AsyncGenerator[Any, None]:
         try:
             async with contextlib.aclosing(method(self, request, grpc_context)) as messages:
                 async for message in messages:
@@ -170,7 +170,9 @@ class GrpcService:
         return grpc_convert.align_response(response)
 
     @grpc_stream_errors
-    async def GenerateStream(self, request: pb.GenerateRequest, grpc_context: Any) -> AsyncIterator[pb.GenerateEvent]:
+    async def GenerateStream(
+        self, request: pb.GenerateRequest, grpc_context: Any
+    ) -> AsyncGenerator[pb.GenerateEvent, None]:
         gateway = self.gateway
         async with gateway.call() as call:
             await gateway.admit(call, authorization(grpc_context))

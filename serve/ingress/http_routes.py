@@ -52,8 +52,8 @@ def authorization(request: Request) -> str | None:
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     data = dict(pairs)
     if len(data) != len(pairs):
-        seen: set[str] = set()
-        name = next(k for k, _ in pairs if k in seen or seen.add(k))
+        names = [k for k, _ in pairs]
+        name = next(k for i, k in enumerate(names) if k in names[:i])
         raise InvalidRequest(name, "appears more than once in the same JSON object")
     return data
 
@@ -356,12 +356,12 @@ def build_app(gateway: Gateway) -> FastAPI:
     app.state.gateway = gateway
     for method, path, endpoint, options in ROUTES:
         app.add_api_route(path, endpoint, methods=[method], **options)
-    app.add_exception_handler(StarletteHTTPException, routing_error)
-    app.add_exception_handler(RequestValidationError, parameter_error)
-    app.add_exception_handler(AlignerError, aligner_error)
+    app.exception_handler(StarletteHTTPException)(routing_error)
+    app.exception_handler(RequestValidationError)(parameter_error)
+    app.exception_handler(AlignerError)(aligner_error)
     # Anything else answers as `internal`, logged with its traceback. (Starlette runs an Exception
     # handler in its outermost middleware and raises the error on to the server once answered: the
     # server logs it too.) CancelledError — the client went away — passes through to Serve.
-    app.add_exception_handler(Exception, aligner_error)
+    app.exception_handler(Exception)(aligner_error)
     openapi.install(app)
     return app

@@ -8,7 +8,7 @@ Serve's gRPC proxy calls the RPCs by name on this class, so each RPC is a one-li
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -32,10 +32,10 @@ def unary(name: str) -> Callable[..., Awaitable[Any]]:
     return rpc
 
 
-def streaming(name: str) -> Callable[..., AsyncIterator[Any]]:
+def streaming(name: str) -> Callable[..., AsyncGenerator[Any, None]]:
     """A server-streaming RPC of the ingress (the proxy streams it from an async generator)."""
 
-    async def rpc(self: Ingress, request: Any, grpc_context: Any) -> AsyncIterator[Any]:
+    async def rpc(self: Ingress, request: Any, grpc_context: Any) -> AsyncGenerator[Any, None]:
         async with contextlib.aclosing(getattr(self.grpc, name)(request, grpc_context)) as messages:
             async for message in messages:
                 yield message
