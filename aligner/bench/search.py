@@ -20,7 +20,7 @@ from aligner.search import registry
 
 
 async def measure(aligner, strategy: str, prompts: Sequence[str], max_tokens: int) -> dict[str, Any]:
-    scheduler = aligner.engine.vllm.scheduler
+    scheduler = aligner.engine.scheduler
     queries, hits = scheduler.prefix_cache_queries, scheduler.prefix_cache_hits
     rows = []
     started = time.perf_counter()

@@ -31,7 +31,7 @@ def test_best_of_n_reports_scores_usage_and_is_deterministic(aligner, run):
     first = run(aligner.generate(request))
     assert set(first.scores) == {"relevance", "verbosity", "harmlessness"}
     assert first.feasible is True and first.scores["harmlessness"] >= 0.5
-    assert first.usage.generated_tokens > len(aligner.engine.vllm.tokenizer(first.text)["input_ids"])
+    assert first.usage.generated_tokens > len(aligner.engine.tokenizer(first.text)["input_ids"])
     again = run(aligner.generate(request))
     assert (again.text, again.combined_score) == (first.text, first.combined_score)
 
