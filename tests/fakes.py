@@ -9,7 +9,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from aligner.engine.base import ENGINE_USAGE, Candidate, Delta, SamplingSpec, derive_seed
+from aligner.rewards import Objective, RewardModel
+from aligner.rewards.base import TenantPolicyObjective
 
 WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
 
@@ -93,3 +97,24 @@ class FakeGenerator:
 
     async def health(self) -> dict[str, Any]:
         return {"model": self.model_name, "unfinished_requests": 0}
+
+
+class FakeRewardModel(RewardModel):
+    """A fake with fixed scores: the catalog logic is under test, not a model."""
+
+    def __init__(self, names, values):
+        self.objectives = tuple(Objective(n, n) for n in names)
+        self.values = values
+        self.calls = 0
+
+    async def score(self, conversation, responses):
+        self.calls += 1
+        return np.array([self.values] * len(responses), dtype=float)
+
+
+class FakePolicyModel(FakeRewardModel):
+    """A fake whose objectives judge against the tenant's config, as policy_compliance and topic_safety do."""
+
+    def __init__(self, names, values):
+        super().__init__(names, values)
+        self.objectives = tuple(TenantPolicyObjective(n, n) for n in names)

@@ -12,7 +12,7 @@ import pytest
 from serve.ingress.grpc_methods import SERVICER_FUNCTIONS, GrpcService
 from serve.ingress.ingress import Ingress
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 TRANSPORTS = {
     "serve.ingress.http_routes": ROOT / "serve/ingress/http_routes.py",
     "serve.ingress.grpc_methods": ROOT / "serve/ingress/grpc_methods.py",

@@ -22,7 +22,7 @@ from aligner.search.strategies import strategy_for
 from tests.fakes import FakeGenerator, fake_text
 
 NAME = "shortest_of_k"
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "alignment.md"
+DOCS = Path(__file__).resolve().parents[4] / "docs" / "alignment.md"
 
 
 class Params(SearchParams):

@@ -22,7 +22,7 @@ from serve.chart import CHART_OWNED, SCHEMA_PATH, render_schema
 from serve.config import ServerConfig
 from serve.ingress.grpc_methods import SERVICER_FUNCTIONS
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "helm" / "aligner"
 EXAMPLES = ROOT / "helm" / "examples"
 KUBERNETES_VERSION = "1.32.0"

@@ -165,8 +165,8 @@ def test_objectives_convert():
 
 def test_the_proto_file_is_the_only_contract():
     protos = sorted(
-        str(p.relative_to(Path(__file__).resolve().parents[2]))
-        for p in (Path(__file__).resolve().parents[2] / "proto").rglob("*.proto")
+        str(p.relative_to(Path(__file__).resolve().parents[4]))
+        for p in (Path(__file__).resolve().parents[4] / "proto").rglob("*.proto")
     )
     assert protos == ["proto/aligner/v1/aligner.proto"]
 

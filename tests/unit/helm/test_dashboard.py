@@ -9,7 +9,7 @@ import pytest
 
 from serve.metrics import Metrics
 
-DASHBOARD = Path(__file__).resolve().parents[2] / "helm" / "aligner" / "dashboards" / "aligner.json"
+DASHBOARD = Path(__file__).resolve().parents[3] / "helm" / "aligner" / "dashboards" / "aligner.json"
 # What in a PromQL text is not a metric name: strings, label matchers, range windows and grouping label lists.
 NOT_METRIC_TEXT = re.compile(
     r'"[^"]*"|\{[^}]*\}|\[[^\]]*\]|\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)'
