@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from aligner.contract import SearchLimits, parse_model
 from aligner.engine.vllm import EngineConfig
 from aligner.errors import ConfigError
 from aligner.rewards import RewardsConfig
-from aligner.contract import SearchLimits, parse_model
 
 
 class AutoscalingSpec(BaseModel):
@@ -37,15 +38,21 @@ class ServerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     engine: EngineConfig = Field(default_factory=EngineConfig, description="The policy engine of every model replica.")
-    rewards: RewardsConfig = Field(default_factory=RewardsConfig, description="Reward objectives served beside the engine.")
+    rewards: RewardsConfig = Field(
+        default_factory=RewardsConfig, description="Reward objectives served beside the engine."
+    )
     search_limits: SearchLimits = Field(
         default_factory=SearchLimits, description="Server-side maximums of request parameters."
     )
     model_name: str | None = Field(
         None, description="Name clients use in `model` (OpenAI route); default: the model directory's name."
     )
-    num_replicas: int = Field(1, ge=1, description="Model replicas (one engine + reward models each), without autoscaling.")
-    autoscaling: AutoscalingSpec | None = Field(None, description="Autoscale the model replicas instead of a fixed count.")
+    num_replicas: int = Field(
+        1, ge=1, description="Model replicas (one engine + reward models each), without autoscaling."
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        None, description="Autoscale the model replicas instead of a fixed count."
+    )
     replica_num_cpus: float = Field(
         1.0,
         ge=0,
@@ -60,7 +67,7 @@ class ServerConfig(BaseModel):
     )
     replica_resources: dict[str, float] = Field(
         default_factory=dict,
-        description="Custom Ray resources each model replica needs, e.g. {\"aligner_model\": 1} to place "
+        description='Custom Ray resources each model replica needs, e.g. {"aligner_model": 1} to place '
         "replicas only on nodes started with that resource (a GPU worker group).",
     )
     max_replicas_per_node: int | None = Field(
@@ -88,15 +95,22 @@ class ServerConfig(BaseModel):
         "machines). Default: a SQLite file under the Aligner cache (~/.cache/aligner/tenants.db).",
     )
     auth_cache_s: float = Field(
-        0.5, ge=0, le=1.0, description="How long a checked key is trusted before the store is asked again (≤ 1 s, "
+        0.5,
+        ge=0,
+        le=1.0,
+        description="How long a checked key is trusted before the store is asked again (≤ 1 s, "
         "so a revoked key is refused within a second everywhere).",
     )
     http_host: str = Field("127.0.0.1", description="Address the HTTP proxy listens on (0.0.0.0 in a cluster).")
     http_port: int = Field(8000, ge=1, le=65535, description="HTTP port (REST, OpenAI-compatible API, /metrics).")
-    grpc_port: int = Field(9000, ge=1, le=65535, description="gRPC port (services aligner.v1.Aligner and aligner.v1.Admin, h2c).")
+    grpc_port: int = Field(
+        9000, ge=1, le=65535, description="gRPC port (services aligner.v1.Aligner and aligner.v1.Admin, h2c)."
+    )
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest accepted request body; larger gets 413.")
     metrics_interval_s: float = Field(
-        2.0, gt=0, le=60,
+        2.0,
+        gt=0,
+        le=60,
         description="How often each replica sends its metrics to the aggregator behind /metrics (so /metrics lags by "
         "at most this; scrapes come every 15-60 s, and each push costs CPU that the engine could use).",
     )
@@ -121,8 +135,6 @@ class ServerConfig(BaseModel):
 
 
 def read_yaml(path: Path) -> dict:
-    import yaml
-
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:

@@ -15,8 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from aligner.errors import InvalidRequest
 from aligner.contract import OBJECTIVE_NAME, check_text
+from aligner.errors import InvalidRequest
 
 MAX_TEXT_CHARS = 20_000
 MAX_TOPICS = 32
@@ -94,7 +94,9 @@ class SafetyConfig(BaseModel):
                 raise InvalidRequest(f"thresholds.{name}", f"unknown objective {name!r}; valid objectives: {valid}")
             low, high = ranges[name]
             if not low <= minimum <= high:
-                raise InvalidRequest(f"thresholds.{name}", f"is {minimum} but {name}'s scores lie in [{low:g}, {high:g}]")
+                raise InvalidRequest(
+                    f"thresholds.{name}", f"is {minimum} but {name}'s scores lie in [{low:g}, {high:g}]"
+                )
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -10,6 +10,7 @@ from aligner.contract import AlignRequest, Constraint, SafetyInfo
 from aligner.safety.config import SafetyConfig
 from aligner.search.base import Scored, SearchContext, SearchResult, score_and_rank
 
+
 def with_thresholds(request: AlignRequest, config: SafetyConfig | None) -> AlignRequest:
     """The request with the config's thresholds among its constraints; where both name an objective
     the stricter minimum holds, so a request can tighten a threshold but never loosen it."""
@@ -22,7 +23,8 @@ def with_thresholds(request: AlignRequest, config: SafetyConfig | None) -> Align
 
 
 def passes(config: SafetyConfig, scores: Mapping[str, float] | None) -> bool:
-    """Whether scores meet every threshold; missing scores (e.g. cut off by the deadline) fail: enforcement fails closed."""
+    """Whether scores meet every threshold; missing scores (e.g. cut off by the deadline) fail:
+    enforcement fails closed."""
     return scores is not None and all(
         name in scores and scores[name] >= minimum for name, minimum in config.thresholds.items()
     )
@@ -51,12 +53,16 @@ async def enforce(ctx: SearchContext, config: SafetyConfig, result: SearchResult
         candidates = [*result.candidates, *extra]
         passing = [c for c in extra if passes(config, c.scores)]
         if passing:
-            return (SearchResult(chosen=passing[0], candidates=candidates, threshold_met=result.threshold_met),
-                    SafetyInfo(verdict="resampled", scores=threshold_scores(config, passing[0].scores)))
+            return (
+                SearchResult(chosen=passing[0], candidates=candidates, threshold_met=result.threshold_met),
+                SafetyInfo(verdict="resampled", scores=threshold_scores(config, passing[0].scores)),
+            )
         result = SearchResult(chosen=chosen, candidates=candidates, threshold_met=result.threshold_met)
     refusal = Scored((), config.refusal_message, "content_filter", True)
-    return (SearchResult(chosen=refusal, candidates=result.candidates, threshold_met=result.threshold_met),
-            SafetyInfo(verdict="refused"))
+    return (
+        SearchResult(chosen=refusal, candidates=result.candidates, threshold_met=result.threshold_met),
+        SafetyInfo(verdict="refused"),
+    )
 
 
 async def resample(ctx: SearchContext, count: int) -> list[Scored]:

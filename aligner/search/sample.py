@@ -32,6 +32,8 @@ class Sample(Strategy):
 
     async def _stream(self, ctx: SearchContext, spec) -> Scored:
         """vLLM's deltas, which already end before a stop string, so the text equals the non-streamed one."""
+        emit = ctx.emit
+        assert emit is not None  # only called when the request streams
         ids: list[int] = []
         pieces: list[str] = []
         finish_reason = "abort"
@@ -42,7 +44,7 @@ class Sample(Strategy):
                         ids.extend(delta.token_ids)
                         if delta.text:
                             pieces.append(delta.text)
-                            ctx.emit(Delta(delta.text))
+                            emit(Delta(delta.text))
                         finish_reason = delta.finish_reason or finish_reason
         except TimeoutError:
             ctx.meter.stop("deadline_ms")

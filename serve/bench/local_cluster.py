@@ -1,9 +1,10 @@
 """A Ray cluster of several nodes on this machine, each started with `ray start`, as on real nodes.
 
 Used by the multi-node tests and `aligner bench serve --replicas`. Every node offers the custom
-resource `aligner_model: 1` (and one named after the node: `head`, `worker1`, …), so with `max_replicas_per_node: 1` the model replicas land on
-different nodes. Serve runs a proxy on every node; a worker node's proxy takes its own HTTP and
-gRPC ports (Ray's RAY_SERVE_WORKER_PROXY_*_PORT), since all nodes share one host here.
+resource `aligner_model: 1` (and one named after the node: `head`, `worker1`, …), so with
+`max_replicas_per_node: 1` the model replicas land on different nodes. Serve runs a proxy on every
+node; a worker node's proxy takes its own HTTP and gRPC ports (Ray's RAY_SERVE_WORKER_PROXY_*_PORT),
+since all nodes share one host here.
 Each node's processes are pinned to cores of their own, so replicas on different nodes do not
 compete for cores, as on separate machines. `stop()` ends every process the
 nodes started (raylets, GCS, workers, engines).
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,14 +145,27 @@ class LocalCluster:
 
         logs = Path(tempfile.mkdtemp(prefix="aligner-ray-nodes-"))
         ray_cli = str(Path(sys.executable).parent / "ray")
-        common = ["--block", "--num-cpus", str(self.cpus_per_node),
-                  "--object-store-memory", str(self.object_store_bytes), "--disable-usage-stats"]
+        common = [
+            "--block",
+            "--num-cpus",
+            str(self.cpus_per_node),
+            "--object-store-memory",
+            str(self.object_store_bytes),
+            "--disable-usage-stats",
+        ]
         for i in range(self.nodes):
             name = "head" if i == 0 else f"worker{i}"
             env = {**os.environ, **self.auth_env(), **self.core_env(i)}
             if i == 0:
-                args = ["--head", "--port", str(self.gcs_port), "--include-dashboard", "false",
-                        "--ray-client-server-port", str(free_port())]
+                args = [
+                    "--head",
+                    "--port",
+                    str(self.gcs_port),
+                    "--include-dashboard",
+                    "false",
+                    "--ray-client-server-port",
+                    str(free_port()),
+                ]
                 http, grpc = self.http_port, self.grpc_port
             else:
                 args = ["--address", self.address]
@@ -161,20 +176,28 @@ class LocalCluster:
             with open(log, "w") as out:
                 process = subprocess.Popen(
                     [ray_cli, "start", *args, *common, "--resources", json.dumps({MODEL_RESOURCE: 1, name: 1})],
-                    env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             self.started.append(LocalNode(name, process, http, grpc, log))
             if i == 0:
                 self._wait(lambda: _accepts(self.address), timeout_s, "the head's GCS did not answer")
         self._set_env(self.auth_env())  # this process is a driver of the cluster until stop()
         ray.init(address=self.address, logging_level="WARNING", log_to_driver=False)
-        self._wait(lambda: sum(n["Alive"] for n in ray.nodes()) >= self.nodes, timeout_s,
-                   f"{self.nodes} Ray nodes did not come up")
+        self._wait(
+            lambda: sum(n["Alive"] for n in ray.nodes()) >= self.nodes,
+            timeout_s,
+            f"{self.nodes} Ray nodes did not come up",
+        )
         return self
 
-    def _set_env(self, values: dict[str, str | None]) -> None:
+    def _set_env(self, values: Mapping[str, str | None]) -> None:
         """Set (None: unset) environment variables, remembering the old values once, and have Ray
         read them again (it caches the auth mode and the token)."""
-        from ray._raylet import AuthenticationTokenLoader, Config
+        # Ray's private config objects (no type stubs list them); imported here, as Ray is heavy.
+        from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
 
         for name, value in values.items():
             self._saved_env.setdefault(name, os.environ.get(name))
@@ -191,8 +214,10 @@ class LocalCluster:
         while time.monotonic() < deadline:
             for node in self.started:
                 if node.process.poll() is not None:
-                    raise RuntimeError(f"ray start ({node.name}) exited with {node.process.returncode}; "
-                                       f"{node.log}:\n{node.log.read_text()[-2000:]}")
+                    raise RuntimeError(
+                        f"ray start ({node.name}) exited with {node.process.returncode}; "
+                        f"{node.log}:\n{node.log.read_text()[-2000:]}"
+                    )
             if ready():
                 return
             time.sleep(0.5)

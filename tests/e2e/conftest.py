@@ -7,9 +7,8 @@ down at the end; no process outlives the session.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,10 +16,24 @@ import pytest
 from serve.bench.local_cluster import free_port
 
 E2E_CONFIG = {
-    "engine": {"dtype": "float32", "max_model_len": 1024, "kv_cache_gib": 0.25, "max_num_seqs": 8, "block_size": 32,
-               "enforce_eager": True},  # eager: each engine starts a minute sooner
-    "search_limits": {"max_tokens": 256, "n": 8, "batch": 8, "max_rounds": 4, "beam_width": 4, "expansions": 4,
-                      "chunk_tokens": 64, "neighbors": 4},
+    "engine": {
+        "dtype": "float32",
+        "max_model_len": 1024,
+        "kv_cache_gib": 0.25,
+        "max_num_seqs": 8,
+        "block_size": 32,
+        "enforce_eager": True,
+    },  # eager: each engine starts a minute sooner
+    "search_limits": {
+        "max_tokens": 256,
+        "n": 8,
+        "batch": 8,
+        "max_rounds": 4,
+        "beam_width": 4,
+        "expansions": 4,
+        "chunk_tokens": 64,
+        "neighbors": 4,
+    },
     "num_replicas": 2,
     "replica_num_cpus": 0,
     "max_ongoing_requests": 2,
@@ -32,16 +45,21 @@ E2E_CONFIG = {
 class Server:
     """A running app: its URL, its store, keys, and how to (re)deploy it."""
 
-    def __init__(self, model_dir, port: int, store_url: str, *, app: str = "aligner", prefix: str = "",
-                 **overrides):
+    def __init__(self, model_dir, port: int, store_url: str, *, app: str = "aligner", prefix: str = "", **overrides):
         from aligner.tenants import TenantStore
 
         self.port, self.app, self.prefix = port, app, prefix
         self.url = f"http://127.0.0.1:{port}{prefix}"
         self.store_url = store_url
         self.store = TenantStore.open(self.store_url)
-        self.config = {**E2E_CONFIG, "engine": {**E2E_CONFIG["engine"], "model": str(model_dir)},
-                       "tenant_store": self.store_url, "http_port": port, "app_name": app, **overrides}
+        self.config = {
+            **E2E_CONFIG,
+            "engine": {**E2E_CONFIG["engine"], "model": str(model_dir)},
+            "tenant_store": self.store_url,
+            "http_port": port,
+            "app_name": app,
+            **overrides,
+        }
         _, self.key = self.store.create_key("acme")
         _, self.other_key = self.store.create_key("globex")
         _, self.admin_key = self.store.create_key("ops", admin=True)
@@ -52,8 +70,12 @@ class Server:
 
         from serve.app import build_app
 
-        serve.run(build_app(self.config), name=self.app, route_prefix=self.prefix or "/",
-                  logging_config={"log_level": "WARNING", "enable_access_log": False})
+        serve.run(
+            build_app(self.config),
+            name=self.app,
+            route_prefix=self.prefix or "/",
+            logging_config={"log_level": "WARNING", "enable_access_log": False},
+        )
 
     def undeploy(self) -> None:
         from ray import serve
@@ -99,8 +121,9 @@ def server(tmp_path_factory, model_dir):
     from serve.app import proxy_options
     from serve.config import ServerConfig
 
-    srv = Server(model_dir, free_port(), f"sqlite:///{tmp_path_factory.mktemp('e2e')}/tenants.db",
-                 grpc_port=free_port())
+    srv = Server(
+        model_dir, free_port(), f"sqlite:///{tmp_path_factory.mktemp('e2e')}/tenants.db", grpc_port=free_port()
+    )
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
         serve.start(**proxy_options(ServerConfig.load(srv.config)))

@@ -25,5 +25,9 @@ def field_of(error: grpc.RpcError) -> str | None:
 def failure(error: grpc.RpcError) -> dict:
     """A failed call as the JSON error body's fields, plus the gRPC status name."""
     trailers = dict(error.trailing_metadata() or ())
-    return {"status": error.code().name, "code": trailers.get("aligner-error-code"), "field": field_of(error),
-            "message": error.details()}
+    return {
+        "status": error.code().name,
+        "code": trailers.get("aligner-error-code"),
+        "field": field_of(error),
+        "message": error.details(),
+    }

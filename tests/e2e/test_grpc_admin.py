@@ -13,15 +13,23 @@ from serve.errors import ERROR_TABLE
 from serve.ingress.grpc_convert import to_plain
 from tests.e2e.grpc_calls import failure, grpc_metadata
 
-KIDS = {"text": "Users are children. Never discuss violence.", "thresholds": {"harmlessness": 0.3},
-        "disallowed": ["violence"]}
+KIDS = {
+    "text": "Users are children. Never discuss violence.",
+    "thresholds": {"harmlessness": 0.3},
+    "disallowed": ["violence"],
+}
 TEENS = {"text": "Users are teenagers.", "action": "resample", "max_resamples": 1}
 
 REQUEST_TYPES = {
-    "CreateKey": pb.CreateKeyRequest, "ListKeys": pb.ListKeysRequest, "RevokeKey": pb.RevokeKeyRequest,
-    "PutSafetyConfig": pb.PutSafetyConfigRequest, "GetSafetyConfig": pb.TenantRequest,
-    "ListSafetyConfigVersions": pb.TenantRequest, "ActivateSafetyConfig": pb.ActivateSafetyConfigRequest,
-    "DeleteSafetyConfig": pb.DeleteSafetyConfigRequest, "ListAudit": pb.ListAuditRequest,
+    "CreateKey": pb.CreateKeyRequest,
+    "ListKeys": pb.ListKeysRequest,
+    "RevokeKey": pb.RevokeKeyRequest,
+    "PutSafetyConfig": pb.PutSafetyConfigRequest,
+    "GetSafetyConfig": pb.TenantRequest,
+    "ListSafetyConfigVersions": pb.TenantRequest,
+    "ActivateSafetyConfig": pb.ActivateSafetyConfigRequest,
+    "DeleteSafetyConfig": pb.DeleteSafetyConfigRequest,
+    "ListAudit": pb.ListAuditRequest,
 }
 
 
@@ -32,12 +40,18 @@ def http_call(client, server, key, rpc, f):
         "CreateKey": ("POST", "/v1/admin/keys", {"json": f}),
         "ListKeys": ("GET", "/v1/admin/keys", {"params": f}),
         "RevokeKey": ("DELETE", f"/v1/admin/keys/{f.get('id')}", {}),
-        "PutSafetyConfig": ("PUT", config_route, {"json": {"config": f.get("config"),
-                                                           "expected_version": f.get("expected_version")}}),
+        "PutSafetyConfig": (
+            "PUT",
+            config_route,
+            {"json": {"config": f.get("config"), "expected_version": f.get("expected_version")}},
+        ),
         "GetSafetyConfig": ("GET", config_route, {}),
         "ListSafetyConfigVersions": ("GET", f"{config_route}/versions", {}),
-        "ActivateSafetyConfig": ("POST", f"{config_route}/activate", {"json": {
-            "version": f.get("version"), "expected_version": f.get("expected_version")}}),
+        "ActivateSafetyConfig": (
+            "POST",
+            f"{config_route}/activate",
+            {"json": {"version": f.get("version"), "expected_version": f.get("expected_version")}},
+        ),
         "DeleteSafetyConfig": ("DELETE", config_route, {"params": {"expected_version": f.get("expected_version")}}),
         "ListAudit": ("GET", "/v1/admin/audit", {"params": f}),
     }[rpc]
@@ -63,8 +77,11 @@ VOLATILE = {"id", "created_at", "at", "key", "revoked_at"}
 def comparable(answer, tenant):
     """The answer with the tenant's name generic, times and ids by presence, null and [] absent."""
     if isinstance(answer, dict):
-        return {k: ("<set>" if k in VOLATILE else comparable(v, tenant))
-                for k, v in answer.items() if v is not None and v != []}
+        return {
+            k: ("<set>" if k in VOLATILE else comparable(v, tenant))
+            for k, v in answer.items()
+            if v is not None and v != []
+        }
     if isinstance(answer, list):
         return [comparable(v, tenant) for v in answer]
     return "<tenant>" if answer == tenant else answer
@@ -125,14 +142,24 @@ def test_every_admin_rpc_answers_as_its_http_route(server, admin_stub):
 
 def test_admin_rpcs_refuse_tenant_keys_and_bad_keys(server, admin_stub):
     _, tenant_key = server.store.create_key("admin-denied")
-    calls = {"CreateKey": {"tenant": "admin-denied", "admin": True}, "ListKeys": {}, "RevokeKey": {"id": "x"},
-             "PutSafetyConfig": {"tenant": "admin-denied", "config": KIDS}, "GetSafetyConfig": {"tenant": "x"},
-             "ListSafetyConfigVersions": {"tenant": "x"}, "ActivateSafetyConfig": {"tenant": "x", "version": 1},
-             "DeleteSafetyConfig": {"tenant": "x", "expected_version": 1}, "ListAudit": {}}
+    calls = {
+        "CreateKey": {"tenant": "admin-denied", "admin": True},
+        "ListKeys": {},
+        "RevokeKey": {"id": "x"},
+        "PutSafetyConfig": {"tenant": "admin-denied", "config": KIDS},
+        "GetSafetyConfig": {"tenant": "x"},
+        "ListSafetyConfigVersions": {"tenant": "x"},
+        "ActivateSafetyConfig": {"tenant": "x", "version": 1},
+        "DeleteSafetyConfig": {"tenant": "x", "expected_version": 1},
+        "ListAudit": {},
+    }
     assert set(calls) == set(REQUEST_TYPES)
     for rpc, fields in calls.items():
-        for key, status in ((tenant_key, "PERMISSION_DENIED"), (server.other_key, "PERMISSION_DENIED"),
-                            ("alk_forged", "UNAUTHENTICATED")):
+        for key, status in (
+            (tenant_key, "PERMISSION_DENIED"),
+            (server.other_key, "PERMISSION_DENIED"),
+            ("alk_forged", "UNAUTHENTICATED"),
+        ):
             answer = grpc_call(admin_stub, server, key, rpc, fields)
             assert answer["error"]["status"] == status, (rpc, answer)
     # Nothing was written by the refused calls.

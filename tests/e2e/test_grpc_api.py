@@ -25,17 +25,35 @@ def metadata(server, key=None):
 
 
 def test_generate_gives_the_same_answer_as_http(server, stub):
-    body = {"prompt": QUESTION, "max_tokens": 24, "temperature": 0.8, "seed": 5,
-            "preference_vector": {"relevance": 1.0, "verbosity": -0.5}, "search": {"strategy": "best_of_n", "n": 3}}
-    over_grpc = to_plain(stub.Generate(pb.GenerateRequest(**{
-        **body, "search": pb.SearchSpec(strategy="best_of_n", n=3)}), metadata=metadata(server), timeout=300))
+    body = {
+        "prompt": QUESTION,
+        "max_tokens": 24,
+        "temperature": 0.8,
+        "seed": 5,
+        "preference_vector": {"relevance": 1.0, "verbosity": -0.5},
+        "search": {"strategy": "best_of_n", "n": 3},
+    }
+    over_grpc = to_plain(
+        stub.Generate(
+            pb.GenerateRequest(**{**body, "search": pb.SearchSpec(strategy="best_of_n", n=3)}),
+            metadata=metadata(server),
+            timeout=300,
+        )
+    )
     with server.client() as client:
         over_http = client.post("/v1/generate", json=body, headers=server.headers()).json()
     volatile = {"id", "usage"}
     assert {k: v for k, v in over_grpc.items() if k not in volatile} == {
-        k: v for k, v in over_http.items() if k not in volatile}
-    for field in ("prompt_tokens", "completion_tokens", "generated_tokens", "candidates", "engine_requests",
-                  "reward_calls"):
+        k: v for k, v in over_http.items() if k not in volatile
+    }
+    for field in (
+        "prompt_tokens",
+        "completion_tokens",
+        "generated_tokens",
+        "candidates",
+        "engine_requests",
+        "reward_calls",
+    ):
         assert over_grpc["usage"][field] == over_http["usage"][field], field
 
 
@@ -51,14 +69,21 @@ def test_list_objectives(server, stub):
     assert {"relevance", "verbosity", "harmlessness", "helpfulness", "policy_compliance", "topic_safety"} <= names
 
 
-@pytest.mark.parametrize(("request_fields", "key", "code", "field"), [
-    ({"prompt": "hi"}, "alk_nope", grpc.StatusCode.UNAUTHENTICATED, None),
-    ({"prompt": "hi", "max_tokens": 100000}, None, grpc.StatusCode.INVALID_ARGUMENT, "max_tokens"),
-    ({"prompt": "hi", "preference_vector": {"wit": 1.0}, "search": pb.SearchSpec(strategy="best_of_n")}, None,
-     grpc.StatusCode.INVALID_ARGUMENT, "preference_vector"),
-    ({"prompt": "hi", "stream": True}, None, grpc.StatusCode.INVALID_ARGUMENT, "stream"),
-    ({"prompt": "word " * 1500, "max_tokens": 16}, None, grpc.StatusCode.INVALID_ARGUMENT, "messages"),
-])
+@pytest.mark.parametrize(
+    ("request_fields", "key", "code", "field"),
+    [
+        ({"prompt": "hi"}, "alk_nope", grpc.StatusCode.UNAUTHENTICATED, None),
+        ({"prompt": "hi", "max_tokens": 100000}, None, grpc.StatusCode.INVALID_ARGUMENT, "max_tokens"),
+        (
+            {"prompt": "hi", "preference_vector": {"wit": 1.0}, "search": pb.SearchSpec(strategy="best_of_n")},
+            None,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "preference_vector",
+        ),
+        ({"prompt": "hi", "stream": True}, None, grpc.StatusCode.INVALID_ARGUMENT, "stream"),
+        ({"prompt": "word " * 1500, "max_tokens": 16}, None, grpc.StatusCode.INVALID_ARGUMENT, "messages"),
+    ],
+)
 def test_errors_carry_the_mapped_status_and_the_field(server, stub, request_fields, key, code, field):
     with pytest.raises(grpc.RpcError) as err:
         stub.Generate(pb.GenerateRequest(**request_fields), metadata=metadata(server, key), timeout=120)
@@ -72,8 +97,9 @@ def test_errors_carry_the_mapped_status_and_the_field(server, stub, request_fiel
 
 
 def test_a_cancelled_stream_leaves_no_engine_request(server, stub):
-    request = pb.GenerateRequest(prompt="Write a very long story about a dragon.", max_tokens=256, temperature=1.0,
-                                 seed=3)
+    request = pb.GenerateRequest(
+        prompt="Write a very long story about a dragon.", max_tokens=256, temperature=1.0, seed=3
+    )
     call = stub.GenerateStream(request, metadata=metadata(server), timeout=300)
     for i, _ in enumerate(call):
         if i == 2:
@@ -89,9 +115,31 @@ def test_aligner_generate_against_the_server_over_http_and_grpc(server):
     import sys
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "serve.cli", "generate", QUESTION, "--seed", "5", "--max-tokens",
-                               "16", "--vector", "relevance=1,verbosity=-0.5", "--strategy", "best_of_n", "--n", "2",
-                               "--key", server.key, *args], capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "serve.cli",
+                "generate",
+                QUESTION,
+                "--seed",
+                "5",
+                "--max-tokens",
+                "16",
+                "--vector",
+                "relevance=1,verbosity=-0.5",
+                "--strategy",
+                "best_of_n",
+                "--n",
+                "2",
+                "--key",
+                server.key,
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     http_port, grpc_port = server.port, server.config["grpc_port"]
     over_http = cli("--server", f"127.0.0.1:{http_port}{server.prefix}", "--json")
@@ -126,9 +174,14 @@ def test_the_standard_health_service_reports_serving(server):
 
 
 def test_a_search_past_its_deadline_fails_with_deadline_exceeded(server, stub):
-    request = pb.GenerateRequest(prompt="Write a long story about a dragon.", max_tokens=128, temperature=1.0,
-                                 search=pb.SearchSpec(strategy="best_of_n", n=2), budget=pb.Budget(deadline_ms=1),
-                                 preference_vector={"relevance": 1.0})
+    request = pb.GenerateRequest(
+        prompt="Write a long story about a dragon.",
+        max_tokens=128,
+        temperature=1.0,
+        search=pb.SearchSpec(strategy="best_of_n", n=2),
+        budget=pb.Budget(deadline_ms=1),
+        preference_vector={"relevance": 1.0},
+    )
     with pytest.raises(grpc.RpcError) as err:
         stub.Generate(request, metadata=metadata(server), timeout=120)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, err.value.details()
@@ -141,25 +194,33 @@ def test_a_search_past_its_deadline_fails_with_deadline_exceeded(server, stub):
 def test_a_client_deadline_ends_the_call_and_cancels_the_search(server, stub):
     _, key = server.store.create_key("grpc-impatient")  # its own tenant, so the cancellation count is its own
     before = server.metric_sum("aligner_requests_total", tenant="grpc-impatient", status="cancelled")
-    request = pb.GenerateRequest(prompt="Write a very long story about a dragon.", max_tokens=256, temperature=1.0,
-                                 seed=2, search=pb.SearchSpec(strategy="best_of_n", n=4),
-                                 preference_vector={"verbosity": 1.0})
+    request = pb.GenerateRequest(
+        prompt="Write a very long story about a dragon.",
+        max_tokens=256,
+        temperature=1.0,
+        seed=2,
+        search=pb.SearchSpec(strategy="best_of_n", n=4),
+        preference_vector={"verbosity": 1.0},
+    )
     with pytest.raises(grpc.RpcError) as err:
         stub.Generate(request, metadata=metadata(server, key), timeout=2.5)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     # Four 256-token candidates take far longer than 2.5 s on two cores: the proxy cancelled the
     # call, which cancelled the search and aborted its engine requests.
     assert server.wait_metric("aligner_engine_running_requests", lambda v: v == 0, timeout=5) == 0
-    assert server.wait_metric("aligner_requests_total", lambda v: v > before, tenant="grpc-impatient",
-                              status="cancelled") == before + 1
+    assert (
+        server.wait_metric("aligner_requests_total", lambda v: v > before, tenant="grpc-impatient", status="cancelled")
+        == before + 1
+    )
 
 
 def test_a_burst_beyond_the_queue_gets_resource_exhausted_with_retry_after(server, stub):
     import concurrent.futures
 
     def generate(seed):
-        request = pb.GenerateRequest(prompt="Write a long story about a dragon.", max_tokens=48, temperature=1.0,
-                                     seed=seed)
+        request = pb.GenerateRequest(
+            prompt="Write a long story about a dragon.", max_tokens=48, temperature=1.0, seed=seed
+        )
         try:
             stub.Generate(request, metadata=metadata(server), timeout=300)
             return "OK", {}
@@ -182,10 +243,16 @@ def test_server_reflection_lists_both_services_and_health(server):
 
     with grpc.insecure_channel(f"127.0.0.1:{server.config['grpc_port']}") as channel:
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-        replies = list(reflection.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=60))
+        replies = list(
+            reflection.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=60
+            )
+        )
         names = {s.name for s in replies[0].list_services_response.service}
         assert {"aligner.v1.Aligner", "aligner.v1.Admin", "grpc.health.v1.Health"} <= names, names
-        described = list(reflection.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol="aligner.v1.Admin")]), timeout=60))
+        described = list(
+            reflection.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol="aligner.v1.Admin")]), timeout=60
+            )
+        )
         assert described[0].file_descriptor_response.file_descriptor_proto, "the contract is described"

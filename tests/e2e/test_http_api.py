@@ -42,8 +42,13 @@ def test_openai_client_chat_completion(openai_client, server):
 
 def test_openai_client_streams_chunks_that_add_up(openai_client, server):
     stream = openai_client.chat.completions.create(
-        model=server.model, messages=[{"role": "user", "content": QUESTION}], max_tokens=32, temperature=0, seed=1,
-        stream=True, stream_options={"include_usage": True},
+        model=server.model,
+        messages=[{"role": "user", "content": QUESTION}],
+        max_tokens=32,
+        temperature=0,
+        seed=1,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -62,8 +67,11 @@ def test_preference_vector_and_best_of_n_change_the_chosen_response(openai_clien
     plain = openai_client.chat.completions.create(**common)
     steered = openai_client.chat.completions.create(
         **common,
-        extra_body={"preference_vector": {"verbosity": -1.0}, "search": {"strategy": "best_of_n", "n": 6},
-                    "return_candidates": True},
+        extra_body={
+            "preference_vector": {"verbosity": -1.0},
+            "search": {"strategy": "best_of_n", "n": 6},
+            "return_candidates": True,
+        },
     )
     alignment = steered.model_extra["alignment"]
     assert alignment["strategy"] == "best_of_n"
@@ -120,7 +128,16 @@ def test_models_and_objectives(server):
         ready = client.get("/readyz")
     assert [m["id"] for m in models["data"]] == [server.model]
     names = {o["name"] for o in objectives}
-    assert {"relevance", "verbosity", "readability", "harmlessness", "positivity", "helpfulness", "policy_compliance", "topic_safety"} <= names
+    assert {
+        "relevance",
+        "verbosity",
+        "readability",
+        "harmlessness",
+        "positivity",
+        "helpfulness",
+        "policy_compliance",
+        "topic_safety",
+    } <= names
     assert all({"low", "high", "description"} <= set(o) for o in objectives)
     assert ready.status_code == 200 and ready.json()["ready"] is True
 
@@ -131,13 +148,25 @@ BAD_BODIES = [
     ("/v1/generate", b'{"prompt": "hi", "max_tokens": "many"}', "max_tokens"),
     ("/v1/generate", b'{"prompt": "hi", "bogus": 1}', "bogus"),
     ("/v1/generate", b'{"prompt": "hi", "max_tokens": 100000}', "max_tokens"),
-    ("/v1/generate", b'{"prompt": "hi", "preference_vector": {"nope": 1}, "search": {"strategy": "best_of_n"}}', "preference_vector"),
+    (
+        "/v1/generate",
+        b'{"prompt": "hi", "preference_vector": {"nope": 1}, "search": {"strategy": "best_of_n"}}',
+        "preference_vector",
+    ),
     ("/v1/generate", b'{"prompt": "hi", "search": {"strategy": "magic"}}', "search.strategy"),
     ("/v1/generate", b'{"prompt": "hi \\ud800"}', "body"),
     ("/v1/chat/completions", b'{"model": "M", "messages": [{"role": "user", "content": "hi"}], "tools": []}', "tools"),
     ("/v1/chat/completions", b'{"model": "M", "messages": [{"role": "user", "content": "hi"}], "n": 2}', "n"),
-    ("/v1/chat/completions", b'{"model": "M", "messages": [{"role": "user", "content": "hi"}], "logprobs": true}', "logprobs"),
-    ("/v1/chat/completions", b'{"model": "M", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}', "response_format"),
+    (
+        "/v1/chat/completions",
+        b'{"model": "M", "messages": [{"role": "user", "content": "hi"}], "logprobs": true}',
+        "logprobs",
+    ),
+    (
+        "/v1/chat/completions",
+        b'{"model": "M", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}',
+        "response_format",
+    ),
     ("/v1/chat/completions", b'{"model": "M", "messages": [{"role": "tool", "content": "hi"}]}', "messages[0].role"),
     ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "hi"}]}', "model"),
 ]
@@ -156,8 +185,11 @@ def test_bad_input_gets_a_4xx_naming_the_field(server, route, raw, field):
 
 def test_unknown_model_is_404_in_openai_format(server):
     with server.client() as client:
-        response = client.post("/v1/chat/completions", headers=server.headers(),
-                               json={"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]})
+        response = client.post(
+            "/v1/chat/completions",
+            headers=server.headers(),
+            json={"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]},
+        )
     assert response.status_code == 404
     assert response.json()["error"]["param"] is None and response.json()["error"]["code"] == "not_found"
 
@@ -165,7 +197,9 @@ def test_unknown_model_is_404_in_openai_format(server):
 def test_oversize_body_is_413(server):
     huge = json.dumps({"prompt": "x" * (2 << 20)})
     with server.client() as client:
-        response = client.post("/v1/generate", content=huge, headers={**server.headers(), "content-type": "application/json"})
+        response = client.post(
+            "/v1/generate", content=huge, headers={**server.headers(), "content-type": "application/json"}
+        )
         assert response.status_code == 413
         assert response.json()["error"]["code"] == "payload_too_large"
         assert client.get("/healthz").status_code == 200
@@ -180,9 +214,21 @@ def test_prompt_too_long_is_400_before_any_stream(server):
 
 
 def test_openai_null_fields_mean_unset(server):
-    body = {"model": server.model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
-            "temperature": None, "top_p": None, "seed": None, "stop": None, "preference_vector": None,
-            "search": None, "n": None, "logprobs": None, "user": None, "stream_options": None}
+    body = {
+        "model": server.model,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 4,
+        "temperature": None,
+        "top_p": None,
+        "seed": None,
+        "stop": None,
+        "preference_vector": None,
+        "search": None,
+        "n": None,
+        "logprobs": None,
+        "user": None,
+        "stream_options": None,
+    }
     with server.client() as client:
         response = client.post("/v1/chat/completions", json=body, headers=server.headers())
     assert response.status_code == 200, response.text

@@ -22,8 +22,12 @@ def test_requests_without_a_valid_key_are_401(server):
     revoked, revoked_key = server.store.create_key("acme")
     server.store.revoke_key(revoked.id)
     with server.client() as client:
-        for headers in ({}, {"Authorization": "Bearer alk_nope_nope"}, {"Authorization": "Basic abc"},
-                        {"Authorization": f"Bearer {revoked_key}"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer alk_nope_nope"},
+            {"Authorization": "Basic abc"},
+            {"Authorization": f"Bearer {revoked_key}"},
+        ):
             response = client.post("/v1/generate", json=SMALL, headers=headers)
             assert response.status_code == 401, headers
             assert response.json()["error"]["code"] == "unauthenticated"
@@ -37,7 +41,9 @@ def test_admin_routes_need_an_admin_key_and_manage_keys(server):
         assert created.status_code == 201
         new = created.json()
         assert new["tenant"] == "initech" and new["admin"] is False and new["key"].startswith("alk_")
-        listed = client.get("/v1/admin/keys", params={"tenant": "initech"}, headers=server.headers(server.admin_key)).json()
+        listed = client.get(
+            "/v1/admin/keys", params={"tenant": "initech"}, headers=server.headers(server.admin_key)
+        ).json()
         assert [k["id"] for k in listed["keys"]] == [new["id"]] and "key" not in listed["keys"][0]
         assert client.post("/v1/generate", json=SMALL, headers=server.headers(new["key"])).status_code == 200
         revoked = client.delete(f"/v1/admin/keys/{new['id']}", headers=server.headers(server.admin_key))
@@ -56,11 +62,17 @@ def test_metrics_sum_over_both_replicas(server):
     # Two clients stay within the queue: Ray counts every request as queued until it is
     # assigned, even when a replica is free, so a burst wider than the queue can be refused.
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        replies = list(pool.map(
-            lambda i: httpx.post(f"{server.url}/v1/generate", json={**SMALL, "seed": i},
-                                 headers=server.headers(server.other_key), timeout=300),
-            range(n),
-        ))
+        replies = list(
+            pool.map(
+                lambda i: httpx.post(
+                    f"{server.url}/v1/generate",
+                    json={**SMALL, "seed": i},
+                    headers=server.headers(server.other_key),
+                    timeout=300,
+                ),
+                range(n),
+            )
+        )
     assert [r.status_code for r in replies] == [200] * n
     assert len({r.headers["x-aligner-replica"] for r in replies}) == 2, "both replicas should have served"
     total = server.wait_metric("aligner_requests_total", lambda v: v >= before + n, tenant="globex")
@@ -69,8 +81,13 @@ def test_metrics_sum_over_both_replicas(server):
     assert server.metric_sum("aligner_generated_tokens_total", strategy="sample") > 0
     assert server.metric_sum("aligner_request_latency_seconds_count", strategy="sample") >= n
     names = {name for name, _ in server.metrics()}
-    for metric in ("aligner_engine_running_requests", "aligner_engine_waiting_requests",
-                   "aligner_queue_rejections_total", "aligner_reward_calls_total", "aligner_cuda_graph_replays_total"):
+    for metric in (
+        "aligner_engine_running_requests",
+        "aligner_engine_waiting_requests",
+        "aligner_queue_rejections_total",
+        "aligner_reward_calls_total",
+        "aligner_cuda_graph_replays_total",
+    ):
         assert metric in names, metric
 
 
@@ -78,11 +95,14 @@ def test_a_burst_beyond_the_queue_gets_429_with_retry_after(server):
     before = server.metric_sum("aligner_queue_rejections_total")
     body = {"prompt": "Write a long story about a dragon.", "max_tokens": 48, "temperature": 1.0}
     with concurrent.futures.ThreadPoolExecutor(14) as pool:
-        replies = list(pool.map(
-            lambda i: httpx.post(f"{server.url}/v1/generate", json={**body, "seed": i}, headers=server.headers(),
-                                 timeout=300),
-            range(14),
-        ))
+        replies = list(
+            pool.map(
+                lambda i: httpx.post(
+                    f"{server.url}/v1/generate", json={**body, "seed": i}, headers=server.headers(), timeout=300
+                ),
+                range(14),
+            )
+        )
     codes = [r.status_code for r in replies]
     assert set(codes) <= {200, 429}, codes
     assert codes.count(429) >= 1 and codes.count(200) >= 4, codes
@@ -95,8 +115,13 @@ def test_a_burst_beyond_the_queue_gets_429_with_retry_after(server):
 
 
 def test_a_client_that_disconnects_mid_stream_leaves_no_engine_request(server):
-    body = {"prompt": "Write a very long story about a dragon.", "max_tokens": 256, "temperature": 1.0, "seed": 1,
-            "stream": True}
+    body = {
+        "prompt": "Write a very long story about a dragon.",
+        "max_tokens": 256,
+        "temperature": 1.0,
+        "seed": 1,
+        "stream": True,
+    }
     with httpx.Client(base_url=server.url, timeout=300) as client:
         with client.stream("POST", "/v1/generate", json=body, headers=server.headers()) as stream:
             lines = stream.iter_lines()
@@ -115,15 +140,23 @@ def test_a_client_that_disconnects_mid_stream_leaves_no_engine_request(server):
 def test_a_client_that_disconnects_before_the_answer_cancels_the_search(server):
     _, key = server.store.create_key("quitter")  # its own tenant: other tests' cancellations do not count here
     before = server.metric_sum("aligner_requests_total", tenant="quitter", status="cancelled")
-    body = {"prompt": "Write a very long story about a dragon.", "max_tokens": 256, "temperature": 1.0, "seed": 2,
-            "search": {"strategy": "best_of_n", "n": 4}, "preference_vector": {"verbosity": 1.0}}
+    body = {
+        "prompt": "Write a very long story about a dragon.",
+        "max_tokens": 256,
+        "temperature": 1.0,
+        "seed": 2,
+        "search": {"strategy": "best_of_n", "n": 4},
+        "preference_vector": {"verbosity": 1.0},
+    }
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{server.url}/v1/generate", json=body, headers=server.headers(key), timeout=2.5)
     # Four 256-token candidates take far longer than this on two cores: the search was cancelled,
     # its engine request aborted, and the request counted as cancelled.
     assert server.wait_metric("aligner_engine_running_requests", lambda v: v == 0, timeout=5) == 0
-    assert server.wait_metric("aligner_requests_total", lambda v: v > before, tenant="quitter",
-                              status="cancelled") == before + 1
+    assert (
+        server.wait_metric("aligner_requests_total", lambda v: v > before, tenant="quitter", status="cancelled")
+        == before + 1
+    )
 
 
 def test_routing_and_parameter_errors_use_the_error_format(server):
@@ -131,10 +164,16 @@ def test_routing_and_parameter_errors_use_the_error_format(server):
         missing = client.get("/v1/nothing-here", headers=server.headers())
         wrong_method = client.get("/v1/generate", headers=server.headers())
         no_param = client.delete("/v1/admin/tenants/acme/safety-config", headers=server.headers(server.admin_key))
-        twice = client.post("/v1/generate", headers={**server.headers(), "content-type": "application/json"},
-                            content=b'{"prompt": "hi", "max_tokens": 4, "max_tokens": 8}')
-        nan = client.post("/v1/generate", headers={**server.headers(), "content-type": "application/json"},
-                          content=b'{"prompt": "hi", "temperature": NaN}')
+        twice = client.post(
+            "/v1/generate",
+            headers={**server.headers(), "content-type": "application/json"},
+            content=b'{"prompt": "hi", "max_tokens": 4, "max_tokens": 8}',
+        )
+        nan = client.post(
+            "/v1/generate",
+            headers={**server.headers(), "content-type": "application/json"},
+            content=b'{"prompt": "hi", "temperature": NaN}',
+        )
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method_not_allowed"
     assert no_param.status_code == 400 and no_param.json()["error"]["field"] == "expected_version"
@@ -161,16 +200,17 @@ def test_schema_fuzzing_finds_no_server_errors(server):
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
             @given(case=operation.as_strategy(mode))
-            @settings(max_examples=FUZZ_CASES_PER_ROUTE, deadline=None, database=None,
-                      suppress_health_check=list(HealthCheck))
-            def fuzz(case):
+            @settings(
+                max_examples=FUZZ_CASES_PER_ROUTE, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+            )
+            def fuzz(case):  # called below, in this iteration: `mode` is bound
                 # Keep generation short; streams are tested elsewhere. Negative cases stay as generated.
-                if mode is GenerationMode.POSITIVE and isinstance(case.body, dict):
+                if mode is GenerationMode.POSITIVE and isinstance(case.body, dict):  # noqa: B023
                     case.body = dict(case.body, max_tokens=4)
                     case.body.pop("max_completion_tokens", None)
                     case.body.pop("stream", None)
                 response = case.call(base_url=server.url, headers=server.headers(), timeout=120)
-                if mode is GenerationMode.POSITIVE:
+                if mode is GenerationMode.POSITIVE:  # noqa: B023
                     case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
                 else:
                     assert 400 <= response.status_code < 500, (case.body, response.status_code, response.text[:300])
@@ -185,8 +225,11 @@ def test_schema_fuzzing_finds_no_server_errors(server):
 def test_keys_and_safety_configs_survive_a_full_restart_of_the_app(server):
     route = "/v1/admin/tenants/survivor/safety-config"
     with server.client() as client:
-        stored = client.put(route, json={"config": {"text": "Only discuss gardening."}, "expected_version": None},
-                            headers=server.headers(server.admin_key))
+        stored = client.put(
+            route,
+            json={"config": {"text": "Only discuss gardening."}, "expected_version": None},
+            headers=server.headers(server.admin_key),
+        )
         assert stored.status_code == 200
     server.undeploy()
     server.deploy()
@@ -239,15 +282,20 @@ def test_a_dead_engine_fails_requests_with_503_and_its_replica_is_replaced(serve
     def over_grpc():
         with grpc.insecure_channel(f"127.0.0.1:{server.config['grpc_port']}") as channel:
             try:
-                aligner_pb2_grpc.AlignerStub(channel).Generate(ParseDict({**body, "seed": 9}, pb.GenerateRequest()),
-                                                               metadata=grpc_metadata(server), timeout=120)
+                aligner_pb2_grpc.AlignerStub(channel).Generate(
+                    ParseDict({**body, "seed": 9}, pb.GenerateRequest()), metadata=grpc_metadata(server), timeout=120
+                )
             except grpc.RpcError as exc:
                 return failure(exc)
         return None
 
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
-        futures = [pool.submit(httpx.post, f"{server.url}/v1/generate", json={**body, "seed": i},
-                               headers=server.headers(), timeout=120) for i in range(2)]
+        futures = [
+            pool.submit(
+                httpx.post, f"{server.url}/v1/generate", json={**body, "seed": i}, headers=server.headers(), timeout=120
+            )
+            for i in range(2)
+        ]
         grpc_future = pool.submit(over_grpc)
         assert server.wait_metric("aligner_engine_running_requests", lambda v: v >= 1, timeout=30) >= 1
         for core in cores:
@@ -280,8 +328,11 @@ def test_a_dead_engine_fails_requests_with_503_and_its_replica_is_replaced(serve
 def model_replicas_of_the_app(app: str) -> list:
     import psutil
 
-    return [p for p in psutil.process_iter(["cmdline"])
-            if f"ServeReplica:{app}:AlignerServer" in " ".join(p.info["cmdline"] or [])]
+    return [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if f"ServeReplica:{app}:AlignerServer" in " ".join(p.info["cmdline"] or [])
+    ]
 
 
 def test_each_replica_decodes_on_cores_of_its_own(server):

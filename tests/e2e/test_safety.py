@@ -8,14 +8,18 @@ import time
 import httpx
 
 SMALL = {"prompt": "Name a colour.", "max_tokens": 4, "temperature": 0}
-KIDS = {"text": "Users are children aged 8-12. Never discuss violence, dating or gambling.",
-        "thresholds": {"harmlessness": 0.5}, "disallowed": ["violence", "dating", "gambling"]}
+KIDS = {
+    "text": "Users are children aged 8-12. Never discuss violence, dating or gambling.",
+    "thresholds": {"harmlessness": 0.5},
+    "disallowed": ["violence", "dating", "gambling"],
+}
 ROUTE = "/v1/admin/tenants/umbrella/safety-config"
 
 
 def put(client, server, config, expected, key=None):
-    return client.put(ROUTE, json={"config": config, "expected_version": expected},
-                      headers=server.headers(key or server.admin_key))
+    return client.put(
+        ROUTE, json={"config": config, "expected_version": expected}, headers=server.headers(key or server.admin_key)
+    )
 
 
 def test_admin_sets_a_tenant_config_and_only_that_tenant_is_served_under_it(app):
@@ -40,19 +44,33 @@ def test_admin_sets_a_tenant_config_and_only_that_tenant_is_served_under_it(app)
         shown = client.post("/v1/generate", json={**SMALL, "return_prompt": True}, headers=app.headers(tenant_admin))
         assert "children aged 8-12" in shown.json()["prompt"][0]["content"]  # an admin sees it all
 
-        chat = client.post("/v1/chat/completions", headers=app.headers(tenant_key), json={
-            "model": app.model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+        chat = client.post(
+            "/v1/chat/completions",
+            headers=app.headers(tenant_key),
+            json={"model": app.model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+        )
         assert chat.status_code == 200 and chat.json()["alignment"]["safety"]["version"] == version
 
         other = client.post("/v1/generate", json={**SMALL, "return_prompt": True}, headers=app.headers(app.other_key))
         assert other.status_code == 200 and "x-aligner-safety-version" not in other.headers
         assert "safety" not in other.json() and "Safety policy" not in other.text
 
-        for method, path in (("GET", ROUTE), ("GET", f"{ROUTE}/versions"), ("PUT", ROUTE), ("DELETE", ROUTE),
-                             ("POST", f"{ROUTE}/activate"), ("GET", "/v1/admin/audit")):
+        for method, path in (
+            ("GET", ROUTE),
+            ("GET", f"{ROUTE}/versions"),
+            ("PUT", ROUTE),
+            ("DELETE", ROUTE),
+            ("POST", f"{ROUTE}/activate"),
+            ("GET", "/v1/admin/audit"),
+        ):
             for key in (tenant_key, app.other_key):  # the tenant itself, and another tenant
-                denied = client.request(method, path, headers=app.headers(key), params={"expected_version": 1},
-                                        json={"config": KIDS, "expected_version": None, "version": 1})
+                denied = client.request(
+                    method,
+                    path,
+                    headers=app.headers(key),
+                    params={"expected_version": 1},
+                    json={"config": KIDS, "expected_version": None, "version": 1},
+                )
                 assert denied.status_code == 403, (method, path, denied.text)
                 assert "children aged 8-12" not in denied.text
 
@@ -66,10 +84,17 @@ def test_versions_conflicts_rollback_delete_and_audit(app):
         v1 = first.json()["version"]
 
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            replies = list(pool.map(
-                lambda i: httpx.put(f"{app.url}{ROUTE}", headers=app.headers(app.admin_key), timeout=60,
-                                    json={"config": {**KIDS, "text": f"writer {i}"}, "expected_version": v1}),
-                range(4)))
+            replies = list(
+                pool.map(
+                    lambda i: httpx.put(
+                        f"{app.url}{ROUTE}",
+                        headers=app.headers(app.admin_key),
+                        timeout=60,
+                        json={"config": {**KIDS, "text": f"writer {i}"}, "expected_version": v1},
+                    ),
+                    range(4),
+                )
+            )
         codes = sorted(r.status_code for r in replies)
         assert codes == [200, 409, 409, 409], [r.text for r in replies]
         assert all(r.json()["error"]["code"] == "version_conflict" for r in replies if r.status_code == 409)
@@ -80,8 +105,9 @@ def test_versions_conflicts_rollback_delete_and_audit(app):
         unknown = put(client, app, {**KIDS, "thresholds": {"nonsense": 0.1}}, v2)
         assert unknown.status_code == 400 and unknown.json()["error"]["field"] == "thresholds.nonsense"
 
-        back = client.post(f"{ROUTE}/activate", json={"version": v1, "expected_version": v2},
-                           headers=app.headers(app.admin_key))
+        back = client.post(
+            f"{ROUTE}/activate", json={"version": v1, "expected_version": v2}, headers=app.headers(app.admin_key)
+        )
         assert back.status_code == 200 and client.get(ROUTE, headers=app.headers(app.admin_key)).json()["version"] == v1
         versions = client.get(f"{ROUTE}/versions", headers=app.headers(app.admin_key)).json()
         assert versions["active"] == v1 and [v["version"] for v in versions["versions"]][-2:] == [v1, v2]
@@ -95,7 +121,11 @@ def test_versions_conflicts_rollback_delete_and_audit(app):
         audit = client.get("/v1/admin/audit", params={"tenant": "umbrella"}, headers=app.headers(app.admin_key))
         entries = audit.json()["entries"]
         assert [(e["action"], e["new_version"]) for e in entries[-4:]] == [
-            ("set", v1), ("set", v2), ("activate", v1), ("delete", None)]
+            ("set", v1),
+            ("set", v2),
+            ("activate", v1),
+            ("delete", None),
+        ]
         assert all(e["actor"].startswith("key_") for e in entries)
         bad_since = client.get("/v1/admin/audit", params={"since": "yesterday"}, headers=app.headers(app.admin_key))
         assert bad_since.status_code == 400 and bad_since.json()["error"]["field"] == "since"
@@ -144,23 +174,42 @@ def test_a_tenant_whose_config_refuses_gets_the_refusal_on_every_route_and_it_is
     route = "/v1/admin/tenants/hooli/safety-config"
     _, key = app.store.create_key("hooli")
     refusal = "This assistant cannot help with that."
-    strict = {"text": "Answer only questions about our products.", "refusal_message": refusal,
-              "thresholds": {"verbosity": 0.999}}  # unreachable for short answers: every answer is refused
+    strict = {
+        "text": "Answer only questions about our products.",
+        "refusal_message": refusal,
+        "thresholds": {"verbosity": 0.999},
+    }  # unreachable for short answers: every answer is refused
     with app.client() as client:
         current = client.get(route, headers=app.headers(app.admin_key))
         base = current.json()["version"] if current.status_code == 200 else None
-        version = client.put(route, json={"config": strict, "expected_version": base},
-                             headers=app.headers(app.admin_key)).json()["version"]
+        version = client.put(
+            route, json={"config": strict, "expected_version": base}, headers=app.headers(app.admin_key)
+        ).json()["version"]
         time.sleep(1.0)
-        native = client.post("/v1/generate", json={**SMALL, "max_tokens": 8, "temperature": 0.7, "seed": 1},
-                             headers=app.headers(key))
-        chat = client.post("/v1/chat/completions", headers=app.headers(key), json={
-            "model": app.model, "messages": [{"role": "user", "content": "Tell me a joke."}], "max_tokens": 8})
-        with client.stream("POST", "/v1/chat/completions", headers=app.headers(key), json={
-                "model": app.model, "messages": [{"role": "user", "content": "Tell me a joke."}], "max_tokens": 8,
-                "stream": True}) as stream:
-            chunks = [json.loads(line[6:]) for line in stream.iter_lines()
-                      if line.startswith("data: ") and line != "data: [DONE]"]
+        native = client.post(
+            "/v1/generate", json={**SMALL, "max_tokens": 8, "temperature": 0.7, "seed": 1}, headers=app.headers(key)
+        )
+        chat = client.post(
+            "/v1/chat/completions",
+            headers=app.headers(key),
+            json={"model": app.model, "messages": [{"role": "user", "content": "Tell me a joke."}], "max_tokens": 8},
+        )
+        with client.stream(
+            "POST",
+            "/v1/chat/completions",
+            headers=app.headers(key),
+            json={
+                "model": app.model,
+                "messages": [{"role": "user", "content": "Tell me a joke."}],
+                "max_tokens": 8,
+                "stream": True,
+            },
+        ) as stream:
+            chunks = [
+                json.loads(line[6:])
+                for line in stream.iter_lines()
+                if line.startswith("data: ") and line != "data: [DONE]"
+            ]
     assert native.status_code == 200 and native.json()["text"] == refusal
     assert native.json()["finish_reason"] == "content_filter"
     assert native.json()["safety"] == {"version": version, "verdict": "refused"}
@@ -181,8 +230,12 @@ def test_the_safety_cli_manages_configs_through_a_running_server(app, tmp_path):
     import sys
 
     def cli(*args, key=None):
-        return subprocess.run([sys.executable, "-m", "serve.cli", "safety", *args, "--server", app.url,
-                               "--key", key or app.admin_key], capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "serve.cli", "safety", *args, "--server", app.url, "--key", key or app.admin_key],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     config = tmp_path / "shop.yaml"
     config.write_text("text: Only discuss our shop.\nthresholds: {harmlessness: 0.5}\naction: flag\n")

@@ -68,9 +68,26 @@ def test_aligner_serve_prints_a_working_curl_and_stops_cleanly(tmp_path, model_d
     store = f"sqlite:///{tmp_path}/tenants.db"
     env = {**os.environ, "ALIGNER_TENANT_STORE": "sqlite:////nonexistent/ignored.db"}  # the flag wins
     proc = subprocess.Popen(
-        [sys.executable, "-m", "serve.cli", "serve", "--config", str(config), "--model", str(model_dir),
-         "--http-port", str(port), "--grpc-port", str(free_port()), "--tenant-store", store],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "serve.cli",
+            "serve",
+            "--config",
+            str(config),
+            "--model",
+            str(model_dir),
+            "--http-port",
+            str(port),
+            "--grpc-port",
+            str(free_port()),
+            "--tenant-store",
+            store,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     out, err = Lines(proc.stdout), Lines(proc.stderr)
     try:
@@ -81,13 +98,15 @@ def test_aligner_serve_prints_a_working_curl_and_stops_cleanly(tmp_path, model_d
         assert re.search(r"ready in \d+s", err.text())
 
         # The curl exactly as printed (its lines joined as a shell would).
-        curl = printed[printed.index("curl -s"):printed.index("Ctrl-C")].replace("\\\n", " ")
+        curl = printed[printed.index("curl -s") : printed.index("Ctrl-C")].replace("\\\n", " ")
         answered = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=300)
         assert answered.returncode == 0, answered.stderr
         completion = json.loads(answered.stdout)
         assert completion["object"] == "chat.completion" and completion["choices"][0]["message"]["content"]
         assert completion["alignment"]["strategy"] == "best_of_n" and set(completion["alignment"]["scores"]) == {
-            "relevance", "verbosity"}
+            "relevance",
+            "verbosity",
+        }
         key = re.search(r"Bearer (alk_\S+?)'", curl).group(1)
         # Everything the server started, by identity: an engine core's title is not always set.
         started = {(p.pid, p.create_time()) for p in psutil.Process(proc.pid).children(recursive=True)}

@@ -18,9 +18,25 @@ def run_cli(*args):
 
 def test_generate_json_prints_the_full_response(model_dir):
     result = run_cli(
-        "What is the capital of France?", "--temperature", "0.1", "--seed", "1", "--max-tokens", "32", "--json",
-        "--return-prompt", "--safety-config", "Be kind.", "--strategy", "best_of_n", "--n", "3",
-        "--vector", "helpfulness=1,verbosity=-0.3", "--constraint", "harmlessness=0.5",
+        "What is the capital of France?",
+        "--temperature",
+        "0.1",
+        "--seed",
+        "1",
+        "--max-tokens",
+        "32",
+        "--json",
+        "--return-prompt",
+        "--safety-config",
+        "Be kind.",
+        "--strategy",
+        "best_of_n",
+        "--n",
+        "3",
+        "--vector",
+        "helpfulness=1,verbosity=-0.3",
+        "--constraint",
+        "harmlessness=0.5",
     )
     assert result.returncode == 0, result.stderr
     response = json.loads(result.stdout)

@@ -3,10 +3,10 @@ import time
 
 import pytest
 
+from aligner.contract import ChatMessage
 from aligner.engine.vllm import SamplingSpec
 from aligner.errors import InvalidRequest
 from aligner.prompting import prompt_token_ids
-from aligner.contract import ChatMessage
 
 GREEDY = SamplingSpec(max_tokens=48, temperature=0.0)
 

@@ -3,13 +3,16 @@
 import numpy as np
 import pytest
 
-from aligner.errors import InvalidRequest
 from aligner.contract import AlignRequest, ChatMessage
+from aligner.errors import InvalidRequest
+
 
 def test_judge_scores_with_the_policy_logprobs(catalog, run):
     conversation = [ChatMessage(role="user", content="What is the capital of France?")]
     scores = run(
-        catalog.score(conversation, ["The capital of France is Paris.", "Bananas are yellow and grow on trees."], ["helpfulness"])
+        catalog.score(
+            conversation, ["The capital of France is Paris.", "Bananas are yellow and grow on trees."], ["helpfulness"]
+        )
     )
     assert scores.shape == (2, 1)
     assert ((scores > 0) & (scores < 1)).all()
@@ -41,4 +44,7 @@ def test_unknown_objective_is_rejected_with_the_valid_names(aligner, run):
     with pytest.raises(InvalidRequest) as err:
         run(aligner.generate(request))
     assert err.value.field == "preference_vector"
-    assert "valid objectives: harmlessness, helpfulness, policy_compliance, positivity, readability, relevance, topic_safety, verbosity" in err.value.message
+    assert (
+        "valid objectives: harmlessness, helpfulness, policy_compliance, positivity, readability, relevance, "
+        "topic_safety, verbosity" in err.value.message
+    )

@@ -35,9 +35,7 @@ def declared_families() -> dict[str, str]:
 
 def family_of_each_series() -> dict[str, str]:
     """Exposed series name (with its suffix) -> declared family name."""
-    return {name + suffix: name
-            for name, kind in declared_families().items()
-            for suffix in SERIES_SUFFIXES[kind]}
+    return {name + suffix: name for name, kind in declared_families().items() for suffix in SERIES_SUFFIXES[kind]}
 
 
 def all_panels(dashboard: dict) -> list[dict]:
@@ -53,8 +51,9 @@ def queried_series(dashboard: dict) -> set[str]:
     """Every series the panels' targets and the template variables' label_values() read."""
     exprs = [t["expr"] for p in all_panels(dashboard) for t in p.get("targets", [])]
     variables = [v.get("definition", "") for v in dashboard["templating"]["list"] if v["type"] == "query"]
-    return ({name for expr in exprs for name in metric_names(expr)}
-            | {name for text in variables for name in LABEL_VALUES_METRIC.findall(text)})
+    return {name for expr in exprs for name in metric_names(expr)} | {
+        name for text in variables for name in LABEL_VALUES_METRIC.findall(text)
+    }
 
 
 def overlaps(a: dict, b: dict) -> bool:

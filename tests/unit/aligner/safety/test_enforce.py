@@ -1,15 +1,19 @@
 """Pure logic of safety enforcement: thresholds merged into a request's constraints, the pass rule."""
 
+from aligner.contract import AlignRequest
 from aligner.safety.config import SafetyConfig
 from aligner.safety.enforce import passes, threshold_scores, with_thresholds
-from aligner.contract import AlignRequest
 
 CONFIG = SafetyConfig(text="Be safe.", thresholds={"harmlessness": 0.8, "positivity": 0.2})
 
 
 def test_thresholds_join_the_constraints_and_the_stricter_minimum_holds():
-    request = AlignRequest.parse({"prompt": "hi", "constraints": {"harmlessness": {"min": 0.1}, "relevance": {"min": 0.5},
-                                                                  "positivity": {"min": 0.6}}})
+    request = AlignRequest.parse(
+        {
+            "prompt": "hi",
+            "constraints": {"harmlessness": {"min": 0.1}, "relevance": {"min": 0.5}, "positivity": {"min": 0.6}},
+        }
+    )
     merged = with_thresholds(request, CONFIG).constraints
     # The request cannot loosen harmlessness (0.1 < 0.8), may tighten positivity (0.6 > 0.2), keeps its own.
     assert {n: c.min for n, c in merged.items()} == {"harmlessness": 0.8, "relevance": 0.5, "positivity": 0.6}
@@ -29,4 +33,6 @@ def test_passing_needs_every_threshold_and_fails_closed_without_scores():
     assert not passes(CONFIG, {"harmlessness": 0.9})  # a threshold objective that was not scored
     assert not passes(CONFIG, None)  # e.g. the deadline cut scoring short
     assert threshold_scores(CONFIG, {"harmlessness": 0.9, "positivity": 0.5, "relevance": 1.0}) == {
-        "harmlessness": 0.9, "positivity": 0.5}
+        "harmlessness": 0.9,
+        "positivity": 0.5,
+    }
