@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from aligner.bench.search import measure
 from aligner.contract import AlignRequest
 from aligner.core import Aligner
 from aligner.events import Chunk, Delta, Done
@@ -222,3 +223,10 @@ def test_beam_prune_narrows_the_beam_each_step(aligner, run):
     assert response.usage.rounds >= 3  # widths 4 -> 2 -> 1
     assert len(response.candidates) == 1
     assert response.usage.reward_calls <= 2 + 4 * 2 + 2 * 2 + (response.usage.rounds - 3) * 2
+
+
+def test_the_search_bench_measures_a_strategy_on_the_shared_engine(aligner, run):
+    # `aligner bench search` starts its own engine; its measurement runs here on the shared one.
+    row = run(measure(aligner, "beam", ["Name a fruit."], 8))
+    assert row["strategy"] == "beam" and row["generated_tokens"] > 0
+    assert row["mean_engine_requests"] >= 1 and 0 <= row["prefix_cache_hit_rate"] <= 1
