@@ -166,7 +166,8 @@ class AnswerPrinter:
                 print()
             return 0
         if self.as_json:
-            print(json.dumps(self.response, indent=2))
+            # pydantic's rendering, as in-process `--json` always printed it (non-ASCII text kept as is)
+            print(AlignResponse.model_validate(self.response).model_dump_json(indent=2, exclude_none=True))
         else:
             print(self.response["text"])
             if self.response.get("scores") is not None:

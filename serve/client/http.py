@@ -66,7 +66,7 @@ def generate_events(server: str, key: str, data: dict[str, Any]) -> Iterator[dic
                         if "error" in event and "type" not in event:
                             raise from_payload(event["error"])
                         yield event
-    except (httpx.HTTPError, ValueError, KeyError) as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError, KeyError) as exc:  # InvalidURL is not an HTTPError
         raise ServerError("unavailable", f"cannot get an answer from {url}: {exc}") from None
 
 
@@ -97,7 +97,7 @@ class AdminClient(SafetyConfigStore):
             reply = self._client.request(
                 method, f"{self.url}{path}", params=params or None, content=None if body is None else json.dumps(body)
             )
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL is not an HTTPError
             raise ServerError("unavailable", f"cannot reach {self.url}: {exc}") from None
         if reply.is_error:
             raise error_of(reply)

@@ -57,6 +57,7 @@ class Call:
         self.context = NO_SAFETY_CONFIG  # the tenant's safety config this request is served under
         self.replica: str | None = None
         self.done = False
+        readiness.began()
 
     def ok(self, response: AlignResponse) -> None:
         self.metrics.response(self.strategy, response, time.monotonic() - self.started)
@@ -69,6 +70,7 @@ class Call:
     def finish(self, status: str) -> None:
         if not self.done:
             self.done = True
+            self.readiness.ended()
             self.readiness.failed(status)
             self.metrics.finished(self.tenant, self.strategy, status)
 

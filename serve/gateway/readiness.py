@@ -2,10 +2,12 @@
 
 A probe asks a replica to check its engine and score a probe on every objective. A replica that is
 busy serving answers late, or its queue is full and the probe is refused: neither means "not ready"
-when the replicas have just answered requests. So a probe that times out, or finds the queue full,
-counts as ready while a replica served a request (or passed a probe) within `grace_s`. Failures that
-show a replica cannot serve — its engine found dead, the replica gone — clear that record, so a dead
-engine is reported as not ready at once, whatever was served before it died.
+when requests are in flight and the replicas have just answered some. So a probe that times out, or
+finds the queue full, counts as ready only while this ingress has requests in flight and a replica
+served a request (or passed a probe) within `grace_s`: with nothing in flight, a late probe means
+nobody answers (a replica gone while idle), and it is not ready at once. Failures that show a replica
+cannot serve — its engine found dead, the replica gone — clear the record, so a dead engine is
+reported as not ready at once, whatever was served before it died.
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ class ReadinessRecord:
         self.grace_s = grace_s
         self.clock = clock
         self.last_served: float | None = None
+        self.in_flight = 0  # requests of this ingress waiting on a replica right now
+
+    def began(self) -> None:
+        self.in_flight += 1
+
+    def ended(self) -> None:
+        self.in_flight -= 1
 
     def served(self) -> None:
         self.last_served = self.clock()
@@ -41,6 +50,7 @@ class ReadinessRecord:
             self.down()
 
     def busy_means_ready(self) -> bool:
-        """What a probe that timed out (or was refused for a full queue) means: ready while a replica
-        served recently (it is busy serving), not ready otherwise (nobody answers)."""
-        return self.last_served is not None and self.clock() - self.last_served <= self.grace_s
+        """What a probe that timed out (or was refused for a full queue) means: ready while requests are
+        in flight and a replica served recently (it is busy serving), not ready otherwise (nobody answers)."""
+        recent = self.last_served is not None and self.clock() - self.last_served <= self.grace_s
+        return recent and self.in_flight > 0

@@ -3,8 +3,9 @@ import sys
 
 import pytest
 
+from aligner.contract import AlignResponse, Usage
 from aligner.errors import InvalidRequest
-from serve.cli.generate import request_from_args, safety_config_arg
+from serve.cli.generate import AnswerPrinter, request_from_args, safety_config_arg
 from serve.cli.main import build_parser
 from serve.cli.options import parse_vector
 
@@ -124,3 +125,18 @@ assert main(["generate", "hi", "--server", "127.0.0.1:9", "--key", "alk_x"]) == 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "cannot get an answer from http://127.0.0.1:9/v1/generate" in result.stderr
+
+
+def test_json_output_keeps_non_ascii_text_as_it_is(capsys):
+    response = AlignResponse(
+        id="r1",
+        model="m",
+        text="Grüße, 你好 — café",
+        finish_reason="stop",
+        usage=Usage(prompt_tokens=1, completion_tokens=1, generated_tokens=1, candidate_tokens=1, wall_time_s=0.5),
+    )
+    printer = AnswerPrinter(stream=False, as_json=True)
+    assert printer.print_all([{"type": "done", "response": response.model_dump(mode="json")}]) == 0
+    out = capsys.readouterr().out
+    assert '"text": "Grüße, 你好 — café"' in out
+    assert out.strip() == response.model_dump_json(indent=2, exclude_none=True)

@@ -78,3 +78,10 @@ def test_a_bad_config_file_names_the_field_and_stores_nothing(capsys, url, tmp_p
     assert field in capsys.readouterr().err
     with TenantStore.open(url) as store:
         assert store.safety_config_versions("acme") == []
+
+
+@pytest.mark.parametrize("server", ["localhost:abc", "http://[::1"])
+def test_a_malformed_server_url_is_one_line_and_exit_1(capsys, server):
+    assert main(["safety", "get", "acme", "--server", server, "--key", "k"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("aligner: error: cannot reach")

@@ -19,6 +19,7 @@ def test_a_late_probe_is_not_ready_before_anything_was_served():
 def test_a_late_probe_is_ready_while_requests_are_being_answered():
     clock = Clock()
     record = ReadinessRecord(clock=clock)
+    record.began()  # a request waits on a replica
     record.served()
     clock.now += BUSY_GRACE_S - 1
     assert record.busy_means_ready() is True
@@ -26,8 +27,21 @@ def test_a_late_probe_is_ready_while_requests_are_being_answered():
     assert record.busy_means_ready() is False
 
 
+def test_a_late_probe_with_nothing_in_flight_is_not_ready_however_recent_the_last_answer():
+    # A replica that died while idle never answers the probe: nothing is busy, so nobody answers.
+    clock = Clock()
+    record = ReadinessRecord(clock=clock)
+    record.began()
+    record.served()
+    record.ended()
+    assert record.busy_means_ready() is False
+    record.began()
+    assert record.busy_means_ready() is True
+
+
 def test_a_refused_request_does_not_clear_readiness_but_a_dead_engine_does():
     record = ReadinessRecord(clock=Clock())
+    record.began()
     record.served()
     for code in ("invalid_argument", "overloaded", "deadline_exceeded", "cancelled", "ok"):
         record.failed(code)
@@ -38,6 +52,7 @@ def test_a_refused_request_does_not_clear_readiness_but_a_dead_engine_does():
 
 def test_a_probe_that_answered_not_ready_clears_readiness_until_the_next_answer():
     record = ReadinessRecord(clock=Clock())
+    record.began()
     record.served()
     record.down()
     assert record.busy_means_ready() is False
