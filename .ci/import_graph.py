@@ -90,7 +90,8 @@ def resolve(node: ast.Import | ast.ImportFrom, module: str, is_package: bool, mo
         base = ".".join([*anchor, base] if base else anchor)
     if base.split(".")[0] not in PACKAGES:
         return []
-    targets = []
+    # `from pkg import name` runs pkg/__init__.py first, whatever `name` is: it depends on the package.
+    targets = [base] if base in modules and base != module else []
     for alias in node.names:
         candidate = f"{base}.{alias.name}"
         targets.append(candidate if candidate in modules else longest_module(base, modules))

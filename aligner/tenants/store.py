@@ -15,9 +15,9 @@ from typing import Protocol, Self
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
+import aligner.tenants.schema as schema
 from aligner.errors import ConfigError
 from aligner.safety.config import SafetyConfig
-from aligner.tenants import schema
 from aligner.tenants.backends import Database, reason
 from aligner.tenants.key_table import KeyTable
 from aligner.tenants.records import ApiKey, AuditEntry, SafetyConfigVersion, now

@@ -13,9 +13,14 @@ import logging
 import os
 import sys
 
+import serve.cli.bench as bench
+import serve.cli.generate as generate
+import serve.cli.keys as keys
+import serve.cli.objectives as objectives
+import serve.cli.prepare_model as prepare_model
+import serve.cli.safety as safety
+import serve.cli.serve as serve_command
 from aligner.errors import AlignerError, InvalidRequest
-from serve.cli import bench, generate, keys, objectives, prepare_model, safety
-from serve.cli import serve as serve_command
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2

@@ -66,3 +66,11 @@ def test_the_number_of_imports_inside_functions_is_capped(tmp_path, capsys):
     assert import_graph.main([str(root), "--limit", "4"]) == 0
     assert import_graph.main([str(root), "--limit", "3"]) == 1
     assert "first-party import statements inside functions: 3 (must be fewer than 3)" in capsys.readouterr().out
+
+
+def test_from_a_package_import_a_submodule_depends_on_the_package(tmp_path, capsys):
+    # `from aligner import b` runs aligner/__init__.py first, and that imports a again.
+    root = tree(tmp_path, {"aligner/a.py": "from aligner import b\n", "aligner/b.py": ""})
+    (root / "aligner" / "__init__.py").write_text("from aligner.a import b\n")
+    assert import_graph.main([str(root)]) == 1
+    assert "aligner -> aligner.a -> aligner" in capsys.readouterr().out
