@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from aligner.contract import AlignRequest, AlignResponse
 from serve.gateway.admin import ActivateSafetyConfig, CreateKey, PutSafetyConfig
+from serve.ingress.openai import ALIGNMENT_FIELDS
 
 REF = "#/components/schemas/{model}"
 
@@ -90,19 +91,7 @@ CHAT_REQUEST = {
         },
         "user": {"type": ["string", "null"]},
         "n": {"type": ["integer", "null"], "description": "Only 1 is supported."},
-        **{
-            name: _ALIGN_PROPS[name]
-            for name in (
-                "preferences",
-                "preference_vector",
-                "search",
-                "budget",
-                "combination",
-                "references",
-                "constraints",
-                "return_candidates",
-            )
-        },
+        **{name: _ALIGN_PROPS[name] for name in ALIGNMENT_FIELDS},
     },
 }
 CHAT_COMPLETION = {
