@@ -14,12 +14,17 @@ event loop and hands them to the model together:
   its own rows, in order;
 - a caller cancelled while queued is dropped, one cancelled while its batch
   runs just does not get its rows: the others are unaffected;
-- an exception from `score_many` is raised to every caller of that batch (the
-  same exception object, so the same type, e.g. `RewardError`).
+- a failure is isolated to the calls that cause it: when a merged batch's
+  `score_many` raises (or returns the wrong number of results), its calls are
+  rescored apart, halving the batch until each failing call is alone, so that
+  call's caller gets the exception and every other caller its rows (one tenant's
+  conversation never fails another's request). A batch that succeeds costs one
+  pass, as before; one bad call among k costs about 1 + 2·log2(k) passes.
 
 The per-loop state is created on first use, so a batcher may be built outside
 any loop and used from several loops (tests run engines on a background thread's
-loop). Observers (`on_batch`) run on the event loop thread after each batch.
+loop). Observers (`on_batch`) run on the event loop thread after each pass
+(a rescoring that isolates a failure is a pass of its own).
 """
 
 from __future__ import annotations
@@ -184,25 +189,57 @@ class ScoringBatcher(_ScoringWrapper):
         return batch
 
     async def _run(self, batch: list[_Call]) -> None:
-        items = [call.item for call in batch]
+        """Score `batch` in one pass; if that fails, find the failing calls (`_isolate`)."""
+        error = await self._pass(batch)
+        if error is not None:
+            if len(batch) > 1:
+                # The type only: the message may quote a request's text; each failing caller gets it whole.
+                log.warning(
+                    "reward model %r: a merged batch of %d requests failed (%s); rescoring them apart",
+                    self.label,
+                    len(batch),
+                    type(error).__name__,
+                )
+            await self._isolate(batch, error)
+
+    async def _isolate(self, group: list[_Call], error: Exception) -> None:
+        """`group` failed with `error` as one pass: a call alone gets the error, a larger group is halved
+        and each half rescored, so only the calls that fail on their own get an exception."""
+        live = [call for call in group if not call.future.done()]
+        if len(live) == 1:
+            live[0].future.set_exception(error)
+            return
+        half = len(live) // 2
+        for part in (live[:half], live[half:]):
+            part_error = await self._pass(part)
+            if part_error is not None:
+                await self._isolate(part, part_error)
+
+    async def _pass(self, group: list[_Call]) -> Exception | None:
+        """One `score_many` over the calls of `group` still waiting: each gets its rows, or nothing
+        happens to them and the exception is returned. Every pass is reported to `on_batch`."""
+        live = [call for call in group if not call.future.done()]
+        if not live:
+            return None
+        items = [call.item for call in live]
         started = time.perf_counter()
-        # The worker thread inherits this: once every caller of the batch is gone, it stops between batches.
-        abandoned = SCORING_ABANDONED.set(lambda: all(call.future.done() for call in batch))
+        # The worker thread inherits this: once every caller of the pass is gone, it stops between batches.
+        abandoned = SCORING_ABANDONED.set(lambda: all(call.future.done() for call in live))
+        error: Exception | None = None
         try:
             rows = await asyncio.to_thread(self.model.score_many, items)
             if len(rows) != len(items):
                 raise RewardError(f"reward model {self.label!r} returned {len(rows)} results for {len(items)} requests")
         except Exception as exc:
-            for call in batch:
-                if not call.future.done():
-                    call.future.set_exception(exc)
+            error = exc
         else:
-            for call, scores in zip(batch, rows):
+            for call, scores in zip(live, rows):
                 if not call.future.done():
                     call.future.set_result(np.asarray(scores, dtype=float))
         finally:
             SCORING_ABANDONED.reset(abandoned)
-        self._report(len(batch), sum(call.sequences for call in batch), time.perf_counter() - started)
+        self._report(len(live), sum(call.sequences for call in live), time.perf_counter() - started)
+        return error
 
 
 class UnbatchedScorer(_ScoringWrapper):

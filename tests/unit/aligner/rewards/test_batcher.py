@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from aligner.contract import ChatMessage
+from aligner.errors import InvalidRequest
 from aligner.rewards import Objective, ObjectiveCatalog, RewardError, RewardsConfig
 from aligner.rewards.base import BlockingRewardModel
 from aligner.rewards.batcher import ScoringBatcher
@@ -21,11 +22,12 @@ class FakeRecordingModel(BlockingRewardModel):
 
     objectives = (Objective("fake-conversation", "i"), Objective("fake-response", "j"))
 
-    def __init__(self, delay: float = 0.0, error: Exception | None = None):
+    def __init__(self, delay: float = 0.0, error: Exception | None = None, refuses: frozenset[int] = frozenset()):
         self.calls: list[list[int]] = []
         self.threads: set[int] = set()
         self.delay = delay
         self.error = error
+        self.refuses = refuses  # conversations "<i>" its "chat template" refuses: any batch holding one raises
 
     def score_now(self, conversation, responses):
         return np.array([[float(conversation[0].content), float(r.split("-r")[1])] for r in responses]).reshape(-1, 2)
@@ -37,6 +39,11 @@ class FakeRecordingModel(BlockingRewardModel):
             time.sleep(self.delay)
         if self.error is not None:
             raise self.error
+        for conversation, _ in items:
+            if int(conversation[0].content) in self.refuses:
+                raise InvalidRequest(
+                    "messages", f"the fake's chat template refuses conversation {conversation[0].content}"
+                )
         return super().score_many(items)
 
 
@@ -146,7 +153,7 @@ def test_a_full_batch_closes_before_its_window_ends():
 
 
 @pytest.mark.parametrize("error", [RewardError("reward head exploded"), ValueError("bad input")])
-def test_an_exception_in_score_many_reaches_every_caller_of_the_batch(error):
+def test_a_model_that_always_fails_fails_every_caller_each_after_scoring_alone(error):
     model = FakeRecordingModel(error=error)
     batcher = ScoringBatcher(model, window_ms=50)
 
@@ -156,9 +163,120 @@ def test_an_exception_in_score_many_reaches_every_caller_of_the_batch(error):
         )
 
     outcomes = asyncio.run(main())
-    assert model.calls == [[2, 2, 2]]
+    # The merged pass, then halves until each call is alone: [0] | [1, 2] -> [1], [2].
+    assert model.calls == [[2, 2, 2], [2], [2, 2], [2], [2]]
     assert [type(o) for o in outcomes] == [type(error)] * 3
     assert all(str(o) == str(error) for o in outcomes)
+
+
+def test_a_call_that_fails_a_merged_batch_fails_only_its_own_caller():
+    """Failed before this fix: every caller of the batch got the refused conversation's error."""
+    model = FakeRecordingModel(refuses=frozenset({2}))
+    batcher = ScoringBatcher(model, window_ms=50)
+    seen = []
+    batcher.on_batch = lambda *args: seen.append(args[1:3])
+
+    async def main():
+        return await asyncio.gather(
+            *(batcher.score(conv(i), responses(i, 2)) for i in range(4)), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(main())
+    assert isinstance(outcomes[2], InvalidRequest) and outcomes[2].field == "messages"
+    assert "refuses conversation 2" in outcomes[2].message
+    for i in (0, 1, 3):
+        np.testing.assert_array_equal(outcomes[i], expected(i, 2))
+    # One merged pass; [0, 1] scores, [2, 3] fails again and is halved: [2] fails, [3] scores.
+    assert model.calls == [[2, 2, 2, 2], [2, 2], [2, 2], [2], [2]]
+    assert seen == [(4, 8), (2, 4), (2, 4), (1, 2), (1, 2)]  # every pass is reported
+
+
+def test_several_failing_calls_each_get_their_own_error_and_the_rest_their_rows():
+    model = FakeRecordingModel(refuses=frozenset({0, 5}))
+    batcher = ScoringBatcher(model, window_ms=50)
+    sizes = [1, 2, 3, 1, 2, 2, 1]
+
+    async def main():
+        return await asyncio.gather(
+            *(batcher.score(conv(i), responses(i, n)) for i, n in enumerate(sizes)), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(main())
+    for i, (n, outcome) in enumerate(zip(sizes, outcomes)):
+        if i in (0, 5):
+            assert isinstance(outcome, InvalidRequest) and f"conversation {i}" in outcome.message
+        else:
+            np.testing.assert_array_equal(outcome, expected(i, n))
+    # Each failing half is halved again (left first) until its failing calls are alone.
+    assert model.calls == [sizes, [1, 2, 3], [1], [2, 3], [1, 2, 2, 1], [1, 2], [2, 1], [2], [1]]
+
+
+def test_a_batch_that_succeeds_is_one_pass():
+    model = FakeRecordingModel(refuses=frozenset({9}))
+    batcher = ScoringBatcher(model, window_ms=50)
+
+    async def main():
+        return await asyncio.gather(*(batcher.score(conv(i), responses(i, 2)) for i in range(4)))
+
+    for i, rows in enumerate(asyncio.run(main())):
+        np.testing.assert_array_equal(rows, expected(i, 2))
+    assert model.calls == [[2, 2, 2, 2]]
+
+
+def test_a_wrong_number_of_results_is_isolated_like_an_exception():
+    class FakeDroppingModel(FakeRecordingModel):
+        """Loses the result of conversation 1 whenever it is in the batch."""
+
+        def score_many(self, items):
+            rows = super().score_many(items)
+            return [r for (c, _), r in zip(items, rows) if c[0].content != "1"]
+
+    model = FakeDroppingModel()
+    batcher = ScoringBatcher(model, window_ms=50)
+
+    async def main():
+        return await asyncio.gather(
+            *(batcher.score(conv(i), responses(i, 1)) for i in range(3)), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(main())
+    assert isinstance(outcomes[1], RewardError) and "returned 0 results for 1 requests" in str(outcomes[1])
+    np.testing.assert_array_equal(outcomes[0], expected(0, 1))
+    np.testing.assert_array_equal(outcomes[2], expected(2, 1))
+
+
+def test_a_caller_cancelled_while_its_failing_batch_runs_is_not_rescored():
+    model = FakeRecordingModel(delay=0.3, refuses=frozenset({1}))
+    batcher = ScoringBatcher(model, window_ms=10)
+
+    async def main():
+        tasks = [asyncio.ensure_future(batcher.score(conv(i), responses(i, 2))) for i in range(3)]
+        await asyncio.sleep(0.1)  # the merged pass is in score_many now
+        tasks[0].cancel()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert isinstance(outcomes[0], asyncio.CancelledError)
+    assert isinstance(outcomes[1], InvalidRequest)
+    np.testing.assert_array_equal(outcomes[2], expected(2, 2))
+    # The merged pass, then only the two callers still waiting, halved: [1] fails, [2] scores.
+    assert model.calls == [[2, 2, 2], [2], [2]]
+
+
+def test_through_the_catalog_a_refused_conversation_fails_only_its_request():
+    model = FakeRecordingModel(refuses=frozenset({1}))
+    catalog = ObjectiveCatalog([model], batch_window_ms=50)
+
+    async def main():
+        return await asyncio.gather(
+            catalog.score(conv(0), responses(0, 3), ["fake-response"]),
+            catalog.score(conv(1), responses(1, 3), ["fake-response"]),
+            return_exceptions=True,
+        )
+
+    good, bad = asyncio.run(main())
+    np.testing.assert_array_equal(good, expected(0, 3)[:, 1:])
+    assert isinstance(bad, InvalidRequest) and bad.field == "messages"
 
 
 def test_a_caller_cancelled_while_queued_is_dropped_and_the_others_are_served():
