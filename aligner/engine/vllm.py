@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aligner.engine.base import ENGINE_USAGE, Candidate, Delta, SamplingSpec, derive_seed
 from aligner.engine.cpu_binding import engine_binding
+from aligner.engine.reaper import EngineReaper
 from aligner.errors import EngineUnavailable, InvalidRequest
 from aligner.model_cache import resolve_model
 from aligner.prompting import ModelProfile
@@ -159,6 +160,7 @@ class Engine:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.eos_token_id = self.tokenizer.eos_token_id
         self._closed = False
+        self.reaper = EngineReaper(None)  # Engine.start sets the one that kills the engine's processes
 
     @classmethod
     def start(
@@ -192,12 +194,17 @@ class Engine:
         with binding as cores:
             where = f"CPU cores {','.join(map(str, cores))}" if cpu else "GPU"
             progress(f"starting the vLLM engine on {where} for {model_dir} ({compiled})")
+            reaper = EngineReaper.start()  # before vLLM: it adopts the processes vLLM starts (see reaper.py)
             try:
                 llm = _async_llm_class().from_engine_args(args, stat_loggers=[_stat_logger_factory(scheduler)])
             except Exception as exc:
+                reaper.reap()
                 raise EngineUnavailable(f"vLLM failed to start for {model_dir}: {exc}") from exc
+        reaper.started()
         progress("engine ready")
-        return cls(llm, config, model_dir, scheduler, cores)
+        engine = cls(llm, config, model_dir, scheduler, cores)
+        engine.reaper = reaper
+        return engine
 
     @property
     def max_model_len(self) -> int:
@@ -325,4 +332,7 @@ class Engine:
     def shutdown(self) -> None:
         if not self._closed:
             self._closed = True
-            self._llm.shutdown()
+            try:
+                self._llm.shutdown()
+            finally:
+                self.reaper.reap()  # whatever vLLM's shutdown left running

@@ -73,24 +73,18 @@ def run(args: argparse.Namespace) -> int:
 
     from serve.app import build_app, proxy_options
 
-    stopping = {"signal": None}
-
-    def on_signal(signum, frame):
-        if stopping["signal"] is None:  # once: a second signal must not cut the cleanup short
-            stopping["signal"] = signum
-            raise KeyboardInterrupt
-
+    stop = StopSignals()
+    stop.install()
     demo = None
-    status("starting Ray" if not args.address else f"joining the Ray cluster at {args.address}")
-    ray.init(
-        address=args.address,
-        include_dashboard=False,
-        logging_level="WARNING",
-        log_to_driver=bool(os.environ.get("ALIGNER_RAY_LOGS")),
-    )
-    # After ray.init, which installs a crash handler that would dump stacks on SIGTERM.
-    signal.signal(signal.SIGTERM, on_signal)
     try:
+        status("starting Ray" if not args.address else f"joining the Ray cluster at {args.address}")
+        ray.init(
+            address=args.address,
+            include_dashboard=False,
+            logging_level="WARNING",
+            log_to_driver=bool(os.environ.get("ALIGNER_RAY_LOGS")),
+        )
+        stop.install()  # again: ray.init installs handlers of its own
         serve.start(**proxy_options(config))
         status(
             f"deploying {config.num_replicas} model replica(s) of {model_dir.name}; "
@@ -121,20 +115,53 @@ def run(args: argparse.Namespace) -> int:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        status("shutting down")
+        status(f"shutting down ({stop.name})")
     finally:
         # A second Ctrl-C or SIGTERM must not cut the cleanup short (and leave Ray running).
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop.ignore()
         if demo is not None:
             store.revoke_key(demo.id)
         try:
-            serve.shutdown()
+            if ray.is_initialized():  # not before: serve.shutdown would start a Ray to find a Serve in
+                serve.shutdown()
         finally:
             ray.shutdown()
             store.close()
         status("stopped")
     return 0
+
+
+class StopSignals:
+    """SIGINT and SIGTERM stop the server: each raises KeyboardInterrupt in the main thread, once.
+
+    Installed explicitly, whatever this process inherited: a shell starts a script's background jobs
+    with SIGINT ignored and Python keeps it ignored, so `kill -INT` did nothing (measured: still
+    serving 180 s later). Everything the server started dies with it anyway (the engine's reaper,
+    aligner/engine/reaper.py; Ray's processes share the driver's fate), but only a handled signal
+    revokes the demo key and lets the replicas finish their requests.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    @property
+    def name(self) -> str:
+        return "interrupted" if self.received is None else signal.Signals(self.received).name
+
+    def install(self) -> None:
+        for signum in self.SIGNALS:
+            signal.signal(signum, self._on_signal)
+
+    def ignore(self) -> None:
+        for signum in self.SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.received is None:  # once: a second signal must not cut the cleanup short
+            self.received = signum
+            raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
