@@ -163,10 +163,16 @@ class Aligner:
         enforcing = safety is not None and bool(safety.thresholds)
         if enforcing:
             request = with_thresholds(request, safety)
+
+        def render() -> PreparedPrompt:
+            prepared = self.prepare(request, safety=safety, reveal_safety=reveal_safety, safety_version=safety_version)
+            # Every reward model's template renders the conversation too: one that refuses it is this
+            # request's 400 now, not a failure inside a batch merged with other tenants' requests.
+            self.catalog.check_conversation(request.conversation(), request.scored_objectives())
+            return prepared
+
         # Rendering and tokenising a long conversation is CPU work: keep it off the event loop.
-        prepared = await asyncio.to_thread(
-            self.prepare, request, safety=safety, reveal_safety=reveal_safety, safety_version=safety_version
-        )
+        prepared = await asyncio.to_thread(render)
 
         async def run(emit: Emit | None) -> AlignResponse:
             response = await self._search(request, safety, prepared, emit, started)

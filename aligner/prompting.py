@@ -24,6 +24,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from jinja2 import TemplateError
 from pydantic import BaseModel, ConfigDict, Field
 
 from aligner.contract import AlignRequest, ChatMessage
@@ -107,9 +108,28 @@ def compose_messages(
     return [ChatMessage(role="user", content=f"{system_text}\n\n{first.content}"), *turns[1:]]
 
 
-def prompt_token_ids(tokenizer: Any, messages: Sequence[ChatMessage]) -> list[int]:
-    """Token ids of `messages` rendered with the model's own chat template, ready for the assistant turn."""
-    text = tokenizer.apply_chat_template([m.model_dump() for m in messages], tokenize=False, add_generation_prompt=True)
+def render_chat(
+    tokenizer: Any, messages: Sequence[Mapping[str, str]], *, whose: str, field: str, **options: Any
+) -> str:
+    """`messages` rendered as text with `tokenizer`'s chat template (`options`: add_generation_prompt...).
+
+    Many templates refuse some conversations (`raise_exception` when roles do not alternate, an
+    undefined message for a short one), and the contract accepts any role order: a refusal is the
+    request's fault, so it is `InvalidRequest` naming `field`, saying whose template (`whose`) refused.
+    """
+    try:
+        return tokenizer.apply_chat_template(list(messages), tokenize=False, **options)
+    except TemplateError as exc:
+        raise InvalidRequest(field, f"{whose} chat template refuses this conversation: {exc}") from None
+
+
+def prompt_token_ids(
+    tokenizer: Any, messages: Sequence[ChatMessage], *, field: str = "messages", whose: str = "the policy model's"
+) -> list[int]:
+    """Token ids of `messages` rendered with the model's own chat template, ready for the assistant turn;
+    a template that refuses them raises `InvalidRequest` naming `field` (see `render_chat`)."""
+    dumped = [m.model_dump() for m in messages]
+    text = render_chat(tokenizer, dumped, whose=whose, field=field, add_generation_prompt=True)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
@@ -216,7 +236,8 @@ def prepare_prompt(
         )
 
     messages = compose(safety_config)
-    token_ids = prompt_token_ids(tokenizer, messages)
+    # The user's conversation is what a template refuses (a prompt is one user message).
+    token_ids = prompt_token_ids(tokenizer, messages, field="messages" if request.messages is not None else "prompt")
     check_fits(len(token_ids), request.max_tokens, max_model_len)
     hidden = safety_shown_as is not None and bool((safety_config or "").strip())
     shown = compose(safety_shown_as) if hidden else messages

@@ -80,6 +80,11 @@ class RewardModel(ABC):
     def load(self) -> None:  # noqa: B027 (optional: most models load nothing lazily)
         """Load whatever the model loads lazily (blocking), so the first request does not pay for it."""
 
+    def check_conversation(self, conversation: Sequence[ChatMessage]) -> None:  # noqa: B027 (most accept any)
+        """Raise `InvalidRequest` naming `messages` if this model cannot score responses to `conversation`
+        (its own chat template refuses it). Blocking and cheap (renders, runs no model); called in a
+        request's first phase, so such a request is refused before any engine work or merged batch."""
+
 
 # One scoring job of a merged batch: a conversation and the responses to score against it.
 ScoreItem = tuple[Sequence[ChatMessage], Sequence[str]]

@@ -116,6 +116,12 @@ class ObjectiveCatalog:
         """Those of `names` (served objectives) that judge against the tenant's safety config, in order."""
         return [name for name in names if self.objective(name).needs_safety_config]
 
+    def check_conversation(self, conversation: Sequence[ChatMessage], names: Sequence[str]) -> None:
+        """Every model that scores `names` (served objectives) renders `conversation` with its own template;
+        the first that refuses it raises `InvalidRequest` naming `messages`. Blocking: call it off the loop."""
+        for model in {id(self._owner[n][0]): self._owner[n][0] for n in names}.values():
+            model.check_conversation(conversation)
+
     async def score(
         self, conversation: Sequence[ChatMessage], responses: Sequence[str], names: Sequence[str]
     ) -> np.ndarray:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aligner.contract import ChatMessage
 from aligner.errors import ModelUnavailable
-from aligner.prompting import neutralize_control_tokens
+from aligner.prompting import neutralize_control_tokens, render_chat
 from aligner.rewards.base import BlockingRewardModel, Objective, ScoreItem, split_rows
 from kernels.buckets import BucketSpec
 
@@ -126,13 +126,24 @@ class HFRewardModel(BlockingRewardModel):
             cuda_graphs=config.cuda_graphs,
         )
 
-    def token_ids(self, conversation: Sequence[ChatMessage], response: str) -> list[int]:
+    def render(self, conversation: Sequence[ChatMessage], response: str) -> str:
+        """The conversation and the response as the reward model reads them: its own chat template.
+
+        A template that refuses the conversation (roles that do not alternate, say) raises
+        `InvalidRequest` naming `messages`: the request's conversation is at fault, not the model.
+        """
         # Only the reward model's template may produce its control tokens, never the texts in it.
         messages = [
             {"role": m.role, "content": neutralize_control_tokens(m.content, self.tokenizer)} for m in conversation
         ] + [{"role": "assistant", "content": neutralize_control_tokens(response, self.tokenizer)}]
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return render_chat(self.tokenizer, messages, whose=f"the reward model {self.label!r}'s", field="messages")
+
+    def check_conversation(self, conversation: Sequence[ChatMessage]) -> None:
+        # The roles decide what a template refuses, not the response's text: one empty response stands for all.
+        self.render(conversation, "")
+
+    def token_ids(self, conversation: Sequence[ChatMessage], response: str) -> list[int]:
+        ids = self.tokenizer(self.render(conversation, response), add_special_tokens=False)["input_ids"]
         return ids[-self.config.max_length :] or [self.scorer.pad_id]
 
     @property

@@ -17,6 +17,7 @@ import numpy as np
 
 from aligner.concurrency import gather_all
 from aligner.contract import ChatMessage
+from aligner.errors import InvalidRequest
 from aligner.prompting import neutralize_control_tokens, prompt_token_ids
 from aligner.rewards.base import (
     Objective,
@@ -62,7 +63,7 @@ class YesNoJudge(RewardModel):
         response = neutralize_control_tokens(response, tokenizer)
         question = neutralize_control_tokens(question, tokenizer)
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"][:MAX_RESPONSE_TOKENS]
-        ids = prompt_token_ids(tokenizer, self.question_messages(question, tokenizer.decode(response_ids)))
+        ids = question_ids(tokenizer, self.question_messages(question, tokenizer.decode(response_ids)), self.label)
         # Keep the end (the question to answer) when a long conversation overflows the window.
         return ids[-(self.engine.max_model_len - 1) :]
 
@@ -168,8 +169,22 @@ class GuardModelJudge(RewardModel):
         question = neutralize_control_tokens(last_user_text(conversation), tokenizer)
         # Messages are built here, in the request's context (they read its safety config).
         messages = [policy_messages(tokenizer, question, neutralize_control_tokens(r, tokenizer)) for r in responses]
-        prompts = await asyncio.to_thread(lambda: [prompt_token_ids(tokenizer, m) for m in messages])
+        prompts = await asyncio.to_thread(
+            lambda: [question_ids(tokenizer, m, self.label, whose="the guard model's") for m in messages]
+        )
         return await asyncio.to_thread(self._p_yes, prompts)
+
+
+def question_ids(
+    tokenizer: Any, messages: Sequence[ChatMessage], judge: str, *, whose: str = "the policy model's"
+) -> list[int]:
+    """The `judge` judge's question as prompt token ids, rendered by `whose` chat template. Its roles are
+    the server's own (system, then user), not the request's, so a template that refuses them is a server
+    fault (`RewardError`), never a 400."""
+    try:
+        return prompt_token_ids(tokenizer, messages, whose=whose)
+    except InvalidRequest as exc:
+        raise RewardError(f"the {judge} judge's question: {exc.reason}") from None
 
 
 def _single_token_ids(tokenizer: Any, words: Sequence[str]) -> frozenset[int]:

@@ -19,6 +19,7 @@ from aligner.rewards.base import CURRENT_SAFETY, RewardError
 from aligner.rewards.hf import HFRewardModel, HFRewardModelConfig
 from aligner.rewards.judge import HelpfulnessJudge, PolicyComplianceJudge
 from aligner.safety.config import SafetyConfig
+from tests.chat_templates import ALTERNATING_ROLES, REFUSAL, with_chat_template
 
 SAFETY = "Never give medical dosage advice."
 DPA_MODEL = ModelProfile(reads_directions=True)
@@ -343,3 +344,107 @@ def test_token_ids_of_an_attack_hold_only_the_templates_control_tokens_and_the_p
     # The operator's section opens the turn it is in (system, or the first user turn), never an assistant turn.
     turn_start = text.rindex("<|im_start|>", 0, heading)
     assert text[turn_start:heading] in ("<|im_start|>system\n", "<|im_start|>user\n")
+
+
+# --- a policy model whose chat template refuses a conversation ---
+
+
+NO_SYSTEM_ROLE = (
+    "{%- if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def strict_tokenizer(model_dir, tmp_path_factory):
+    """SmolLM2's tokenizer with a Mistral-style template: roles must alternate user/assistant."""
+    from transformers import AutoTokenizer
+
+    path = with_chat_template(model_dir, ALTERNATING_ROLES, tmp_path_factory.mktemp("strict"), tokenizer_only=True)
+    return AutoTokenizer.from_pretrained(path)
+
+
+@pytest.mark.parametrize(
+    "data, field",
+    [
+        ({"messages": [{"role": "user", "content": "Hi."}, {"role": "user", "content": "Hello?"}]}, "messages"),
+        (
+            {"messages": [{"role": "assistant", "content": "Hi, I am a bot."}, {"role": "user", "content": "Hi."}]},
+            "messages",
+        ),
+        # The user's system text moves into the composed system message; the turns after it still repeat.
+        (
+            {
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "Hi."},
+                    {"role": "user", "content": "Again."},
+                ]
+            },
+            "messages",
+        ),
+    ],
+)
+def test_a_conversation_the_policy_template_refuses_is_a_400_naming_messages(strict_tokenizer, data, field):
+    """Failed before this fix: the template's TemplateError reached the client as a 500."""
+    request = AlignRequest.parse({**data, "max_tokens": 8})
+    with pytest.raises(InvalidRequest) as err:
+        prepare_prompt(request, tokenizer=strict_tokenizer, profile=PLAIN_MODEL, max_model_len=2048)
+    assert err.value.code == "invalid_argument" and err.value.field == field
+    assert err.value.reason == f"the policy model's chat template refuses this conversation: {REFUSAL}"
+
+
+def test_a_prompt_the_policy_template_refuses_names_prompt(model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    path = with_chat_template(model_dir, NO_SYSTEM_ROLE, tmp_path, tokenizer_only=True)
+    request = AlignRequest.parse({"prompt": "Hi.", "max_tokens": 8})
+    with pytest.raises(InvalidRequest) as err:  # the config's system message is what it refuses
+        prepare_prompt(
+            request,
+            tokenizer=AutoTokenizer.from_pretrained(path),
+            profile=PLAIN_MODEL,
+            max_model_len=2048,
+            safety_config=SAFETY,
+        )
+    assert err.value.field == "prompt" and err.value.reason.endswith("System role not supported")
+
+
+def test_a_conversation_the_policy_template_accepts_is_rendered_by_it(strict_tokenizer):
+    request = AlignRequest.parse(
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi."},
+                {"role": "assistant", "content": "Hello."},
+                {"role": "user", "content": "Bye."},
+            ],
+            "max_tokens": 8,
+        }
+    )
+    prepared = prepare_prompt(
+        request, tokenizer=strict_tokenizer, profile=PLAIN_MODEL, max_model_len=2048, safety_config=SAFETY
+    )
+    assert strict_tokenizer.decode(prepared.token_ids).endswith(
+        "<|im_start|>user\nBye.<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_a_judge_question_its_template_refuses_is_a_server_fault_not_the_requests(tokenizer, model_dir, tmp_path):
+    """The judge's roles are the server's own (system, user): a template refusing them is `reward_failed`."""
+    from transformers import AutoTokenizer
+
+    path = with_chat_template(model_dir, NO_SYSTEM_ROLE, tmp_path, tokenizer_only=True)
+
+    class FakeEngine:
+        """Only the context length is read when building judge prompts."""
+
+        max_model_len = 2048
+
+    judge = HelpfulnessJudge(AutoTokenizer.from_pretrained(path), FakeEngine())
+    with pytest.raises(RewardError) as err:
+        judge.judge_prompt_ids("Is the sky blue?", "Yes.")
+    assert err.value.code == "reward_failed"
+    assert str(err.value) == (
+        "the helpfulness judge's question: the policy model's chat template refuses this conversation: "
+        "System role not supported"
+    )

@@ -1,3 +1,4 @@
+import asyncio
 import random
 
 import numpy as np
@@ -6,10 +7,12 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from aligner.contract import ChatMessage
-from aligner.errors import ModelUnavailable
+from aligner.errors import InvalidRequest, ModelUnavailable
+from aligner.rewards import ObjectiveCatalog
 from aligner.rewards.hf import HFRewardModel, HFRewardModelConfig, pooled_forward
 from kernels.buckets import BucketSpec
 from kernels.scorer import BatchedScorer
+from tests.chat_templates import ALTERNATING_ROLES, REFUSAL, with_chat_template
 
 CONVERSATION = [ChatMessage(role="user", content="How do I boil an egg?")]
 RESPONSES = [
@@ -120,8 +123,6 @@ def test_directory_without_config_is_rejected(tmp_path):
 
 
 def test_catalog_merges_builtins_and_hf_heads_and_rejects_a_second_copy(tiny_reward_model_dir, tokenizer):
-    import asyncio
-
     from aligner.errors import ConfigError
     from aligner.rewards import RewardsConfig, build_catalog
 
@@ -185,8 +186,6 @@ def tiny_guard_model_dir(tmp_path_factory, tokenizer):
 
 
 def test_a_guard_model_judges_policy_compliance_as_p_yes_under_the_tenants_policy(tiny_guard_model_dir):
-    import asyncio
-
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -218,3 +217,65 @@ def test_a_guard_model_judges_policy_compliance_as_p_yes_under_the_tenants_polic
     yes, no = float(probs[judge.yes_ids].sum()), float(probs[judge.no_ids].sum())
     assert got.shape == (2, 1) and ((got >= 0) & (got <= 1)).all()
     assert got[0, 0] == pytest.approx(yes / (yes + no), rel=1e-5)
+
+
+# --- a reward model whose chat template refuses a conversation (roles that do not alternate) ---
+
+ALTERNATING = [
+    ChatMessage(role="user", content="Hi."),
+    ChatMessage(role="assistant", content="Hello! What do you need?"),
+]
+REPEATED_USER = [ChatMessage(role="user", content="Hi."), ChatMessage(role="user", content="How do I boil an egg?")]
+
+
+@pytest.fixture(scope="module")
+def strict_reward_model(tiny_reward_model_dir, tmp_path_factory):
+    """The tiny reward model with a Mistral-style template: roles must alternate user/assistant."""
+    path = with_chat_template(tiny_reward_model_dir, ALTERNATING_ROLES, tmp_path_factory.mktemp("strict-reward"))
+    return HFRewardModel(
+        HFRewardModelConfig(path=str(path), name="strict", device="cpu"),
+        bucket_spec=BucketSpec(batch_sizes=(1, 2, 4), seq_lens=(32, 64, 128)),
+    )
+
+
+def test_a_conversation_the_reward_template_refuses_is_the_requests_error(strict_reward_model):
+    strict_reward_model.check_conversation(CONVERSATION)
+    for refused in (REPEATED_USER, ALTERNATING):  # the response makes ALTERNATING end assistant, assistant
+        with pytest.raises(InvalidRequest) as err:
+            strict_reward_model.check_conversation(refused)
+        assert err.value.field == "messages"
+        assert err.value.reason == f"the reward model 'strict''s chat template refuses this conversation: {REFUSAL}"
+        with pytest.raises(InvalidRequest):  # scoring it is refused the same way
+            strict_reward_model.score_now(refused, ["Boil it."])
+
+
+def test_the_catalog_checks_only_the_models_that_score_the_requests_objectives(strict_reward_model, tokenizer):
+    from aligner.rewards.builtin import Verbosity
+
+    catalog = ObjectiveCatalog([Verbosity(tokenizer), strict_reward_model])
+    catalog.check_conversation(REPEATED_USER, ["verbosity"])
+    with pytest.raises(InvalidRequest) as err:
+        catalog.check_conversation(REPEATED_USER, ["verbosity", "beavertails-is_safe"])
+    assert err.value.field == "messages" and "'strict'" in err.value.reason
+
+
+def test_a_refused_conversation_merged_with_others_fails_only_its_own_request(strict_reward_model):
+    """Failed before this fix: the template's TemplateError reached every request merged into the batch."""
+    catalog = ObjectiveCatalog([strict_reward_model], batch_window_ms=200)
+    names = [o.name for o in strict_reward_model.objectives]
+    answers = ["Put it in boiling water for nine minutes.", "Eggs."]
+
+    async def main():
+        return await asyncio.gather(
+            catalog.score(CONVERSATION, answers, names),
+            catalog.score(REPEATED_USER, answers, names),  # bypasses the first-phase check, as a bug might
+            catalog.score([ChatMessage(role="user", content="Say hi.")], ["Hi!"], names),
+            return_exceptions=True,
+        )
+
+    good, refused, other = asyncio.run(main())
+    assert isinstance(refused, InvalidRequest) and refused.field == "messages"
+    np.testing.assert_allclose(good, strict_reward_model.score_now(CONVERSATION, answers), atol=1e-5)
+    np.testing.assert_allclose(
+        other, strict_reward_model.score_now([ChatMessage(role="user", content="Say hi.")], ["Hi!"]), atol=1e-5
+    )
