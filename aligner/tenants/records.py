@@ -1,4 +1,4 @@
-"""What the tenant store returns: key records, safety-config versions and audit entries (all UTC)."""
+"""What the tenant store returns: key records, safety-config and policy versions, audit entries (all UTC)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import overload
 
 from aligner.safety.config import SafetyConfig
+from aligner.tenants.policy import TenantPolicy
 
 
 @overload
@@ -75,8 +76,31 @@ class SafetyConfigVersion:
 
 
 @dataclass(frozen=True)
+class TenantPolicyVersion:
+    """One immutable version of a tenant's policy."""
+
+    tenant: str
+    version: int
+    policy: TenantPolicy
+    content_hash: str
+    created_at: datetime
+    created_by: str | None
+
+    def to_dict(self) -> dict:
+        return {
+            "tenant": self.tenant,
+            "version": self.version,
+            "policy": self.policy.model_dump(mode="json"),
+            "content_hash": self.content_hash,
+            "created_at": self.created_at.isoformat(),
+            "created_by": self.created_by,
+        }
+
+
+@dataclass(frozen=True)
 class AuditEntry:
-    """One change of a safety config: who, when, what, old -> new version, hash of the new content."""
+    """One change of a safety config or a policy: who, when, what, old -> new version, hash of the new
+    content."""
 
     id: int
     at: datetime

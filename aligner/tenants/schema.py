@@ -102,6 +102,41 @@ safety_audit = Table(
 )
 
 
+# Tenants' policies (aligner/tenants/policy_table.py): versions, the active one, the audit log, the same
+# shape as the safety configs'.
+tenant_policy_versions = Table(
+    "tenant_policy_versions",
+    metadata,
+    Column("tenant", String(63), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("content", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(32), nullable=True),
+)
+
+tenant_policy_active = Table(
+    "tenant_policy_active",
+    metadata,
+    Column("tenant", String(63), primary_key=True),
+    Column("version", Integer, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+tenant_policy_audit = Table(
+    "tenant_policy_audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("tenant", String(63), nullable=False),
+    Column("actor", String(32), nullable=True),
+    Column("action", String(16), nullable=False),
+    Column("old_version", Integer, nullable=True),
+    Column("new_version", Integer, nullable=True),
+    Column("content_hash", String(64), nullable=True),
+)
+
+
 def _migration_1_api_keys(conn: Connection) -> None:
     """API keys: one row per key, the secret only as its SHA-256."""
     frozen = MetaData()
@@ -156,9 +191,46 @@ def _migration_2_safety_configs(conn: Connection) -> None:
     frozen.create_all(conn)
 
 
+def _migration_4_tenant_policies(conn: Connection) -> None:
+    """Tenants' policies: immutable versions per tenant, the active one, and an append-only audit log."""
+    frozen = MetaData()
+    Table(
+        "tenant_policy_versions",
+        frozen,
+        Column("tenant", String(63), primary_key=True),
+        Column("version", Integer, primary_key=True, autoincrement=False),
+        Column("content", Text, nullable=False),
+        Column("content_hash", String(64), nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("created_by", String(32), nullable=True),
+    )
+    Table(
+        "tenant_policy_active",
+        frozen,
+        Column("tenant", String(63), primary_key=True),
+        Column("version", Integer, nullable=True),
+        Column("updated_at", UTCDateTime, nullable=False),
+    )
+    audit = Table(
+        "tenant_policy_audit",
+        frozen,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("at", UTCDateTime, nullable=False),
+        Column("tenant", String(63), nullable=False),
+        Column("actor", String(32), nullable=True),
+        Column("action", String(16), nullable=False),
+        Column("old_version", Integer, nullable=True),
+        Column("new_version", Integer, nullable=True),
+        Column("content_hash", String(64), nullable=True),
+    )
+    Index("ix_tenant_policy_audit_tenant_at", audit.c.tenant, audit.c.at)
+    frozen.create_all(conn)
+
+
 # Version N is MIGRATIONS[N - 1]. Append only: each step gets the open connection inside the
 # migration's transaction (DDL is transactional on both backends) and may run any DDL/DML.
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _migration_1_api_keys,
     _migration_2_safety_configs,
+    _migration_4_tenant_policies,
 ]

@@ -20,7 +20,9 @@ from aligner.errors import ConfigError
 from aligner.safety.config import SafetyConfig
 from aligner.tenants.backends import Database, reason
 from aligner.tenants.key_table import KeyTable
-from aligner.tenants.records import ApiKey, AuditEntry, SafetyConfigVersion, now
+from aligner.tenants.policy import TenantPolicy
+from aligner.tenants.policy_table import PolicyTable
+from aligner.tenants.records import ApiKey, AuditEntry, SafetyConfigVersion, TenantPolicyVersion, now
 from aligner.tenants.safety_table import SafetyConfigTable
 
 log = logging.getLogger(__name__)
@@ -56,13 +58,40 @@ class SafetyConfigStore(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-class TenantStore(SafetyConfigStore):
-    """API keys and safety configs in a SQL database (see `backends` for SQLite and PostgreSQL)."""
+class TenantPolicyStore(Protocol):
+    """Tenants' policies: what `aligner tenants policy` manages, in the store itself (`TenantStore`) or
+    through a running server's admin API (`serve.client.http.AdminClient`, which audits with its key's id,
+    ignores `actor`, and checks the policy against the server's limits and objectives)."""
+
+    def get_tenant_policy(self, tenant: str) -> TenantPolicyVersion | None: ...
+
+    def tenant_policy_versions(self, tenant: str) -> list[TenantPolicyVersion]: ...
+
+    def set_tenant_policy(
+        self, tenant: str, policy: TenantPolicy, *, expected_version: int | None, actor: str | None = None
+    ) -> TenantPolicyVersion: ...
+
+    def activate_tenant_policy(
+        self, tenant: str, version: int, *, expected_version: int | None, actor: str | None = None
+    ) -> TenantPolicyVersion: ...
+
+    def tenant_policy_audit(self, tenant: str) -> list[AuditEntry]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class TenantStore(SafetyConfigStore, TenantPolicyStore):
+    """API keys, safety configs and policies in a SQL database (see `backends` for SQLite and PostgreSQL)."""
 
     def __init__(self, db: Database):
         self._db = db
         self._keys = KeyTable(db)
         self._configs = SafetyConfigTable(db)
+        self._policies = PolicyTable(db)
         self.url = db.url  # password masked
 
     @classmethod
@@ -187,6 +216,32 @@ class TenantStore(SafetyConfigStore):
     def safety_audit(self, tenant: str | None = None, since: datetime | None = None) -> list[AuditEntry]:
         """Every change (of `tenant`, at or after `since`), oldest first. There is no way to edit it."""
         return self._configs.audit(tenant, since)
+
+    # -- tenants' policies
+    def get_tenant_policy(self, tenant: str) -> TenantPolicyVersion | None:
+        """The tenant's active policy; None when it never had one (the server's limits alone apply)."""
+        return self._policies.get(tenant)
+
+    def tenant_policy_versions(self, tenant: str) -> list[TenantPolicyVersion]:
+        """Every version of the tenant's policy, oldest first."""
+        return self._policies.versions(tenant)
+
+    def set_tenant_policy(
+        self, tenant: str, policy: TenantPolicy, *, expected_version: int | None, actor: str | None = None
+    ) -> TenantPolicyVersion:
+        """Store `policy` as the tenant's next version and make it active; `expected_version` as for
+        safety configs (None: no active policy), VersionConflict when another write came first."""
+        return self._policies.set(tenant, policy, expected_version=expected_version, actor=actor)
+
+    def activate_tenant_policy(
+        self, tenant: str, version: int, *, expected_version: int | None, actor: str | None = None
+    ) -> TenantPolicyVersion:
+        """Make an existing version active again (a rollback); NotFound for an unknown version."""
+        return self._policies.activate(tenant, version, expected_version=expected_version, actor=actor)
+
+    def tenant_policy_audit(self, tenant: str | None = None, since: datetime | None = None) -> list[AuditEntry]:
+        """Every policy change (of `tenant`, at or after `since`), oldest first."""
+        return self._policies.audit(tenant, since)
 
 
 def import_bootstrap_admin_key(store: TenantStore) -> ApiKey | None:
