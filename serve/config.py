@@ -85,6 +85,27 @@ class ServerConfig(BaseModel):
         description="Requests waiting for a model replica, per ingress replica; beyond it requests get 429 at once.",
     )
     retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with 429 (queue full).")
+    fair_scheduling: bool = Field(
+        True,
+        description="When the model replicas are saturated, serve the queued requests in weighted fair order "
+        "across tenants (higher priority tier first, then the tenant with the fewest generated candidate tokens "
+        "per unit of weight), each tenant in its own queue of tenant_queue_limit; false: one first-come, "
+        "first-served queue of max_queued_requests shared by every tenant.",
+    )
+    fair_queue_slots: int | None = Field(
+        None,
+        ge=1,
+        description="Requests one ingress replica sends to the model replicas at once; the others wait in its "
+        "queues. Null: its share of the replicas' slots, num_replicas (autoscaling: max_replicas) x "
+        "max_ongoing_requests / ingress_replicas, rounded up.",
+    )
+    tenant_queue_limit: int | None = Field(
+        None,
+        ge=1,
+        description="Requests of one tenant waiting for a model replica, per ingress replica, with fair_scheduling; "
+        "beyond it that tenant's requests get 429 (overloaded) while other tenants' are still queued. Null: "
+        "max_queued_requests.",
+    )
     ingress_replicas: int = Field(1, ge=1, description="HTTP ingress replicas (auth, validation, protocol conversion).")
     ingress_max_ongoing_requests: int = Field(
         1024, ge=1, description="Requests one ingress replica holds at once (mostly waiting on the model replicas)."
@@ -115,6 +136,13 @@ class ServerConfig(BaseModel):
         "at most this; scrapes come every 15-60 s, and each push costs CPU that the engine could use).",
     )
     app_name: str = Field("aligner", description="Ray Serve application name.")
+
+    def fair_queue_capacity(self) -> int:
+        """This ingress replica's share of the model replicas' request slots (`fair_queue_slots`)."""
+        if self.fair_queue_slots is not None:
+            return self.fair_queue_slots
+        replicas = self.autoscaling.max_replicas if self.autoscaling is not None else self.num_replicas
+        return max(1, -(-replicas * self.max_ongoing_requests // self.ingress_replicas))
 
     def replicas_per_node(self) -> int:
         """The most model replicas one node can hold (their CPU engines split its cores between them)."""
