@@ -7,8 +7,9 @@ types against it stays importable without an engine.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -67,6 +68,24 @@ class EngineUsage:
 # The usage of the request being served; asyncio tasks inherit it, so work spread over
 # tasks (beam's siblings, the judge's prompts) is counted into the same object.
 ENGINE_USAGE: ContextVar[EngineUsage | None] = ContextVar("aligner_engine_usage", default=None)
+
+# The priority tier of the tenant whose request is being served (0, the lowest, unless a policy gives
+# one): inherited the same way, so every engine request of the search, the judge's included, carries
+# it. An engine with `scheduling_policy: priority` runs higher tiers first.
+ENGINE_PRIORITY: ContextVar[int] = ContextVar("aligner_engine_priority", default=0)
+
+
+@contextlib.contextmanager
+def engine_priority(tier: int) -> Iterator[None]:
+    """Engine requests made inside the block (and by the tasks it starts) carry priority `tier`."""
+    token = ENGINE_PRIORITY.set(tier)
+    try:
+        yield
+    finally:
+        # An async generator closed by the loop's finalizer runs this in another task's context, where
+        # the value was never set: nothing to undo there.
+        with contextlib.suppress(ValueError):
+            ENGINE_PRIORITY.reset(token)
 
 
 class Generator(Protocol):

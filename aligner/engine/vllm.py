@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aligner.engine.base import ENGINE_USAGE, Candidate, Delta, SamplingSpec, derive_seed
+from aligner.engine.base import ENGINE_PRIORITY, ENGINE_USAGE, Candidate, Delta, SamplingSpec, derive_seed
 from aligner.engine.cpu_binding import engine_binding
 from aligner.engine.reaper import EngineReaper
 from aligner.errors import EngineUnavailable, InvalidRequest
@@ -75,6 +75,12 @@ class EngineConfig(BaseModel):
         "with small blocks. None: vLLM's default (128 on CPU, where multiples of 32 are fastest; 16 on GPU).",
     )
     profile: ModelProfile = Field(default_factory=ModelProfile, description="What the policy model understands.")
+    scheduling_policy: Literal["fcfs", "priority"] = Field(
+        "fcfs",
+        description="vLLM's scheduling of the requests in one engine: `fcfs`, first come, first served; `priority`, "
+        "requests of a higher tenant priority tier (TenantPolicy.priority) first, then by arrival (vLLM may "
+        "preempt lower tiers' running requests to make room).",
+    )
 
 
 @dataclass
@@ -185,6 +191,7 @@ class Engine:
             gpu_memory_utilization=config.gpu_memory_utilization,
             kv_cache_memory_bytes=None if config.kv_cache_gib is None else int(config.kv_cache_gib * GiB),
             disable_log_stats=False,
+            scheduling_policy=config.scheduling_policy,
         )
         scheduler = SchedulerSnapshot()
         compiled = "eager" if config.enforce_eager else ("compiling the model first" if cpu else "with CUDA graphs")
@@ -301,8 +308,12 @@ class Engine:
         if usage is not None:
             usage.requests += 1
             usage.prefill_tokens += len(ids)
+        # vLLM runs a lower `priority` value first; only its priority policy accepts one.
+        priority = -ENGINE_PRIORITY.get() if self.config.scheduling_policy == "priority" else 0
         try:
-            async for output in self._llm.generate(TokensPrompt(prompt_token_ids=ids), params, request_id):
+            async for output in self._llm.generate(
+                TokensPrompt(prompt_token_ids=ids), params, request_id, priority=priority
+            ):
                 if usage is not None:
                     # DELTA outputs carry new tokens only and FINAL_ONLY comes once, so the sum is exact.
                     usage.generated_tokens += sum(len(o.token_ids) for o in output.outputs)

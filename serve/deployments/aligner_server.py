@@ -26,6 +26,7 @@ from ray.serve.handle import DeploymentHandle
 
 from aligner.contract import AlignRequest
 from aligner.core import Aligner, Search
+from aligner.engine.base import engine_priority
 from aligner.engine.vllm import Engine, on_cpu
 from aligner.errors import ErrorInfo
 from aligner.rewards import build_catalog
@@ -161,7 +162,8 @@ class AlignerServer:
 
     async def generate(self, request: AlignRequest, tenant: TenantContext = NO_SAFETY_CONFIG) -> ReplicaResult:
         try:
-            response = await (await self._start(request, tenant)).result()
+            with engine_priority(tenant.priority):  # the tenant's tier, for every engine request of the search
+                response = await (await self._start(request, tenant)).result()
         except Exception as exc:
             return ReplicaResult(self.replica, error=ErrorInfo.of(exc))
         return ReplicaResult(self.replica, response=response)
@@ -178,9 +180,11 @@ class AlignerServer:
             return
         yield Accepted(self.replica)
         try:
-            async with contextlib.aclosing(search.events()) as events:
-                async for event in events:
-                    yield event
+            # The search's task starts inside the block and keeps the tenant's tier for its engine requests.
+            with engine_priority(tenant.priority):
+                async with contextlib.aclosing(search.events()) as events:
+                    async for event in events:
+                        yield event
         except Exception as exc:
             yield ErrorInfo.of(exc)
 

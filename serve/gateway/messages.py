@@ -19,11 +19,13 @@ from aligner.safety.config import SafetyConfig
 @dataclass(frozen=True)
 class TenantContext:
     """The tenant's safety config in force when its request arrived (one version for the whole request,
-    whatever changes while it runs), and whether the caller may read the config's text (admins)."""
+    whatever changes while it runs), whether the caller may read the config's text (admins), and the
+    priority tier its policy gives it."""
 
     version: int | None = None  # None: the tenant has no safety config
     config: SafetyConfig | None = None
     reveal: bool = False
+    priority: int = 0  # the tenant policy's priority tier: the engine's per-request priority
 
 
 NO_SAFETY_CONFIG = TenantContext()
