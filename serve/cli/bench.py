@@ -1,7 +1,8 @@
-"""`aligner bench scoring|search|safety|serve|peers|soak`: benchmarks that write JSON with side-by-side ratios.
+"""`aligner bench scoring|search|safety|serve|peers|soak|tenants`: benchmarks that write JSON with side-by-side
+ratios.
 
-Thin: `scoring`, `search` and `safety` run in-process (`aligner/bench/`), `serve`, `peers` and
-`soak` against servers (`serve/bench/`); this module holds their flags and hands over.
+Thin: `scoring`, `search` and `safety` run in-process (`aligner/bench/`), `serve`, `peers`, `soak` and
+`tenants` against servers (`serve/bench/`); this module holds their flags and hands over.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from aligner.errors import InvalidRequest
 from aligner.search import registry as search_registry
 from serve.cli.options import int_list, status
 
-SERVER_BENCHES = ("serve", "peers", "soak")
+SERVER_BENCHES = ("serve", "peers", "soak", "tenants")
 
 
 def counts(text: str) -> list[int]:
@@ -86,6 +87,13 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
     )
     add_soak_arguments(
         benches.add_parser("soak", help="Valid, invalid and cancelled requests from many clients for a bounded time.")
+    )
+    add_tenants_arguments(
+        benches.add_parser(
+            "tenants",
+            help="A light tenant's latency beside a heavy one, token shares by weight and throughput, with fair "
+            "scheduling off and on, side by side in one run.",
+        )
     )
 
 
@@ -181,12 +189,31 @@ def add_soak_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="Output JSON (default: bench-results/soak-cpu.json).")
 
 
+def add_tenants_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="embedded", help="A local HF model directory (default: the embedded model).")
+    p.add_argument("--slots", type=positive, default=4, help="max_ongoing_requests of the model replica (default 4).")
+    p.add_argument("--light-requests", type=positive, default=12, help="Light requests per measurement (default 12).")
+    p.add_argument("--light-max-tokens", type=positive, default=16, help="max_tokens of a light request (default 16).")
+    p.add_argument("--heavy-clients", type=positive, default=8, help="The heavy tenant's clients (default 8).")
+    p.add_argument("--heavy-max-tokens", type=positive, default=32, help="max_tokens of a heavy request (default 32).")
+    p.add_argument("--n", type=positive, default=8, help="best_of_n candidates of a heavy request (default 8).")
+    p.add_argument("--share-clients", type=positive, default=6, help="Each tenant's clients in a share run (6).")
+    p.add_argument("--share-s", type=float, default=60.0, help="Window of a share run in seconds (default 60).")
+    p.add_argument("--warm-s", type=float, default=3.0, help="Flooding before each measurement, seconds (default 3).")
+    p.add_argument("--clients", type=positive, default=16, help="Clients of the throughput load (default 16).")
+    p.add_argument("--requests-per-client", type=positive, default=3, help="Requests per throughput client (3).")
+    p.add_argument("--max-num-seqs", type=positive, default=32, help="The engine's max_num_seqs (default 32).")
+    p.add_argument("--kv-cache-gib", type=float, default=0.5, help="The engine's KV cache in GiB (default 0.5).")
+    p.add_argument("--out", help="Output JSON (default: bench-results/tenants-cpu.json).")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.bench in SERVER_BENCHES:
         # Here, not at the top: the server benches import Ray, which only they and `aligner serve` need.
-        from serve.bench import peers, serve, soak
+        from serve.bench import peers, serve, soak, tenants
 
-        return {"serve": serve, "peers": peers, "soak": soak}[args.bench].run(args, progress=status)
+        benches = {"serve": serve, "peers": peers, "soak": soak, "tenants": tenants}
+        return benches[args.bench].run(args, progress=status)
     # Here, not at the top: the in-process benches import torch, which `aligner --help` never needs.
     from aligner.bench import safety, scoring, search
 
