@@ -20,6 +20,7 @@ import serve.cli.objectives as objectives
 import serve.cli.prepare_model as prepare_model
 import serve.cli.safety as safety
 import serve.cli.serve as serve_command
+import serve.cli.tenants as tenants
 from aligner.errors import AlignerError, InvalidRequest
 
 EXIT_FAILURE = 1
@@ -34,6 +35,7 @@ COMMANDS = (
     ("prepare-model", prepare_model, "Materialise the embedded model into the cache and print its path."),
     ("keys", keys, "Manage API keys in the tenant store."),
     ("safety", safety, "Manage tenants' safety configs in the tenant store."),
+    ("tenants", tenants, "Manage tenants' policies (caps, defaults, rates, weight) in the tenant store."),
     ("serve", serve_command, "Run the Aligner server (Ray Serve: HTTP API, metrics)."),
 )
 

@@ -1,6 +1,7 @@
 """A running server over HTTP: `POST /v1/generate` (SSE when streaming) and the admin API.
 
-`aligner generate --server` and `aligner safety --server` use it. The server's errors come back
+`aligner generate --server`, `aligner safety --server` and `aligner tenants policy --server` use it.
+The server's errors come back
 as the `AlignerError` of their code and field (`aligner.errors.from_payload`), so a CLI reports
 them as it reports its own: bad input still exits with status 2.
 """
@@ -17,7 +18,15 @@ import httpx
 
 from aligner.errors import AlignerError, InvalidRequest, NotFound, ServerError, from_payload
 from aligner.safety.config import SafetyConfig
-from aligner.tenants import AuditEntry, SafetyConfigStore, SafetyConfigVersion, validate_tenant
+from aligner.tenants import (
+    AuditEntry,
+    SafetyConfigStore,
+    SafetyConfigVersion,
+    TenantPolicy,
+    TenantPolicyStore,
+    TenantPolicyVersion,
+    validate_tenant,
+)
 
 KEY_ENV = "ALIGNER_API_KEY"
 ADMIN_TIMEOUT_S = 60
@@ -70,9 +79,10 @@ def generate_events(server: str, key: str, data: dict[str, Any]) -> Iterator[dic
         raise ServerError("unavailable", f"cannot get an answer from {url}: {exc}") from None
 
 
-class AdminClient(SafetyConfigStore):
-    """The safety-config methods of `TenantStore`, answered by a server's admin routes (its auth,
-    validation against the served objectives, and audit with the admin key's id: `actor` is ignored)."""
+class AdminClient(SafetyConfigStore, TenantPolicyStore):
+    """The safety-config and policy methods of `TenantStore`, answered by a server's admin routes (its auth,
+    validation against the served objectives and limits, and audit with the admin key's id: `actor` is
+    ignored)."""
 
     def __init__(self, url: str, key: str):
         self.url = base_url(url)
@@ -136,6 +146,48 @@ class AdminClient(SafetyConfigStore):
     def safety_audit(self, tenant: str | None = None, since: datetime | None = None) -> list[AuditEntry]:
         entries = self._call("GET", "/v1/admin/audit", tenant=tenant, since=since and since.isoformat())["entries"]
         return [AuditEntry(**{**e, "at": datetime.fromisoformat(e["at"])}) for e in entries]
+
+    # -- tenants' policies (TenantPolicyStore)
+
+    @staticmethod
+    def _policy_route(tenant: str) -> str:
+        return f"/v1/admin/tenants/{validate_tenant(tenant)}/policy"
+
+    def get_tenant_policy(self, tenant: str) -> TenantPolicyVersion | None:
+        try:
+            return _policy_version(self._call("GET", self._policy_route(tenant)))
+        except NotFound:
+            return None
+
+    def tenant_policy_versions(self, tenant: str) -> list[TenantPolicyVersion]:
+        return [_policy_version(v) for v in self._call("GET", f"{self._policy_route(tenant)}/versions")["versions"]]
+
+    def set_tenant_policy(
+        self, tenant: str, policy: TenantPolicy, *, expected_version: int | None, actor: str | None = None
+    ) -> TenantPolicyVersion:
+        body = {"policy": policy.model_dump(mode="json"), "expected_version": expected_version}
+        return _policy_version(self._call("PUT", self._policy_route(tenant), body))
+
+    def activate_tenant_policy(
+        self, tenant: str, version: int, *, expected_version: int | None, actor: str | None = None
+    ) -> TenantPolicyVersion:
+        body = {"version": version, "expected_version": expected_version}
+        return _policy_version(self._call("POST", f"{self._policy_route(tenant)}/activate", body))
+
+    def tenant_policy_audit(self, tenant: str) -> list[AuditEntry]:
+        entries = self._call("GET", f"{self._policy_route(tenant)}/audit")["entries"]
+        return [AuditEntry(**{**e, "at": datetime.fromisoformat(e["at"])}) for e in entries]
+
+
+def _policy_version(data: dict[str, Any]) -> TenantPolicyVersion:
+    return TenantPolicyVersion(
+        tenant=data["tenant"],
+        version=data["version"],
+        policy=TenantPolicy.model_validate(data["policy"]),
+        content_hash=data["content_hash"],
+        created_at=datetime.fromisoformat(data["created_at"]),
+        created_by=data["created_by"],
+    )
 
 
 def _version(data: dict[str, Any]) -> SafetyConfigVersion:

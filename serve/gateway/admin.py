@@ -1,5 +1,5 @@
-"""The admin surface (API keys, tenants' safety configs, audit) and its request bodies, shared by HTTP
-and gRPC.
+"""The admin surface (API keys, tenants' safety configs and policies, audit) and its request bodies, shared
+by HTTP and gRPC.
 
 `AdminService` methods take the caller's admin key record (each transport checks it first, in one
 place, before reading the request: a caller without an admin key learns nothing about the request's
@@ -17,10 +17,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aligner.contract import parse_model
+from aligner.contract import DEFAULT_LIMITS, SearchLimits, parse_model
 from aligner.errors import InvalidRequest, NotFound
 from aligner.safety.config import SafetyConfig
 from aligner.tenants import ApiKey, TenantStore, validate_tenant
+from aligner.tenants.policy import TenantPolicy
 from serve.gateway.messages import ObjectiveInfo
 
 # An admin answer: a JSON object, sent as the HTTP body or converted field for field into the RPC's message.
@@ -56,6 +57,46 @@ class ActivateSafetyConfig(BaseModel):
         return parse_model(cls, data)
 
 
+class PutTenantPolicy(BaseModel):
+    """Body of PUT /v1/admin/tenants/{tenant}/policy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: TenantPolicy = Field(description="The new version's content.")
+    expected_version: int | None = Field(
+        description="The active version you last read (null: the tenant has no policy). A different current "
+        "version means someone changed it first: 409 version_conflict, nothing stored."
+    )
+
+    @classmethod
+    def parse(cls, data: Any) -> PutTenantPolicy:
+        if isinstance(data, dict) and "policy" in data:
+            # Every error names its field from the body's root, the policy's own checks' too: "policy.caps.n".
+            data = {**data, "policy": in_policy(lambda: parse_model(TenantPolicy, data["policy"]))}
+        return parse_model(cls, data)
+
+
+def in_policy(check: Callable[[], Any]) -> Any:
+    """`check()`, with an InvalidRequest's field named from the request body's root (`policy.`...)."""
+    try:
+        return check()
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"policy.{exc.field}" if exc.field else "policy", exc.reason) from None
+
+
+class ActivateTenantPolicy(BaseModel):
+    """Body of POST /v1/admin/tenants/{tenant}/policy/activate."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    version: int = Field(ge=1, description="The existing version to make active (a rollback).")
+    expected_version: int | None = Field(description="The active version you last read (null: none).")
+
+    @classmethod
+    def parse(cls, data: Any) -> ActivateTenantPolicy:
+        return parse_model(cls, data)
+
+
 class CreateKey(BaseModel):
     """Body of POST /v1/admin/keys."""
 
@@ -74,9 +115,15 @@ class AdminService:
     thresholds must name them); `admin` in every method is the caller's checked admin key (its id is
     recorded as the creator or actor of writes)."""
 
-    def __init__(self, store: TenantStore, objectives: Callable[[], Awaitable[list[ObjectiveInfo]]]):
+    def __init__(
+        self,
+        store: TenantStore,
+        objectives: Callable[[], Awaitable[list[ObjectiveInfo]]],
+        limits: SearchLimits = DEFAULT_LIMITS,
+    ):
         self.store = store
         self.objectives = objectives
+        self.limits = limits  # the server's: a tenant's policy may only lower them
 
     async def objective_ranges(self) -> dict[str, tuple[float, float]]:
         return {o.name: (o.low, o.high) for o in await self.objectives()}
@@ -148,4 +195,48 @@ class AdminService:
         except ValueError:
             raise InvalidRequest("since", f"is {since!r}; expected an ISO 8601 time") from None
         entries = await asyncio.to_thread(self.store.safety_audit, tenant, when)
+        return {"entries": [e.to_dict() for e in entries]}
+
+    # -- tenants' policies -------------------------------------------------------------------------
+
+    async def put_policy(self, admin: ApiKey, tenant: str, body: object) -> Answer:
+        """Store a new version of the tenant's policy and make it active (in force within a second); its
+        caps must be at or below the server's limits and the objectives it names served."""
+        validate_tenant(tenant)
+        spec = PutTenantPolicy.parse(body)
+        served = set(await self.objective_ranges())
+        in_policy(lambda: spec.policy.check_server(self.limits, served))
+        stored = await asyncio.to_thread(
+            self.store.set_tenant_policy, tenant, spec.policy, expected_version=spec.expected_version, actor=admin.id
+        )
+        return stored.to_dict()
+
+    async def get_policy(self, admin: ApiKey, tenant: str) -> Answer:
+        active = await asyncio.to_thread(self.store.get_tenant_policy, validate_tenant(tenant))
+        if active is None:
+            raise NotFound(f"tenant {tenant!r} has no policy (the server's limits alone apply)")
+        return active.to_dict()
+
+    async def policy_versions(self, admin: ApiKey, tenant: str) -> Answer:
+        validate_tenant(tenant)
+        versions = await asyncio.to_thread(self.store.tenant_policy_versions, tenant)
+        active = await asyncio.to_thread(self.store.get_tenant_policy, tenant)
+        return {"active": None if active is None else active.version, "versions": [v.to_dict() for v in versions]}
+
+    async def activate_policy(self, admin: ApiKey, tenant: str, body: object) -> Answer:
+        """Make an existing version of the tenant's policy active again (a rollback)."""
+        validate_tenant(tenant)
+        spec = ActivateTenantPolicy.parse(body)
+        chosen = await asyncio.to_thread(
+            self.store.activate_tenant_policy,
+            tenant,
+            spec.version,
+            expected_version=spec.expected_version,
+            actor=admin.id,
+        )
+        return chosen.to_dict()
+
+    async def policy_audit(self, admin: ApiKey, tenant: str) -> Answer:
+        """Every change of the tenant's policy, oldest first."""
+        entries = await asyncio.to_thread(self.store.tenant_policy_audit, validate_tenant(tenant))
         return {"entries": [e.to_dict() for e in entries]}

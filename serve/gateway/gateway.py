@@ -21,7 +21,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from aligner.contract import AlignRequest, AlignResponse
 from aligner.errors import AlignerError, EngineUnavailable, ErrorInfo, Overloaded, error_code
 from aligner.events import Chunk, Delta, Done
-from aligner.tenants import ApiKey, TenantStore
+from aligner.tenants import ApiKey, TenantStore, parse_request
 from serve.config import ServerConfig
 from serve.deployments.metrics_hub import MetricsPusher
 from serve.errors import PayloadTooLarge
@@ -36,6 +36,7 @@ from serve.gateway.messages import (
     ReplicaResult,
     StreamItem,
 )
+from serve.gateway.policies import NO_POLICY, ActivePolicies
 from serve.gateway.readiness import PROBE_TIMEOUT_S, ReadinessRecord
 from serve.metrics import Metrics
 
@@ -55,6 +56,7 @@ class Call:
         self.tenant = "unauthenticated"
         self.strategy = "none"
         self.context = NO_SAFETY_CONFIG  # the tenant's safety config this request is served under
+        self.policy = NO_POLICY  # the tenant's policy it is admitted and parsed under
         self.replica: str | None = None
         self.done = False
         readiness.began()
@@ -75,9 +77,11 @@ class Call:
             self.metrics.finished(self.tenant, self.strategy, status)
 
     def safety_headers(self) -> dict[str, str]:
-        """Which version of the tenant's safety config the request is served under (none: no header)."""
+        """Which versions of the tenant's safety config and policy the request is served under (none: no
+        header)."""
         version = self.context.version
-        return {} if version is None else {"x-aligner-safety-version": str(version)}
+        safety = {} if version is None else {"x-aligner-safety-version": str(version)}
+        return {**safety, **self.policy.headers()}
 
     def headers(self) -> dict[str, str]:
         """Who served the answer, and under which safety config."""
@@ -93,7 +97,8 @@ class Gateway:
         self.hub = hub
         self.auth = Authenticator(store, config.auth_cache_s)
         self.safety = ActiveSafetyConfigs(store, config.auth_cache_s)
-        self.admin = AdminService(store, self.objectives)
+        self.policies = ActivePolicies(store, config.auth_cache_s)
+        self.admin = AdminService(store, self.objectives, config.search_limits)
         self.metrics = Metrics()
         self.readiness = ReadinessRecord()
         self.pusher = MetricsPusher(hub, self.metrics, config.metrics_interval_s, "ingress")
@@ -126,11 +131,12 @@ class Gateway:
             raise
 
     async def admit(self, call: Call, authorization: str | None) -> None:
-        """Authenticate a generation request and fix the safety config it is served under."""
+        """Authenticate a generation request and fix the safety config and the policy it is served under."""
         key = await self.auth.authenticate(authorization)
         call.tenant = key.tenant
         # One version per request: the one active now, whatever changes while it runs.
         call.context = await self.safety.for_request(key)
+        call.policy = await self.policies.for_request(key)
         self.metrics.safety_version.labels(tenant=key.tenant).set(call.context.version or 0)
 
     async def authenticate(self, authorization: str | None) -> ApiKey:
@@ -146,8 +152,10 @@ class Gateway:
             raise PayloadTooLarge(f"{what}: {size} bytes exceeds the limit of {limit} bytes")
 
     def parse(self, call: Call, data: object) -> AlignRequest:
-        """The request, validated once: the replica receives this object and does not check it again."""
-        request = AlignRequest.parse(data, self.config.search_limits)
+        """The request, validated once under the tenant's policy (its defaults, caps, allowed strategies and
+        objectives): the replica receives this object and does not check it again."""
+        policy = call.policy.policy if call.policy.applies else None
+        request = parse_request(data, self.config.search_limits, policy)
         call.strategy = request.search.strategy
         return request
 

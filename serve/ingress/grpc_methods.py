@@ -155,6 +155,17 @@ class GrpcService:
         lambda s, admin, f: s.delete_safety_config(admin, f["tenant"], f["expected_version"]),
     )
     ListAudit = admin_rpc(pb.ListAuditResponse, lambda s, admin, f: s.audit(admin, f.get("tenant"), f.get("since")))
+    PutTenantPolicy = admin_rpc(
+        pb.TenantPolicyVersion, lambda s, admin, f: s.put_policy(admin, f["tenant"], with_expected_version(f))
+    )
+    GetTenantPolicy = admin_rpc(pb.TenantPolicyVersion, lambda s, admin, f: s.get_policy(admin, f["tenant"]))
+    ListTenantPolicyVersions = admin_rpc(
+        pb.ListTenantPolicyVersionsResponse, lambda s, admin, f: s.policy_versions(admin, f["tenant"])
+    )
+    ActivateTenantPolicy = admin_rpc(
+        pb.TenantPolicyVersion, lambda s, admin, f: s.activate_policy(admin, f["tenant"], with_expected_version(f))
+    )
+    ListTenantPolicyAudit = admin_rpc(pb.ListAuditResponse, lambda s, admin, f: s.policy_audit(admin, f["tenant"]))
 
     # -- service aligner.v1.Aligner -----------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from aligner.events import Chunk, Delta, Done
 from serve.errors import PayloadTooLarge, http_status, native_body, openai_body, retry_headers
 from serve.gateway.admin import AdminService, Answer
 from serve.gateway.gateway import Gateway, Relayed
-from serve.ingress import openapi
+from serve.ingress import openapi, policy_routes
 from serve.ingress.openai import FINISH_REASONS, ChunkWriter, alignment, chat_completion, to_align_request
 
 # Routing errors (unknown path, wrong method) and bad query/path parameters leave in the
@@ -311,6 +311,7 @@ ROUTES: list[tuple[str, str, Callable[..., Awaitable[Response]], dict[str, Any]]
     ),
     ("DELETE", SAFETY_CONFIG, delete_safety_config_route, {}),
     ("GET", "/v1/admin/audit", audit_route, {}),
+    *policy_routes.routes(admin_answer),
 ]
 # Routes whose errors leave in OpenAI's format (the others: the native one).
 OPENAI_ROUTES = {chat_completions, models}

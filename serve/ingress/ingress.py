@@ -72,6 +72,11 @@ class Ingress:
     ActivateSafetyConfig = unary("ActivateSafetyConfig")
     DeleteSafetyConfig = unary("DeleteSafetyConfig")
     ListAudit = unary("ListAudit")
+    PutTenantPolicy = unary("PutTenantPolicy")
+    GetTenantPolicy = unary("GetTenantPolicy")
+    ListTenantPolicyVersions = unary("ListTenantPolicyVersions")
+    ActivateTenantPolicy = unary("ActivateTenantPolicy")
+    ListTenantPolicyAudit = unary("ListTenantPolicyAudit")
 
     # -- gRPC: grpc.health.v1.Health --------------------------------------------------------------
     Check = unary("Check")

@@ -13,7 +13,13 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from aligner.contract import AlignRequest, AlignResponse
-from serve.gateway.admin import ActivateSafetyConfig, CreateKey, PutSafetyConfig
+from serve.gateway.admin import (
+    ActivateSafetyConfig,
+    ActivateTenantPolicy,
+    CreateKey,
+    PutSafetyConfig,
+    PutTenantPolicy,
+)
 from serve.ingress.openai import ALIGNMENT_FIELDS
 
 REF = "#/components/schemas/{model}"
@@ -124,6 +130,8 @@ SCHEMAS: dict[str, dict] = {
     **_pydantic(CreateKey),
     **_pydantic(PutSafetyConfig),
     **_pydantic(ActivateSafetyConfig),
+    **_pydantic(PutTenantPolicy),
+    **_pydantic(ActivateTenantPolicy),
     "ChatCompletionRequest": CHAT_REQUEST,
     "ChatCompletion": CHAT_COMPLETION,
     "Error": ERROR,

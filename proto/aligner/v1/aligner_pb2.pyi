@@ -436,3 +436,122 @@ class ListAuditResponse(_message.Message):
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
     def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ...) -> None: ...
+
+class PolicyCaps(_message.Message):
+    __slots__ = ("deadline_ms", "n", "batch", "max_rounds", "beam_width", "expansions", "chunk_tokens", "neighbors", "max_tokens", "max_input_chars", "max_candidates", "max_search_tokens", "max_reward_calls", "max_engine_requests", "max_scoring_rounds")
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    BEAM_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    EXPANSIONS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBORS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_INPUT_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    MAX_SEARCH_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REWARD_CALLS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ENGINE_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SCORING_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    deadline_ms: int
+    n: int
+    batch: int
+    max_rounds: int
+    beam_width: int
+    expansions: int
+    chunk_tokens: int
+    neighbors: int
+    max_tokens: int
+    max_input_chars: int
+    max_candidates: int
+    max_search_tokens: int
+    max_reward_calls: int
+    max_engine_requests: int
+    max_scoring_rounds: int
+    def __init__(self, deadline_ms: _Optional[int] = ..., n: _Optional[int] = ..., batch: _Optional[int] = ..., max_rounds: _Optional[int] = ..., beam_width: _Optional[int] = ..., expansions: _Optional[int] = ..., chunk_tokens: _Optional[int] = ..., neighbors: _Optional[int] = ..., max_tokens: _Optional[int] = ..., max_input_chars: _Optional[int] = ..., max_candidates: _Optional[int] = ..., max_search_tokens: _Optional[int] = ..., max_reward_calls: _Optional[int] = ..., max_engine_requests: _Optional[int] = ..., max_scoring_rounds: _Optional[int] = ...) -> None: ...
+
+class PolicyDefaults(_message.Message):
+    __slots__ = ("search", "preference_vector", "budget", "max_tokens")
+    class PreferenceVectorEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCE_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    search: SearchSpec
+    preference_vector: _containers.ScalarMap[str, float]
+    budget: Budget
+    max_tokens: int
+    def __init__(self, search: _Optional[_Union[SearchSpec, _Mapping]] = ..., preference_vector: _Optional[_Mapping[str, float]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., max_tokens: _Optional[int] = ...) -> None: ...
+
+class TenantPolicy(_message.Message):
+    __slots__ = ("allowed_strategies", "allowed_objectives", "caps", "defaults", "requests_per_minute", "candidate_tokens_per_minute", "max_concurrent_requests", "weight", "priority")
+    ALLOWED_STRATEGIES_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
+    CAPS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULTS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_TOKENS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    allowed_strategies: _containers.RepeatedScalarFieldContainer[str]
+    allowed_objectives: _containers.RepeatedScalarFieldContainer[str]
+    caps: PolicyCaps
+    defaults: PolicyDefaults
+    requests_per_minute: int
+    candidate_tokens_per_minute: int
+    max_concurrent_requests: int
+    weight: float
+    priority: int
+    def __init__(self, allowed_strategies: _Optional[_Iterable[str]] = ..., allowed_objectives: _Optional[_Iterable[str]] = ..., caps: _Optional[_Union[PolicyCaps, _Mapping]] = ..., defaults: _Optional[_Union[PolicyDefaults, _Mapping]] = ..., requests_per_minute: _Optional[int] = ..., candidate_tokens_per_minute: _Optional[int] = ..., max_concurrent_requests: _Optional[int] = ..., weight: _Optional[float] = ..., priority: _Optional[int] = ...) -> None: ...
+
+class TenantPolicyVersion(_message.Message):
+    __slots__ = ("tenant", "version", "policy", "content_hash", "created_at", "created_by")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    version: int
+    policy: TenantPolicy
+    content_hash: str
+    created_at: str
+    created_by: str
+    def __init__(self, tenant: _Optional[str] = ..., version: _Optional[int] = ..., policy: _Optional[_Union[TenantPolicy, _Mapping]] = ..., content_hash: _Optional[str] = ..., created_at: _Optional[str] = ..., created_by: _Optional[str] = ...) -> None: ...
+
+class PutTenantPolicyRequest(_message.Message):
+    __slots__ = ("tenant", "policy", "expected_version")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    policy: TenantPolicy
+    expected_version: int
+    def __init__(self, tenant: _Optional[str] = ..., policy: _Optional[_Union[TenantPolicy, _Mapping]] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class ListTenantPolicyVersionsResponse(_message.Message):
+    __slots__ = ("active", "versions")
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    active: int
+    versions: _containers.RepeatedCompositeFieldContainer[TenantPolicyVersion]
+    def __init__(self, active: _Optional[int] = ..., versions: _Optional[_Iterable[_Union[TenantPolicyVersion, _Mapping]]] = ...) -> None: ...
+
+class ActivateTenantPolicyRequest(_message.Message):
+    __slots__ = ("tenant", "version", "expected_version")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    version: int
+    expected_version: int
+    def __init__(self, tenant: _Optional[str] = ..., version: _Optional[int] = ..., expected_version: _Optional[int] = ...) -> None: ...

@@ -257,6 +257,31 @@ class AdminStub:
                 request_serializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.ListAuditRequest.SerializeToString,
                 response_deserializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.ListAuditResponse.FromString,
                 _registered_method=True)
+        self.PutTenantPolicy = channel.unary_unary(
+                '/aligner.v1.Admin/PutTenantPolicy',
+                request_serializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.PutTenantPolicyRequest.SerializeToString,
+                response_deserializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.TenantPolicyVersion.FromString,
+                _registered_method=True)
+        self.GetTenantPolicy = channel.unary_unary(
+                '/aligner.v1.Admin/GetTenantPolicy',
+                request_serializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.TenantRequest.SerializeToString,
+                response_deserializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.TenantPolicyVersion.FromString,
+                _registered_method=True)
+        self.ListTenantPolicyVersions = channel.unary_unary(
+                '/aligner.v1.Admin/ListTenantPolicyVersions',
+                request_serializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.TenantRequest.SerializeToString,
+                response_deserializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.ListTenantPolicyVersionsResponse.FromString,
+                _registered_method=True)
+        self.ActivateTenantPolicy = channel.unary_unary(
+                '/aligner.v1.Admin/ActivateTenantPolicy',
+                request_serializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.ActivateTenantPolicyRequest.SerializeToString,
+                response_deserializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.TenantPolicyVersion.FromString,
+                _registered_method=True)
+        self.ListTenantPolicyAudit = channel.unary_unary(
+                '/aligner.v1.Admin/ListTenantPolicyAudit',
+                request_serializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.TenantRequest.SerializeToString,
+                response_deserializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.ListAuditResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -322,6 +347,37 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutTenantPolicy(self, request, context):
+        """Tenants' policies: the same versions, expected_version and audit as safety configs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTenantPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTenantPolicyVersions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ActivateTenantPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTenantPolicyAudit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -368,6 +424,31 @@ def add_AdminServicer_to_server(servicer, server):
             'ListAudit': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAudit,
                     request_deserializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.ListAuditRequest.FromString,
+                    response_serializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.ListAuditResponse.SerializeToString,
+            ),
+            'PutTenantPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutTenantPolicy,
+                    request_deserializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.PutTenantPolicyRequest.FromString,
+                    response_serializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.TenantPolicyVersion.SerializeToString,
+            ),
+            'GetTenantPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenantPolicy,
+                    request_deserializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.TenantRequest.FromString,
+                    response_serializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.TenantPolicyVersion.SerializeToString,
+            ),
+            'ListTenantPolicyVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenantPolicyVersions,
+                    request_deserializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.TenantRequest.FromString,
+                    response_serializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.ListTenantPolicyVersionsResponse.SerializeToString,
+            ),
+            'ActivateTenantPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.ActivateTenantPolicy,
+                    request_deserializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.ActivateTenantPolicyRequest.FromString,
+                    response_serializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.TenantPolicyVersion.SerializeToString,
+            ),
+            'ListTenantPolicyAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenantPolicyAudit,
+                    request_deserializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.TenantRequest.FromString,
                     response_serializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.ListAuditResponse.SerializeToString,
             ),
     }
@@ -617,6 +698,141 @@ class Admin:
             target,
             '/aligner.v1.Admin/ListAudit',
             proto_dot_aligner_dot_v1_dot_aligner__pb2.ListAuditRequest.SerializeToString,
+            proto_dot_aligner_dot_v1_dot_aligner__pb2.ListAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutTenantPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aligner.v1.Admin/PutTenantPolicy',
+            proto_dot_aligner_dot_v1_dot_aligner__pb2.PutTenantPolicyRequest.SerializeToString,
+            proto_dot_aligner_dot_v1_dot_aligner__pb2.TenantPolicyVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenantPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aligner.v1.Admin/GetTenantPolicy',
+            proto_dot_aligner_dot_v1_dot_aligner__pb2.TenantRequest.SerializeToString,
+            proto_dot_aligner_dot_v1_dot_aligner__pb2.TenantPolicyVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenantPolicyVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aligner.v1.Admin/ListTenantPolicyVersions',
+            proto_dot_aligner_dot_v1_dot_aligner__pb2.TenantRequest.SerializeToString,
+            proto_dot_aligner_dot_v1_dot_aligner__pb2.ListTenantPolicyVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ActivateTenantPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aligner.v1.Admin/ActivateTenantPolicy',
+            proto_dot_aligner_dot_v1_dot_aligner__pb2.ActivateTenantPolicyRequest.SerializeToString,
+            proto_dot_aligner_dot_v1_dot_aligner__pb2.TenantPolicyVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenantPolicyAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aligner.v1.Admin/ListTenantPolicyAudit',
+            proto_dot_aligner_dot_v1_dot_aligner__pb2.TenantRequest.SerializeToString,
             proto_dot_aligner_dot_v1_dot_aligner__pb2.ListAuditResponse.FromString,
             options,
             channel_credentials,
