@@ -70,7 +70,7 @@ def _caps_model() -> type[_CapsBase]:
         info = SearchLimits.model_fields[name]
         described = (info.description or "").rstrip(".")
         fields[name] = (
-            Annotated[info.annotation, *info.metadata] | None,  # type: ignore[name-defined]
+            Annotated[info.annotation, *info.metadata] | None,
             Field(None, description=f"At most the server's `{name}` (null: the server's): {described}."),
         )
     return create_model("PolicyCaps", __base__=_CapsBase, **fields)

@@ -96,7 +96,7 @@ def _budget_with_defaults(given: Any, policy: TenantPolicy) -> dict[str, Any] | 
             budget[field] = value
     cap = policy.caps.deadline_ms
     deadline = budget.get("deadline_ms")
-    if _is_count(deadline) and cap is not None and deadline > cap:
+    if isinstance(deadline, int) and not isinstance(deadline, bool) and cap is not None and deadline > cap:
         raise InvalidRequest(
             "budget.deadline_ms", f"is {deadline} but the tenant's policy allows at most {cap} (caps.deadline_ms)"
         )
@@ -107,10 +107,6 @@ def _budget_with_defaults(given: Any, policy: TenantPolicy) -> dict[str, Any] | 
         if wanted is not None:
             budget["deadline_ms"] = wanted
     return budget if budget != given else None
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_allowed(request: AlignRequest, policy: TenantPolicy) -> None:
