@@ -122,6 +122,13 @@ class ServerConfig(BaseModel):
         description="How long a checked key is trusted before the store is asked again (≤ 1 s, "
         "so a revoked key is refused within a second everywhere).",
     )
+    usage_flush_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="How often each ingress replica adds the usage it metered to the tenant store (one write per "
+        "interval, not per request); a replica that dies unstopped loses at most this much usage.",
+    )
     http_host: str = Field("127.0.0.1", description="Address the HTTP proxy listens on (0.0.0.0 in a cluster).")
     http_port: int = Field(8000, ge=1, le=65535, description="HTTP port (REST, OpenAI-compatible API, /metrics).")
     grpc_port: int = Field(

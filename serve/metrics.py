@@ -60,6 +60,13 @@ class Metrics:
             ["strategy"],
             registry=r,
         )
+        self.tenant_generated_tokens = Counter(
+            "aligner_tenant_generated_tokens",
+            "Tokens the engine generated for each tenant's answered requests: every candidate's and the judge's "
+            "(what x-aligner-generated-tokens bills).",
+            ["tenant"],
+            registry=r,
+        )
         self.candidates = Histogram(
             "aligner_candidates_per_request",
             "Final candidates a search compared.",

@@ -1,8 +1,8 @@
 """The tenant store: API keys, tenants' safety configs and policies (versions, the active one, audit) in SQL.
 
 `keys` (key format, hashing, tenant names), `records` (what the store returns), `schema` (tables
-and migrations), `backends` (SQLite / PostgreSQL), `key_table` and `safety_table` (each table's
-operations) and `store` (`TenantStore`, and the `SafetyConfigStore` interface it shares with the
+and migrations), `backends` (SQLite / PostgreSQL), `key_table`, `safety_table` and `usage_table` (each
+table's operations) and `store` (`TenantStore`, and the `SafetyConfigStore` interface it shares with the
 admin client).
 """
 
@@ -18,6 +18,16 @@ from aligner.tenants.store import (
     TenantPolicyStore,
     TenantStore,
     import_bootstrap_admin_key,
+)
+from aligner.tenants.usage_table import (
+    TenantUsage,
+    UsageCounts,
+    UsageKey,
+    UsageRow,
+    hour_of,
+    hour_range,
+    summarize,
+    usage_report,
 )
 
 __all__ = [
@@ -37,11 +47,19 @@ __all__ = [
     "TenantPolicyStore",
     "TenantPolicyVersion",
     "TenantStore",
+    "TenantUsage",
+    "UsageCounts",
+    "UsageKey",
+    "UsageRow",
     "default_store_url",
     "effective_limits",
     "generate_key",
+    "hour_of",
+    "hour_range",
     "import_bootstrap_admin_key",
     "mask_url",
     "parse_request",
+    "summarize",
+    "usage_report",
     "validate_tenant",
 ]

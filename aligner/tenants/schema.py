@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -102,6 +103,33 @@ safety_audit = Table(
 )
 
 
+# Metered usage: one row per tenant, UTC hour and request status; ingress replicas add to it
+# (aligner/tenants/usage_table.py).
+_USAGE_COUNTERS = (
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "generated_tokens",
+    "candidate_tokens",
+    "prefill_tokens",
+    "reward_calls",
+    "engine_requests",
+    "safety_passed",
+    "safety_resampled",
+    "safety_refused",
+    "safety_flagged",
+)
+usage_hourly = Table(
+    "usage_hourly",
+    metadata,
+    Column("tenant", String(63), primary_key=True),
+    Column("hour", UTCDateTime, primary_key=True),
+    Column("status", String(32), primary_key=True),
+    *(Column(name, BigInteger, nullable=False, server_default="0") for name in _USAGE_COUNTERS),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+
 # Tenants' policies (aligner/tenants/policy_table.py): versions, the active one, the audit log, the same
 # shape as the safety configs'.
 tenant_policy_versions = Table(
@@ -191,7 +219,7 @@ def _migration_2_safety_configs(conn: Connection) -> None:
     frozen.create_all(conn)
 
 
-def _migration_4_tenant_policies(conn: Connection) -> None:
+def _migration_3_tenant_policies(conn: Connection) -> None:
     """Tenants' policies: immutable versions per tenant, the active one, and an append-only audit log."""
     frozen = MetaData()
     Table(
@@ -227,10 +255,41 @@ def _migration_4_tenant_policies(conn: Connection) -> None:
     frozen.create_all(conn)
 
 
+def _migration_4_usage(conn: Connection) -> None:
+    """Metered usage: per tenant, hour (UTC) and request status, the counters ingress replicas add to."""
+    frozen = MetaData()
+    counters = (
+        "requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "generated_tokens",
+        "candidate_tokens",
+        "prefill_tokens",
+        "reward_calls",
+        "engine_requests",
+        "safety_passed",
+        "safety_resampled",
+        "safety_refused",
+        "safety_flagged",
+    )  # frozen here: a later counter is a later migration
+    usage = Table(
+        "usage_hourly",
+        frozen,
+        Column("tenant", String(63), primary_key=True),
+        Column("hour", UTCDateTime, primary_key=True),
+        Column("status", String(32), primary_key=True),
+        *(Column(name, BigInteger, nullable=False, server_default="0") for name in counters),
+        Column("updated_at", UTCDateTime, nullable=False),
+    )
+    Index("ix_usage_hourly_hour", usage.c.hour)  # reads by time range over every tenant
+    frozen.create_all(conn)
+
+
 # Version N is MIGRATIONS[N - 1]. Append only: each step gets the open connection inside the
 # migration's transaction (DDL is transactional on both backends) and may run any DDL/DML.
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _migration_1_api_keys,
     _migration_2_safety_configs,
-    _migration_4_tenant_policies,
+    _migration_3_tenant_policies,
+    _migration_4_usage,
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol, Self
 
@@ -24,6 +25,7 @@ from aligner.tenants.policy import TenantPolicy
 from aligner.tenants.policy_table import PolicyTable
 from aligner.tenants.records import ApiKey, AuditEntry, SafetyConfigVersion, TenantPolicyVersion, now
 from aligner.tenants.safety_table import SafetyConfigTable
+from aligner.tenants.usage_table import UsageCounts, UsageKey, UsageRow, UsageTable
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,7 @@ class TenantStore(SafetyConfigStore, TenantPolicyStore):
         self._keys = KeyTable(db)
         self._configs = SafetyConfigTable(db)
         self._policies = PolicyTable(db)
+        self._usage = UsageTable(db)
         self.url = db.url  # password masked
 
     @classmethod
@@ -242,6 +245,17 @@ class TenantStore(SafetyConfigStore, TenantPolicyStore):
     def tenant_policy_audit(self, tenant: str | None = None, since: datetime | None = None) -> list[AuditEntry]:
         """Every policy change (of `tenant`, at or after `since`), oldest first."""
         return self._policies.audit(tenant, since)
+
+    # -- metered usage
+    def add_usage(self, counts: Mapping[UsageKey, UsageCounts]) -> None:
+        """Add each (tenant, hour, status)'s counts to its stored row, atomically (several writers add up)."""
+        self._usage.add(counts)
+
+    def usage(
+        self, tenant: str | None = None, since: datetime | None = None, until: datetime | None = None
+    ) -> list[UsageRow]:
+        """The usage rows (of `tenant`) of every hour overlapping [since, until), by tenant, hour, status."""
+        return self._usage.rows(tenant, since, until)
 
 
 def import_bootstrap_admin_key(store: TenantStore) -> ApiKey | None:

@@ -189,6 +189,10 @@ def _policy_version(data: dict[str, Any]) -> TenantPolicyVersion:
         created_by=data["created_by"],
     )
 
+    def usage(self, tenant: str | None = None, since: str | None = None, until: str | None = None) -> dict[str, Any]:
+        """GET /v1/admin/usage: the metered usage as the server answers it (see `usage_report`)."""
+        return self._call("GET", "/v1/admin/usage", tenant=tenant, since=since, until=until)
+
 
 def _version(data: dict[str, Any]) -> SafetyConfigVersion:
     return SafetyConfigVersion(

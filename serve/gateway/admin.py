@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aligner.contract import DEFAULT_LIMITS, SearchLimits, parse_model
 from aligner.errors import InvalidRequest, NotFound
 from aligner.safety.config import SafetyConfig
-from aligner.tenants import ApiKey, TenantStore, validate_tenant
+from aligner.tenants import ApiKey, TenantStore, hour_range, usage_report, validate_tenant
 from aligner.tenants.policy import TenantPolicy
 from serve.gateway.messages import ObjectiveInfo
 
@@ -240,3 +240,13 @@ class AdminService:
         """Every change of the tenant's policy, oldest first."""
         entries = await asyncio.to_thread(self.store.tenant_policy_audit, validate_tenant(tenant))
         return {"entries": [e.to_dict() for e in entries]}
+
+    # -- metered usage -------------------------------------------------------------------------------
+
+    async def usage(self, admin: ApiKey, tenant: str | None, since: str | None, until: str | None) -> Answer:
+        """Metered usage of every hour overlapping [since, until) (ISO 8601; no zone: UTC), per tenant and
+        hour and in total; what ingress replicas counted since their last flush is not in it yet."""
+        start, end = hour_range(since, until)
+        if tenant is not None:
+            validate_tenant(tenant)
+        return usage_report(await asyncio.to_thread(self.store.usage, tenant, start, end), start, end)

@@ -36,6 +36,7 @@ from serve.gateway.messages import (
     ReplicaResult,
     StreamItem,
 )
+from serve.gateway.metering import UsageMeter
 from serve.gateway.policies import NO_POLICY, ActivePolicies
 from serve.gateway.readiness import PROBE_TIMEOUT_S, ReadinessRecord
 from serve.metrics import Metrics
@@ -44,14 +45,18 @@ log = logging.getLogger("aligner.serve")
 
 # What a relayed stream yields to a transport: text as it comes, then Done, or an ErrorInfo instead.
 Relayed = Delta | Chunk | Done | ErrorInfo
+GENERATED_TOKENS_HEADER = "x-aligner-generated-tokens"
 
 
 class Call:
     """One request's bookkeeping at the ingress: tenant, strategy, timing, and its final metric."""
 
-    def __init__(self, metrics: Metrics, readiness: ReadinessRecord):
+    def __init__(self, metrics: Metrics, readiness: ReadinessRecord, meter: UsageMeter | None = None):
         self.metrics = metrics
         self.readiness = readiness
+        self.meter = meter
+        self.response: AlignResponse | None = None  # set when answered: its usage is metered and billed
+        self.key: ApiKey | None = None  # set when admitted: only a known tenant's requests are metered
         self.started = time.monotonic()
         self.tenant = "unauthenticated"
         self.strategy = "none"
@@ -62,7 +67,9 @@ class Call:
         readiness.began()
 
     def ok(self, response: AlignResponse) -> None:
+        self.response = response
         self.metrics.response(self.strategy, response, time.monotonic() - self.started)
+        self.metrics.tenant_generated_tokens.labels(tenant=self.tenant).inc(response.usage.generated_tokens)
         verdict = response.safety.verdict if response.safety is not None else None
         if verdict is not None:
             self.metrics.safety_actions.labels(tenant=self.tenant, action=verdict).inc()
@@ -75,6 +82,10 @@ class Call:
             self.readiness.ended()
             self.readiness.failed(status)
             self.metrics.finished(self.tenant, self.strategy, status)
+            if self.meter is not None and self.key is not None:
+                safety = self.response.safety if self.response is not None else None
+                usage = self.response.usage if self.response is not None else None
+                self.meter.record(self.tenant, status, usage, safety.verdict if safety is not None else None)
 
     def safety_headers(self) -> dict[str, str]:
         """Which versions of the tenant's safety config and policy the request is served under (none: no
@@ -84,8 +95,10 @@ class Call:
         return {**safety, **self.policy.headers()}
 
     def headers(self) -> dict[str, str]:
-        """Who served the answer, and under which safety config."""
-        return {"x-aligner-replica": self.replica or "", **self.safety_headers()}
+        """Who served the answer, under which safety config, and the tokens it cost (a gateway in
+        front bills the fan-out: every candidate's tokens and the judge's, not only the completion)."""
+        billed = {} if self.response is None else {GENERATED_TOKENS_HEADER: str(self.response.usage.generated_tokens)}
+        return {"x-aligner-replica": self.replica or "", **self.safety_headers(), **billed}
 
 
 class Gateway:
@@ -102,6 +115,8 @@ class Gateway:
         self.metrics = Metrics()
         self.readiness = ReadinessRecord()
         self.pusher = MetricsPusher(hub, self.metrics, config.metrics_interval_s, "ingress")
+        self.meter = UsageMeter(store, config.usage_flush_s)  # per-tenant usage, batched into the store
+        self.meter.start()
         self._info: ModelInfo | None = None
         # The first call through the model handle starts its router, which then learns the replicas.
         # Made now: otherwise the first burst of clients all queue while it learns, and overflow
@@ -120,7 +135,7 @@ class Gateway:
     async def call(self) -> AsyncIterator[Call]:
         """A generation request's `Call`: a request that fails or is cancelled here is counted under
         its error code (or `cancelled`), and the error goes on to the transport's one handler."""
-        call = Call(self.metrics, self.readiness)
+        call = Call(self.metrics, self.readiness, self.meter)
         try:
             yield call
         except asyncio.CancelledError:  # the client went away: Serve cancels us and the replica's search
@@ -133,7 +148,7 @@ class Gateway:
     async def admit(self, call: Call, authorization: str | None) -> None:
         """Authenticate a generation request and fix the safety config and the policy it is served under."""
         key = await self.auth.authenticate(authorization)
-        call.tenant = key.tenant
+        call.tenant, call.key = key.tenant, key
         # One version per request: the one active now, whatever changes while it runs.
         call.context = await self.safety.for_request(key)
         call.policy = await self.policies.for_request(key)
@@ -259,3 +274,9 @@ class Gateway:
     async def metrics_text(self) -> bytes:
         """Prometheus text format: every replica's metrics, merged (see serve/metrics.py)."""
         return await self.hub.render.remote()
+
+    # -- shutdown -----------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """The replica is stopping (Ingress.__del__): write the usage counted since the last flush."""
+        await self.meter.close()

@@ -27,6 +27,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2
 
 from aligner.errors import ErrorInfo
+from aligner.events import Done
 from aligner.tenants import ApiKey
 from proto.aligner.v1 import aligner_pb2 as pb
 from serve.errors import grpc_code, retry_after
@@ -155,6 +156,9 @@ class GrpcService:
         lambda s, admin, f: s.delete_safety_config(admin, f["tenant"], f["expected_version"]),
     )
     ListAudit = admin_rpc(pb.ListAuditResponse, lambda s, admin, f: s.audit(admin, f.get("tenant"), f.get("since")))
+    GetUsage = admin_rpc(
+        pb.UsageResponse, lambda s, admin, f: s.usage(admin, f.get("tenant"), f.get("since"), f.get("until"))
+    )
     PutTenantPolicy = admin_rpc(
         pb.TenantPolicyVersion, lambda s, admin, f: s.put_policy(admin, f["tenant"], with_expected_version(f))
     )
@@ -197,6 +201,8 @@ class GrpcService:
             async for event in events:
                 if isinstance(event, ErrorInfo):
                     raise event.error()
+                if isinstance(event, Done):  # the proxy takes trailers with each message: set before the last
+                    grpc_context.set_trailing_metadata(list(call.headers().items()))
                 yield grpc_convert.generate_event(event)
 
     @grpc_errors(pb.ListObjectivesResponse)

@@ -272,6 +272,14 @@ async def audit_route(request: Request, tenant: str | None = None, since: str | 
     return await admin_answer(request, lambda s, a: s.audit(a, tenant, since))
 
 
+async def usage_route(
+    request: Request, tenant: str | None = None, since: str | None = None, until: str | None = None
+) -> Response:
+    """Metered usage (of `tenant`) of every hour overlapping [since, until) (ISO 8601), per tenant and hour,
+    and totals."""
+    return await admin_answer(request, lambda s, a: s.usage(a, tenant, since, until))
+
+
 # -- the app ---------------------------------------------------------------------------------------
 
 SAFETY_CONFIG = "/v1/admin/tenants/{tenant}/safety-config"
@@ -311,6 +319,7 @@ ROUTES: list[tuple[str, str, Callable[..., Awaitable[Response]], dict[str, Any]]
     ),
     ("DELETE", SAFETY_CONFIG, delete_safety_config_route, {}),
     ("GET", "/v1/admin/audit", audit_route, {}),
+    ("GET", "/v1/admin/usage", usage_route, {}),
     *policy_routes.routes(admin_answer),
 ]
 # Routes whose errors leave in OpenAI's format (the others: the native one).

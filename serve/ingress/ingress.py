@@ -53,6 +53,12 @@ class Ingress:
         self.gateway = Gateway(server_config, model, hub, store)
         self.grpc = GrpcService(self.gateway)
 
+    async def __del__(self) -> None:
+        """Ray Serve awaits this when it stops the replica (after draining): nothing counted is lost."""
+        gateway = getattr(self, "gateway", None)  # None: the constructor failed, nothing was counted
+        if gateway is not None:
+            await gateway.close()
+
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Ray Serve asks for the HTTP app once the replica is constructed: its routes close over the gateway."""
         return http_routes.build_app(self.gateway)
@@ -72,6 +78,7 @@ class Ingress:
     ActivateSafetyConfig = unary("ActivateSafetyConfig")
     DeleteSafetyConfig = unary("DeleteSafetyConfig")
     ListAudit = unary("ListAudit")
+    GetUsage = unary("GetUsage")
     PutTenantPolicy = unary("PutTenantPolicy")
     GetTenantPolicy = unary("GetTenantPolicy")
     ListTenantPolicyVersions = unary("ListTenantPolicyVersions")

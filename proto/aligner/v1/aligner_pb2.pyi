@@ -555,3 +555,65 @@ class ActivateTenantPolicyRequest(_message.Message):
     version: int
     expected_version: int
     def __init__(self, tenant: _Optional[str] = ..., version: _Optional[int] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class UsageRequest(_message.Message):
+    __slots__ = ("tenant", "since", "until")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    since: str
+    until: str
+    def __init__(self, tenant: _Optional[str] = ..., since: _Optional[str] = ..., until: _Optional[str] = ...) -> None: ...
+
+class TenantUsage(_message.Message):
+    __slots__ = ("tenant", "hour", "requests", "prompt_tokens", "completion_tokens", "generated_tokens", "candidate_tokens", "prefill_tokens", "reward_calls", "engine_requests", "safety_actions")
+    class RequestsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class SafetyActionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    HOUR_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REWARD_CALLS_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    SAFETY_ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    hour: str
+    requests: _containers.ScalarMap[str, int]
+    prompt_tokens: int
+    completion_tokens: int
+    generated_tokens: int
+    candidate_tokens: int
+    prefill_tokens: int
+    reward_calls: int
+    engine_requests: int
+    safety_actions: _containers.ScalarMap[str, int]
+    def __init__(self, tenant: _Optional[str] = ..., hour: _Optional[str] = ..., requests: _Optional[_Mapping[str, int]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., generated_tokens: _Optional[int] = ..., candidate_tokens: _Optional[int] = ..., prefill_tokens: _Optional[int] = ..., reward_calls: _Optional[int] = ..., engine_requests: _Optional[int] = ..., safety_actions: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class UsageResponse(_message.Message):
+    __slots__ = ("since", "until", "hours", "totals")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    HOURS_FIELD_NUMBER: _ClassVar[int]
+    TOTALS_FIELD_NUMBER: _ClassVar[int]
+    since: str
+    until: str
+    hours: _containers.RepeatedCompositeFieldContainer[TenantUsage]
+    totals: _containers.RepeatedCompositeFieldContainer[TenantUsage]
+    def __init__(self, since: _Optional[str] = ..., until: _Optional[str] = ..., hours: _Optional[_Iterable[_Union[TenantUsage, _Mapping]]] = ..., totals: _Optional[_Iterable[_Union[TenantUsage, _Mapping]]] = ...) -> None: ...

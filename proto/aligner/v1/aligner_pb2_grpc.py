@@ -257,6 +257,11 @@ class AdminStub:
                 request_serializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.ListAuditRequest.SerializeToString,
                 response_deserializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.ListAuditResponse.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/aligner.v1.Admin/GetUsage',
+                request_serializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.UsageRequest.SerializeToString,
+                response_deserializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.UsageResponse.FromString,
+                _registered_method=True)
         self.PutTenantPolicy = channel.unary_unary(
                 '/aligner.v1.Admin/PutTenantPolicy',
                 request_serializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.PutTenantPolicyRequest.SerializeToString,
@@ -347,6 +352,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsage(self, request, context):
+        """Metered usage per tenant and UTC hour, and totals (GET /v1/admin/usage).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PutTenantPolicy(self, request, context):
         """Tenants' policies: the same versions, expected_version and audit as safety configs.
         """
@@ -425,6 +437,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListAudit,
                     request_deserializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.ListAuditRequest.FromString,
                     response_serializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.ListAuditResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.UsageRequest.FromString,
+                    response_serializer=proto_dot_aligner_dot_v1_dot_aligner__pb2.UsageResponse.SerializeToString,
             ),
             'PutTenantPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.PutTenantPolicy,
@@ -699,6 +716,33 @@ class Admin:
             '/aligner.v1.Admin/ListAudit',
             proto_dot_aligner_dot_v1_dot_aligner__pb2.ListAuditRequest.SerializeToString,
             proto_dot_aligner_dot_v1_dot_aligner__pb2.ListAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aligner.v1.Admin/GetUsage',
+            proto_dot_aligner_dot_v1_dot_aligner__pb2.UsageRequest.SerializeToString,
+            proto_dot_aligner_dot_v1_dot_aligner__pb2.UsageResponse.FromString,
             options,
             channel_credentials,
             insecure,
