@@ -12,6 +12,7 @@ from aligner.errors import InvalidRequest
 from aligner.search import registry as search_registry
 from aligner.search.params import sample
 from aligner.search.params.base import SearchParams
+from aligner.search.params.cost import RequestShape
 
 OBJECTIVE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 MAX_STOP_SEQUENCES = 8
@@ -45,7 +46,8 @@ class ChatMessage(_Strict):
 
 
 class SearchLimits(BaseModel):
-    """Server-side maximums for search parameters (a request above one is rejected, naming it)."""
+    """Server-side maximums for search parameters and for what one request may cost (a request above one is
+    rejected, naming it)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -67,13 +69,47 @@ class SearchLimits(BaseModel):
         256,
         ge=1,
         description="Most candidates one request's search may generate (rejection: over all rounds; beam: the "
-        "continuations of one step).",
+        "continuations of one step), a tenant's `resample` action's included.",
     )
     max_search_tokens: int = Field(
         262_144,
         ge=1,
         description="Most tokens one request's search may generate over all candidates: its worst case "
-        "(candidates × max_tokens), or the request's budget.max_candidate_tokens when that is lower.",
+        "(candidates × max_tokens; beam: every step's children × their chunk), or the request's "
+        "budget.max_candidate_tokens when that is lower.",
+    )
+    max_reward_calls: int = Field(
+        8192,
+        ge=1,
+        description="Most reward calls (candidates or partial candidates scored) one request's search may make: its "
+        "worst case (beam: every step's children, over ⌈max_tokens / chunk_tokens⌉ steps), or the request's "
+        "budget.max_reward_calls when that is lower.",
+    )
+    max_engine_requests: int = Field(
+        2048,
+        ge=1,
+        description="Most generation requests one request's search may send to the engine (rejection: one per "
+        "round; beam: one per running beam and step; rps: one per direction). Judges are capped by "
+        "max_judge_prefill_tokens.",
+    )
+    max_scoring_rounds: int = Field(
+        256, ge=1, description="Most scoring rounds of one request's search (rejection rounds, beam steps)."
+    )
+    max_judge_prefill_tokens: int = Field(
+        1_048_576,
+        ge=1,
+        description="Most prompt tokens the judges on the policy model (e.g. helpfulness, policy_compliance) may "
+        "prefill for one request: reward calls × judged objectives × (composed prompt + response, at most 512, + "
+        "the judge's template), each at most the model's context. Checked once the prompt is composed, before "
+        "any engine work.",
+    )
+    max_request_s: float | None = Field(
+        300.0,
+        gt=0,
+        description="Wall time after which the server ends any search, streamed or not, whatever its "
+        "budget.deadline_ms (the smaller of the two holds): the best result found so far is returned with "
+        "usage.stopped_by `max_request_s`, or the error `deadline_exceeded` when there is none. Null: no server "
+        "limit.",
     )
 
 
@@ -243,12 +279,19 @@ class AlignRequest(_Strict):
 
     def _check_search(self, limits: SearchLimits) -> None:
         self.search.check_request(
-            objectives=None if self.preference_vector is None else len(self.preference_vector),
+            shape=self.shape(),
+            direction=self.preference_vector is not None,
             temperature=self.temperature,
+            budget=self.budget,
+            limits=limits,
+        )
+
+    def shape(self) -> RequestShape:
+        """What the search's cost depends on besides its own parameters (`SearchParams.cost`)."""
+        return RequestShape(
             max_tokens=self.max_tokens,
-            budget_tokens=self.budget.max_candidate_tokens,
-            max_candidates=limits.max_candidates,
-            max_search_tokens=limits.max_search_tokens,
+            objectives=len(self.preference_vector or {}),
+            scored=len(self.scored_objectives()),
         )
 
     def _check_objectives(self) -> None:
@@ -330,7 +373,11 @@ class Usage(_Strict):
     engine_requests: int = Field(0, description="Requests sent to the engine, the judge's included.")
     reward_calls: int = Field(0, description="Candidates (or partial candidates) scored.")
     rounds: int = Field(0, description="Search rounds (rejection) or steps (beam).")
-    stopped_by: str | None = Field(None, description="The budget limit that cut the search short, if any.")
+    stopped_by: str | None = Field(
+        None,
+        description="The limit that cut the search short, if any: `max_candidate_tokens`, `max_reward_calls` or "
+        "`deadline_ms` (the request's budget), or `max_request_s` (the server's time limit).",
+    )
     stage_seconds: dict[str, float] = Field(
         default_factory=dict, description="Wall time per stage: generate, score, select."
     )

@@ -4,9 +4,11 @@ A *reward call* is the scoring of one candidate (or partial candidate) on all
 the objectives the request needs; `max_reward_calls` bounds their number.
 `max_candidate_tokens` bounds the tokens generated over all candidates, and
 `deadline_ms` the wall time of the whole search: generation, scoring and
-judging alike are cut off when it passes. Strategies ask the meter what they
-can afford before each round, so no limit is ever exceeded; the first limit
-that cuts a search short is reported as `stopped_by`.
+judging alike are cut off when it passes. The server's `max_request_s` is a
+deadline too, for every request: whichever of the two comes first holds.
+Strategies ask the meter what they can afford before each round, so no limit
+is ever exceeded; the first limit that cuts a search short is reported as
+`stopped_by`.
 
 Stop strings have one meaning everywhere (OpenAI's): the text ends before the
 first occurrence of any of them, wherever it falls, chunk boundaries included.
@@ -51,6 +53,10 @@ class Meter:
     max_candidate_tokens: int | None = None
     max_reward_calls: int | None = None
     deadline_ms: int | None = None
+    # The server's time limit (SearchLimits.max_request_s): a deadline of every request.
+    max_request_s: float | None = None
+    # The most candidates a tenant's `resample` action may add (what the server's limits leave; None: no cap).
+    max_resamples: int | None = None
     candidate_tokens: int = 0
     reward_calls: int = 0
     rounds: int = 0
@@ -61,15 +67,30 @@ class Meter:
         if self.stopped_by is None:
             self.stopped_by = limit
 
+    def deadline(self) -> tuple[float, str] | None:
+        """(seconds after `started`, the limit's name) of the nearer of the two deadlines; None without one."""
+        deadlines = []
+        if self.deadline_ms is not None:
+            deadlines.append((self.deadline_ms / 1000, "deadline_ms"))
+        if self.max_request_s is not None:
+            deadlines.append((self.max_request_s, "max_request_s"))
+        return min(deadlines, default=None)
+
     def time_left(self) -> float | None:
-        if self.deadline_ms is None:
+        deadline = self.deadline()
+        if deadline is None:
             return None
-        return self.deadline_ms / 1000 - (time.monotonic() - self.started)
+        return deadline[0] - (time.monotonic() - self.started)
+
+    def timed_out(self) -> None:
+        """Record that a deadline cut the search short (the nearer one: it passed first)."""
+        deadline = self.deadline()
+        self.stop(deadline[1] if deadline is not None else "deadline_ms")
 
     def out_of_time(self) -> bool:
         left = self.time_left()
         if left is not None and left <= 0:
-            self.stop("deadline_ms")
+            self.timed_out()
             return True
         return False
 
@@ -196,7 +217,7 @@ class SearchContext:
             try:
                 candidates = await (call if left is None else asyncio.wait_for(call, max(left, 0.001)))
             except TimeoutError:
-                self.meter.stop("deadline_ms")
+                self.meter.timed_out()
                 return []
         self.meter.generated(sum(len(c.token_ids) for c in candidates))
         return candidates
@@ -215,7 +236,7 @@ class SearchContext:
             try:
                 return await (call if left is None else asyncio.wait_for(call, max(left, 0.001)))
             except TimeoutError:
-                self.meter.stop("deadline_ms")
+                self.meter.timed_out()
                 return None
 
     async def scored(self, candidates: Sequence[Candidate]) -> list[Scored]:

@@ -47,7 +47,7 @@ class Sample(Strategy):
                             emit(Delta(delta.text))
                         finish_reason = delta.finish_reason or finish_reason
         except TimeoutError:
-            ctx.meter.stop("deadline_ms")
+            ctx.meter.timed_out()
             if not pieces:
                 raise DeadlineExceeded("the deadline passed before any text was generated") from None
             finish_reason = "length"  # what was streamed stands; stopped_by says why it is short

@@ -1,14 +1,19 @@
-"""`SearchParams`, the base of every strategy's `Params`, and `Maximum`, a field's default server limit."""
+"""`SearchParams`, the base of every strategy's `Params` (its fields, its checks, its cost), and `Maximum`,
+a field's default server limit."""
 
 from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from aligner.errors import InvalidRequest
+from aligner.search.params.cost import RequestShape, SearchCost, check_cost
+
+if TYPE_CHECKING:  # the contract imports this module; these are only types here
+    from aligner.contract import Budget, SearchLimits
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,10 @@ class SearchParams(BaseModel):
         }
 
     @abstractmethod
-    def worst_case(self, max_tokens: int, objectives: int) -> tuple[int, int]:
-        """(candidates, generated tokens) this search may cost at most, before any budget, when the
-        request asks `max_tokens` per candidate and its direction names `objectives` objectives."""
+    def cost(self, shape: RequestShape) -> SearchCost:
+        """The most this search may cost (every dimension of `SearchCost`), before any budget, for a
+        request of `shape`. Judge prefills are left at 0: they are priced from the reward calls where
+        the objectives are known (aligner/search/admission.py)."""
 
     def check(self) -> None:
         """Refuse what the parameters cannot mean together (InvalidRequest); runs after the field checks."""
@@ -62,20 +68,18 @@ class SearchParams(BaseModel):
     def check_request(
         self,
         *,
-        objectives: int | None,
+        shape: RequestShape,
+        direction: bool,
         temperature: float,
-        max_tokens: int,
-        budget_tokens: int | None,
-        max_candidates: int,
-        max_search_tokens: int,
+        budget: Budget,
+        limits: SearchLimits,
     ) -> None:
         """The rules between this search and the rest of a request (InvalidRequest names the field).
 
-        `objectives`: the size of the request's direction (None: it has none); `budget_tokens`: its
-        budget.max_candidate_tokens; the maxima are the server's `SearchLimits`. The total-work check
-        prices the search by `worst_case`, so each strategy is priced by its own cost."""
+        `direction`: whether the request has a preference_vector; `limits`: the server's. The total-work
+        check prices the search by its own `cost`, capped by the budget where the meter enforces it."""
         name = self.strategy
-        if self.ranked and objectives is None:
+        if self.ranked and not direction:
             raise InvalidRequest(
                 "preference_vector", f"{name} ranks candidates by a direction; give a preference_vector"
             )
@@ -86,19 +90,4 @@ class SearchParams(BaseModel):
                 f"is 0 (greedy), so every {name} candidate would be the same; use a temperature above 0 or strategy "
                 "'sample'",
             )
-        candidates, tokens = self.worst_case(max_tokens, objectives or 0)
-        if candidates > max_candidates:
-            raise InvalidRequest(
-                "search",
-                f"{name} may generate up to {candidates} candidates; the configured maximum per request is "
-                f"{max_candidates} (max_candidates)",
-            )
-        if budget_tokens is not None:
-            tokens = min(tokens, budget_tokens)
-        if tokens > max_search_tokens:
-            raise InvalidRequest(
-                "search",
-                f"{name} may generate up to {tokens} tokens over all candidates; the configured maximum per request "
-                f"is {max_search_tokens} (max_search_tokens): lower max_tokens or the search size, or set "
-                "budget.max_candidate_tokens",
-            )
+        check_cost(name, self.cost(shape).within(budget), limits)

@@ -7,6 +7,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field
 
 from aligner.search.params.base import Maximum, SearchParams
+from aligner.search.params.cost import RequestShape, SearchCost
 
 
 class Params(SearchParams):
@@ -17,5 +18,8 @@ class Params(SearchParams):
     strategy: Literal["best_of_n"] = "best_of_n"
     n: Annotated[int, Maximum(64)] = Field(4, ge=1, description="Candidates in one engine request.")
 
-    def worst_case(self, max_tokens: int, objectives: int) -> tuple[int, int]:
-        return self.n, self.n * max_tokens
+    def cost(self, shape: RequestShape) -> SearchCost:
+        n = self.n
+        return SearchCost(
+            engine_requests=1, candidates=n, candidate_tokens=n * shape.max_tokens, scoring_rounds=1, reward_calls=n
+        )

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 
 from aligner.errors import InvalidRequest
 from aligner.search.params.base import Maximum, SearchParams
+from aligner.search.params.cost import RequestShape, SearchCost
 
 
 class Params(SearchParams):
@@ -35,6 +36,14 @@ class Params(SearchParams):
         if self.threshold is None:
             raise InvalidRequest("search.threshold", "rejection sampling needs a threshold on the combined score")
 
-    def worst_case(self, max_tokens: int, objectives: int) -> tuple[int, int]:
-        count = self.batch * self.max_rounds
-        return count, count * max_tokens
+    def cost(self, shape: RequestShape) -> SearchCost:
+        # Every round is one engine request of `batch` candidates, all scored.
+        rounds = self.max_rounds
+        count = self.batch * rounds
+        return SearchCost(
+            engine_requests=rounds,
+            candidates=count,
+            candidate_tokens=count * shape.max_tokens,
+            scoring_rounds=rounds,
+            reward_calls=count,
+        )

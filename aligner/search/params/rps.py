@@ -7,6 +7,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field
 
 from aligner.search.params.base import Maximum, SearchParams
+from aligner.search.params.cost import RequestShape, SearchCost
 
 
 class Params(SearchParams):
@@ -23,7 +24,15 @@ class Params(SearchParams):
         15.0, gt=0.0, le=90.0, description="Angle in degrees between the direction and its neighbours."
     )
 
-    def worst_case(self, max_tokens: int, objectives: int) -> tuple[int, int]:
-        # A direction over one objective has no neighbours: RPS is then best-of-n.
-        count = self.n * (self.neighbors if objectives > 1 else 1)
-        return count, count * max_tokens
+    def cost(self, shape: RequestShape) -> SearchCost:
+        # A direction over one objective has no neighbours: RPS is then best-of-n. Models that read
+        # directions get one engine request per direction (others one in all): the larger is priced.
+        directions = self.neighbors if shape.objectives > 1 else 1
+        count = self.n * directions
+        return SearchCost(
+            engine_requests=directions,
+            candidates=count,
+            candidate_tokens=count * shape.max_tokens,
+            scoring_rounds=1,
+            reward_calls=count,
+        )

@@ -215,7 +215,7 @@ def test_total_candidates_are_capped():
     err = refused({"prompt": "hi", "preference_vector": VECTOR, "search": rps})
     assert err.field == "search" and "1024 candidates" in err.message and "max_candidates" in err.message
     one_objective = AlignRequest.parse({"prompt": "hi", "preference_vector": {"relevance": 1}, "search": rps})
-    assert one_objective.search.worst_case(one_objective.max_tokens, 1)[0] == 64  # no neighbours: n only
+    assert one_objective.search.cost(one_objective.shape()).candidates == 64  # no neighbours: n only
 
 
 def test_total_tokens_are_capped_unless_the_budget_bounds_them():
@@ -324,7 +324,14 @@ def requests():
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(requests())
 def test_any_input_parses_within_the_limits_or_names_a_field(data):
-    limits = SearchLimits(max_candidates=64, max_search_tokens=20_000, max_input_chars=100)
+    limits = SearchLimits(
+        max_candidates=64,
+        max_search_tokens=20_000,
+        max_input_chars=100,
+        max_reward_calls=500,
+        max_engine_requests=100,
+        max_scoring_rounds=50,
+    )
     try:
         request = AlignRequest.parse(data, limits)
     except InvalidRequest as err:
@@ -332,10 +339,13 @@ def test_any_input_parses_within_the_limits_or_names_a_field(data):
         assert top in FIELDS and err.message, (err.field, err.message)
         return
     assert request.max_tokens <= limits.max_tokens
-    candidates, tokens = request.search.worst_case(request.max_tokens, len(request.preference_vector or {}))
-    assert candidates <= limits.max_candidates
-    budget_tokens = request.budget.max_candidate_tokens
-    assert min(tokens, budget_tokens or tokens) <= limits.max_search_tokens
+    cost = request.search.cost(request.shape())
+    assert cost.candidates <= limits.max_candidates
+    assert cost.engine_requests <= limits.max_engine_requests
+    budget_tokens, budget_calls = request.budget.max_candidate_tokens, request.budget.max_reward_calls
+    assert min(cost.candidate_tokens, budget_tokens or cost.candidate_tokens) <= limits.max_search_tokens
+    assert min(cost.reward_calls, budget_calls or cost.reward_calls) <= limits.max_reward_calls
+    assert min(cost.scoring_rounds, budget_calls or cost.scoring_rounds) <= limits.max_scoring_rounds
     text = request.prompt if request.prompt is not None else "".join(m.content for m in request.messages)
     assert text.strip() and len(text) <= limits.max_input_chars
     text.encode("utf-8")  # no surrogates

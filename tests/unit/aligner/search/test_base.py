@@ -58,6 +58,22 @@ def test_deadline():
     assert meter(deadline_ms=10_000).time_left() > 9
 
 
+def test_the_servers_time_limit_is_a_deadline_of_every_request():
+    m = Meter(started=time.monotonic() - 1.0, max_request_s=0.5)
+    assert m.affordable(1, 10, scored=False) == (0, 0) and m.stopped_by == "max_request_s"
+    assert meter(max_request_s=300).time_left() > 299
+
+
+@pytest.mark.parametrize(
+    ("deadline_ms", "max_request_s", "named"), [(500, 2.0, "deadline_ms"), (5000, 2.0, "max_request_s")]
+)
+def test_the_nearer_of_the_two_deadlines_holds_and_is_named(deadline_ms, max_request_s, named):
+    m = Meter(started=time.monotonic(), deadline_ms=deadline_ms, max_request_s=max_request_s)
+    assert m.time_left() <= min(deadline_ms / 1000, max_request_s)
+    m.timed_out()
+    assert m.stopped_by == named
+
+
 def test_common_prefix():
     assert common_prefix([(1, 2, 3), (1, 2, 4), (1, 2)]) == (1, 2)
     assert common_prefix([(5,), (6,)]) == ()

@@ -18,6 +18,7 @@ from aligner.prompting import ModelProfile
 from aligner.search import registry
 from aligner.search.base import SearchContext, SearchResult, Strategy
 from aligner.search.params.base import Maximum, SearchParams
+from aligner.search.params.cost import RequestShape, SearchCost
 from aligner.search.strategies import strategy_for
 from tests.fakes import FakeGenerator, fake_text
 
@@ -31,8 +32,11 @@ class Params(SearchParams):
     strategy: Literal["shortest_of_k"] = "shortest_of_k"
     k: Annotated[int, Maximum(8)] = Field(3, ge=1, description="Candidates compared.")
 
-    def worst_case(self, max_tokens: int, objectives: int) -> tuple[int, int]:
-        return self.k, self.k * max_tokens
+    def cost(self, shape: RequestShape) -> SearchCost:
+        k = self.k
+        return SearchCost(
+            engine_requests=1, candidates=k, candidate_tokens=k * shape.max_tokens, scoring_rounds=0, reward_calls=0
+        )
 
 
 class ShortestOfK(Strategy):
@@ -83,12 +87,14 @@ def test_its_fields_are_checked_and_bounded_like_a_built_in_strategys(registered
     assert refused({"strategy": "nope"}).reason.endswith(f"allowed: sample, best_of_n, rejection, beam, rps, {NAME}")
 
 
-def test_the_total_work_check_prices_it_by_its_worst_case(registered):
+def test_the_total_work_check_prices_it_by_its_own_cost(registered):
     err = refused({"strategy": NAME, "k": 8}, SearchLimits(max_candidates=4))
     assert err.field == "search" and f"{NAME} may generate up to 8 candidates" in err.reason
     err = refused({"strategy": NAME, "k": 4}, SearchLimits(max_search_tokens=100))
     assert err.field == "search" and "up to 160 tokens" in err.reason
     parse({"strategy": NAME, "k": 4}, SearchLimits(max_search_tokens=100), budget={"max_candidate_tokens": 100})
+    # Every dimension is its own: one engine request and no scoring fit the tightest caps.
+    parse({"strategy": NAME, "k": 4}, SearchLimits(max_engine_requests=1, max_reward_calls=1, max_scoring_rounds=1))
 
 
 def test_the_core_runs_it_through_the_registry(registered):
