@@ -235,7 +235,7 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
         "model": model_dir.name,
         "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
-        "settings": {k: v for k, v in vars(args).items() if k not in ("func", "bench", "command", "out")},
+        "settings": {k: v for k, v in vars(args).items() if not callable(v) and k not in ("bench", "command", "out")},
         "notes": {
             "light": "greedy `sample` of light_max_tokens, one request after another; beside_heavy: while "
             "heavy_clients closed-loop clients of another tenant send best_of_n (n, heavy_max_tokens, the bench "
