@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from ray.exceptions import RayActorError
@@ -27,6 +29,7 @@ from serve.deployments.metrics_hub import MetricsPusher
 from serve.errors import PayloadTooLarge
 from serve.gateway.admin import AdminService
 from serve.gateway.auth import ActiveSafetyConfigs, Authenticator
+from serve.gateway.fair_queue import FairQueue, FairShare, Slot, request_cost
 from serve.gateway.messages import (
     NO_SAFETY_CONFIG,
     Accepted,
@@ -46,6 +49,8 @@ log = logging.getLogger("aligner.serve")
 # What a relayed stream yields to a transport: text as it comes, then Done, or an ErrorInfo instead.
 Relayed = Delta | Chunk | Done | ErrorInfo
 GENERATED_TOKENS_HEADER = "x-aligner-generated-tokens"
+# Error codes of requests the model replica refuses in phase 1, before the engine is asked for anything.
+REFUSED_BEFORE_WORK = frozenset({"invalid_argument", "prompt_too_long", "invalid_config"})
 
 
 class Call:
@@ -63,6 +68,7 @@ class Call:
         self.context = NO_SAFETY_CONFIG  # the tenant's safety config this request is served under
         self.policy = NO_POLICY  # the tenant's policy it is admitted and parsed under
         self.replica: str | None = None
+        self.slot: Slot | None = None  # its place on the model replicas, from dispatch to finish
         self.done = False
         readiness.began()
 
@@ -82,10 +88,20 @@ class Call:
             self.readiness.ended()
             self.readiness.failed(status)
             self.metrics.finished(self.tenant, self.strategy, status)
+            if self.slot is not None:
+                self.slot.release(self.charged_tokens(status))
             if self.meter is not None and self.key is not None:
                 safety = self.response.safety if self.response is not None else None
                 usage = self.response.usage if self.response is not None else None
                 self.meter.record(self.tenant, status, usage, safety.verdict if safety is not None else None)
+
+    def charged_tokens(self, status: str) -> int | None:
+        """What the request cost its tenant in the fair queue: the candidate tokens it generated; nothing
+        when the replica refused it before any engine work; unknown (its worst case stays) otherwise."""
+        if self.response is not None:
+            usage = self.response.usage
+            return usage.candidate_tokens or usage.generated_tokens
+        return 0 if status in REFUSED_BEFORE_WORK else None
 
     def safety_headers(self) -> dict[str, str]:
         """Which versions of the tenant's safety config and policy the request is served under (none: no
@@ -117,6 +133,15 @@ class Gateway:
         self.pusher = MetricsPusher(hub, self.metrics, config.metrics_interval_s, "ingress")
         self.meter = UsageMeter(store, config.usage_flush_s)  # per-tenant usage, batched into the store
         self.meter.start()
+        # This ingress's share of the replicas' slots, handed out in fair order (serve/gateway/fair_queue.py).
+        self.queue = FairQueue(
+            config.fair_queue_capacity(),
+            fair=config.fair_scheduling,
+            queue_limit=(config.tenant_queue_limit or config.max_queued_requests)
+            if config.fair_scheduling
+            else config.max_queued_requests,
+            retry_after_s=config.retry_after_s,
+        )
         self._info: ModelInfo | None = None
         # The first call through the model handle starts its router, which then learns the replicas.
         # Made now: otherwise the first burst of clients all queue while it learns, and overflow
@@ -152,6 +177,7 @@ class Gateway:
         # One version per request: the one active now, whatever changes while it runs.
         call.context = await self.safety.for_request(key)
         call.policy = await self.policies.for_request(key)
+        call.context = dataclasses.replace(call.context, priority=call.policy.policy.priority)
         self.metrics.safety_version.labels(tenant=key.tenant).set(call.context.version or 0)
 
     async def authenticate(self, authorization: str | None) -> ApiKey:
@@ -176,8 +202,16 @@ class Gateway:
 
     # -- the model replica --------------------------------------------------------------------
 
+    async def dispatch(self, call: Call, request: AlignRequest) -> None:
+        """Wait for a slot on the model replicas in the tenant's fair order (Overloaded when the tenant's
+        queue is full); the call gives it back when it finishes."""
+        policy = call.policy.policy
+        share = FairShare(call.tenant, weight=policy.weight, tier=policy.priority)
+        call.slot = await self.queue.acquire(share, request_cost(request))
+
     async def generate(self, call: Call, request: AlignRequest) -> AlignResponse:
         """The replica's response (its id in `call.replica`); its error is raised."""
+        await self.dispatch(call, request)
         try:
             result: ReplicaResult = await self.model.generate.remote(request, call.context)
         except (BackPressureError, RayActorError) as exc:
@@ -189,6 +223,7 @@ class Gateway:
 
     async def open_stream(self, call: Call, request: AlignRequest) -> DeploymentResponseGenerator:
         """The replica's stream once it has accepted the request (errors raise before any byte is sent)."""
+        await self.dispatch(call, request)
         stream = self.model.options(stream=True).stream.remote(request, call.context)
         try:
             first: StreamItem = await stream.__anext__()
@@ -222,9 +257,22 @@ class Gateway:
         except RayActorError as exc:
             yield ErrorInfo.of(self.replica_failure(exc))
 
-    async def relay(self, call: Call, stream: DeploymentResponseGenerator) -> AsyncGenerator[Relayed, None]:
+    def relay(self, call: Call, stream: DeploymentResponseGenerator) -> AsyncGenerator[Relayed, None]:
         """The replica's events, with the call's metrics kept; closing the relay before the end (the
         client went away) cancels the replica's search."""
+        relayed = self._relay(call, stream)
+        # A relay its transport never starts (the client went away before the first byte) runs no
+        # `finally`: when it is dropped, the search is cancelled and the call's slot given back all the same.
+        weakref.finalize(relayed, self._abandoned, call, stream)
+        return relayed
+
+    @staticmethod
+    def _abandoned(call: Call, stream: DeploymentResponseGenerator) -> None:
+        if not call.done:
+            stream.cancel()
+            call.finish("cancelled")
+
+    async def _relay(self, call: Call, stream: DeploymentResponseGenerator) -> AsyncGenerator[Relayed, None]:
         first_text = True
         try:
             async for item in self._items(stream):
