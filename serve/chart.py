@@ -203,6 +203,13 @@ def values_schema() -> dict[str, Any]:
                             "enabled": {"type": "boolean", "description": "Render a ServiceMonitor."},
                             "interval": _str("Scrape interval."),
                             "labels": LABELS,
+                            "keySecret": _obj(
+                                {
+                                    "name": _str("Secret name (empty: the chart's Secret)."),
+                                    "key": _str("Key in the Secret holding an admin key.", minLength=1),
+                                },
+                                description="The admin key Prometheus sends to /metrics (server.metrics_auth admin).",
+                            ),
                         },
                         ("enabled",),
                     ),

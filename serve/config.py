@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -130,7 +130,9 @@ class ServerConfig(BaseModel):
         "interval, not per request); a replica that dies unstopped loses at most this much usage.",
     )
     http_host: str = Field("127.0.0.1", description="Address the HTTP proxy listens on (0.0.0.0 in a cluster).")
-    http_port: int = Field(8000, ge=1, le=65535, description="HTTP port (REST, OpenAI-compatible API, /metrics).")
+    http_port: int = Field(
+        8000, ge=1, le=65535, description="HTTP port (REST, OpenAI-compatible API, /metrics with an admin key)."
+    )
     grpc_port: int = Field(
         9000, ge=1, le=65535, description="gRPC port (services aligner.v1.Aligner and aligner.v1.Admin, h2c)."
     )
@@ -141,6 +143,25 @@ class ServerConfig(BaseModel):
         le=60,
         description="How often each replica sends its metrics to the aggregator behind /metrics (so /metrics lags by "
         "at most this; scrapes come every 15-60 s, and each push costs CPU that the engine could use).",
+    )
+    readiness_interval_s: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="How often each ingress replica refreshes the readiness that /readyz and gRPC Health answer "
+        "from: at most one probe of a model replica per interval, however many callers (none while requests "
+        "show the replicas serve).",
+    )
+    max_health_watches: int = Field(
+        16,
+        ge=0,
+        description="Concurrent gRPC Health.Watch streams per ingress replica (each holds an ingress slot while "
+        "open); beyond it Watch fails with RESOURCE_EXHAUSTED.",
+    )
+    metrics_auth: Literal["admin", "none"] = Field(
+        "admin",
+        description="Who may read GET /metrics (it names every tenant and its traffic): `admin`, callers with an "
+        "admin key (Authorization: Bearer <admin key>); `none`, anyone who can reach the HTTP port.",
     )
     app_name: str = Field("aligner", description="Ray Serve application name.")
 

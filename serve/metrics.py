@@ -118,6 +118,12 @@ class Metrics:
             ["tenant", "action"],
             registry=r,
         )
+        self.readiness_probes = Counter(
+            "aligner_readiness_probes",
+            "Readiness probes the ingress replicas sent to a model replica (at most one per readiness_interval_s "
+            "each, however many /readyz and Health callers).",
+            registry=r,
+        )
         self.safety_version = Gauge(
             "aligner_safety_config_version",
             "Version of each tenant's safety config in force (0: none), as last seen by a request.",

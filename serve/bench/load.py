@@ -35,6 +35,12 @@ def scratch_store(prefix: str) -> tuple[TenantStore, str, dict[str, str]]:
     return store, store_url, {"Authorization": f"Bearer {key}"}
 
 
+def admin_headers(store: TenantStore) -> dict[str, str]:
+    """Auth headers of a new admin key of `store`: GET /metrics needs one (ServerConfig.metrics_auth)."""
+    _, key = store.create_key("bench-admin", admin=True)
+    return {"Authorization": f"Bearer {key}"}
+
+
 def sample_request(max_tokens: int) -> dict[str, Any]:
     """A greedy `sample` body for /v1/generate (the same answer every time)."""
     return {

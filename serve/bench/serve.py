@@ -44,6 +44,7 @@ from aligner.engine.vllm import EngineConfig
 from aligner.model_cache import resolve_model
 from serve.app import build_app, proxy_options
 from serve.bench.load import (
+    admin_headers,
     chat_body,
     histogram_totals,
     mean_between,
@@ -125,7 +126,9 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     return {"ratios": ratios, "targets": targets}
 
 
-async def best_of_n_phase(base: str, model: str, headers: dict[str, str], args, progress, label: str) -> dict[str, Any]:
+async def best_of_n_phase(
+    base: str, model: str, headers: dict[str, str], args, progress, label: str, *, metrics_headers: dict[str, str]
+) -> dict[str, Any]:
     def body(c: int, i: int) -> dict[str, Any]:
         return chat_body(
             model,
@@ -145,7 +148,7 @@ async def best_of_n_phase(base: str, model: str, headers: dict[str, str], args, 
     async def read_metrics() -> tuple[float, float]:
         await asyncio.sleep(args.metrics_settle_s)  # replicas push metrics every metrics_interval_s
         async with httpx.AsyncClient(timeout=30, trust_env=False) as client:
-            r = await client.get(f"{base}/metrics")
+            r = await client.get(f"{base}/metrics", headers=metrics_headers)
             r.raise_for_status()
             return histogram_totals(r.text)
 
@@ -173,6 +176,7 @@ def server_phases(engine_config, model_dir: Path, args, report: dict[str, Any], 
     base = f"http://127.0.0.1:{port}"
     grpc_target = f"127.0.0.1:{grpc_port}"
     grpc_metadata = (("authorization", headers["Authorization"]),)
+    metrics_headers = admin_headers(store)  # /metrics needs an admin key
 
     def config(rewards: dict[str, Any]) -> ServerConfig:
         return ServerConfig.load(
@@ -250,13 +254,13 @@ def server_phases(engine_config, model_dir: Path, args, report: dict[str, Any], 
             asyncio.run(sample_throughput(f"{base}/v1/chat/completions", model, headers, args, progress, "aligner"))
         )
         report["best_of_n"]["batcher_on"] = asyncio.run(
-            best_of_n_phase(base, model, headers, args, progress, "batcher on")
+            best_of_n_phase(base, model, headers, args, progress, "batcher on", metrics_headers=metrics_headers)
         )
         progress("removing the app before redeploying with the batcher off")
         serve.delete(on_config.app_name)
         deploy(config(OFF_REWARDS), "scoring batcher off: batch_window_ms=null")
         report["best_of_n"]["batcher_off"] = asyncio.run(
-            best_of_n_phase(base, model, headers, args, progress, "batcher off")
+            best_of_n_phase(base, model, headers, args, progress, "batcher off", metrics_headers=metrics_headers)
         )
     finally:
         try:

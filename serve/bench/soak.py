@@ -33,7 +33,7 @@ from ray import serve
 from aligner.bench.common import DIRECTION, write
 from aligner.model_cache import resolve_model
 from serve.app import build_app
-from serve.bench.load import scratch_store, wait_http
+from serve.bench.load import admin_headers, scratch_store, wait_http
 from serve.bench.local_cluster import free_port
 from serve.config import ServerConfig
 
@@ -335,7 +335,7 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
         with MemorySampler(args.memory_interval_s) as sampler:
             results = asyncio.run(drive(base, headers, mix, args.clients, args.duration_s, args.seed))
         time.sleep(3)  # let the replica's last metrics push land
-        metrics = httpx.get(f"{base}/metrics", timeout=30, trust_env=False).text
+        metrics = httpx.get(f"{base}/metrics", headers=admin_headers(store), timeout=30, trust_env=False).text
         running = sum(
             sample.value
             for family in text_string_to_metric_families(metrics)

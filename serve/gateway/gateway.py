@@ -41,7 +41,7 @@ from serve.gateway.messages import (
 )
 from serve.gateway.metering import UsageMeter
 from serve.gateway.policies import NO_POLICY, ActivePolicies
-from serve.gateway.readiness import PROBE_TIMEOUT_S, ReadinessRecord
+from serve.gateway.readiness import ReadinessCache, ReadinessRecord
 from serve.metrics import Metrics
 
 log = logging.getLogger("aligner.serve")
@@ -130,6 +130,9 @@ class Gateway:
         self.admin = AdminService(store, self.objectives, config.search_limits)
         self.metrics = Metrics()
         self.readiness = ReadinessRecord()
+        # /readyz and gRPC Health answer from this, refreshed by one probe per interval at most.
+        self.health = ReadinessCache(self._probe, self.readiness, config.readiness_interval_s, model=self._model_name)
+        self.health.start()
         self.pusher = MetricsPusher(hub, self.metrics, config.metrics_interval_s, "ingress")
         self.meter = UsageMeter(store, config.usage_flush_s)  # per-tenant usage, batched into the store
         self.meter.start()
@@ -302,25 +305,24 @@ class Gateway:
         return (await self.info()).objectives
 
     async def ready(self) -> Readiness:
-        """A model replica's engine answers and its objectives score a probe (serve/gateway/readiness.py
-        says what a late answer means)."""
-        try:
-            answer: Readiness = await asyncio.wait_for(self.model.ready.remote(), PROBE_TIMEOUT_S)
-        except (TimeoutError, BackPressureError) as exc:
-            if self.readiness.busy_means_ready():
-                return Readiness(ready=True, model=self._info.model if self._info is not None else None)
-            return Readiness(ready=False, error=ErrorInfo.of(exc))
-        except Exception as exc:
-            self.readiness.down()
-            return Readiness(ready=False, error=ErrorInfo.of(exc))
-        if answer.ready:
-            self.readiness.served()
-        else:
-            self.readiness.down()
+        """Whether a model replica serves, from this ingress's cached readiness: no replica call per
+        caller (serve/gateway/readiness.py says when it probes and what a late answer means)."""
+        return await self.health.get()
+
+    async def _probe(self) -> Readiness:
+        """One readiness probe: a model replica's engine answers and its objectives score a probe."""
+        self.metrics.readiness_probes.inc()
+        answer: Readiness = await self.model.ready.remote()
         return answer
 
-    async def metrics_text(self) -> bytes:
-        """Prometheus text format: every replica's metrics, merged (see serve/metrics.py)."""
+    def _model_name(self) -> str | None:
+        return self._info.model if self._info is not None else None
+
+    async def metrics_text(self, authorization: str | None) -> bytes:
+        """Prometheus text format: every replica's metrics, merged (see serve/metrics.py). They name every
+        tenant and its traffic: only an admin key reads them, unless `metrics_auth` is `none`."""
+        if self.config.metrics_auth == "admin":
+            await self.auth.admin(authorization)
         return await self.hub.render.remote()
 
     # -- shutdown -----------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ code, the message, a `google.rpc.BadRequest` naming the field, and `aligner-erro
 `retry-after` trailers. The proxy calls the ingress class's methods by RPC name, so
 serve/ingress/ingress.py exposes each RPC as a one-line delegate to this class.
 
-Health answers from the same readiness as `GET /readyz`. Ray Serve's proxy limits what can be done
+Health answers from the same cached readiness as `GET /readyz` (no replica call per caller), and at
+most `max_health_watches` Watch streams are open on one ingress at once. Ray Serve's proxy limits what can be done
 (Ray 2.60): the client's gRPC deadline does not reach the deployment (send `budget.deadline_ms`),
 and a streaming RPC that fails keeps its code and message but loses trailers.
 """
@@ -26,7 +27,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2
 
-from aligner.errors import ErrorInfo
+from aligner.errors import ErrorInfo, Overloaded
 from aligner.events import Done
 from aligner.tenants import ApiKey
 from proto.aligner.v1 import aligner_pb2 as pb
@@ -134,6 +135,7 @@ class GrpcService:
 
     def __init__(self, gateway: Gateway):
         self.gateway = gateway
+        self.watches = 0  # Health.Watch streams open on this ingress
 
     # -- service aligner.v1.Admin: the same service as the HTTP admin routes ------------------------
 
@@ -223,16 +225,32 @@ class GrpcService:
         return health_pb2.HealthListResponse(statuses={service: status for service in HEALTH_SERVICES})
 
     async def Watch(self, request: Any, grpc_context: Any) -> AsyncIterator[Any]:
-        """The status now, then each change (checked every WATCH_INTERVAL_S)."""
-        last = None
-        while True:
-            status = await self._health(request)
-            if status != last:
-                yield status
-                last = status
-            if request.service not in HEALTH_SERVICES:
-                return
-            await asyncio.sleep(WATCH_INTERVAL_S)
+        """The status now, then each change (the cached readiness, read every WATCH_INTERVAL_S). Each open
+        stream holds an ingress slot: beyond `max_health_watches` of them, RESOURCE_EXHAUSTED."""
+        limit = self.gateway.config.max_health_watches
+        if self.watches >= limit:
+            error = ErrorInfo.of(
+                Overloaded(
+                    f"{self.watches} Health.Watch streams are open on this ingress, its limit "
+                    f"(max_health_watches = {limit}); use Health.Check, or retry later",
+                    retry_after_s=self.gateway.config.retry_after_s,
+                )
+            )
+            set_error(grpc_context, error)
+            raise GrpcError(error.message)
+        self.watches += 1
+        try:
+            last = None
+            while True:
+                status = await self._health(request)
+                if status != last:
+                    yield status
+                    last = status
+                if request.service not in HEALTH_SERVICES:
+                    return
+                await asyncio.sleep(WATCH_INTERVAL_S)
+        finally:
+            self.watches -= 1
 
     async def _health(self, request: Any) -> Any:
         if request.service not in HEALTH_SERVICES:

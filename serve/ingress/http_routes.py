@@ -200,7 +200,8 @@ async def healthz() -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Readiness: a model replica's engine answers and its objectives score a probe."""
+    """Readiness: a model replica's engine answers and its objectives score a probe (this ingress's
+    cached answer, refreshed in the background: a caller never reaches a replica)."""
     state = await gateway_of(request).ready()
     if state.ready:
         return JSONResponse({"ready": True, "model": state.model})
@@ -208,8 +209,9 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus text format: every replica's metrics, merged (see serve/metrics.py)."""
-    text = await gateway_of(request).metrics_text()
+    """Prometheus text format: every replica's metrics, merged (see serve/metrics.py); needs an admin key
+    (`metrics_auth`)."""
+    text = await gateway_of(request).metrics_text(authorization(request))
     return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -70,7 +70,7 @@ class Cluster:
     def metrics(self, url):
         from prometheus_client.parser import text_string_to_metric_families
 
-        text = httpx.get(f"{url}/metrics", timeout=30).text
+        text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {self.admin_key}"}, timeout=30).text
         return {
             (s.name, frozenset(s.labels.items())): s.value
             for family in text_string_to_metric_families(text)

@@ -39,6 +39,7 @@ E2E_CONFIG = {
     "max_ongoing_requests": 2,
     "max_queued_requests": 2,
     "metrics_interval_s": 0.25,
+    "max_health_watches": 4,  # the Watch cap is reachable
 }
 
 
@@ -92,7 +93,7 @@ class Server:
         """{(sample name, frozenset(labels)): value} from one scrape."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        text = httpx.get(f"{self.url}/metrics", timeout=30).text
+        text = httpx.get(f"{self.url}/metrics", headers=self.headers(self.admin_key), timeout=30).text
         return {
             (s.name, frozenset(s.labels.items())): s.value
             for family in text_string_to_metric_families(text)

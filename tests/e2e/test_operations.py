@@ -1,17 +1,21 @@
-"""Keys and auth, metrics over two replicas, overload, disconnects, schema fuzzing, restart."""
+"""Keys and auth, metrics over two replicas and their admin key, overload, health that costs tenants
+nothing, disconnects, schema fuzzing, restart."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 
 import grpc
 import httpx
 import pytest
 from google.protobuf.json_format import ParseDict
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from proto.aligner.v1 import aligner_pb2 as pb
 from proto.aligner.v1 import aligner_pb2_grpc
+from serve.config import ServerConfig
 from tests.e2e.grpc_calls import failure, grpc_metadata
 
 SMALL = {"prompt": "Name a colour.", "max_tokens": 8, "temperature": 0}
@@ -112,6 +116,156 @@ def test_a_burst_beyond_the_queue_gets_429_with_retry_after(server):
             assert reply.json()["error"]["code"] == "overloaded"
     rejected = server.wait_metric("aligner_queue_rejections_total", lambda v: v >= before + codes.count(429))
     assert rejected == before + codes.count(429)
+
+
+def test_metrics_need_an_admin_key(server):
+    """/metrics names every tenant, its traffic and refusals: tenants and anonymous callers are refused
+    (failed before this fix: anyone who could reach the port read them)."""
+    revoked, revoked_admin = server.store.create_key("ops", admin=True)
+    server.store.revoke_key(revoked.id)
+    with server.client() as client:
+        anonymous = client.get("/metrics")
+        forged = client.get("/metrics", headers={"Authorization": "Bearer alk_000000000000_forgedforgedforgedforged"})
+        revoked_reply = client.get("/metrics", headers=server.headers(revoked_admin))
+        tenant = client.get("/metrics", headers=server.headers())
+        admin = client.get("/metrics", headers=server.headers(server.admin_key))
+    for refused in (anonymous, forged, revoked_reply):
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["error"]["code"] == "unauthenticated"
+    assert tenant.status_code == 403 and tenant.json()["error"]["code"] == "permission_denied"
+    assert "aligner_requests_total" not in anonymous.text + forged.text + revoked_reply.text + tenant.text
+    assert admin.status_code == 200 and "aligner_requests_total" in admin.text
+    assert admin.headers["content-type"].startswith("text/plain")
+
+
+def test_a_health_flood_during_generation_costs_tenants_nothing(server):
+    """Kubelets, load balancers and a hostile tenant probing hard while tenants generate: no tenant gets
+    a 429, readiness stays ready, and the replicas see at most one probe per readiness interval, not
+    one per call (failed before this fix: every /readyz, Check and Watch poll took a replica slot, and
+    the flood turned into 429s for the tenant)."""
+    _, key = server.store.create_key("probed")
+    interval = ServerConfig.load(server.config).readiness_interval_s
+    watches = 2  # below the cap (the next test checks it)
+    target = f"127.0.0.1:{server.config['grpc_port']}"
+    meta = (("application", server.app),)
+    serving = health_pb2.HealthCheckResponse.SERVING
+    body = {"prompt": "Write a short story about a dragon.", "max_tokens": 24, "temperature": 1.0}
+    generating = threading.Event()
+    generating.set()
+
+    def tenant(client_id: int) -> list[int]:
+        # Two clients, each one request at a time: within the model replicas' slots and queue.
+        with server.client() as client:
+            return [
+                client.post(
+                    "/v1/generate", json={**body, "seed": 10 * client_id + i}, headers=server.headers(key)
+                ).status_code
+                for i in range(4)
+            ]
+
+    def flood_http() -> list[int]:
+        codes = []
+        with server.client(timeout=60) as client:
+            while generating.is_set():
+                codes.append(client.get("/readyz").status_code)
+        return codes
+
+    def flood_grpc() -> list[int]:
+        statuses = []
+        with grpc.insecure_channel(target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while generating.is_set():
+                request = health_pb2.HealthCheckRequest(service="")
+                statuses.append(health.Check(request, metadata=meta, timeout=60).status)
+        return statuses
+
+    def watch() -> list[int]:
+        # A watcher open for the whole load (each holds an ingress slot): the status it was sent first.
+        seen = []
+        with grpc.insecure_channel(target) as channel:
+            request = health_pb2.HealthCheckRequest(service="")
+            stream = health_pb2_grpc.HealthStub(channel).Watch(request, metadata=meta, timeout=600)
+            seen.append(next(stream).status)
+            while generating.is_set():
+                time.sleep(0.2)
+            stream.cancel()
+        return seen
+
+    probes_before = server.metric_sum("aligner_readiness_probes_total")
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(2 + 4 + 4 + watches) as pool:
+        watchers = [pool.submit(watch) for _ in range(watches)]
+        http_floods = [pool.submit(flood_http) for _ in range(4)]
+        grpc_floods = [pool.submit(flood_grpc) for _ in range(4)]
+        tenants = [pool.submit(tenant, c) for c in range(2)]
+        tenant_codes = [code for t in tenants for code in t.result()]
+        generating.clear()
+        readyz = [code for f in http_floods for code in f.result()]
+        checks = [status for f in grpc_floods for status in f.result()]
+        watched = [status for w in watchers for status in w.result()]
+    time.sleep(1)  # the ingress pushes its metrics every 0.25 s (a late push only counts fewer probes)
+    probes = server.metric_sum("aligner_readiness_probes_total") - probes_before
+    elapsed = time.monotonic() - started
+    assert tenant_codes == [200] * 8, tenant_codes
+    assert readyz and set(readyz) == {200}, sorted(set(readyz))
+    assert checks and set(checks) == {serving}, sorted(set(checks))
+    assert watched == [serving] * watches, watched
+    calls = len(readyz) + len(checks) + watches
+    print(f"health flood: {calls} calls ({len(readyz)} /readyz, {len(checks)} Check, {watches} Watch) in {elapsed:.1f} s")
+    print(f"health flood: {probes:.0f} readiness probes reached the replicas; tenant answers {tenant_codes}")
+    # One ingress, one refresh per interval at most (a slow machine only makes fewer).
+    most = (elapsed + 1) / interval + 2
+    assert probes <= most, f"{probes} probes in {elapsed:.1f}s for {calls} health calls (at most {most:.0f})"
+    assert calls >= 10 * most, f"only {calls} health calls in {elapsed:.1f}s: the flood was too thin to tell"
+
+
+def test_health_watch_streams_are_capped_per_ingress(server):
+    """Each open Watch holds an ingress slot: beyond max_health_watches of them, RESOURCE_EXHAUSTED, and a
+    closed stream gives its place back."""
+    limit = server.config["max_health_watches"]
+    meta = (("application", server.app),)
+    request = health_pb2.HealthCheckRequest(service="")
+    serving = health_pb2.HealthCheckResponse.SERVING
+    with grpc.insecure_channel(f"127.0.0.1:{server.config['grpc_port']}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+
+        def opened():
+            """A new Watch stream and its first status, or the error that refused it."""
+            stream = health.Watch(request, metadata=meta, timeout=300)
+            try:
+                return stream, next(stream).status
+            except grpc.RpcError as exc:
+                return None, exc
+
+        # Streams closed by earlier tests may take a moment to be seen closed: fill up to the limit.
+        streams = []
+        deadline = time.monotonic() + 60
+        while len(streams) < limit and time.monotonic() < deadline:
+            stream, status = opened()
+            if stream is None:
+                assert status.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, status
+                time.sleep(0.5)
+                continue
+            assert status == serving
+            streams.append(stream)
+        assert len(streams) == limit
+        stream, refused = opened()
+        assert stream is None and refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused
+        assert "max_health_watches" in refused.details()
+        # Tenants keep their slots, and a one-off Check still answers.
+        assert health.Check(request, metadata=meta, timeout=60).status == serving
+        with server.client() as client:
+            assert client.post("/v1/generate", json=SMALL, headers=server.headers()).status_code == 200
+        streams.pop().cancel()
+        again = None
+        deadline = time.monotonic() + 60
+        while again is None and time.monotonic() < deadline:
+            again, status = opened()
+            if again is None:
+                time.sleep(0.5)
+        assert again is not None and status == serving, "a cancelled Watch should give its place back"
+        for stream in [*streams, again]:
+            stream.cancel()
 
 
 def test_a_client_that_disconnects_mid_stream_leaves_no_engine_request(server):

@@ -226,6 +226,8 @@ WORKER = {
         ({"ports": {"http": 70000, "grpc": 9000}}, "/ports/http"),
         ({"secrets": {"adminKey": "hunter2"}}, "/secrets/adminKey"),
         ({"server": {"engine": {"dtype": "float8"}}}, "/server/engine/dtype"),
+        ({"server": {"metrics_auth": "tenants"}}, "/server/metrics_auth"),
+        ({"monitoring": {"serviceMonitor": {"enabled": True, "keySecret": {"key": ""}}}}, "keySecret/key"),
     ],
 )
 def test_the_schema_rejects_bad_values(values, where):
@@ -308,3 +310,25 @@ def test_the_image_installs_with_make_install_as_a_non_root_user():
     assert "EXTRAS ?= serve,test" in makefile and "install -q -e '.[$(EXTRAS)]'" in makefile
     # KubeRay's probes and `ray start` need these in the image.
     assert re.search(r"apt-get install .*\bwget\b", (ROOT / "docker" / "Dockerfile").read_text())
+
+
+def test_prometheus_scrapes_metrics_with_the_admin_key_from_a_secret():
+    """/metrics needs an admin key (server.metrics_auth): the ServiceMonitor sends the chart's, or the
+    Secret `keySecret` names, and none when metrics_auth is none."""
+    enabled = {"enabled": True}
+    docs = render({"monitoring": {"serviceMonitor": enabled}})
+    (endpoint,) = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+    secret = one(docs, "Secret")
+    assert endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": secret["metadata"]["name"], "key": "admin-key"},
+    }
+    own = {"monitoring": {"serviceMonitor": {**enabled, "keySecret": {"name": "prometheus-aligner", "key": "token"}}}}
+    (endpoint,) = one(render(own), "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["authorization"]["credentials"] == {"name": "prometheus-aligner", "key": "token"}
+    existing = render({"secrets": {"existingSecret": "mine"}, "monitoring": {"serviceMonitor": enabled}})
+    (endpoint,) = one(existing, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["authorization"]["credentials"] == {"name": "mine", "key": "admin-key"}
+    open_metrics = render({"server": {"metrics_auth": "none"}, "monitoring": {"serviceMonitor": enabled}})
+    (endpoint,) = one(open_metrics, "ServiceMonitor")["spec"]["endpoints"]
+    assert "authorization" not in endpoint
