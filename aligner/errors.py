@@ -115,6 +115,18 @@ class Overloaded(AlignerError):
         self.retry_after_s = retry_after_s
 
 
+class RateLimited(AlignerError):
+    """The tenant is over one of its quotas (`limit`: requests_per_minute, candidate_tokens_per_minute or
+    max_concurrent_requests); retry after `retry_after_s` seconds. Not `overloaded`: the server has room."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, limit: str, retry_after_s: float = 1.0):
+        super().__init__(message)
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
 class ServerError(AlignerError):
     """An error a remote server answered, with its code kept (for the CLI's client modes)."""
 
@@ -126,7 +138,7 @@ class ServerError(AlignerError):
 @dataclass(frozen=True)
 class ErrorInfo:
     """An error as plain data: its stable code, the message, the offending field (InvalidRequest) and
-    the seconds to wait before a retry (Overloaded)."""
+    the seconds to wait before a retry (Overloaded, RateLimited)."""
 
     code: str
     message: str
@@ -144,7 +156,7 @@ class ErrorInfo:
                 code=exc.code,
                 message=exc.message,
                 field=exc.field if isinstance(exc, InvalidRequest) else None,
-                retry_after_s=exc.retry_after_s if isinstance(exc, Overloaded) else None,
+                retry_after_s=exc.retry_after_s if isinstance(exc, (Overloaded, RateLimited)) else None,
             )
         log.error("internal error", exc_info=exc)
         return cls("internal", f"internal error ({type(exc).__name__}); see the server log")

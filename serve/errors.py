@@ -24,6 +24,7 @@ ERROR_TABLE: dict[str, tuple[int, str, str]] = {
     "payload_too_large": (413, "INVALID_ARGUMENT", "invalid_request_error"),
     "unsupported_media_type": (415, "INVALID_ARGUMENT", "invalid_request_error"),
     "overloaded": (429, "RESOURCE_EXHAUSTED", "rate_limit_error"),
+    "rate_limited": (429, "RESOURCE_EXHAUSTED", "rate_limit_error"),
     "reward_failed": (500, "INTERNAL", "server_error"),
     "invalid_config": (500, "INTERNAL", "server_error"),
     "internal": (500, "INTERNAL", "server_error"),

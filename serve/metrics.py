@@ -112,6 +112,13 @@ class Metrics:
         self.queue_rejections = Counter(
             "aligner_queue_rejections", "Requests refused because the queue was full (429).", registry=r
         )
+        self.rate_limited = Counter(
+            "aligner_rate_limited",
+            "Requests refused over a tenant's quota (429 rate_limited), by tenant and limit: requests_per_minute, "
+            "candidate_tokens_per_minute or max_concurrent_requests.",
+            ["tenant", "limit"],
+            registry=r,
+        )
         self.safety_actions = Counter(
             "aligner_safety_actions",
             "Verdicts of tenants' safety configs on answered requests: passed, resampled, refused, flagged.",

@@ -1,0 +1,387 @@
+"""Each ingress replica's side of the quotas: capacity leased from the quota keeper in batches, spent
+locally, so admitting a request makes no remote call in the common case.
+
+`QuotaLeaser.admit(tenant, limits)` takes one request unit, checks that the candidate-token allowance
+is positive, and takes one concurrency slot, all from what this replica holds for the tenant; only
+when one of them has run out does it ask the keeper (serve/deployments/quota_keeper.py), once for all
+the requests of that tenant waiting on this replica. What it cannot get is a 429 `rate_limited`
+naming the limit, with the keeper's time until the bucket has a unit again as `Retry-After`. The
+`QuotaTicket` it returns is finished when the request ends: the slot is released, its actual
+candidate tokens are charged (a debt the next exchange hands to the keeper).
+
+A background loop (every `SYNC_S`) renews a busy tenant's leases at half, settles token debts, hands
+back what an idle tenant holds (after `IDLE_S`) or the spare slots the keeper asks for, and sends a
+heartbeat for slots in use, in one keeper call for all tenants. If the keeper cannot be reached,
+requests are admitted (logged): a quota failure must not take the service down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ray.serve.handle import DeploymentHandle
+
+from aligner.errors import RateLimited
+from serve.deployments.quota_keeper import BucketState, LeaseGrant, LeaseRequest, QuotaLimits
+from serve.metrics import Metrics
+
+log = logging.getLogger("aligner.serve")
+
+SYNC_S = 0.25  # the background loop's period
+IDLE_S = 1.0  # a tenant with no admission for this long hands back what it holds; a spare slot too
+HEARTBEAT_S = 2.0  # slots in use are reported at least this often (the keeper frees silent replicas' slots)
+KEEPER_TIMEOUT_S = 2.0  # an exchange slower than this admits the request anyway
+
+Exchange = Callable[[list[LeaseRequest]], Awaitable[list[LeaseGrant]]]
+
+
+def keeper_exchange(keeper: DeploymentHandle) -> Exchange:
+    """Exchanges with the keeper deployment (serve/app.py binds it) through its handle."""
+
+    async def exchange(asks: list[LeaseRequest]) -> list[LeaseGrant]:
+        grants: list[LeaseGrant] = await keeper.exchange.remote(asks)
+        return grants
+
+    return exchange
+
+
+class Limited(Protocol):
+    """What quotas read of a tenant's policy (aligner.tenants.TenantPolicy)."""
+
+    requests_per_minute: int | None
+    candidate_tokens_per_minute: int | None
+    max_concurrent_requests: int | None
+
+
+def limits_of(policy: Limited) -> QuotaLimits:
+    return QuotaLimits(
+        requests_per_minute=policy.requests_per_minute,
+        candidate_tokens_per_minute=policy.candidate_tokens_per_minute,
+        max_concurrent_requests=policy.max_concurrent_requests,
+    )
+
+
+def reset_format(seconds: float) -> str:
+    """OpenAI's reset durations: "20ms", "1s", "1.5s", "6m0s", "1h2m3s"."""
+    if seconds < 1:
+        return f"{max(0, math.ceil(seconds * 1000))}ms"
+    whole = seconds if seconds >= 60 else round(seconds, 3)
+    if whole < 60:
+        return f"{whole:.3f}".rstrip("0").rstrip(".") + "s"
+    total = math.ceil(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return (f"{hours}h" if hours else "") + f"{minutes}m{secs}s"
+
+
+@dataclass
+class Seen:
+    """A bucket as the keeper last reported it, and when (this replica's clock): extrapolated by its refill."""
+
+    state: BucketState
+    at: float
+
+    def level(self, now: float) -> float:
+        return min(float(self.state.capacity), self.state.level + (now - self.at) * self.state.rate)
+
+
+@dataclass
+class TenantLease:
+    """What this replica holds for one tenant."""
+
+    tenant: str
+    limits: QuotaLimits
+    requests: int = 0  # request units leased and not yet spent
+    tokens: int = 0  # candidate-token allowance (negative: charged and not yet reported to the keeper)
+    slots: int = 0  # concurrency slots held
+    in_use: int = 0  # requests in flight (each uses one of the slots when there is a concurrency limit)
+    last_admit: float = -math.inf
+    last_exchange: float = -math.inf
+    contended: bool = False
+    # After the keeper refused something, it is not asked again before these times (a tenant flooding
+    # over its quota is refused here, not with one keeper call per request).
+    ask_requests_at: float = -math.inf
+    ask_tokens_at: float = -math.inf
+    ask_slots_at: float = -math.inf
+    request_bucket: Seen | None = None
+    token_bucket: Seen | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def lacks(self) -> tuple[bool, bool, int]:
+        """What admitting one more request needs from the keeper: request units, tokens, a slot."""
+        limits = self.limits
+        return (
+            limits.requests_per_minute is not None and self.requests < 1,
+            limits.candidate_tokens_per_minute is not None and self.tokens <= 0,
+            1
+            if limits.max_concurrent_requests is not None
+            and self.in_use >= min(self.slots, limits.max_concurrent_requests)
+            else 0,
+        )
+
+    def due(self, now: float) -> tuple[bool, bool, int]:
+        """What it lacks that the keeper may be asked for now."""
+        want_requests, want_tokens, want_slots = self.lacks()
+        return (
+            want_requests and now >= self.ask_requests_at,
+            want_tokens and now >= self.ask_tokens_at,
+            want_slots if now >= self.ask_slots_at else 0,
+        )
+
+    def holds_nothing(self) -> bool:
+        return self.requests == 0 and self.tokens == 0 and self.slots == 0 and self.in_use == 0
+
+
+class QuotaTicket:
+    """One admitted request's quota: `finish` releases its slot and charges its candidate tokens."""
+
+    def __init__(self, leaser: QuotaLeaser, lease: TenantLease):
+        self.leaser, self.lease = leaser, lease
+        self.done = False
+
+    def finish(self, candidate_tokens: int) -> None:
+        if self.done:
+            return
+        self.done = True
+        lease = self.lease
+        lease.in_use = max(0, lease.in_use - 1)
+        if lease.limits.candidate_tokens_per_minute is not None:
+            lease.tokens -= max(0, candidate_tokens)
+
+    def headers(self) -> dict[str, str]:
+        return self.leaser.headers(self.lease)
+
+
+class QuotaLeaser:
+    """One per ingress replica: each tenant's leases, and the loop that keeps them."""
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        leaser: str | None = None,
+    ):
+        self.exchange, self.metrics, self.clock = exchange, metrics, clock
+        self.leaser = leaser or uuid.uuid4().hex
+        self.leases: dict[str, TenantLease] = {}
+        self._task: asyncio.Task | None = None
+
+    async def admit(self, tenant: str, limits: QuotaLimits) -> QuotaTicket | None:
+        """The request's ticket (None: the tenant has no limits), or RateLimited naming the limit."""
+        lease = self.leases.get(tenant)
+        if not limits.any:
+            if lease is not None:  # the limits were lifted: the loop hands back what it holds
+                lease.limits = limits
+            return None
+        if lease is None:
+            lease = self.leases[tenant] = TenantLease(tenant, limits)
+        changed, lease.limits = lease.limits != limits, limits  # a changed policy is in force from this request on
+        if changed or any(lease.due(self.clock())):
+            async with lease.lock:  # one exchange for every request of the tenant waiting here
+                due = lease.due(self.clock())
+                if changed or any(due):
+                    # Under changed limits, what was leased under the old ones goes back first.
+                    grant = await self._call([self._ask(lease, *due, hand_back=changed)])
+                    if grant is None:  # the keeper is unreachable: admitted, not counted
+                        return None
+                    self._apply(lease, grant[0])
+                    self._back_off(lease, due, grant[0])
+        refusal = self._refusal(lease)
+        if refusal is not None:
+            if self.metrics is not None:
+                self.metrics.rate_limited.labels(tenant=tenant, limit=refusal.limit).inc()
+            raise refusal
+        lease.last_admit = self.clock()
+        if limits.requests_per_minute is not None:
+            lease.requests -= 1
+        lease.in_use += 1  # counted under any limit: a lease with requests in flight is kept
+        return QuotaTicket(self, lease)
+
+    def _refusal(self, lease: TenantLease) -> RateLimited | None:
+        """The first limit this replica cannot admit one more request under, as the error to answer."""
+        want_requests, want_tokens, want_slots = lease.lacks()
+        limits = lease.limits
+        if want_slots:
+            return RateLimited(
+                f"max_concurrent_requests: tenant {lease.tenant!r} already has {limits.max_concurrent_requests} "
+                "requests in flight, its limit; retry when one ends",
+                "max_concurrent_requests",
+                retry_after_s=1.0,
+            )
+        if want_requests:
+            return RateLimited(
+                f"requests_per_minute: tenant {lease.tenant!r} has used its limit of {limits.requests_per_minute} "
+                "requests per minute; retry later",
+                "requests_per_minute",
+                retry_after_s=self._retry_s(lease.request_bucket),
+            )
+        if want_tokens:
+            return RateLimited(
+                f"candidate_tokens_per_minute: tenant {lease.tenant!r} has used its limit of "
+                f"{limits.candidate_tokens_per_minute} generated candidate tokens per minute; retry later",
+                "candidate_tokens_per_minute",
+                retry_after_s=self._retry_s(lease.token_bucket),
+            )
+        return None
+
+    def _back_off(self, lease: TenantLease, due: tuple[bool, bool, int], grant: LeaseGrant) -> None:
+        """What the keeper refused is asked for again once its bucket holds a whole lease (a slot: after
+        the other replicas had a loop round to hand back their spare ones)."""
+        now = self.clock()
+        if due[0] and grant.requests == 0 and grant.request_bucket is not None:
+            lease.ask_requests_at = now + grant.request_bucket.lease_wait_s()
+        if due[1] and grant.tokens == 0 and grant.token_bucket is not None:
+            lease.ask_tokens_at = now + grant.token_bucket.lease_wait_s()
+        if due[2] and grant.slots == 0:
+            lease.ask_slots_at = now + SYNC_S
+
+    def _retry_s(self, seen: Seen | None) -> float:
+        if seen is None:
+            return 1.0
+        elapsed = self.clock() - seen.at
+        return max(1.0, seen.state.retry_s() - elapsed)
+
+    # -- exchanges with the keeper ----------------------------------------------------------------
+
+    def _ask(
+        self, lease: TenantLease, want_requests: bool, want_tokens: bool, want_slots: int, hand_back: bool = False
+    ) -> LeaseRequest:
+        """The exchange for `lease`: a token debt always goes; unused units and spare slots if `hand_back`.
+        What is handed back leaves the lease now (it is the keeper's from the moment it is sent)."""
+        give_requests = lease.requests if hand_back else 0
+        give_tokens = lease.tokens if (hand_back or lease.tokens < 0) else 0
+        spare = lease.slots - lease.in_use if (hand_back or lease.contended) else 0
+        lease.requests -= give_requests
+        lease.tokens -= give_tokens
+        lease.slots -= max(0, spare)
+        lease.contended = False
+        return LeaseRequest(
+            leaser=self.leaser,
+            tenant=lease.tenant,
+            limits=lease.limits,
+            give_requests=give_requests,
+            give_tokens=give_tokens,
+            slots_held=lease.slots,
+            slots_in_use=lease.in_use,
+            want_requests=want_requests,
+            want_tokens=want_tokens,
+            want_slots=want_slots,
+        )
+
+    def _apply(self, lease: TenantLease, grant: LeaseGrant) -> None:
+        now = self.clock()
+        lease.requests += grant.requests
+        lease.tokens += grant.tokens
+        lease.slots += grant.slots
+        lease.contended = grant.contended
+        lease.last_exchange = now
+        lease.request_bucket = None if grant.request_bucket is None else Seen(grant.request_bucket, now)
+        lease.token_bucket = None if grant.token_bucket is None else Seen(grant.token_bucket, now)
+
+    async def _call(self, asks: list[LeaseRequest]) -> list[LeaseGrant] | None:
+        try:
+            return await asyncio.wait_for(self.exchange(asks), KEEPER_TIMEOUT_S)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("quotas: the quota keeper did not answer (%s); admitting without quotas", exc)
+            return None
+
+    async def sync(self) -> None:
+        """One round of the background loop: renew, settle, hand back, heartbeat (one keeper call)."""
+        now = self.clock()
+        chosen: list[tuple[TenantLease, LeaseRequest]] = []
+        for tenant, lease in list(self.leases.items()):
+            if lease.lock.locked():  # an admission is exchanging for it right now
+                continue
+            idle = now - lease.last_admit > IDLE_S
+            if idle and lease.holds_nothing():
+                del self.leases[tenant]
+                continue
+            limits = lease.limits
+            want_requests = not idle and self._renew(
+                limits.requests_per_minute, lease.requests, lease.request_bucket, now
+            )
+            want_tokens = not idle and self._renew(
+                limits.candidate_tokens_per_minute, lease.tokens, lease.token_bucket, now
+            )
+            hand_back = idle and not (lease.requests == 0 and lease.tokens == 0 and lease.slots == lease.in_use)
+            heartbeat = lease.slots > 0 and now - lease.last_exchange > HEARTBEAT_S
+            if want_requests or want_tokens or hand_back or heartbeat or lease.tokens < 0 or lease.contended:
+                chosen.append((lease, self._ask(lease, want_requests, want_tokens, 0, hand_back=hand_back)))
+        if not chosen:
+            return
+        for lease, _ in chosen:
+            await lease.lock.acquire()  # free (checked above): returns at once
+        try:
+            grants = await self._call([ask for _, ask in chosen])
+            for (lease, _), grant in zip(chosen, grants or []):
+                self._apply(lease, grant)
+            if grants is None:  # not delivered: units and debts are kept for the next try (slots handed
+                for lease, ask in chosen:  # back stay handed back: the keeper frees them at the next exchange)
+                    lease.requests += ask.give_requests
+                    lease.tokens += ask.give_tokens
+        finally:
+            for lease, _ in chosen:
+                lease.lock.release()
+
+    @staticmethod
+    def _renew(limit: int | None, held: int, seen: Seen | None, now: float) -> bool:
+        """Renew a busy tenant's lease at half, when a lease is more than one unit (else at admission)."""
+        if limit is None or seen is None or seen.state.slice < 2:
+            return False
+        return held < seen.state.slice / 2 and seen.level(now) >= seen.state.slice
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sync()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("quotas: the lease loop failed", exc_info=True)
+            await asyncio.sleep(SYNC_S)
+
+    async def close(self) -> None:
+        """Stop the loop and hand everything unused back (the replica is stopping)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        asks = [self._ask(lease, False, False, 0, hand_back=True) for lease in self.leases.values()]
+        if asks:
+            await self._call(asks)
+
+    # -- OpenAI's rate-limit headers ----------------------------------------------------------------
+
+    def headers(self, lease: TenantLease) -> dict[str, str]:
+        """x-ratelimit-{limit,remaining,reset}-{requests,tokens} for the limits the tenant has: the
+        tenant's remaining capacity over every replica, as the keeper last said plus what this one holds."""
+        now = self.clock()
+        out: dict[str, str] = {}
+        for kind, seen, held in (
+            ("requests", lease.request_bucket, lease.requests),
+            ("tokens", lease.token_bucket, max(0, lease.tokens)),
+        ):
+            if seen is None:
+                continue
+            capacity = seen.state.capacity
+            remaining = max(0, min(capacity, math.floor(seen.level(now)) + held))
+            out[f"x-ratelimit-limit-{kind}"] = str(capacity)
+            out[f"x-ratelimit-remaining-{kind}"] = str(remaining)
+            out[f"x-ratelimit-reset-{kind}"] = reset_format((capacity - remaining) / seen.state.rate)
+        return out

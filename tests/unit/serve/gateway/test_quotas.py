@@ -1,0 +1,278 @@
+"""serve/gateway/quotas.py: several ingress replicas (leasers) against one quota keeper, on a fake clock.
+
+What a tenant is admitted over all replicas stays within 5% of what its buckets allow (capacity + refill
+over the window), its concurrency never exceeds its cap, another tenant is unaffected; and the 429s,
+Retry-After and OpenAI's headers."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from aligner.errors import ErrorInfo, RateLimited
+from serve.deployments.quota_keeper import LeaseGrant, LeaseRequest, QuotaKeeper, QuotaLimits
+from serve.errors import ERROR_TABLE, http_status, retry_headers
+from serve.gateway.quotas import IDLE_S, SYNC_S, QuotaLeaser, QuotaTicket, reset_format
+from serve.metrics import Metrics
+
+TICK = 0.05
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Cluster:
+    """One keeper and `replicas` leasers on one fake clock; exchanges counted."""
+
+    def __init__(self, replicas: int) -> None:
+        self.clock = Clock()
+        self.keeper = QuotaKeeper(self.clock)
+        self.exchanges = 0
+        self.metrics = Metrics()
+
+        async def exchange(asks: list[LeaseRequest]) -> list[LeaseGrant]:
+            self.exchanges += 1
+            return await self.keeper.exchange(asks)
+
+        self.leasers = [
+            QuotaLeaser(exchange, self.metrics, clock=self.clock, leaser=f"ingress-{i}") for i in range(replicas)
+        ]
+        self.last_sync = self.clock.now
+
+    async def advance(self, seconds: float) -> None:
+        """Time passes; each replica's background loop runs every SYNC_S."""
+        end = self.clock.now + seconds
+        while self.clock.now + 1e-9 < end:
+            self.clock.now = min(end, self.clock.now + TICK)
+            if self.clock.now - self.last_sync >= SYNC_S - 1e-9:
+                self.last_sync = self.clock.now
+                for leaser in self.leasers:
+                    await leaser.sync()
+
+    async def try_admit(self, replica: int, tenant: str, limits: QuotaLimits) -> QuotaTicket | None:
+        try:
+            ticket = await self.leasers[replica].admit(tenant, limits)
+        except RateLimited:
+            return None
+        assert ticket is not None
+        return ticket
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+@pytest.mark.parametrize("replicas", [2, 3])
+def test_requests_per_minute_hold_across_replicas(replicas):
+    limits = QuotaLimits(requests_per_minute=600)
+    light = QuotaLimits(requests_per_minute=60)
+
+    async def scenario():
+        cluster = Cluster(replicas)
+        admitted, window, light_refused = 0, 0, 0
+        rng = random.Random(7)
+        for step in range(int(120 / TICK)):  # two minutes, each replica flooded (40 requests/s each)
+            for replica in range(replicas):
+                for _ in range(2):
+                    ticket = await cluster.try_admit(replica, "acme", limits)
+                    if ticket is not None:
+                        admitted += 1
+                        window += step * TICK >= 60
+                        ticket.finish(0)
+            if step % 40 == 0:  # the other tenant: one request every 2 s, under its 60 per minute
+                ticket = await cluster.try_admit(rng.randrange(replicas), "globex", light)
+                light_refused += ticket is None
+                if ticket is not None:
+                    ticket.finish(0)
+            await cluster.advance(TICK)
+        return admitted, window, light_refused, cluster.exchanges
+
+    admitted, window, light_refused, exchanges = run(scenario())
+    allowed = 600 + 600 * 120 / 60  # full at the start, then refilled at 10 per second
+    assert allowed * 0.95 <= admitted <= allowed * 1.05, admitted
+    assert window <= 600 * 1.05, window  # the second minute: the refill alone, plus what replicas held
+    assert light_refused == 0  # the other tenant is unaffected
+    assert exchanges < replicas * 2 * 120 / TICK / 5  # a flood over its quota is refused locally
+
+
+def test_a_tenant_under_its_limit_makes_far_fewer_keeper_calls_than_requests():
+    limits = QuotaLimits(requests_per_minute=600)
+
+    async def scenario():
+        cluster = Cluster(2)
+        admitted = 0
+        for step in range(int(60 / TICK)):  # 8 requests per second, of 10 allowed
+            if step % 5 < 2:
+                ticket = await cluster.try_admit(step % 2, "acme", limits)
+                assert ticket is not None
+                ticket.finish(0)
+                admitted += 1
+            await cluster.advance(TICK)
+        return admitted, cluster.exchanges
+
+    admitted, exchanges = run(scenario())
+    assert exchanges < admitted / 4, (exchanges, admitted)  # leased in batches
+
+
+def test_candidate_tokens_per_minute_hold_across_replicas_with_actual_usage_charged():
+    limits = QuotaLimits(candidate_tokens_per_minute=60_000)  # 1000 per second
+
+    async def scenario():
+        cluster = Cluster(3)
+        rng = random.Random(3)
+        in_flight: list[tuple[float, QuotaTicket, int]] = []
+        charged = refused = 0
+        for _ in range(int(120 / TICK)):
+            for replica in range(3):
+                ticket = await cluster.try_admit(replica, "acme", limits)
+                if ticket is None:
+                    refused += 1
+                    continue
+                cost = rng.randint(50, 250)  # known only when it ends
+                in_flight.append((cluster.clock.now + rng.uniform(0.1, 0.4), ticket, cost))
+                charged += cost
+            await cluster.advance(TICK)
+            for entry in [e for e in in_flight if e[0] <= cluster.clock.now]:
+                in_flight.remove(entry)
+                entry[1].finish(entry[2])
+        return charged, refused, cluster.metrics
+
+    charged, refused, metrics = run(scenario())
+    allowed = 60_000 + 60_000 * 120 / 60
+    assert allowed * 0.9 <= charged <= allowed * 1.05, charged
+    assert refused > 0
+    counted = metrics.rate_limited.labels(tenant="acme", limit="candidate_tokens_per_minute")._value.get()
+    assert counted == refused
+
+
+def test_the_concurrency_cap_holds_across_replicas_and_idle_slots_move():
+    limits = QuotaLimits(max_concurrent_requests=4)
+
+    async def scenario():
+        cluster = Cluster(3)
+        rng = random.Random(11)
+        in_flight: list[tuple[float, QuotaTicket]] = []
+        most = 0
+        for _ in range(int(30 / TICK)):
+            for replica in range(3):
+                ticket = await cluster.try_admit(replica, "acme", limits)
+                if ticket is not None:
+                    in_flight.append((cluster.clock.now + rng.uniform(0.05, 1.0), ticket))
+            most = max(most, len(in_flight))
+            assert len(in_flight) <= 4
+            await cluster.advance(TICK)
+            for entry in [e for e in in_flight if e[0] <= cluster.clock.now]:
+                in_flight.remove(entry)
+                entry[1].finish(0)
+        for _, ticket in in_flight:
+            ticket.finish(0)
+        # replica 0 went quiet: within IDLE_S and a sync its slots are back, and replica 2 may use all 4
+        await cluster.advance(IDLE_S + 2 * SYNC_S)
+        taken = [await cluster.try_admit(2, "acme", limits) for _ in range(5)]
+        return most, taken
+
+    most, taken = run(scenario())
+    assert most == 4  # the cap is reached, never passed
+    assert [t is not None for t in taken] == [True, True, True, True, False]
+
+
+def test_a_refusal_names_the_limit_and_when_to_retry():
+    async def scenario():
+        cluster = Cluster(1)
+        limits = QuotaLimits(requests_per_minute=6)  # one every 10 s
+        for _ in range(6):
+            (await cluster.leasers[0].admit("acme", limits)).finish(0)
+        with pytest.raises(RateLimited) as refused:
+            await cluster.leasers[0].admit("acme", limits)
+        return refused.value
+
+    error = run(scenario())
+    assert error.code == "rate_limited" and error.limit == "requests_per_minute"
+    assert "requests_per_minute" in error.message and "6 requests per minute" in error.message
+    info = ErrorInfo.of(error)
+    assert info.retry_after_s == pytest.approx(10.0)
+    assert http_status(info.code) == 429 and ERROR_TABLE["rate_limited"][1] == "RESOURCE_EXHAUSTED"
+    assert retry_headers(info) == {"Retry-After": "10"}
+    assert info.code != "overloaded"
+
+
+def test_a_concurrency_refusal_names_its_limit():
+    async def scenario():
+        leaser = Cluster(1).leasers[0]
+        limits = QuotaLimits(max_concurrent_requests=1)
+        first = await leaser.admit("acme", limits)
+        with pytest.raises(RateLimited) as refused:
+            await leaser.admit("acme", limits)
+        assert first is not None
+        first.finish(0)
+        first.finish(0)  # twice: released once
+        second = await leaser.admit("acme", limits)
+        assert second is not None
+        return refused.value
+
+    assert run(scenario()).limit == "max_concurrent_requests"
+
+
+def test_openai_headers_say_limit_remaining_and_reset():
+    async def scenario():
+        cluster = Cluster(1)
+        limits = QuotaLimits(requests_per_minute=600, candidate_tokens_per_minute=60_000)
+        ticket = await cluster.leasers[0].admit("acme", limits)
+        assert ticket is not None
+        ticket.finish(-5)  # a hostile negative count is no credit
+        return ticket.headers()
+
+    headers = run(scenario())
+    assert headers["x-ratelimit-limit-requests"] == "600"
+    assert headers["x-ratelimit-remaining-requests"] == "599"
+    assert headers["x-ratelimit-reset-requests"] == "100ms"
+    assert headers["x-ratelimit-limit-tokens"] == "60000"
+    assert headers["x-ratelimit-remaining-tokens"] == "60000"
+    assert headers["x-ratelimit-reset-tokens"] == "0ms"
+
+
+def test_reset_durations_are_in_openais_format():
+    assert [reset_format(s) for s in (0.02, 0.9994, 1, 1.5, 59.25, 360, 361.2, 3723)] == [
+        "20ms",
+        "1000ms",
+        "1s",
+        "1.5s",
+        "59.25s",
+        "6m0s",
+        "6m2s",
+        "1h2m3s",
+    ]
+
+
+def test_no_limits_no_ticket_and_an_unreachable_keeper_admits():
+    async def failing(asks):
+        raise ConnectionError("keeper down")
+
+    async def scenario():
+        assert await Cluster(1).leasers[0].admit("acme", QuotaLimits()) is None
+        return await QuotaLeaser(failing).admit("acme", QuotaLimits(requests_per_minute=1))
+
+    assert run(scenario()) is None
+
+
+def test_a_lowered_policy_limit_is_in_force_at_the_next_request():
+    async def scenario():
+        cluster = Cluster(1)
+        leaser = cluster.leasers[0]
+        five, two = QuotaLimits(max_concurrent_requests=5), QuotaLimits(max_concurrent_requests=2)
+        tickets = [await leaser.admit("acme", five) for _ in range(4)]
+        tickets[0].finish(0)  # 3 in flight, 4 slots held under the old limit
+        with pytest.raises(RateLimited):
+            await leaser.admit("acme", two)
+        for ticket in tickets[1:]:
+            ticket.finish(0)
+        return [await leaser.admit("acme", two) for _ in range(2)]
+
+    assert all(ticket is not None for ticket in run(scenario()))  # once the old slots came back
