@@ -14,6 +14,7 @@ from ray.serve import Application
 from serve.config import ServerConfig
 from serve.deployments.aligner_server import AlignerServer
 from serve.deployments.metrics_hub import MetricsHub
+from serve.deployments.quota_keeper import QuotaKeeper
 from serve.ingress.grpc_methods import SERVICER_FUNCTIONS
 from serve.ingress.ingress import Ingress
 
@@ -60,4 +61,8 @@ def build_app(config: ServerConfig | dict[str, Any] | None = None) -> Applicatio
         max_ongoing_requests=config.ingress_max_ongoing_requests,
         ray_actor_options={"num_cpus": 0},
     )
-    return ingress.bind(plain, model, hub)
+    # One replica by design: it holds every tenant's buckets and slots for the cluster (docs/tenancy.md, Quotas).
+    keeper = serve.deployment(
+        QuotaKeeper, name="QuotaKeeper", num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0}
+    ).bind()
+    return ingress.bind(plain, model, hub, keeper)

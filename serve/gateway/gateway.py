@@ -41,6 +41,7 @@ from serve.gateway.messages import (
 )
 from serve.gateway.metering import UsageMeter
 from serve.gateway.policies import NO_POLICY, ActivePolicies
+from serve.gateway.quotas import QuotaLeaser, QuotaTicket, keeper_exchange, limits_of
 from serve.gateway.readiness import ReadinessCache, ReadinessRecord
 from serve.metrics import Metrics
 
@@ -67,6 +68,7 @@ class Call:
         self.strategy = "none"
         self.context = NO_SAFETY_CONFIG  # the tenant's safety config this request is served under
         self.policy = NO_POLICY  # the tenant's policy it is admitted and parsed under
+        self.quota: QuotaTicket | None = None  # its part of the tenant's quotas, from admission to finish
         self.replica: str | None = None
         self.slot: Slot | None = None  # its place on the model replicas, from dispatch to finish
         self.done = False
@@ -88,6 +90,8 @@ class Call:
             self.readiness.ended()
             self.readiness.failed(status)
             self.metrics.finished(self.tenant, self.strategy, status)
+            if self.quota is not None:  # its slot back; its candidate tokens charged to the tenant's rate
+                self.quota.finish(self.response.usage.candidate_tokens if self.response is not None else 0)
             if self.slot is not None:
                 self.slot.release(self.charged_tokens(status))
             if self.meter is not None and self.key is not None:
@@ -108,7 +112,8 @@ class Call:
         header)."""
         version = self.context.version
         safety = {} if version is None else {"x-aligner-safety-version": str(version)}
-        return {**safety, **self.policy.headers()}
+        quota = {} if self.quota is None else self.quota.headers()  # OpenAI's x-ratelimit-*
+        return {**safety, **self.policy.headers(), **quota}
 
     def headers(self) -> dict[str, str]:
         """Who served the answer, under which safety config, and the tokens it cost (a gateway in
@@ -120,7 +125,14 @@ class Call:
 class Gateway:
     """One per ingress replica, over the handles of the model and metrics deployments."""
 
-    def __init__(self, config: ServerConfig, model: DeploymentHandle, hub: DeploymentHandle, store: TenantStore):
+    def __init__(
+        self,
+        config: ServerConfig,
+        model: DeploymentHandle,
+        hub: DeploymentHandle,
+        store: TenantStore,
+        keeper: DeploymentHandle | None = None,
+    ):
         self.config = config
         self.model = model
         self.hub = hub
@@ -136,6 +148,10 @@ class Gateway:
         self.pusher = MetricsPusher(hub, self.metrics, config.metrics_interval_s, "ingress")
         self.meter = UsageMeter(store, config.usage_flush_s)  # per-tenant usage, batched into the store
         self.meter.start()
+        # Each tenant's quotas over every replica, leased from the keeper in batches (serve/gateway/quotas.py).
+        self.quotas = None if keeper is None else QuotaLeaser(keeper_exchange(keeper), self.metrics)
+        if self.quotas is not None:
+            self.quotas.start()
         # This ingress's share of the replicas' slots, handed out in fair order (serve/gateway/fair_queue.py).
         self.queue = FairQueue(
             config.fair_queue_capacity(),
@@ -180,6 +196,8 @@ class Gateway:
         # One version per request: the one active now, whatever changes while it runs.
         call.context = await self.safety.for_request(key)
         call.policy = await self.policies.for_request(key)
+        if self.quotas is not None and call.policy.applies:  # 429 rate_limited over one of its quotas
+            call.quota = await self.quotas.admit(key.tenant, limits_of(call.policy.policy))
         call.context = dataclasses.replace(call.context, priority=call.policy.policy.priority)
         self.metrics.safety_version.labels(tenant=key.tenant).set(call.context.version or 0)
 
@@ -330,3 +348,5 @@ class Gateway:
     async def close(self) -> None:
         """The replica is stopping (Ingress.__del__): write the usage counted since the last flush."""
         await self.meter.close()
+        if self.quotas is not None:
+            await self.quotas.close()

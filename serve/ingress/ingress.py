@@ -46,11 +46,17 @@ def streaming(name: str) -> Callable[..., AsyncGenerator[Any, None]]:
 
 @serve.ingress()
 class Ingress:
-    def __init__(self, config: dict[str, Any], model: DeploymentHandle, hub: DeploymentHandle):
+    def __init__(
+        self,
+        config: dict[str, Any],
+        model: DeploymentHandle,
+        hub: DeploymentHandle,
+        keeper: DeploymentHandle | None = None,
+    ):
         server_config = ServerConfig.load(config)
         store = TenantStore.open(server_config.tenant_store or default_store_url())
         import_bootstrap_admin_key(store)
-        self.gateway = Gateway(server_config, model, hub, store)
+        self.gateway = Gateway(server_config, model, hub, store, keeper)
         self.grpc = GrpcService(self.gateway)
 
     async def __del__(self) -> None:
