@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Literal, get_args
 
-from aligner.contract import AlignRequest, AlignResponse, CandidateInfo, SafetyInfo, Usage
+from aligner.contract import DEFAULT_LIMITS, AlignRequest, AlignResponse, CandidateInfo, SafetyInfo, SearchLimits, Usage
 from aligner.engine.base import ENGINE_USAGE, EngineUsage
 from aligner.engine.vllm import Engine
 from aligner.errors import ConfigError, InvalidRequest
@@ -28,6 +28,7 @@ from aligner.rewards import ObjectiveCatalog
 from aligner.rewards.base import CURRENT_SAFETY
 from aligner.safety.config import SafetyConfig
 from aligner.safety.enforce import enforce, passes, with_thresholds
+from aligner.search.admission import Admission, admit
 from aligner.search.base import Emit, Meter, Scored, SearchContext, SearchResult
 from aligner.search.strategies import strategy_for
 
@@ -92,12 +93,21 @@ class Search:
 
 
 class Aligner:
-    """Serves AlignRequests on one engine and one objective catalog."""
+    """Serves AlignRequests on one engine and one objective catalog, within the server's `limits`
+    (the cost caps that need the catalog and the composed prompt, and `max_request_s`)."""
 
-    def __init__(self, engine: Engine, catalog: ObjectiveCatalog | None = None, profile: ModelProfile | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        catalog: ObjectiveCatalog | None = None,
+        profile: ModelProfile | None = None,
+        *,
+        limits: SearchLimits = DEFAULT_LIMITS,
+    ):
         self.engine = engine
         self.catalog = catalog or ObjectiveCatalog([])
         self.profile = profile or engine.config.profile
+        self.limits = limits
 
     @staticmethod
     def check_objectives_of(
@@ -173,9 +183,11 @@ class Aligner:
 
         # Rendering and tokenising a long conversation is CPU work: keep it off the event loop.
         prepared = await asyncio.to_thread(render)
+        # The judges' prefills and the resamples priced beside the search: refused here, before any engine work.
+        admission = admit(request, self.catalog, safety, prompt_tokens=len(prepared.token_ids), limits=self.limits)
 
         async def run(emit: Emit | None) -> AlignResponse:
-            response = await self._search(request, safety, prepared, emit, started)
+            response = await self._search(request, safety, prepared, admission, emit, started)
             if safety is not None and safety_version is not None:
                 response.safety = (response.safety or SafetyInfo()).model_copy(update={"version": safety_version})
             return response
@@ -215,6 +227,7 @@ class Aligner:
         request: AlignRequest,
         safety: SafetyConfig | None,
         prepared: PreparedPrompt,
+        admission: Admission,
         emit: Emit | None,
         started: float,
     ) -> AlignResponse:
@@ -224,7 +237,7 @@ class Aligner:
         # What `policy_compliance` and `topic_safety` judge against during this search.
         policy = CURRENT_SAFETY.set(safety)
         try:
-            return await self._run_search(request, safety, prepared, emit, started, engine_usage)
+            return await self._run_search(request, safety, prepared, admission, emit, started, engine_usage)
         finally:
             CURRENT_SAFETY.reset(policy)
             ENGINE_USAGE.reset(token)
@@ -234,6 +247,7 @@ class Aligner:
         request: AlignRequest,
         safety: SafetyConfig | None,
         prepared: PreparedPrompt,
+        admission: Admission,
         emit: Emit | None,
         started: float,
         engine_usage: EngineUsage,
@@ -244,6 +258,8 @@ class Aligner:
             max_candidate_tokens=budget.max_candidate_tokens,
             max_reward_calls=budget.max_reward_calls,
             deadline_ms=budget.deadline_ms,
+            max_request_s=self.limits.max_request_s,
+            max_resamples=admission.resamples,
         )
         ctx = SearchContext(
             engine=self.engine,

@@ -49,7 +49,9 @@ async def enforce(ctx: SearchContext, config: SafetyConfig, result: SearchResult
     if config.action == "flag":
         return result, SafetyInfo(verdict="flagged", scores=threshold_scores(config, chosen.scores))
     if config.action == "resample":
-        extra = await resample(ctx, config.max_resamples)
+        # The server's limits hold for the search and its resamples together: admission left this many.
+        allowed = ctx.meter.max_resamples
+        extra = await resample(ctx, config.max_resamples if allowed is None else min(config.max_resamples, allowed))
         candidates = [*result.candidates, *extra]
         passing = [c for c in extra if passes(config, c.scores)]
         if passing:
@@ -67,6 +69,8 @@ async def enforce(ctx: SearchContext, config: SafetyConfig, result: SearchResult
 
 async def resample(ctx: SearchContext, count: int) -> list[Scored]:
     """Up to `count` fresh candidates in one engine request (as the budget allows), scored and ranked best first."""
+    if count <= 0:
+        return []
     count, tokens = ctx.meter.affordable(count, ctx.request.max_tokens, scored=True)
     if not count:
         return []

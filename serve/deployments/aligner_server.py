@@ -72,7 +72,7 @@ async def start_aligner(config: ServerConfig) -> Aligner:
     # passes (its decoding threads start, kernels are set up) took 13 s on one core, longer than a
     # readiness probe waits, and no request or probe should pay for them.
     await catalog.probe()
-    return Aligner(engine, catalog)
+    return Aligner(engine, catalog, limits=config.search_limits)
 
 
 class AlignerServer:

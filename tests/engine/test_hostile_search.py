@@ -1,12 +1,16 @@
-"""Stop strings, usage accounting and deadlines on the real engine (issue: hostile input and faults)."""
+"""Stop strings, usage accounting, deadlines and the server's limits on the real engine (issues: hostile input
+and faults; a cost model that bounds every request)."""
 
 import asyncio
 import time
 
 import pytest
 
-from aligner.contract import AlignRequest
-from aligner.errors import PromptTooLong
+from aligner.contract import AlignRequest, SearchLimits
+from aligner.core import Aligner
+from aligner.errors import InvalidRequest, PromptTooLong
+from aligner.safety.config import SafetyConfig
+from aligner.search.admission import admit
 from aligner.search.base import DeadlineExceeded
 
 QUESTION = "Write a short story about a cat who learns to fly."
@@ -149,3 +153,67 @@ def test_huge_requests_do_not_hold_up_a_concurrent_small_one(aligner, run):
     alone = min(run(timed_small()) for _ in range(3))
     crowded = run(beside_huge())
     assert crowded < alone + 1.5, (alone, crowded)
+
+
+# --- the server's limits (issue 18: a cost model that bounds every request) ---
+
+UNREACHABLE_RESAMPLE = SafetyConfig(
+    text="Only talk about animals.", thresholds={"verbosity": 0.999}, action="resample", max_resamples=8
+)  # verbosity is below 0.999 for any answer of these lengths: nothing passes, every resample is drawn
+
+
+def test_the_issues_beam_is_refused_by_the_replica_before_any_engine_work(aligner, run):
+    """A request parsed under laxer limits (another ingress's) still meets the replica's own caps."""
+    lax = SearchLimits(max_reward_calls=10**9, max_engine_requests=10**9, max_scoring_rounds=10**9)
+    search = {"strategy": "beam", "beam_width": 16, "expansions": 16, "chunk_tokens": 1}
+    request = AlignRequest.parse(
+        {"prompt": QUESTION, "max_tokens": 1024, "preference_vector": {"relevance": 1.0}, "search": search}, lax
+    )
+    with pytest.raises(InvalidRequest) as err:
+        run(aligner.start(request))  # phase 1 only: it raises before a search exists
+    assert err.value.field == "search" and "261904 reward calls" in err.value.reason
+    assert "search_limits.max_reward_calls" in err.value.reason
+
+
+def test_a_resample_stays_within_the_servers_limits(engine, catalog, run):
+    """Failed before this fix: 3 candidates + 8 resamples = 11, past a server limit of 5."""
+    limited = Aligner(engine, catalog, limits=SearchLimits(max_candidates=5))
+    request = parse(
+        temperature=1.0, max_tokens=16, preference_vector={"relevance": 1.0}, search={"strategy": "best_of_n", "n": 3}
+    )
+    response = run(limited.generate(request, safety=UNREACHABLE_RESAMPLE))
+    assert response.safety.verdict == "refused" and response.usage.candidates == 5
+    assert response.usage.engine_requests == 2  # the search's request, then one resample of 2
+
+
+def test_the_judges_prefill_is_within_what_admission_priced(aligner, run):
+    request = parse(
+        temperature=1.0, max_tokens=16, preference_vector={"helpfulness": 1.0}, search={"strategy": "best_of_n", "n": 4}
+    )
+    usage = run(aligner.generate(request)).usage
+    priced = admit(request, aligner.catalog, None, prompt_tokens=usage.prompt_tokens, limits=SearchLimits())
+    judged = usage.prefill_tokens - usage.prompt_tokens  # all but the candidates' one request
+    assert 0 < judged <= priced.cost.judge_prefill_tokens < 4 * judged
+
+
+def test_the_servers_time_limit_ends_a_long_search_streamed_or_not(engine, catalog, run):
+    """`max_request_s` ends a search no budget bounds (64 rounds, a threshold no candidate reaches) with the
+    best candidate so far; a request's own later deadline does not lift it."""
+    limited = Aligner(engine, catalog, limits=SearchLimits(max_request_s=8.0))
+    search = {"strategy": "rejection", "batch": 4, "threshold": 2.0, "max_rounds": 64}
+    fields = {"temperature": 1.0, "max_tokens": 64, "preference_vector": {"relevance": 1.0}, "search": search}
+    plain = parse(**fields)
+    streamed = parse(**fields, stream=True, budget={"deadline_ms": 600_000})
+
+    async def both():
+        async def collect():
+            return [e async for e in limited.stream(streamed)]
+
+        return await asyncio.gather(limited.generate(plain), collect())
+
+    response, events = run(both())
+    for result in (response, events[-1].response):
+        assert result.usage.stopped_by == "max_request_s" and result.usage.candidates >= 4
+        assert 0 < result.usage.rounds < 64 and result.threshold_met is False
+    assert events[-1].kind == "done" and "".join(e.text for e in events[:-1]) == events[-1].response.text
+    assert engine.unfinished_requests() == 0
