@@ -1,4 +1,4 @@
-"""An engine's processes die with the process that started it, however that process dies.
+"""Processes that die with the process that started them, however it dies: an engine's, a local Ray's.
 
 vLLM runs an engine in child processes (`VLLM::EngineCore`, and under it `VLLM::Worker`), and
 nothing in them watches their parent: a replica or server that was SIGKILLed (a supervisor's step
@@ -6,19 +6,22 @@ after SIGTERM) left both running, in 6 of 6 measured runs, about 2.9 GB each, ig
 of them still decoding. On a GPU that memory keeps the next replica from starting. vLLM has no hook
 in the processes it starts (in a Ray actor they are fresh interpreters, `spawn`), and a parent-death
 signal would not fit anyway: it fires when the *thread* that started the child ends, and engines
-start in a worker thread.
+start in a worker thread. Ray's processes share the fate of the driver that started them only in
+part: raylet and GCS get SIGKILL from the kernel, but its agents then wait a minute on the dead GCS
+before they exit (measured: 62 s).
 
-So an engine starts a reaper first: this file, run as a script in a process of its own (standard
-library only, so it starts in milliseconds and imports nothing of Aligner, torch or vLLM). It adopts
-the children its parent starts until told `started`, follows their descendants, and SIGKILLs all of
-them, then exits, as soon as
+So `Reaper.start()` first starts a reaper: this file, run as a script in a process of its own
+(standard library only, so it starts in milliseconds and imports nothing of Aligner, torch or vLLM).
+It adopts the children its parent starts until told `started`, follows their descendants, and
+SIGKILLs all of them, then exits, as soon as
 
 - its parent is gone (its stdin reaches end of file, or it has been reparented), or
-- the engine is shut down (`reap`: whatever vLLM's own shutdown left running).
+- it is told `reap` (an engine's shutdown: whatever vLLM's own shutdown left running).
 
+`Engine.start` starts one around vLLM's start, `aligner serve` one around `ray.init`.
 A process is known by (pid, start time), so a reused pid is never killed. The reaper has a session
-of its own, so a Ctrl-C or a signal to the replica's process group does not stop it before its
-work. Linux only (it reads /proc); elsewhere `EngineReaper.start` returns one that does nothing.
+of its own, so a Ctrl-C or a signal to its parent's process group does not stop it before its work.
+Linux only (it reads /proc); elsewhere `Reaper.start` returns one that does nothing.
 """
 
 from __future__ import annotations
@@ -35,11 +38,11 @@ from pathlib import Path
 
 PROC = Path("/proc")
 POLL_S = 1.0  # how often the parent is checked (its death usually arrives at once, as end of file)
-SCAN_EVERY = 5  # polls between re-reads of the process tree once the engine has started
+SCAN_EVERY = 5  # polls between re-reads of the process tree once adoption is over
 GONE_WAIT_S = 5.0  # how long a reap waits for the killed processes to be gone
-# Children of the parent that are not the engine's: multiprocessing's resource tracker serves the
+# Children of the parent never adopted: multiprocessing's resource tracker serves the
 # whole process (and exits by itself when the process does).
-NOT_ENGINE = (b"multiprocessing.resource_tracker",)
+NOT_ADOPTED = (b"multiprocessing.resource_tracker",)
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ def descendants(table: Mapping[int, ProcessEntry], roots: Iterable[int]) -> set[
 
 
 def adoptable(table: Mapping[int, ProcessEntry], parent: int, born: int, me: int) -> dict[int, int]:
-    """Children of `parent` started no earlier than the reaper (`born`): the engine's processes."""
+    """Children of `parent` started no earlier than the reaper (`born`): the ones to adopt."""
     return {pid: e.start for pid, e in table.items() if e.ppid == parent and e.start >= born and pid != me}
 
 
@@ -106,25 +109,25 @@ class Tracker:
         self.adopting = True
         self.roots: dict[int, int] = {}
         self.known: dict[int, int] = {}
-        self.passed: set[tuple[int, int]] = set()  # children looked at and found not to be the engine's
+        self.passed: set[tuple[int, int]] = set()  # children looked at and found not to be adopted
 
     def scan(self, table: Mapping[int, ProcessEntry]) -> None:
         if self.adopting:
             for pid, start in adoptable(table, self.parent, self.born, self.me).items():
                 if pid not in self.roots and (pid, start) not in self.passed:
-                    if self.is_engine(pid):
+                    if self.adopts(pid):
                         self.roots[pid] = start
                     else:
                         self.passed.add((pid, start))
         live_roots = alive(table, self.roots)
         self.known.update({pid: table[pid].start for pid in descendants(table, live_roots) if pid != self.me})
 
-    def is_engine(self, pid: int) -> bool:
+    def adopts(self, pid: int) -> bool:
         try:
             cmdline = (self.proc / str(pid) / "cmdline").read_bytes()
         except OSError:
             return False  # gone already
-        return not any(marker in cmdline for marker in NOT_ENGINE)
+        return not any(marker in cmdline for marker in NOT_ADOPTED)
 
     def survivors(self, table: Mapping[int, ProcessEntry]) -> dict[int, int]:
         self.scan(table)
@@ -132,7 +135,7 @@ class Tracker:
 
 
 def reap(tracker: Tracker, proc: Path = PROC, wait_s: float = GONE_WAIT_S) -> list[int]:
-    """SIGKILL every engine process still running; wait (boundedly) until they are gone. The pids killed."""
+    """SIGKILL every adopted process still running; wait (boundedly) until they are gone. The pids killed."""
     targets = tracker.survivors(process_table(proc))
     for pid in targets:
         try:
@@ -146,7 +149,7 @@ def reap(tracker: Tracker, proc: Path = PROC, wait_s: float = GONE_WAIT_S) -> li
 
 
 def watch(parent: int, proc: Path = PROC, poll_s: float = POLL_S) -> list[int]:
-    """The reaper's life: follow the engine's processes until it must reap them (see the module doc)."""
+    """The reaper's life: follow the adopted processes until it must reap them (see the module doc)."""
     me = os.getpid()
     tracker = Tracker(parent, me, parse_stat((proc / str(me) / "stat").read_text()).start, proc)
     pending = b""
@@ -172,15 +175,15 @@ def watch(parent: int, proc: Path = PROC, poll_s: float = POLL_S) -> list[int]:
             tracker.scan(process_table(proc))
 
 
-class EngineReaper:
-    """The engine's side of its reaper."""
+class Reaper:
+    """The parent's side of a reaper."""
 
     def __init__(self, process: subprocess.Popen[bytes] | None):
         self.process = process
 
     @classmethod
-    def start(cls) -> EngineReaper:
-        """Start the reaper of an engine about to start in this process (before vLLM starts its own)."""
+    def start(cls) -> Reaper:
+        """A reaper for the processes this process is about to start (an engine's, a local Ray's)."""
         if not (PROC / str(os.getpid()) / "stat").exists():
             return cls(None)
         process = subprocess.Popen(
@@ -201,7 +204,8 @@ class EngineReaper:
                 pass
 
     def started(self, timeout: float = 30) -> None:
-        """The engine is up: its processes are the ones adopted so far (waits until the reaper says so)."""
+        """They have started: the processes to reap are the ones adopted so far and their descendants
+        (waits until the reaper says so, so that what this process starts next is not adopted)."""
         if self.process is None or self.process.stdout is None:
             return
         self._send("started")
@@ -210,7 +214,7 @@ class EngineReaper:
             self.process.stdout.readline()
 
     def reap(self, timeout: float = GONE_WAIT_S + 5) -> None:
-        """Kill whatever of the engine is still running and wait for the reaper to finish."""
+        """Kill whatever of them is still running and wait for the reaper to finish."""
         if self.process is None:
             return
         self._send("reap")
@@ -231,7 +235,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the server; the reaper follows it
     killed = watch(int(argv[1]))
     if killed:
-        sys.stderr.write(f"aligner engine reaper: killed engine processes {killed} of parent {argv[1]}\n")
+        sys.stderr.write(f"aligner reaper: killed processes {killed} of parent {argv[1]}\n")
     return 0
 
 

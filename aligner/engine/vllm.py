@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aligner.engine.base import ENGINE_PRIORITY, ENGINE_USAGE, Candidate, Delta, SamplingSpec, derive_seed
 from aligner.engine.cpu_binding import engine_binding
-from aligner.engine.reaper import EngineReaper
+from aligner.engine.reaper import Reaper
 from aligner.errors import EngineUnavailable, InvalidRequest
 from aligner.model_cache import resolve_model
 from aligner.prompting import ModelProfile
@@ -166,7 +166,7 @@ class Engine:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.eos_token_id = self.tokenizer.eos_token_id
         self._closed = False
-        self.reaper = EngineReaper(None)  # Engine.start sets the one that kills the engine's processes
+        self.reaper = Reaper(None)  # Engine.start sets the one that kills the engine's processes
 
     @classmethod
     def start(
@@ -201,7 +201,7 @@ class Engine:
         with binding as cores:
             where = f"CPU cores {','.join(map(str, cores))}" if cpu else "GPU"
             progress(f"starting the vLLM engine on {where} for {model_dir} ({compiled})")
-            reaper = EngineReaper.start()  # before vLLM: it adopts the processes vLLM starts (see reaper.py)
+            reaper = Reaper.start()  # before vLLM: it adopts the processes vLLM starts (see reaper.py)
             try:
                 llm = _async_llm_class().from_engine_args(args, stat_loggers=[_stat_logger_factory(scheduler)])
             except Exception as exc:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aligner.engine.reaper import Reaper
 from aligner.model_cache import resolve_model
 from aligner.tenants import TenantStore, default_store_url
 from serve.cli.options import status
@@ -76,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     stop = StopSignals()
     stop.install()
     demo = None
+    # The local Ray that ray.init starts (none when it joins a cluster) dies with this process, even
+    # SIGKILLed: its raylet and GCS would, its agents would wait a minute on the dead GCS first.
+    reaper = Reaper.start()
     try:
         status("starting Ray" if not args.address else f"joining the Ray cluster at {args.address}")
         ray.init(
@@ -84,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             logging_level="WARNING",
             log_to_driver=bool(os.environ.get("ALIGNER_RAY_LOGS")),
         )
+        reaper.started()
         stop.install()  # again: ray.init installs handlers of its own
         serve.start(**proxy_options(config))
         status(
@@ -127,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             ray.shutdown()
             store.close()
+            reaper.reap()  # what ray.shutdown left running
         status("stopped")
     return 0
 
@@ -206,7 +212,7 @@ def print_ready(url: str, key: str, model: str, temporary: bool, grpc: str) -> N
 Aligner is serving {model}
   API        {url}/v1   (OpenAPI docs: {url}/docs)
   gRPC       {grpc}   (service aligner.v1.Aligner; metadata authorization: Bearer <key>)
-  metrics    {url}/metrics   (Prometheus text; Authorization: Bearer <admin key>)
+  metrics    {url}/metrics
   key        {key}{note}
   more keys  aligner keys create --tenant NAME [--admin]
 

@@ -1,11 +1,15 @@
-"""`aligner serve` as a user runs it: its own Ray, the printed curl answered, a clean stop on SIGTERM.
+"""`aligner serve` as a user runs it: its own Ray, the printed curl answered, a clean stop on SIGTERM;
+stopped as a script's background job with `kill -INT`; SIGKILLed in the middle of a request.
 
 Runs before the shared app of this package exists (marker `own_ray`), so the Ray it starts
-is the only one on the machine and "no Ray process left behind" can be checked exactly.
+is the only one on the machine and "no Ray process left behind" can be checked exactly. The
+stop tests know the server's processes by a variable of their own in the environment, which Ray's
+and vLLM's processes inherit: they find (and clean up) those processes and no other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,7 +18,9 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
+import httpx
 import psutil
 import pytest
 import yaml
@@ -22,6 +28,7 @@ import yaml
 from .conftest import E2E_CONFIG, free_port
 
 RAY_PROCESS = re.compile(r"ray::|raylet|gcs_server|ray/dashboard|VLLM::EngineCore")
+RUN_TAG = "ALIGNER_TEST_SERVE_RUN"  # in the server's environment: marks every process it starts
 
 
 def ray_processes() -> set[int]:
@@ -62,28 +69,10 @@ class Lines:
 @pytest.mark.own_ray
 def test_aligner_serve_prints_a_working_curl_and_stops_cleanly(tmp_path, model_dir):
     assert not ray_processes(), "another Ray is running; this test must run before the shared app starts"
-    port = free_port()
-    config = tmp_path / "aligner.yaml"
-    config.write_text(yaml.safe_dump({"engine": E2E_CONFIG["engine"], "replica_num_cpus": 0}))
-    store = f"sqlite:///{tmp_path}/tenants.db"
+    argv, port, store = serve_argv(tmp_path, model_dir)
     env = {**os.environ, "ALIGNER_TENANT_STORE": "sqlite:////nonexistent/ignored.db"}  # the flag wins
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "serve.cli",
-            "serve",
-            "--config",
-            str(config),
-            "--model",
-            str(model_dir),
-            "--http-port",
-            str(port),
-            "--grpc-port",
-            str(free_port()),
-            "--tenant-store",
-            store,
-        ],
+        argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -136,9 +125,151 @@ def test_aligner_serve_prints_a_working_curl_and_stops_cleanly(tmp_path, model_d
     assert not [pid for pid, created in started if still_running(pid, created)]
 
 
+def serve_argv(tmp_path, model_dir) -> tuple[list[str], int, str]:
+    """`aligner serve` on fresh ports with a scratch store: (argv, HTTP port, store URL)."""
+    port = free_port()
+    config = tmp_path / "aligner.yaml"
+    config.write_text(yaml.safe_dump({"engine": E2E_CONFIG["engine"], "replica_num_cpus": 0}))
+    store = f"sqlite:///{tmp_path}/tenants.db"
+    argv = [sys.executable, "-m", "serve.cli", "serve", "--config", str(config), "--model", str(model_dir)]
+    argv += ["--http-port", str(port), "--grpc-port", str(free_port()), "--tenant-store", store]
+    return argv, port, store
+
+
 def still_running(pid: int, created: float) -> bool:
     try:
         proc = psutil.Process(pid)
         return proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+STOP_BOUND_S = 120  # a handled stop: Serve's graceful shutdown (30 s at most), the engines', Ray's
+GONE_BOUND_S = 30  # after the server is gone: nothing it started may be running this much later
+
+
+def command(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline()) or proc.name()
+    except psutil.Error:
+        return "?"
+
+
+def tagged(tag: str) -> set[tuple[int, float]]:
+    """The running processes whose environment carries `tag`: the server and everything it started
+    (Ray passes its environment to its workers, vLLM to its engine processes)."""
+    found = set()
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(RUN_TAG) == tag and proc.status() != psutil.STATUS_ZOMBIE:
+                found.add((proc.pid, proc.create_time()))
+        except psutil.Error:  # gone, or another user's
+            continue
+    return found
+
+
+def tree(proc: psutil.Process) -> set[tuple[int, float]]:
+    """`proc` and its descendants now, by identity (a pid is reused, a pid with its start time is not)."""
+    return {(p.pid, p.create_time()) for p in [proc, *proc.children(recursive=True)]}
+
+
+def left_running(tag: str, known: set[tuple[int, float]], bound: float) -> tuple[list[str], float]:
+    """Wait up to `bound` seconds for every process of the run to be gone: (what is still running, the
+    seconds waited)."""
+    started = time.monotonic()
+    while True:
+        left = tagged(tag) | {(pid, created) for pid, created in known if still_running(pid, created)}
+        if not left or time.monotonic() - started > bound:
+            return sorted(f"{pid}: {command(psutil.Process(pid))}" for pid, _ in left), time.monotonic() - started
+
+
+def clean_up(tag: str, known: set[tuple[int, float]]) -> None:
+    """After a failure: kill what this run left, and nothing else."""
+    for pid, created in tagged(tag) | known:
+        if still_running(pid, created):
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+
+
+def engine_processes(known: set[tuple[int, float]]) -> list[str]:
+    running = [command(psutil.Process(pid)) for pid, created in known if still_running(pid, created)]
+    return [c for c in running if "VLLM::" in c]
+
+
+def test_a_scripts_background_job_starts_with_sigint_ignored():
+    """What the next test relies on: a POSIX shell without job control starts `cmd &` with SIGINT
+    ignored (bit 2 of SigIgn), and Python would keep it ignored."""
+    shown = subprocess.run(["sh", "-c", "grep SigIgn /proc/self/status & wait $!"], capture_output=True, text=True)
+    assert int(shown.stdout.split()[1], 16) & (1 << (signal.SIGINT - 1)), shown.stdout
+
+
+@pytest.mark.own_ray
+def test_a_background_job_stops_on_sigint_with_everything_it_started(tmp_path, model_dir):
+    """`aligner serve &` in a script, then `kill -INT`: it used to ignore it (still serving 180 s later)."""
+    argv, _, _ = serve_argv(tmp_path, model_dir)
+    tag, known = uuid.uuid4().hex, set()
+    # `wait $!`: the shell waits for its background job and exits with the job's status.
+    shell = subprocess.Popen(
+        ["sh", "-c", '"$@" & wait $!', "sh", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, RUN_TAG: tag},
+    )
+    out, err = Lines(shell.stdout), Lines(shell.stderr)
+    try:
+        out.wait_for("Ctrl-C stops the server.", 300, shell)
+        (server,) = psutil.Process(shell.pid).children()
+        known = tree(server)
+        assert engine_processes(known), "the replica's engine runs in processes of its own"
+        sent = time.monotonic()
+        server.send_signal(signal.SIGINT)
+        shell.wait(STOP_BOUND_S)
+        stopped_in = time.monotonic() - sent
+        left, waited = left_running(tag, known, GONE_BOUND_S)
+    finally:
+        clean_up(tag, known)
+        if shell.poll() is None:
+            shell.kill()
+    print(f"stopped {stopped_in:.1f}s after SIGINT; last process gone {waited:.1f}s after that")
+    assert shell.returncode == 0, err.text()[-3000:]
+    assert "shutting down (SIGINT)" in err.text() and "stopped" in err.text() and "Traceback" not in err.text()
+    assert not left, left
+
+
+@pytest.mark.own_ray
+def test_a_sigkilled_server_takes_its_engines_and_ray_along_mid_request(tmp_path, model_dir):
+    """What a supervisor does when a stop takes too long: SIGKILL, here while a long request decodes.
+    An engine core and its worker used to survive it (6 of 6 runs, ~2.9 GB each, ignoring SIGTERM)."""
+    argv, port, _ = serve_argv(tmp_path, model_dir)
+    tag, known = uuid.uuid4().hex, set()
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, RUN_TAG: tag}
+    )
+    out, err = Lines(proc.stdout), Lines(proc.stderr)
+    long_request = {"prompt": "Write a very long story about a dragon.", "max_tokens": 900, "temperature": 1.0}
+    try:
+        printed = out.wait_for("Ctrl-C stops the server.", 300, proc)
+        key = re.search(r"key\s+(alk_\S+)", printed).group(1)
+        known = tree(psutil.Process(proc.pid))
+        assert engine_processes(known), "the replica's engine runs in processes of its own"
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
+            body = {**long_request, "stream": True}
+            with client.stream("POST", "/v1/generate", json=body, headers={"Authorization": f"Bearer {key}"}) as stream:
+                assert stream.status_code == 200
+                deltas = 0
+                for line in stream.iter_lines():
+                    deltas += line.startswith("data: ")
+                    if deltas >= 3:  # decoding: the engine is busy with it
+                        break
+                known |= tree(psutil.Process(proc.pid))
+                proc.kill()
+                proc.wait(30)
+        left, waited = left_running(tag, known, GONE_BOUND_S)
+    finally:
+        clean_up(tag, known)
+        if proc.poll() is None:
+            proc.kill()
+    print(f"SIGKILLed mid-request; every process it started gone {waited:.1f}s later")
+    assert deltas >= 3
+    assert not left, (left, err.text()[-3000:])

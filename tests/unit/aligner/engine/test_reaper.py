@@ -104,9 +104,9 @@ def test_the_process_table_holds_this_process_and_its_parent():
 PARENT = textwrap.dedent(
     """
     import os, subprocess, sys, time
-    from aligner.engine.reaper import EngineReaper
+    from aligner.engine.reaper import Reaper
 
-    reaper = EngineReaper.start()
+    reaper = Reaper.start()
     engine = subprocess.Popen([sys.executable, "-c",
         "import subprocess, time; w = subprocess.Popen(['sleep', '600']); print(w.pid, flush=True); time.sleep(600)"],
         stdout=subprocess.PIPE, text=True)
