@@ -132,27 +132,29 @@ def parse_hour_bound(name: str, text: str | None) -> datetime | None:
     """A `since` / `until` bound: an ISO 8601 date or time (no zone: UTC); InvalidRequest naming `name`."""
     if text is None:
         return None
+    shown = repr(text) if len(text) <= 40 else repr(text[:40]) + "..."  # never echo a huge value back
     try:
         at = datetime.fromisoformat(text.strip())
     except (ValueError, TypeError) as exc:
         # A calendar edge (30 February, hour 24, second 60) says which part is out of range.
         why = "" if "isoformat" in str(exc) or isinstance(exc, TypeError) else f" ({exc})"
         raise InvalidRequest(
-            name, f"is {text!r}{why}; expected an ISO 8601 date or time, e.g. 2026-12-01T17:00:00Z (no zone: UTC)"
+            name, f"is {shown}{why}; expected an ISO 8601 date or time, e.g. 2026-12-01T17:00:00Z (no zone: UTC)"
         ) from None
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     try:
         return at.astimezone(UTC)
     except OverflowError:  # 0001-01-01T00:00+01:00 is before the first representable UTC time
-        raise InvalidRequest(name, f"is {text!r}, outside the times this server can represent") from None
+        raise InvalidRequest(name, f"is {shown}, outside the times this server can represent") from None
 
 
 def hour_range(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
     """The bounds of a usage query: every hour that overlaps [since, until) is returned."""
     start, end = parse_hour_bound("since", since), parse_hour_bound("until", until)
     if start is not None and end is not None and end <= start:
-        raise InvalidRequest("until", f"is {until!r}, not after since ({since!r}); until is exclusive")
+        shown = f"is {end.isoformat()}, not after since ({start.isoformat()})"
+        raise InvalidRequest("until", f"{shown}; until is exclusive")
     return start, end
 
 

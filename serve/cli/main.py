@@ -20,8 +20,8 @@ import serve.cli.objectives as objectives
 import serve.cli.prepare_model as prepare_model
 import serve.cli.safety as safety
 import serve.cli.serve as serve_command
-import serve.cli.usage as usage
 import serve.cli.tenants as tenants
+import serve.cli.usage as usage
 from aligner.errors import AlignerError, InvalidRequest
 
 EXIT_FAILURE = 1
@@ -36,8 +36,8 @@ COMMANDS = (
     ("prepare-model", prepare_model, "Materialise the embedded model into the cache and print its path."),
     ("keys", keys, "Manage API keys in the tenant store."),
     ("safety", safety, "Manage tenants' safety configs in the tenant store."),
-    ("usage", usage, "Show tenants' metered usage per hour (tokens, calls, requests by status)."),
     ("tenants", tenants, "Manage tenants' policies (caps, defaults, rates, weight) in the tenant store."),
+    ("usage", usage, "Show tenants' metered usage per hour (tokens, calls, requests by status)."),
     ("serve", serve_command, "Run the Aligner server (Ray Serve: HTTP API, metrics)."),
 )
 

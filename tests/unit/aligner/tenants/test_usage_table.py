@@ -185,3 +185,9 @@ def test_bad_bounds_are_400_naming_the_bound(since, until, field, said):
     with pytest.raises(InvalidRequest) as err:
         hour_range(since, until)
     assert err.value.field == field and said in err.value.message, err.value.message
+
+
+def test_a_huge_bound_is_not_echoed_back():
+    with pytest.raises(InvalidRequest) as err:
+        hour_range("2026-12-01T17:00" + "9" * 100_000, None)
+    assert err.value.field == "since" and len(err.value.message) < 200
