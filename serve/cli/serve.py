@@ -212,7 +212,7 @@ def print_ready(url: str, key: str, model: str, temporary: bool, grpc: str) -> N
 Aligner is serving {model}
   API        {url}/v1   (OpenAPI docs: {url}/docs)
   gRPC       {grpc}   (service aligner.v1.Aligner; metadata authorization: Bearer <key>)
-  metrics    {url}/metrics
+  metrics    {url}/metrics   (Prometheus text; Authorization: Bearer <admin key>)
   key        {key}{note}
   more keys  aligner keys create --tenant NAME [--admin]
 
