@@ -178,6 +178,10 @@ class AdminClient(SafetyConfigStore, TenantPolicyStore):
         entries = self._call("GET", f"{self._policy_route(tenant)}/audit")["entries"]
         return [AuditEntry(**{**e, "at": datetime.fromisoformat(e["at"])}) for e in entries]
 
+    def usage(self, tenant: str | None = None, since: str | None = None, until: str | None = None) -> dict[str, Any]:
+        """GET /v1/admin/usage: the metered usage as the server answers it (see `usage_report`)."""
+        return self._call("GET", "/v1/admin/usage", tenant=tenant, since=since, until=until)
+
 
 def _policy_version(data: dict[str, Any]) -> TenantPolicyVersion:
     return TenantPolicyVersion(
@@ -188,10 +192,6 @@ def _policy_version(data: dict[str, Any]) -> TenantPolicyVersion:
         created_at=datetime.fromisoformat(data["created_at"]),
         created_by=data["created_by"],
     )
-
-    def usage(self, tenant: str | None = None, since: str | None = None, until: str | None = None) -> dict[str, Any]:
-        """GET /v1/admin/usage: the metered usage as the server answers it (see `usage_report`)."""
-        return self._call("GET", "/v1/admin/usage", tenant=tenant, since=since, until=until)
 
 
 def _version(data: dict[str, Any]) -> SafetyConfigVersion:
