@@ -211,7 +211,9 @@ def test_a_health_flood_during_generation_costs_tenants_nothing(server):
     assert checks and set(checks) == {serving}, sorted(set(checks))
     assert watched == [serving] * watches, watched
     calls = len(readyz) + len(checks) + watches
-    print(f"health flood: {calls} calls ({len(readyz)} /readyz, {len(checks)} Check, {watches} Watch) in {elapsed:.1f} s")
+    print(
+        f"health flood: {calls} calls ({len(readyz)} /readyz, {len(checks)} Check, {watches} Watch) in {elapsed:.1f} s"
+    )
     print(f"health flood: {probes:.0f} readiness probes reached the replicas; tenant answers {tenant_codes}")
     # One ingress, one refresh per interval at most (a slow machine only makes fewer).
     most = (elapsed + 1) / interval + 2
