@@ -30,6 +30,12 @@ from aligner.errors import InvalidRequest
 from aligner.search import registry as search_registry
 
 MAX_WEIGHT = 1000.0
+# Weights span at most 1e6 between tenants: a tinier one would grow its fair-queue counter past what
+# float arithmetic can still add other tenants' tokens to.
+MIN_WEIGHT = 0.001
+# The wire's integer widths (the proto's int32 / int64 fields): a value the gRPC answer could not carry is refused.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
 MAX_PRIORITY = 9
 MAX_ALLOWED = 64
 # Limits the model replica checks with the server's own values (once the prompt is composed, or while the
@@ -98,7 +104,7 @@ class PolicyDefaults(_Strict):
     budget: Budget | None = Field(
         None, description="The budget fields a request omits (max_candidate_tokens, max_reward_calls, deadline_ms)."
     )
-    max_tokens: int | None = Field(None, ge=1, description="`max_tokens` of a request that sends none.")
+    max_tokens: int | None = Field(None, ge=1, le=INT32_MAX, description="`max_tokens` of a request that sends none.")
 
     @field_validator("search")
     @classmethod
@@ -162,20 +168,27 @@ class TenantPolicy(_Strict):
         description="What a request gets for the fields it omits; a default above a cap becomes the cap.",
     )
     requests_per_minute: int | None = Field(
-        None, ge=1, description="Most requests the tenant may start per minute, over every replica (null: no limit)."
+        None,
+        ge=1,
+        le=INT64_MAX,
+        description="Most requests the tenant may start per minute, over every replica (null: no limit).",
     )
     candidate_tokens_per_minute: int | None = Field(
         None,
         ge=1,
+        le=INT64_MAX,
         description="Most tokens the tenant's searches may generate per minute over all candidates, over every "
         "replica (null: no limit): the fan-out is the cost, not the completion.",
     )
     max_concurrent_requests: int | None = Field(
-        None, ge=1, description="Most requests of the tenant in flight at once, over every replica (null: no limit)."
+        None,
+        ge=1,
+        le=INT32_MAX,
+        description="Most requests of the tenant in flight at once, over every replica (null: no limit).",
     )
     weight: float = Field(
         1.0,
-        gt=0,
+        ge=MIN_WEIGHT,
         le=MAX_WEIGHT,
         description="The tenant's fair share when the model replicas are saturated, relative to other tenants' "
         "weights (counted in generated candidate tokens).",

@@ -21,7 +21,7 @@ from aligner.contract import DEFAULT_LIMITS, SearchLimits, parse_model
 from aligner.errors import InvalidRequest, NotFound
 from aligner.safety.config import SafetyConfig
 from aligner.tenants import ApiKey, TenantStore, hour_range, usage_report, validate_tenant
-from aligner.tenants.policy import TenantPolicy
+from aligner.tenants.policy import INT32_MAX, TenantPolicy
 from serve.gateway.messages import ObjectiveInfo
 
 # An admin answer: a JSON object, sent as the HTTP body or converted field for field into the RPC's message.
@@ -64,8 +64,11 @@ class PutTenantPolicy(BaseModel):
 
     policy: TenantPolicy = Field(description="The new version's content.")
     expected_version: int | None = Field(
+        strict=True,
+        ge=1,
+        le=INT32_MAX,
         description="The active version you last read (null: the tenant has no policy). A different current "
-        "version means someone changed it first: 409 version_conflict, nothing stored."
+        "version means someone changed it first: 409 version_conflict, nothing stored.",
     )
 
     @classmethod
@@ -89,8 +92,10 @@ class ActivateTenantPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    version: int = Field(ge=1, description="The existing version to make active (a rollback).")
-    expected_version: int | None = Field(description="The active version you last read (null: none).")
+    version: int = Field(ge=1, le=INT32_MAX, description="The existing version to make active (a rollback).")
+    expected_version: int | None = Field(
+        ge=1, le=INT32_MAX, description="The active version you last read (null: none)."
+    )
 
     @classmethod
     def parse(cls, data: Any) -> ActivateTenantPolicy:

@@ -39,6 +39,9 @@ SYNC_S = 0.25  # the background loop's period
 IDLE_S = 1.0  # a tenant with no admission for this long hands back what it holds; a spare slot too
 HEARTBEAT_S = 2.0  # slots in use are reported at least this often (the keeper frees silent replicas' slots)
 KEEPER_TIMEOUT_S = 2.0  # an exchange slower than this admits the request anyway
+# After a failed exchange, admissions stop asking the keeper for this long (the background loop still
+# tries every SYNC_S): a hung keeper must not make every request of a limited tenant wait its timeout.
+KEEPER_RETRY_S = 5.0
 
 Exchange = Callable[[list[LeaseRequest]], Awaitable[list[LeaseGrant]]]
 
@@ -174,6 +177,7 @@ class QuotaLeaser:
         self.leaser = leaser or uuid.uuid4().hex
         self.leases: dict[str, TenantLease] = {}
         self._task: asyncio.Task | None = None
+        self._keeper_down_until = float("-inf")
 
     async def admit(self, tenant: str, limits: QuotaLimits) -> QuotaTicket | None:
         """The request's ticket (None: the tenant has no limits), or RateLimited naming the limit."""
@@ -190,8 +194,14 @@ class QuotaLeaser:
                 due = lease.due(self.clock())
                 if changed or any(due):
                     # Under changed limits, what was leased under the old ones goes back first.
-                    grant = await self._call([self._ask(lease, *due, hand_back=changed)])
-                    if grant is None:  # the keeper is unreachable: admitted, not counted
+                    if self.clock() < self._keeper_down_until:  # it failed a moment ago: admitted, not counted
+                        return None
+                    ask = self._ask(lease, *due, hand_back=changed)
+                    grant = await self._call([ask])
+                    if grant is None:  # the keeper is unreachable: admitted, not counted; what the ask
+                        lease.requests += ask.give_requests  # took from the lease (debt, units handed
+                        lease.tokens += ask.give_tokens  # back) stays for the next exchange
+                        self._keeper_down_until = self.clock() + KEEPER_RETRY_S
                         return None
                     self._apply(lease, grant[0])
                     self._back_off(lease, due, grant[0])
@@ -289,12 +299,14 @@ class QuotaLeaser:
 
     async def _call(self, asks: list[LeaseRequest]) -> list[LeaseGrant] | None:
         try:
-            return await asyncio.wait_for(self.exchange(asks), KEEPER_TIMEOUT_S)
+            grants = await asyncio.wait_for(self.exchange(asks), KEEPER_TIMEOUT_S)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.warning("quotas: the quota keeper did not answer (%s); admitting without quotas", exc)
             return None
+        self._keeper_down_until = float("-inf")
+        return grants
 
     async def sync(self) -> None:
         """One round of the background loop: renew, settle, hand back, heartbeat (one keeper call)."""

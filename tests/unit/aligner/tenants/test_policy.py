@@ -69,6 +69,13 @@ def test_every_server_limit_is_a_tenant_cap_with_its_bounds():
         ),
         ({"weight": 0}, "weight"),
         ({"weight": 1001}, "weight"),
+        # Failed before the fix: a weight of 1e-300 overflowed the fair queue's counters for everyone.
+        ({"weight": 1e-300}, "weight"),
+        # Failed before the fix: accepted over HTTP, then unreadable over gRPC (int32 / int64 fields).
+        ({"max_concurrent_requests": 2**31}, "max_concurrent_requests"),
+        ({"requests_per_minute": 2**63}, "requests_per_minute"),
+        ({"candidate_tokens_per_minute": 2**63}, "candidate_tokens_per_minute"),
+        ({"defaults": {"max_tokens": 2**31}}, "defaults.max_tokens"),
         ({"priority": 10}, "priority"),
         ({"requests_per_minute": 0}, "requests_per_minute"),
         ({"max_concurrent_requests": -1}, "max_concurrent_requests"),

@@ -14,7 +14,7 @@ import pytest
 from aligner.errors import ErrorInfo, RateLimited
 from serve.deployments.quota_keeper import LeaseGrant, LeaseRequest, QuotaKeeper, QuotaLimits
 from serve.errors import ERROR_TABLE, http_status, retry_headers
-from serve.gateway.quotas import IDLE_S, SYNC_S, QuotaLeaser, QuotaTicket, reset_format
+from serve.gateway.quotas import IDLE_S, KEEPER_RETRY_S, SYNC_S, QuotaLeaser, QuotaTicket, reset_format
 from serve.metrics import Metrics
 
 TICK = 0.05
@@ -276,3 +276,56 @@ def test_a_lowered_policy_limit_is_in_force_at_the_next_request():
         return [await leaser.admit("acme", two) for _ in range(2)]
 
     assert all(ticket is not None for ticket in run(scenario()))  # once the old slots came back
+
+
+def test_a_hung_keeper_costs_one_timeout_then_admits_at_once_until_retry():
+    """Failed before this fix: each request of a limited tenant waited the keeper's timeout in turn."""
+    clock = Clock()
+    calls = []
+
+    async def failing(asks):
+        calls.append(clock.now)
+        raise ConnectionError("keeper down")
+
+    async def scenario():
+        leaser = QuotaLeaser(failing, clock=clock)
+        limits = QuotaLimits(requests_per_minute=60)
+        results = [await leaser.admit("acme", limits) for _ in range(5)]
+        clock.now += KEEPER_RETRY_S + 0.1
+        results.append(await leaser.admit("acme", limits))
+        return results
+
+    assert run(scenario()) == [None] * 6
+    assert len(calls) == 2  # one for the first request, one once the retry time has passed
+
+
+def test_a_debt_is_kept_when_the_exchange_that_would_settle_it_fails():
+    """Failed before this fix: a failed exchange at admission dropped the tenant's token debt."""
+    clock = Clock()
+    keeper = QuotaKeeper(clock)
+    down = {"now": False}
+
+    async def exchange(asks):
+        if down["now"]:
+            raise ConnectionError("keeper down")
+        return await keeper.exchange(asks)
+
+    async def scenario():
+        leaser = QuotaLeaser(exchange, clock=clock)
+        limits = QuotaLimits(candidate_tokens_per_minute=10_000)
+        ticket = await leaser.admit("acme", limits)
+        assert ticket is not None
+        ticket.finish(200_000)  # far beyond the allowance: a debt
+        lease = leaser.leases["acme"]
+        debt = lease.tokens
+        assert debt < 0
+        down["now"] = True
+        assert await leaser.admit("acme", limits) is None  # admitted, not counted
+        assert lease.tokens == debt  # still owed
+        down["now"] = False
+        clock.now += KEEPER_RETRY_S + 0.1
+        await leaser.sync()  # settled with the keeper now
+        with pytest.raises(RateLimited):
+            await leaser.admit("acme", limits)
+
+    run(scenario())
