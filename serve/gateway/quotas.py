@@ -255,10 +255,12 @@ class QuotaLeaser:
             lease.ask_slots_at = now + SYNC_S
 
     def _retry_s(self, seen: Seen | None) -> float:
+        """When a retry can be admitted: once the bucket holds a whole lease, since this replica asks the
+        keeper again only then (the time to one unit was too early: the retry got 429 again)."""
         if seen is None:
             return 1.0
         elapsed = self.clock() - seen.at
-        return max(1.0, seen.state.retry_s() - elapsed)
+        return max(1.0, seen.state.lease_wait_s() - elapsed)
 
     # -- exchanges with the keeper ----------------------------------------------------------------
 

@@ -329,3 +329,24 @@ def test_a_debt_is_kept_when_the_exchange_that_would_settle_it_fails():
             await leaser.admit("acme", limits)
 
     run(scenario())
+
+
+def test_a_retry_at_retry_after_is_admitted():
+    """Failed before this fix: Retry-After was the time to one unit, while the replica asks the keeper again
+    only once a whole lease is there, so the retry got 429 again."""
+
+    async def scenario():
+        cluster = Cluster(1)
+        limits = QuotaLimits(requests_per_minute=6000)
+        refused = None
+        for _ in range(7000):
+            try:
+                (await cluster.leasers[0].admit("acme", limits)).finish(0)
+            except RateLimited as exc:
+                refused = exc
+                break
+        assert refused is not None
+        await cluster.advance(ErrorInfo.of(refused).retry_after_s)
+        return await cluster.try_admit(0, "acme", limits)
+
+    assert run(scenario()) is not None
