@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from aligner.errors import InvalidRequest
-from aligner.limits import DEFAULT_LIMITS, SearchLimits
+from aligner.limits import DEFAULT_LIMITS, Budget, SearchLimits
 from aligner.search import registry as search_registry
 from aligner.search.params import sample
 from aligner.search.params.base import SearchParams
@@ -21,7 +21,6 @@ MAX_STOP_CHARS = 128
 MAX_SEED = 2**63 - 1
 MAX_MESSAGES = 1024
 MAX_OBJECTIVES = 64
-MAX_DEADLINE_MS = 3_600_000
 SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -48,18 +47,6 @@ class ChatMessage(_Strict):
 
 # The flat `search` object of the wire: `strategy` and every registered strategy's parameters.
 SearchSpec = search_registry.wire_model()
-
-
-class Budget(_Strict):
-    max_candidate_tokens: int | None = Field(
-        None, ge=1, le=2**31 - 1, description="Most tokens generated over all candidates."
-    )
-    max_reward_calls: int | None = Field(
-        None, ge=1, le=2**31 - 1, description="Most candidates (or partial candidates) scored."
-    )
-    deadline_ms: int | None = Field(
-        None, ge=1, le=MAX_DEADLINE_MS, description="Wall-time limit of the whole search (scoring included), in ms."
-    )
 
 
 class Constraint(_Strict):

@@ -1,9 +1,13 @@
-"""`SearchLimits`: the server's maximums for a request's search parameters and for what one request may
-cost (the contract checks a request against them when it parses it; a tenant's policy may lower them)."""
+"""`SearchLimits`, the server's maximums for a request's search parameters and for what one request may
+cost (the contract checks a request against them when it parses it; a tenant's policy may lower them),
+and `Budget`, what a request itself allows its search to spend. Here, apart from the contract, so the
+strategies' cost models can name them without importing the contract that imports the strategies."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
+
+MAX_DEADLINE_MS = 3_600_000
 
 
 class SearchLimits(BaseModel):
@@ -75,3 +79,18 @@ class SearchLimits(BaseModel):
 
 
 DEFAULT_LIMITS = SearchLimits()
+
+
+class Budget(BaseModel):
+    # Strict types: JSON's "5" or true is not an integer; nothing is coerced silently.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    max_candidate_tokens: int | None = Field(
+        None, ge=1, le=2**31 - 1, description="Most tokens generated over all candidates."
+    )
+    max_reward_calls: int | None = Field(
+        None, ge=1, le=2**31 - 1, description="Most candidates (or partial candidates) scored."
+    )
+    deadline_ms: int | None = Field(
+        None, ge=1, le=MAX_DEADLINE_MS, description="Wall-time limit of the whole search (scoring included), in ms."
+    )

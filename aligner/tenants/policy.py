@@ -17,16 +17,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from aligner.contract import (
-    MAX_DEADLINE_MS,
-    MAX_OBJECTIVES,
-    OBJECTIVE_NAME,
-    Budget,
-    SearchLimits,
-    SearchSpec,
-    parse_model,
-)
+from aligner.contract import MAX_OBJECTIVES, OBJECTIVE_NAME, SearchSpec, parse_model
 from aligner.errors import InvalidRequest
+from aligner.limits import MAX_DEADLINE_MS, Budget, SearchLimits
 from aligner.search import registry as search_registry
 
 MAX_WEIGHT = 1000.0

@@ -39,9 +39,7 @@ SYNC_S = 0.25  # the background loop's period
 IDLE_S = 1.0  # a tenant with no admission for this long hands back what it holds; a spare slot too
 HEARTBEAT_S = 2.0  # slots in use are reported at least this often (the keeper frees silent replicas' slots)
 KEEPER_TIMEOUT_S = 2.0  # an exchange slower than this admits the request anyway
-# After a failed exchange, admissions stop asking the keeper for this long (the background loop still
-# tries every SYNC_S): a hung keeper must not make every request of a limited tenant wait its timeout.
-KEEPER_RETRY_S = 5.0
+KEEPER_RETRY_S = 5.0  # after a failed exchange admissions skip the keeper this long (a hung one stalls no one)
 
 Exchange = Callable[[list[LeaseRequest]], Awaitable[list[LeaseGrant]]]
 
@@ -255,8 +253,7 @@ class QuotaLeaser:
             lease.ask_slots_at = now + SYNC_S
 
     def _retry_s(self, seen: Seen | None) -> float:
-        """When a retry can be admitted: once the bucket holds a whole lease, since this replica asks the
-        keeper again only then (the time to one unit was too early: the retry got 429 again)."""
+        """When a retry is admitted: once the bucket holds a whole lease (only then does this replica ask again)."""
         if seen is None:
             return 1.0
         elapsed = self.clock() - seen.at

@@ -13,7 +13,7 @@ from aligner.errors import InvalidRequest
 from aligner.search.params.cost import RequestShape, SearchCost, check_cost
 
 if TYPE_CHECKING:  # the contract imports this module; these are only types here
-    from aligner.contract import Budget, SearchLimits
+    from aligner.limits import Budget, SearchLimits
 
 
 @dataclass(frozen=True)

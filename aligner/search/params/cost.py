@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from aligner.errors import InvalidRequest
 
 if TYPE_CHECKING:  # the contract imports this module; SearchLimits is only a type here
-    from aligner.contract import Budget, SearchLimits
+    from aligner.limits import Budget, SearchLimits
 
 
 @dataclass(frozen=True)
