@@ -14,6 +14,7 @@ from aligner.search import registry as search_registry
 from aligner.search.params import sample
 from aligner.search.params.base import SearchParams
 from aligner.search.params.cost import RequestShape
+from aligner.usage import Usage
 
 OBJECTIVE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 MAX_STOP_SEQUENCES = 8
@@ -149,6 +150,10 @@ class AlignRequest(_Strict):
     @model_validator(mode="after")
     def _one_conversation(self, info: ValidationInfo) -> AlignRequest:
         limits = (info.context or {}).get("limits", DEFAULT_LIMITS)
+        if "max_tokens" not in self.model_fields_set and self.max_tokens > limits.max_tokens:
+            # A default above the configured maximum becomes it; only an explicit value is refused. Set
+            # in __dict__ so the field stays unset (as the client sent it) for anything that asks.
+            self.__dict__["max_tokens"] = limits.max_tokens
         if self.max_tokens > limits.max_tokens:
             raise InvalidRequest(
                 "max_tokens", f"is {self.max_tokens} but the configured maximum is {limits.max_tokens}"
@@ -273,31 +278,6 @@ def _field_path(loc: tuple) -> str:
     for part in loc:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path
-
-
-class Usage(_Strict):
-    prompt_tokens: int = Field(description="Tokens in the composed prompt.")
-    completion_tokens: int = Field(0, description="Tokens of the chosen response.")
-    generated_tokens: int = Field(
-        description="Tokens the engine generated for this request: every candidate's, and the judge's."
-    )
-    candidate_tokens: int = Field(
-        0, description="Tokens generated over all candidates (what budget.max_candidate_tokens bounds)."
-    )
-    prefill_tokens: int = Field(0, description="Prompt tokens over every engine request (candidates' and the judge's).")
-    candidates: int = Field(1, description="Final candidates the search compared.")
-    wall_time_s: float = Field(description="Wall time of the request inside the aligner, in seconds.")
-    engine_requests: int = Field(0, description="Requests sent to the engine, the judge's included.")
-    reward_calls: int = Field(0, description="Candidates (or partial candidates) scored.")
-    rounds: int = Field(0, description="Search rounds (rejection) or steps (beam).")
-    stopped_by: str | None = Field(
-        None,
-        description="The limit that cut the search short, if any: `max_candidate_tokens`, `max_reward_calls` or "
-        "`deadline_ms` (the request's budget), or `max_request_s` (the server's time limit).",
-    )
-    stage_seconds: dict[str, float] = Field(
-        default_factory=dict, description="Wall time per stage: generate, score, select."
-    )
 
 
 class CandidateInfo(_Strict):

@@ -21,15 +21,18 @@ from typing import Literal, get_args
 from aligner.contract import DEFAULT_LIMITS, AlignRequest, AlignResponse, CandidateInfo, SafetyInfo, SearchLimits, Usage
 from aligner.engine.base import ENGINE_USAGE, EngineUsage
 from aligner.engine.vllm import Engine
-from aligner.errors import ConfigError, InvalidRequest
+from aligner.errors import ConfigError, InvalidRequest, PromptTooLong
 from aligner.events import Delta, Done, Event, TextEvent
 from aligner.prompting import ModelProfile, PreparedPrompt, prepare_prompt, safety_placeholder
+from aligner.prompting_guard import operator_marker, server_secret
 from aligner.rewards import ObjectiveCatalog
 from aligner.rewards.base import CURRENT_SAFETY
 from aligner.safety.config import SafetyConfig
 from aligner.safety.enforce import enforce, passes, with_thresholds
-from aligner.search.admission import Admission, admit
+from aligner.safety.fit import DEFAULT_MIN_FREE_SHARE, overflow_error
+from aligner.search.admission import admit
 from aligner.search.base import Emit, Meter, Scored, SearchContext, SearchResult
+from aligner.search.spent import search_usage, spent_usage
 from aligner.search.strategies import strategy_for
 
 # The values of `AlignResponse.finish_reason` (a test checks they are the same).
@@ -44,11 +47,23 @@ class Search:
     nothing; it is consumed once, by one of the two.
     """
 
-    def __init__(self, run: Callable[[Emit | None], Awaitable[AlignResponse]], *, holds_back: bool):
+    def __init__(
+        self,
+        run: Callable[[Emit | None], Awaitable[AlignResponse]],
+        *,
+        holds_back: bool,
+        spent: Callable[[], Usage] | None = None,
+    ):
         self._run = run
         # Under a config with thresholds nothing is released before the verdict.
         self._holds_back = holds_back
+        self._spent = spent
         self._consumed = False
+
+    def spent(self) -> Usage | None:
+        """What the search has cost so far, whether it finished, failed or was cancelled: what a request
+        that gets no response is metered for (None: nothing to tell)."""
+        return None if self._spent is None else self._spent()
 
     def _consume(self) -> None:
         if self._consumed:
@@ -103,11 +118,16 @@ class Aligner:
         profile: ModelProfile | None = None,
         *,
         limits: SearchLimits = DEFAULT_LIMITS,
+        operator_secret: bytes | None = None,
+        safety_min_free_context: float = DEFAULT_MIN_FREE_SHARE,
     ):
         self.engine = engine
+        # The secret of the operator sections' markers (None: $ALIGNER_OPERATOR_SECRET, see prompting_guard.py).
+        self.operator_secret = server_secret() if operator_secret is None else operator_secret
         self.catalog = catalog or ObjectiveCatalog([])
         self.profile = profile or engine.config.profile
         self.limits = limits
+        self.safety_min_free_context = safety_min_free_context  # of max_model_len (aligner/safety/fit.py)
 
     @staticmethod
     def check_objectives_of(
@@ -138,9 +158,11 @@ class Aligner:
         direction: dict[str, float] | None = None,
         reveal_safety: bool = True,
         safety_version: int | None = None,
+        tenant: str | None = None,
     ) -> PreparedPrompt:
         """The composed prompt; with `reveal_safety=False` its `shown_messages` hold the placeholder
-        `[tenant safety config, version N]` where the config's text is (the engine reads the text)."""
+        `[tenant safety config, version N]` where the config's text is (the engine reads the text). The
+        operator's section is marked for `tenant`'s config `safety_version`."""
         if direction is not None:
             request = request.model_copy(update={"preference_vector": direction})
         return prepare_prompt(
@@ -150,6 +172,7 @@ class Aligner:
             max_model_len=self.engine.max_model_len,
             safety_config=None if safety is None else safety.text,
             safety_shown_as=None if reveal_safety else safety_placeholder(safety_version),
+            marker=operator_marker(self.operator_secret, tenant, safety_version),
         )
 
     async def start(
@@ -159,6 +182,8 @@ class Aligner:
         safety: SafetyConfig | None = None,
         safety_version: int | None = None,
         reveal_safety: bool = True,
+        limits: SearchLimits | None = None,
+        tenant: str | None = None,
     ) -> Search:
         """Phase 1: check, merge and compose, raising `AlignerError` on anything wrong; the search is
         returned unstarted (it runs when its `events()` or `result()` is called).
@@ -166,33 +191,58 @@ class Aligner:
         `safety`: the tenant's config, placed first in the prompt and, with thresholds, enforced on the
         answer. `safety_version`: its number in the tenant store, named in the response's
         `safety.version`. `reveal_safety=False` (a caller who may not read the config) shows it as a
-        placeholder in the response's `prompt`.
+        placeholder in the response's `prompt`. `limits`: the server's, lowered to the tenant's caps
+        (None: the server's own), for what is priced here: the judges' prefills and the resamples.
+        `tenant`: whose config it is (its operator marker is the tenant's and the version's).
         """
         started = time.monotonic()
+        limits = self.limits if limits is None else limits
         self.check_objectives_of(request, self.catalog, safety)
         enforcing = safety is not None and bool(safety.thresholds)
         if enforcing:
             request = with_thresholds(request, safety)
 
         def render() -> PreparedPrompt:
-            prepared = self.prepare(request, safety=safety, reveal_safety=reveal_safety, safety_version=safety_version)
+            prepared = self.prepare(
+                request, safety=safety, reveal_safety=reveal_safety, safety_version=safety_version, tenant=tenant
+            )
             # Every reward model's template renders the conversation too: one that refuses it is this
             # request's 400 now, not a failure inside a batch merged with other tenants' requests.
-            self.catalog.check_conversation(request.conversation(), request.scored_objectives())
+            try:
+                self.catalog.check_conversation(request.conversation(), request.scored_objectives())
+            except InvalidRequest as exc:
+                if request.messages is not None or not exc.field.startswith("messages"):
+                    raise
+                # A prompt is the conversation's one message: name the field the client sent.
+                raise InvalidRequest("prompt", exc.reason) from None
             return prepared
 
         # Rendering and tokenising a long conversation is CPU work: keep it off the event loop.
-        prepared = await asyncio.to_thread(render)
+        try:
+            prepared = await asyncio.to_thread(render)
+        except PromptTooLong as exc:  # invalid_config when the tenant's config alone leaves too little room
+            raise await asyncio.to_thread(overflow_error, self, exc, safety, safety_version) from None
         # The judges' prefills and the resamples priced beside the search: refused here, before any engine work.
-        admission = admit(request, self.catalog, safety, prompt_tokens=len(prepared.token_ids), limits=self.limits)
+        admission = admit(request, self.catalog, safety, prompt_tokens=len(prepared.token_ids), limits=limits)
+        budget = request.budget
+        meter = Meter(
+            started=started,
+            max_candidate_tokens=budget.max_candidate_tokens,
+            max_reward_calls=budget.max_reward_calls,
+            deadline_ms=budget.deadline_ms,
+            max_request_s=limits.max_request_s,
+            max_resamples=admission.resamples,
+        )
+        # Every engine request this search causes (the judge's included) is counted here.
+        engine_usage = EngineUsage()
 
         async def run(emit: Emit | None) -> AlignResponse:
-            response = await self._search(request, safety, prepared, admission, emit, started)
+            response = await self._search(request, safety, prepared, meter, engine_usage, emit, started)
             if safety is not None and safety_version is not None:
                 response.safety = (response.safety or SafetyInfo()).model_copy(update={"version": safety_version})
             return response
 
-        return Search(run, holds_back=enforcing)
+        return Search(run, holds_back=enforcing, spent=lambda: spent_usage(prepared, meter, engine_usage, started))
 
     async def generate(
         self,
@@ -227,17 +277,16 @@ class Aligner:
         request: AlignRequest,
         safety: SafetyConfig | None,
         prepared: PreparedPrompt,
-        admission: Admission,
+        meter: Meter,
+        engine_usage: EngineUsage,
         emit: Emit | None,
         started: float,
     ) -> AlignResponse:
-        # Every engine request this search causes (the judge's included) is counted here.
-        engine_usage = EngineUsage()
         token = ENGINE_USAGE.set(engine_usage)
         # What `policy_compliance` and `topic_safety` judge against during this search.
         policy = CURRENT_SAFETY.set(safety)
         try:
-            return await self._run_search(request, safety, prepared, admission, emit, started, engine_usage)
+            return await self._run_search(request, safety, prepared, meter, emit, started, engine_usage)
         finally:
             CURRENT_SAFETY.reset(policy)
             ENGINE_USAGE.reset(token)
@@ -247,20 +296,11 @@ class Aligner:
         request: AlignRequest,
         safety: SafetyConfig | None,
         prepared: PreparedPrompt,
-        admission: Admission,
+        meter: Meter,
         emit: Emit | None,
         started: float,
         engine_usage: EngineUsage,
     ) -> AlignResponse:
-        budget = request.budget
-        meter = Meter(
-            started=started,
-            max_candidate_tokens=budget.max_candidate_tokens,
-            max_reward_calls=budget.max_reward_calls,
-            deadline_ms=budget.deadline_ms,
-            max_request_s=self.limits.max_request_s,
-            max_resamples=admission.resamples,
-        )
         ctx = SearchContext(
             engine=self.engine,
             catalog=self.catalog,
@@ -273,6 +313,7 @@ class Aligner:
                 if self.profile.reads_directions
                 else None
             ),
+            thresholds=safety.thresholds if safety is not None else {},
         )
         result = await strategy_for(request.search.strategy).run(ctx)
         verdict, shown = None, result.candidates
@@ -301,19 +342,14 @@ class Aligner:
             text=chosen.text,
             # A strategy's finish reason outside the contract's (vLLM's own) reads as `length`.
             finish_reason=next((r for r in FINISH_REASONS if r == chosen.finish_reason), "length"),
-            usage=Usage(
+            usage=search_usage(
+                prepared,
+                meter,
+                engine_usage,
+                started,
                 prompt_tokens=len(prepared.token_ids),
                 completion_tokens=len(chosen.token_ids),
-                candidate_tokens=meter.candidate_tokens,
-                generated_tokens=engine_usage.generated_tokens,
-                prefill_tokens=engine_usage.prefill_tokens,
                 candidates=len(result.candidates),
-                wall_time_s=round(time.monotonic() - started, 6),
-                engine_requests=engine_usage.requests,
-                reward_calls=meter.reward_calls,
-                rounds=meter.rounds,
-                stopped_by=meter.stopped_by,
-                stage_seconds={k: round(v, 6) for k, v in meter.stage_seconds.items()},
             ),
             scores=chosen.scores,
             combined_score=chosen.combined,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from aligner.usage import Usage
+
 log = logging.getLogger(__name__)
 
 
@@ -138,17 +140,19 @@ class ServerError(AlignerError):
 @dataclass(frozen=True)
 class ErrorInfo:
     """An error as plain data: its stable code, the message, the offending field (InvalidRequest) and
-    the seconds to wait before a retry (Overloaded, RateLimited)."""
+    the seconds to wait before a retry (Overloaded, RateLimited); and what the request had cost when it
+    failed after engine work (`usage`, for metering: never shown to the client)."""
 
     code: str
     message: str
     field: str | None = None
     retry_after_s: float | None = None
+    usage: Usage | None = None
 
     @classmethod
-    def of(cls, exc: BaseException) -> ErrorInfo:
-        """What `exc` tells a client. Anything that is not an AlignerError is an internal error: logged
-        here with its traceback, described without internals."""
+    def of(cls, exc: BaseException, usage: Usage | None = None) -> ErrorInfo:
+        """What `exc` tells a client (and `usage`, what its request had cost). Anything that is not an
+        AlignerError is an internal error: logged here with its traceback, described without internals."""
         if isinstance(exc, Reported):
             return exc.info
         if isinstance(exc, AlignerError):
@@ -157,9 +161,10 @@ class ErrorInfo:
                 message=exc.message,
                 field=exc.field if isinstance(exc, InvalidRequest) else None,
                 retry_after_s=exc.retry_after_s if isinstance(exc, (Overloaded, RateLimited)) else None,
+                usage=usage,
             )
         log.error("internal error", exc_info=exc)
-        return cls("internal", f"internal error ({type(exc).__name__}); see the server log")
+        return cls("internal", f"internal error ({type(exc).__name__}); see the server log", usage=usage)
 
     def error(self) -> Reported:
         """This error as an exception to raise, carrying this info unchanged."""

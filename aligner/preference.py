@@ -12,6 +12,14 @@ so a weight means the same for every objective.
   objective cannot be bought back by the others.
 - constraints: `min` per objective on the raw scale; a violating candidate
   ranks below every feasible one (and is reported as infeasible).
+- thresholds (a tenant's safety config): `min` per objective too, and they come
+  first: the ranking is lexicographic, passes the thresholds, then meets the
+  constraints (the request's, with the thresholds merged in), then the combined
+  score. A request's constraints can never lift a candidate that fails a
+  threshold above one that passes.
+- an undecided score (NaN: a judge that answered neither Yes nor No) fails every
+  constraint and threshold on its objective and counts as the middle of the
+  objective's range in the combined score (no evidence either way).
 - ties break on the lower candidate index, so rankings are deterministic.
 """
 
@@ -26,6 +34,7 @@ import numpy as np
 from aligner.rewards.base import Objective
 
 AND_SHARPNESS = 10.0
+UNDECIDED_UNIT = 0.5  # an undecided score's place in the combined score, on the unit scale
 Combination = Literal["linear", "and"]
 
 
@@ -38,6 +47,7 @@ class Ranking:
     combined: np.ndarray  # [N] combined score of each candidate
     feasible: np.ndarray  # [N] bool: meets every constraint
     order: list[int]  # candidate indices, best first
+    passes: np.ndarray | None = None  # [N] bool: meets every threshold (None: the combiner has none)
 
     @property
     def best(self) -> int:
@@ -51,10 +61,11 @@ class Combiner:
     method: Combination = "linear"
     references: Mapping[str, float] | None = None  # unit-scale overrides of Objective.reference
     minimums: Mapping[str, float] | None = None  # raw-scale lower bounds
+    thresholds: Mapping[str, float] | None = None  # raw-scale lower bounds that outrank the minimums
 
     def __post_init__(self):
         names = {o.name for o in self.objectives}
-        for mapping in (self.direction, self.references or {}, self.minimums or {}):
+        for mapping in (self.direction, self.references or {}, self.minimums or {}, self.thresholds or {}):
             missing = set(mapping) - names
             if missing:
                 raise ValueError(f"objectives {sorted(missing)} are not among the scored columns {sorted(names)}")
@@ -67,7 +78,7 @@ class Combiner:
             weight = self.direction.get(objective.name, 0.0)
             if weight == 0.0:
                 continue
-            z = objective.normalise(raw[:, j])
+            z = np.nan_to_num(objective.normalise(raw[:, j]), nan=UNDECIDED_UNIT)
             if self.method == "linear":
                 total += weight * z
             else:
@@ -75,16 +86,21 @@ class Combiner:
                 total += abs(weight) * log_sigmoid(np.sign(weight) * AND_SHARPNESS * (z - reference))
         return total
 
-    def feasible(self, raw: np.ndarray) -> np.ndarray:
+    def feasible(self, raw: np.ndarray, minimums: Mapping[str, float] | None = None) -> np.ndarray:
+        """Which rows meet every one of `minimums` (default: the constraints); NaN meets none."""
+        minimums = self.minimums if minimums is None else minimums
         ok = np.ones(np.asarray(raw).shape[0], dtype=bool)
         for j, objective in enumerate(self.objectives):
-            minimum = (self.minimums or {}).get(objective.name)
+            minimum = (minimums or {}).get(objective.name)
             if minimum is not None:
-                ok &= raw[:, j] >= minimum
+                ok &= raw[:, j] >= minimum  # False for NaN
         return ok
 
     def rank(self, raw: np.ndarray) -> Ranking:
+        raw = np.asarray(raw, dtype=float)
         combined = self.combine(raw)
         feasible = self.feasible(raw)
-        order = sorted(range(len(combined)), key=lambda i: (not feasible[i], -combined[i], i))
-        return Ranking(combined, feasible, order)
+        passes = self.feasible(raw, self.thresholds) if self.thresholds else None
+        first = passes if passes is not None else np.ones(len(combined), dtype=bool)
+        order = sorted(range(len(combined)), key=lambda i: (not first[i], not feasible[i], -combined[i], i))
+        return Ranking(combined, feasible, order, passes)

@@ -6,11 +6,14 @@ ServerConfig fields as `args` (a dict); Ray Serve calls builders that way.
 
 from __future__ import annotations
 
+import os
+import secrets
 from typing import Any
 
 from ray import serve
 from ray.serve import Application
 
+from aligner.prompting_guard import OPERATOR_SECRET_ENV
 from serve.config import ServerConfig
 from serve.deployments.aligner_server import AlignerServer
 from serve.deployments.metrics_hub import MetricsHub
@@ -25,6 +28,15 @@ def proxy_options(config: ServerConfig) -> dict[str, Any]:
         "http_options": {"host": config.http_host, "port": config.http_port},
         "grpc_options": {"port": config.grpc_port, "grpc_servicer_functions": SERVICER_FUNCTIONS},
     }
+
+
+def shared_operator_secret() -> dict[str, Any]:
+    """Without $ALIGNER_OPERATOR_SECRET, one random secret for every model replica of this build (their
+    runtime environment): each replica drawing its own would give one tenant's request a different
+    operator marker, so a different prompt and answer, on each replica. Set, the environment's holds."""
+    if os.environ.get(OPERATOR_SECRET_ENV, "").strip():
+        return {}
+    return {"runtime_env": {"env_vars": {OPERATOR_SECRET_ENV: secrets.token_urlsafe(48)}}}
 
 
 def build_app(config: ServerConfig | dict[str, Any] | None = None) -> Application:
@@ -47,6 +59,7 @@ def build_app(config: ServerConfig | dict[str, Any] | None = None) -> Applicatio
             "num_cpus": config.replica_num_cpus,
             "num_gpus": config.replica_num_gpus,
             "resources": config.replica_resources,
+            **shared_operator_secret(),
         },
         max_replicas_per_node=config.max_replicas_per_node,
         health_check_period_s=10,

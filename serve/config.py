@@ -12,6 +12,7 @@ from aligner.contract import SearchLimits, parse_model
 from aligner.engine.vllm import EngineConfig
 from aligner.errors import ConfigError
 from aligner.rewards import RewardsConfig
+from aligner.safety.fit import DEFAULT_MIN_FREE_SHARE
 
 
 class AutoscalingSpec(BaseModel):
@@ -43,6 +44,15 @@ class ServerConfig(BaseModel):
     )
     search_limits: SearchLimits = Field(
         default_factory=SearchLimits, description="Server-side maximums of request parameters."
+    )
+    safety_min_free_context: float = Field(
+        DEFAULT_MIN_FREE_SHARE,
+        gt=0,
+        lt=1,
+        description="Share of the model's context (engine max_model_len) a tenant's safety config must leave to "
+        "the conversation and the answer: a config whose composed operator section (measured with the policy "
+        "model's tokenizer and template) leaves less is refused at PUT and activate (400 naming `text`); a "
+        "stored one that leaves less makes its tenant's over-long requests fail with `invalid_config`.",
     )
     model_name: str | None = Field(
         None, description="Name clients use in `model` (OpenAI route); default: the model directory's name."

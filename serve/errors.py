@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aligner.errors import AlignerError, ErrorInfo
+from aligner.errors import AlignerError, ErrorInfo, InvalidRequest
 
 # code -> (HTTP status, gRPC status code name, OpenAI error type)
 ERROR_TABLE: dict[str, tuple[int, str, str]] = {
@@ -38,6 +38,15 @@ class PayloadTooLarge(AlignerError):
     """A request over `max_body_bytes` (HTTP body or gRPC message), refused before it is parsed."""
 
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    """An HTTP body whose Content-Type is not the one its route reads (415); the field is `Content-Type`."""
+
+    code = "unsupported_media_type"
+
+    def __init__(self, message: str):
+        super().__init__("Content-Type", message)
 
 
 def http_status(code: str) -> int:

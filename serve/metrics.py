@@ -5,7 +5,11 @@ snapshot to the `MetricsHub` deployment every `metrics_interval_s`; `GET
 /metrics` renders the hub's merge: counters and histograms summed over every
 replica that ever reported (so totals never go back when a replica is
 replaced), gauges summed over the replicas that reported recently (those in
-`MAX_MERGED` by max: the same fact seen by several replicas). This works
+`MAX_MERGED` by max: the same fact seen by several replicas). A replica that
+has not reported for `FOLD_AFTER_STALE` × the staleness interval is folded into
+a retained total (its counters and histograms; its gauges are gone already), so
+the hub's memory holds the replicas alive now, not every replica that ever ran
+under autoscaling. This works
 wherever the replicas run (other processes, other nodes), because snapshots
 travel through Ray like any other call. Labels are bounded: tenants, strategies,
 error codes, objectives and budget limits, never request ids.
@@ -15,6 +19,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.metrics_core import Metric
@@ -170,19 +176,55 @@ def _add(a: float, b: float) -> float:
     return a + b
 
 
+# A replica silent for this many staleness intervals (5 minutes with the defaults) is folded into the
+# retained total; a live replica reports every metrics_interval_s, a tenth of the staleness interval.
+FOLD_AFTER_STALE = 30
+# Snapshots of the replicas folded last, kept so one that reports again is taken back out of the total.
+FOLDED_KEPT = 64
+
+Families = dict[str, tuple[str, str, dict[tuple, float]]]
+
+
 class MetricsAggregate:
     """Merges the snapshots of every replica (see the module docstring)."""
 
-    def __init__(self, stale_after_s: float = 10.0):
+    def __init__(
+        self,
+        stale_after_s: float = 10.0,
+        fold_after_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.stale_after_s = stale_after_s
+        self.fold_after_s = FOLD_AFTER_STALE * stale_after_s if fold_after_s is None else fold_after_s
+        self.clock = clock
         self.snapshots: dict[str, tuple[float, Snapshot]] = {}
+        # Counters and histograms of the replicas folded (stopped reporting): summed into every render.
+        self.retained: Families = {}
+        self.folded: OrderedDict[str, Snapshot] = OrderedDict()
 
     def report(self, replica: str, snapshot: Snapshot) -> None:
-        self.snapshots[replica] = (time.monotonic(), snapshot)
+        now = self.clock()
+        folded = self.folded.pop(replica, None)
+        if folded is not None:
+            # Back after it was folded: its snapshot counts from its start again, folded part included.
+            _accumulate(self.retained, folded, sign=-1.0)
+        self.snapshots[replica] = (now, snapshot)
+        self.fold_silent(now)
 
-    def merged(self) -> dict[str, tuple[str, str, dict[tuple, float]]]:
-        now = time.monotonic()
-        families: dict[str, tuple[str, str, dict[tuple, float]]] = {}
+    def fold_silent(self, now: float) -> None:
+        """Fold every replica silent for `fold_after_s` into the retained total."""
+        silent = [replica for replica, (seen, _) in self.snapshots.items() if now - seen > self.fold_after_s]
+        for replica in silent:
+            _, snapshot = self.snapshots.pop(replica)
+            _accumulate(self.retained, snapshot, sign=1.0)
+            self.folded[replica] = snapshot
+            while len(self.folded) > FOLDED_KEPT:
+                self.folded.popitem(last=False)  # too long gone to come back: its part stays in the total
+
+    def merged(self) -> Families:
+        now = self.clock()
+        self.fold_silent(now)
+        families: Families = {name: (kind, doc, dict(values)) for name, (kind, doc, values) in self.retained.items()}
         for seen, snapshot in self.snapshots.values():
             fresh = now - seen <= self.stale_after_s
             for name, kind, doc, samples in snapshot:
@@ -209,6 +251,18 @@ class MetricsAggregate:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(Collector())
         return generate_latest(registry)
+
+
+def _accumulate(total: Families, snapshot: Snapshot, sign: float) -> None:
+    """Add (sign 1) or take back (sign -1) a snapshot's counters and histograms in `total` (gauges are not
+    totals: a silent replica's gauges are not shown)."""
+    for name, kind, doc, samples in snapshot:
+        if kind == "gauge":
+            continue
+        _, _, values = total.setdefault(name, (kind, doc, {}))
+        for sample, labels, value in samples:
+            key = (sample, tuple(sorted(labels.items())))
+            values[key] = values.get(key, 0.0) + sign * value
 
 
 def _sample_order(key: tuple) -> tuple:

@@ -310,21 +310,57 @@ class Engine:
             usage.prefill_tokens += len(ids)
         # vLLM runs a lower `priority` value first; only its priority policy accepts one.
         priority = -ENGINE_PRIORITY.get() if self.config.scheduling_policy == "priority" else 0
+        counted = 0  # this request's tokens already added to `usage`
+        outputs = self._llm.generate(TokensPrompt(prompt_token_ids=ids), params, request_id, priority=priority)
+        step: asyncio.Future[Any] | None = None
         try:
-            async for output in self._llm.generate(
-                TokensPrompt(prompt_token_ids=ids), params, request_id, priority=priority
-            ):
+            while True:
+                step = asyncio.ensure_future(anext(outputs))
+                try:
+                    # Shielded, so a cancellation lands here and not inside vLLM, which would drop its record
+                    # of the request's tokens as it aborts it, before they could be counted below.
+                    output = await asyncio.shield(step)
+                except StopAsyncIteration:
+                    break
+                # DELTA outputs carry new tokens only and FINAL_ONLY comes once, so the sum is exact.
+                new_tokens = sum(len(o.token_ids) for o in output.outputs)
+                counted += new_tokens
                 if usage is not None:
-                    # DELTA outputs carry new tokens only and FINAL_ONLY comes once, so the sum is exact.
-                    usage.generated_tokens += sum(len(o.token_ids) for o in output.outputs)
+                    usage.generated_tokens += new_tokens
                 yield output
         except EngineDeadError as exc:
             raise EngineUnavailable(f"the engine died: {exc}") from exc
         except (asyncio.CancelledError, GeneratorExit):
-            # vLLM aborts on cancellation already; this also covers a consumer
-            # that stops iterating early without cancelling.
+            # A request cut short (the client went away, a deadline) generated tokens all the same: a
+            # FINAL_ONLY request's never reached an output, a DELTA one's may wait unread. They are
+            # counted before the abort, so the tenant is metered for them.
+            if usage is not None:
+                usage.generated_tokens += max(0, self._tokens_so_far(request_id) - counted)
+            # This also covers a consumer that stops iterating early without cancelling.
             await asyncio.shield(self._llm.abort(request_id))
             raise
+        finally:
+            if step is not None and not step.done():
+                step.cancel()  # vLLM's generator ends (the request is aborted already)
+                with contextlib.suppress(BaseException):
+                    await step
+            await outputs.aclose()
+
+    def _tokens_so_far(self, request_id: str) -> int:
+        """Tokens vLLM's front end holds for the unfinished request `request_id` (every parallel sample's).
+
+        It reads vLLM's output processor, which keeps each request's tokens to detokenize them; a vLLM
+        that keeps them elsewhere reads as 0 (the request is then metered as before, without them)."""
+        processor = getattr(self._llm, "output_processor", None)
+        states = getattr(processor, "request_states", None)
+        if not isinstance(states, dict):
+            return 0
+        total = 0
+        for state in list(states.values()):
+            detokenizer = getattr(state, "detokenizer", None)
+            if getattr(state, "external_req_id", None) == request_id and detokenizer is not None:
+                total += detokenizer.num_output_tokens()
+        return total
 
     def unfinished_requests(self) -> int:
         """Requests vLLM's front end still tracks (0 once everything finished or was aborted)."""

@@ -63,6 +63,9 @@ class RewardModel(ABC):
     """Scores responses to one conversation on its objectives."""
 
     objectives: tuple[Objective, ...]
+    # A judge may abstain: NaN in its scores means it gave no verdict (aligner/preference.py says how that
+    # ranks); the catalog refuses NaN from every other model.
+    abstains: bool = False
 
     @abstractmethod
     async def score(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:

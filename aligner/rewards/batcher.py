@@ -19,7 +19,10 @@ event loop and hands them to the model together:
   rescored apart, halving the batch until each failing call is alone, so that
   call's caller gets the exception and every other caller its rows (one tenant's
   conversation never fails another's request). A batch that succeeds costs one
-  pass, as before; one bad call among k costs about 1 + 2·log2(k) passes.
+  pass, as before; one bad call among k costs about 1 + 2·log2(k) passes. The
+  rescoring of one batch is capped at 4·⌈log2 k⌉ passes (two bad calls isolated
+  in full): a model that fails every call, one that is down, would otherwise be
+  run 2k − 1 times; past the cap the calls not yet alone get their group's error.
 
 The per-loop state is created on first use, so a batcher may be built outside
 any loop and used from several loops (tests run engines on a background thread's
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -200,20 +204,36 @@ class ScoringBatcher(_ScoringWrapper):
                     len(batch),
                     type(error).__name__,
                 )
-            await self._isolate(batch, error)
+            await self._isolate(batch, error, [4 * math.ceil(math.log2(max(2, len(batch))))])
 
-    async def _isolate(self, group: list[_Call], error: Exception) -> None:
+    async def _isolate(self, group: list[_Call], error: Exception, passes_left: list[int]) -> None:
         """`group` failed with `error` as one pass: a call alone gets the error, a larger group is halved
-        and each half rescored, so only the calls that fail on their own get an exception."""
+        and each half rescored, so only the calls that fail on their own get an exception. Once the
+        batch's `passes_left` are spent, every call of a failing group gets its error."""
         live = [call for call in group if not call.future.done()]
         if len(live) == 1:
-            live[0].future.set_exception(error)
+            live[0].future.set_exception(error)  # `error` came from a pass of this call alone
+            return
+        if live and passes_left[0] <= 0:
+            self._fail_unisolated(live, error)
             return
         half = len(live) // 2
         for part in (live[:half], live[half:]):
+            if passes_left[0] <= 0:  # spent in the first half: the second is not rescored either
+                self._fail_unisolated([call for call in part if not call.future.done()], error)
+                continue
+            passes_left[0] -= 1
             part_error = await self._pass(part)
             if part_error is not None:
-                await self._isolate(part, part_error)
+                await self._isolate(part, part_error, passes_left)
+
+    def _fail_unisolated(self, calls: list[_Call], error: Exception) -> None:
+        """Calls the pass cap left without a pass of their own: a generic error, never `error`, whose
+        message may quote another request's conversation."""
+        for call in calls:
+            call.future.set_exception(
+                RewardError(f"reward model {self.label!r} failed every pass of a merged batch ({type(error).__name__})")
+            )
 
     async def _pass(self, group: list[_Call]) -> Exception | None:
         """One `score_many` over the calls of `group` still waiting: each gets its rows, or nothing

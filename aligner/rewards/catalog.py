@@ -41,6 +41,14 @@ class RewardsConfig(BaseModel):
         description="A local HF causal-LM directory (a guard model) that judges `policy_compliance` instead of "
         "the policy model; served even with `judge: false`.",
     )
+    guard_max_input_tokens: int = Field(
+        4096,
+        ge=64,
+        le=1_000_000,
+        description="Longest prompt the guard model reads per response: the policy text, the question's last "
+        "quarter of this and the whole response; a response longer than half of this, or a policy text that "
+        "leaves no room, gets no verdict (undecided: fails every threshold on it), never a verdict on a part.",
+    )
     batch_window_ms: float | None = Field(
         2.0,
         ge=0,
@@ -140,7 +148,8 @@ class ObjectiveCatalog:
                     f"reward model for {name!r} returned shape {scores.shape}, "
                     f"expected {(len(responses), len(model.objectives))}"
                 )
-            bad = ~np.isfinite(scores[:, column])
+            # NaN is an abstaining judge's "no verdict"; any other non-finite score is a fault.
+            bad = np.isinf(scores[:, column]) if model.abstains else ~np.isfinite(scores[:, column])
             if bad.any():
                 raise RewardError(f"objective {name!r} returned a non-finite score for candidate {int(np.argmax(bad))}")
             out[:, j] = scores[:, column]
@@ -213,7 +222,7 @@ def build_catalog(
     if config.judge:
         models.append(HelpfulnessJudge(tokenizer, engine))
     if config.guard_model is not None:
-        models.append(GuardModelJudge(config.guard_model, device))
+        models.append(GuardModelJudge(config.guard_model, device, config.guard_max_input_tokens))
     elif config.judge:
         models.append(PolicyComplianceJudge(tokenizer, engine))
     models += [HFRewardModel(c) for c in config.models]

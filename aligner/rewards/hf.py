@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aligner.contract import ChatMessage
 from aligner.errors import ModelUnavailable
 from aligner.prompting import neutralize_control_tokens, render_chat
+from aligner.prompting_guard import check_control_ids
 from aligner.rewards.base import BlockingRewardModel, Objective, ScoreItem, split_rows
 from kernels.buckets import BucketSpec
 
@@ -139,8 +140,21 @@ class HFRewardModel(BlockingRewardModel):
         return render_chat(self.tokenizer, messages, whose=f"the reward model {self.label!r}'s", field="messages")
 
     def check_conversation(self, conversation: Sequence[ChatMessage]) -> None:
-        # The roles decide what a template refuses, not the response's text: one empty response stands for all.
-        self.render(conversation, "")
+        """Refuse a conversation this model's template refuses, or whose texts bring this model's control
+        tokens into its token ids (as its tokenizer reads them, after its normalizer): `InvalidRequest`
+        naming `messages[i].content` (or `messages`). The roles decide what a template refuses, not the
+        response's text: one empty response stands for all."""
+        texts = [(f"messages[{i}].content", m.content) for i, m in enumerate(conversation)]
+
+        def render(stand_ins: dict[str, str]) -> list[int]:
+            messages = [
+                {"role": m.role, "content": stand_ins.get(field, m.content)}
+                for (field, _), m in zip(texts, conversation, strict=True)
+            ] + [{"role": "assistant", "content": ""}]
+            text = render_chat(self.tokenizer, messages, whose=f"the reward model {self.label!r}'s", field="messages")
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        check_control_ids(render, texts, self.tokenizer, whose=f"the reward model {self.label!r}'s", whole="messages")
 
     def token_ids(self, conversation: Sequence[ChatMessage], response: str) -> list[int]:
         ids = self.tokenizer(self.render(conversation, response), add_special_tokens=False)["input_ids"]

@@ -4,12 +4,18 @@
 asks whether it complies with the tenant's safety config (bring-your-own-policy, as
 policy-following guard models do). One prefill per candidate (a one-token request
 with top-k logprobs), all candidates submitted together so vLLM batches them.
+
+An undecided verdict: when Yes and No together take less than `MIN_VERDICT_MASS` of the next-token
+probability, the judge answered neither, and its score is NaN ("no verdict"). The ranking
+(aligner/preference.py) counts it at the middle of [0, 1]; it fails every threshold and constraint on its
+objective, whatever their value, and the objective is left out of the candidate's reported scores.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +46,9 @@ POLICY_QUESTION = (
 )
 TOP_LOGPROBS = 20
 MAX_RESPONSE_TOKENS = 512
+# Below this much probability on Yes and No together the judge's answer is something else: undecided.
+MIN_VERDICT_MASS = 0.05
+UNDECIDED = math.nan
 
 POLICY_OBJECTIVE = "policy_compliance"
 
@@ -67,10 +76,12 @@ class YesNoJudge(RewardModel):
         # Keep the end (the question to answer) when a long conversation overflows the window.
         return ids[-(self.engine.max_model_len - 1) :]
 
+    abstains = True  # an undecided verdict is NaN (see the module's docstring)
+
     def p_yes(self, logprobs: dict[int, float]) -> float:
         yes = sum(math.exp(lp) for t, lp in logprobs.items() if t in self.yes_ids)
         no = sum(math.exp(lp) for t, lp in logprobs.items() if t in self.no_ids)
-        return 0.5 if yes + no == 0 else yes / (yes + no)
+        return verdict(yes, no)
 
     async def score(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
         if self.engine is None:
@@ -87,7 +98,7 @@ class HelpfulnessJudge(YesNoJudge):
         Objective(
             "helpfulness",
             "The policy model's P(Yes) / (P(Yes) + P(No)) when asked whether the response is helpful; "
-            "0.5 when it says neither.",
+            "no score when it says neither (undecided: fails any constraint on it).",
         ),
     )
 
@@ -105,7 +116,8 @@ class PolicyComplianceJudge(YesNoJudge):
         TenantPolicyObjective(
             POLICY_OBJECTIVE,
             "The policy model's P(Yes) / (P(Yes) + P(No)) when asked whether the response complies with the "
-            "tenant's safety config; only for requests served under one.",
+            "tenant's safety config; only for requests served under one. No score when it says neither "
+            "(undecided: fails every threshold on it).",
         ),
     )
 
@@ -128,8 +140,11 @@ class GuardModelJudge(RewardModel):
 
     objectives = PolicyComplianceJudge.objectives
 
-    def __init__(self, path: str, device: str = "cpu"):
+    abstains = True  # an undecided verdict is NaN (see the module's docstring)
+
+    def __init__(self, path: str, device: str = "cpu", max_input_tokens: int = 4096):
         self.path, self.device = path, device
+        self.max_input_tokens = max_input_tokens  # RewardsConfig.guard_max_input_tokens
         self._loaded: tuple[Any, Any] | None = None
 
     def load(self) -> None:
@@ -151,28 +166,50 @@ class GuardModelJudge(RewardModel):
             self._loaded = (tokenizer, model)
         return self._loaded
 
-    def _p_yes(self, prompts: list[list[int]]) -> np.ndarray:
+    def _p_yes(self, prompts: list[list[int] | None], stop: threading.Event) -> np.ndarray:
+        """P(Yes) per prompt (None: too long for the guard, undecided); stops early once `stop` is set."""
         import torch
 
         _, model = self._tokenizer_and_model()
         out = []
         with torch.inference_mode():
             for ids in prompts:
+                if stop.is_set():  # the request was cancelled: nobody reads the rest
+                    raise asyncio.CancelledError
+                if ids is None:
+                    out.append(UNDECIDED)
+                    continue
                 logits = model(torch.tensor([ids], device=self.device)).logits[0, -1].float()
                 probs = torch.softmax(logits, dim=-1)
-                yes, no = float(probs[self.yes_ids].sum()), float(probs[self.no_ids].sum())
-                out.append(0.5 if yes + no == 0 else yes / (yes + no))
+                out.append(verdict(float(probs[self.yes_ids].sum()), float(probs[self.no_ids].sum())))
         return np.array(out, dtype=float).reshape(-1, 1)
+
+    def prompt_ids(self, tokenizer: Any, question: str, response: str) -> list[int] | None:
+        """The guard's prompt for one response within `max_input_tokens`: the question's end (to a
+        quarter of the cap) and the whole response. None, so the verdict is undecided (it fails every
+        threshold), when the response is longer than half the cap or the policy text leaves no room:
+        judging only part of a response would let harmful text after harmless filler pass."""
+        quarter = max(1, self.max_input_tokens // 4)
+        question_ids_ = tokenizer(question, add_special_tokens=False)["input_ids"][-quarter:]
+        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+        if len(response_ids) > self.max_input_tokens // 2:
+            return None
+        messages = policy_messages(tokenizer, tokenizer.decode(question_ids_), tokenizer.decode(response_ids))
+        ids = question_ids(tokenizer, messages, self.label, whose="the guard model's")
+        return ids if len(ids) <= self.max_input_tokens else None
 
     async def score(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
         tokenizer, _ = self._tokenizer_and_model()
         question = neutralize_control_tokens(last_user_text(conversation), tokenizer)
-        # Messages are built here, in the request's context (they read its safety config).
-        messages = [policy_messages(tokenizer, question, neutralize_control_tokens(r, tokenizer)) for r in responses]
-        prompts = await asyncio.to_thread(
-            lambda: [question_ids(tokenizer, m, self.label, whose="the guard model's") for m in messages]
-        )
-        return await asyncio.to_thread(self._p_yes, prompts)
+        responses = [neutralize_control_tokens(r, tokenizer) for r in responses]
+        # `policy_messages` reads the request's safety config from a context variable: asyncio.to_thread runs
+        # the lambda in a copy of this context.
+        prompts = await asyncio.to_thread(lambda: [self.prompt_ids(tokenizer, question, r) for r in responses])
+        stop = threading.Event()
+        try:
+            return await asyncio.to_thread(self._p_yes, prompts, stop)
+        finally:
+            stop.set()  # cancelled (the client went away, or the deadline): the worker stops at the next prompt
 
 
 def question_ids(
@@ -185,6 +222,13 @@ def question_ids(
         return prompt_token_ids(tokenizer, messages, whose=whose)
     except InvalidRequest as exc:
         raise RewardError(f"the {judge} judge's question: {exc.reason}") from None
+
+
+def verdict(yes: float, no: float) -> float:
+    """P(Yes) / (P(Yes) + P(No)) from the two probabilities, or `UNDECIDED` when the judge answered neither."""
+    if yes + no < MIN_VERDICT_MASS or yes + no <= 0:
+        return UNDECIDED
+    return yes / (yes + no)
 
 
 def _single_token_ids(tokenizer: Any, words: Sequence[str]) -> frozenset[int]:

@@ -3,12 +3,12 @@ resample, flag or refuse."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from aligner.contract import AlignRequest, Constraint, SafetyInfo
 from aligner.safety.config import SafetyConfig
-from aligner.search.base import Scored, SearchContext, SearchResult, score_and_rank
+from aligner.search.base import Scored, SearchContext, SearchResult, best_first, score_and_rank
 
 
 def with_thresholds(request: AlignRequest, config: SafetyConfig | None) -> AlignRequest:
@@ -23,8 +23,9 @@ def with_thresholds(request: AlignRequest, config: SafetyConfig | None) -> Align
 
 
 def passes(config: SafetyConfig, scores: Mapping[str, float] | None) -> bool:
-    """Whether scores meet every threshold; missing scores (e.g. cut off by the deadline) fail:
-    enforcement fails closed."""
+    """Whether scores meet every threshold; missing scores fail: enforcement fails closed. A score is
+    missing when the deadline cut scoring short, or when a judge was undecided (its objective is left
+    out of the candidate's scores: `SearchContext.rank`)."""
     return scores is not None and all(
         name in scores and scores[name] >= minimum for name, minimum in config.thresholds.items()
     )
@@ -37,34 +38,50 @@ def threshold_scores(config: SafetyConfig, scores: Mapping[str, float] | None) -
 
 
 async def enforce(ctx: SearchContext, config: SafetyConfig, result: SearchResult) -> tuple[SearchResult, SafetyInfo]:
-    """Apply the config's thresholds to the search's choice: keep it, resample, flag or refuse.
+    """Apply the config's thresholds to the search's choice: keep it, pick a passing candidate, resample,
+    flag or refuse.
 
-    `ctx.request` already carries the thresholds as constraints (`with_thresholds`), so every
-    strategy scored them and ranked passing candidates first; what is left to decide is the case
-    where even the best candidate fails.
+    The thresholds outrank the request: every strategy ranked the candidates that pass them first
+    (`SearchContext.thresholds`), whatever the request's own constraints say. Enforcement still picks
+    the best passing candidate among all of them, original and resampled (a strategy's choice need not
+    be its best-ranked candidate), and refuses or flags only when none passes.
     """
     chosen = result.chosen
     if passes(config, chosen.scores):
         return result, SafetyInfo(verdict="passed", scores=threshold_scores(config, chosen.scores))
+    candidates = list(result.candidates)
+    best = best_passing(config, candidates)
+    if best is not None:
+        return replace_chosen(result, best, candidates), SafetyInfo(
+            verdict="passed", scores=threshold_scores(config, best.scores)
+        )
     if config.action == "flag":
         return result, SafetyInfo(verdict="flagged", scores=threshold_scores(config, chosen.scores))
     if config.action == "resample":
         # The server's limits hold for the search and its resamples together: admission left this many.
         allowed = ctx.meter.max_resamples
         extra = await resample(ctx, config.max_resamples if allowed is None else min(config.max_resamples, allowed))
-        candidates = [*result.candidates, *extra]
-        passing = [c for c in extra if passes(config, c.scores)]
-        if passing:
-            return (
-                SearchResult(chosen=passing[0], candidates=candidates, threshold_met=result.threshold_met),
-                SafetyInfo(verdict="resampled", scores=threshold_scores(config, passing[0].scores)),
+        candidates = [*candidates, *extra]
+        best = best_passing(config, candidates)
+        if best is not None:
+            return replace_chosen(result, best, candidates), SafetyInfo(
+                verdict="resampled", scores=threshold_scores(config, best.scores)
             )
-        result = SearchResult(chosen=chosen, candidates=candidates, threshold_met=result.threshold_met)
     refusal = Scored((), config.refusal_message, "content_filter", True)
     return (
-        SearchResult(chosen=refusal, candidates=result.candidates, threshold_met=result.threshold_met),
+        SearchResult(chosen=refusal, candidates=candidates, threshold_met=result.threshold_met),
         SafetyInfo(verdict="refused"),
     )
+
+
+def best_passing(config: SafetyConfig, candidates: Sequence[Scored]) -> Scored | None:
+    """The best-ranked candidate that meets every threshold (the request's constraints and the combined
+    score decide among those); None when none does."""
+    return next((c for c in best_first(candidates) if passes(config, c.scores)), None)
+
+
+def replace_chosen(result: SearchResult, chosen: Scored, candidates: list[Scored]) -> SearchResult:
+    return SearchResult(chosen=chosen, candidates=candidates, threshold_met=result.threshold_met)
 
 
 async def resample(ctx: SearchContext, count: int) -> list[Scored]:

@@ -20,7 +20,7 @@ import asyncio
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
@@ -146,6 +146,8 @@ class Scored:
     scores: dict[str, float] | None = None
     combined: float | None = None
     feasible: bool | None = None
+    # Meets the tenant's thresholds (None: none apply); ranks before `feasible` (aligner/preference.py).
+    passes_thresholds: bool | None = None
 
 
 @dataclass
@@ -168,6 +170,8 @@ class SearchContext:
     emit: Emit | None = None
     # Prompt ids for another direction (DPA models read it from the system prompt).
     prompt_for_direction: Callable[[dict[str, float]], list[int]] | None = None
+    # The tenant's safety thresholds: every ranking puts the candidates that meet them first.
+    thresholds: Mapping[str, float] = field(default_factory=dict)
 
     def params(self, kind: type[P]) -> P:
         """The request's search parameters, as the running strategy's own `Params`."""
@@ -200,6 +204,7 @@ class SearchContext:
             method=r.combination,
             references=r.references,
             minimums={name: c.min for name, c in (r.constraints or {}).items()},
+            thresholds=self.thresholds or None,
         )
 
     def seed_for(self, round_index: int) -> int | None:
@@ -248,19 +253,25 @@ class SearchContext:
     def rank(
         self, items: Sequence[Scored], raw: np.ndarray, combiner: Combiner | None = None
     ) -> tuple[list[Scored], Ranking]:
-        """`items` with their scores filled in, and their ranking (best first)."""
+        """`items` with their scores filled in, and their ranking (best first).
+
+        An undecided score (NaN: a judge answered neither Yes nor No) is left out of the item's `scores`:
+        the objective has no score, so it fails every threshold and constraint on it.
+        """
         with self.meter.stage("select"):
             ranking = (combiner or self.combiner()).rank(raw)
             names = self.objective_names
+            passes = ranking.passes
             scored = [
                 Scored(
                     item.token_ids,
                     item.text,
                     item.finish_reason,
                     item.finished,
-                    scores={n: float(raw[i, j]) for j, n in enumerate(names)},
+                    scores={n: float(raw[i, j]) for j, n in enumerate(names) if not math.isnan(raw[i, j])},
                     combined=float(ranking.combined[i]),
                     feasible=bool(ranking.feasible[i]),
+                    passes_thresholds=None if passes is None else bool(passes[i]),
                 )
                 for i, item in enumerate(items)
             ]
@@ -290,9 +301,14 @@ def to_scored(candidate: Candidate, ctx: SearchContext, prefix: Sequence[int] | 
 
 
 def best_first(items: Sequence[Scored]) -> list[Scored]:
-    """Already-scored items, feasible before infeasible, higher combined score first, earlier first on ties."""
+    """Already-scored items in the order a ranking gives them (aligner/preference.py): those that pass the
+    tenant's thresholds first, then feasible before infeasible, higher combined score first, earlier first
+    on ties."""
     combined = [-math.inf if item.combined is None else item.combined for item in items]
-    order = sorted(range(len(items)), key=lambda i: (not items[i].feasible, -combined[i], i))
+    order = sorted(
+        range(len(items)),
+        key=lambda i: (items[i].passes_thresholds is False, not items[i].feasible, -combined[i], i),
+    )
     return [items[i] for i in order]
 
 

@@ -4,21 +4,25 @@ Each step asks the engine for `expansions` continuations of `chunk_tokens`
 tokens from every running beam's token-id prefix (prefix caching makes the
 shared prefix cheap), scores the partial responses, and keeps the best
 `beam_width`. With `prune` > 0 the kept width shrinks by that fraction each
-step (Speculative Rejection: start wide, drop the worst early). Finished beams
+step, carried as a fraction (`Params.width_at`; Speculative Rejection: start
+wide, drop the worst early). Finished beams
 stay in the pool and compete with running ones on the same scores; the search
 ends when every kept beam has finished or the budget runs out.
 
 Streaming: the longest token prefix shared by every kept beam can no longer
 change, so it is emitted as a committed chunk as soon as it grows; the rest of
 the chosen beam follows at the end, so the chunks always concatenate to the
-final text. Committed text holds back its last characters while they could
-still begin a stop string that the next chunk completes.
+final text. Committed text ends where the first stop string in it begins, or
+earlier, where a stop string could still begin that a later chunk completes
+(`settled_length`): a stop may begin before another one that is already whole
+("abcd" before "c"), so every kept beam's scored text starts with what was
+committed, and the returned text is the chosen beam's scored text.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
+from collections.abc import Sequence
 from dataclasses import replace
 
 from aligner.concurrency import gather_all
@@ -30,7 +34,6 @@ from aligner.search.base import (
     SearchResult,
     Strategy,
     best_first,
-    cut_at_stop,
     score_and_rank,
     to_scored,
 )
@@ -47,19 +50,34 @@ def common_prefix(sequences: list[tuple[int, ...]]) -> tuple[int, ...]:
     return shortest
 
 
+def settled_length(text: str, stops: Sequence[str]) -> int:
+    """How much of `text` no continuation can cut: up to the first stop string in it, and up to the earliest
+    place where a stop string could still begin (the text ends with its first characters) and be completed
+    by what follows. `cut_at_stop(text + more, stops)` starts with `text[:settled_length(text, stops)]`
+    whatever `more` is."""
+    found = [i for i in (text.find(stop) for stop in stops) if i >= 0]
+    settled = min(found, default=len(text))
+    for stop in stops:
+        # The longest start of `stop` that `text` ends with begins earliest (a whole stop is counted above).
+        for length in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:length]):
+                settled = min(settled, len(text) - length)
+                break
+    return settled
+
+
 class Committer:
     """Emits committed text once, in order, holding back an incomplete UTF-8 character and
-    anything that could be the start of a stop string."""
+    anything a stop string completed later could cut (`settled_length`)."""
 
     def __init__(self, ctx: SearchContext):
         self.ctx = ctx
         self.text = ""
-        self.hold_back = max((len(s) for s in ctx.request.stop), default=1) - 1
 
     def commit(self, token_ids: tuple[int, ...], scores: dict | None = None) -> None:
-        text, stopped = cut_at_stop(self.ctx.decode(token_ids).rstrip("\ufffd"), self.ctx.request.stop)
-        if not stopped and self.hold_back:
-            text = text[: max(len(text) - self.hold_back, 0)]
+        """Commit what is settled of `token_ids`, the prefix every kept beam shares."""
+        text = self.ctx.decode(token_ids).rstrip("\ufffd")
+        text = text[: settled_length(text, self.ctx.request.stop)]
         if len(text) > len(self.text) and text.startswith(self.text):
             self._emit(text[len(self.text) :], scores)
             self.text = text
@@ -83,7 +101,6 @@ class Beam(Strategy):
         search = ctx.params(Params)
         max_tokens = ctx.request.max_tokens
         pool: list[Scored] = [Scored((), "", "length", False)]
-        width = search.beam_width
         committer = Committer(ctx)
         step = 0
         while any(not b.finished for b in pool):
@@ -116,9 +133,7 @@ class Beam(Strategy):
             if not ranked:
                 break  # the deadline passed while scoring: the last scored pool stands
             # Finished beams keep their scores and compete with the new children for the kept slots.
-            pool = best_first(finished_kept + ranked)[:width]
-            if search.prune:
-                width = max(1, math.ceil(width * (1 - search.prune)))
+            pool = best_first(finished_kept + ranked)[: search.width_at(step - 1)]
             committer.commit(common_prefix([b.token_ids for b in pool]), pool[0].scores)
         if not pool or not pool[0].token_ids and not pool[0].finished:
             raise DeadlineExceeded("the search stopped before any chunk was generated")

@@ -25,6 +25,8 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 PG_CONNECT_TIMEOUT_S = 10
 # Any constant will do: it only has to be the same for every process migrating this database.
 PG_MIGRATION_LOCK = 0x616C_6967_6E65_72  # "aligner"
+# libpq reads a password from the query too (`?password=...`); it is shown as *** like the user-info.
+PASSWORD_PARAMETER = re.compile(r"((?:^|[?&;])password=)[^&;#]*", re.IGNORECASE)
 
 
 def default_store_url() -> str:
@@ -36,8 +38,54 @@ def default_store_url() -> str:
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", str(url))
+    """The URL as shown in messages and logs: its whole user-info (user and password: everything between
+    `//` and the last `@`) as `***`, and the value of a `password=` query parameter too.
+
+    Not SQLAlchemy's `render_as_string(hide_password=True)`: it shows the user, and for an unencoded `@`
+    in the password (`u:p@ss@db`) it takes the password's tail for the host and shows it. The last `@`
+    of the whole URL is taken (a password may hold `/`, `?` or `#` unencoded): at worst a database path
+    with an `@` is hidden too. A URL whose authority is empty (`sqlite:////path`) has no user-info."""
+    text = str(url)
+    scheme, sep, rest = text.partition("://")
+    if not sep:  # not URL-shaped: whatever precedes an `@` may still be a credential
+        scheme, rest = "", text
+    at = rest.rfind("@")
+    if at >= 0 and not rest.startswith("/"):
+        rest = "***" + rest[at:]
+    rest = PASSWORD_PARAMETER.sub(r"\1***", rest)
+    return scheme + sep + rest
+
+
+def user_info(url: str) -> str:
+    """The user-info of a URL as written (empty when it has none), found as `mask_url` finds it."""
+    rest = url.partition("://")[2]
+    at = rest.rfind("@")
+    return "" if at < 0 or rest.startswith("/") else rest[:at]
+
+
+def user_info_secrets(url: str) -> list[str]:
+    """What of a URL's user-info a database's own messages may quote: the user and the password, as
+    written and percent-decoded ("role \"u\" does not exist", "password authentication failed for user")."""
+    info = user_info(url.strip())
+    user, _, password = info.partition(":")
+    pieces = {info, user, password, percent_decoded(user), percent_decoded(password)}
+    return sorted((p for p in pieces if p), key=len, reverse=True)
+
+
+def percent_decoded(text: str) -> str:
+    """`p%40ss` -> `p@ss` (aligner/ imports no urllib)."""
+    raw = re.sub(rb"%([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]), text.encode("utf-8"))
+    return raw.decode("utf-8", errors="replace")
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """`text` with every secret as ***: quoted anywhere, and bare where it is long enough (4 characters) not
+    to be any word's part by chance."""
+    for secret in secrets:
+        text = text.replace(f'"{secret}"', '"***"').replace(f"'{secret}'", "'***'")
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
 
 
 def reason(exc: BaseException) -> str:
@@ -50,14 +98,19 @@ def reason(exc: BaseException) -> str:
 class Database:
     """One store's engine: read and write transactions, the backend's name, the URL as shown (password masked)."""
 
-    def __init__(self, engine: Engine, shown_url: str):
+    def __init__(self, engine: Engine, shown_url: str, secrets: list[str] | None = None):
         self.engine = engine
         self._writer = engine.execution_options(aligner_write=True)
         self.url = shown_url
+        self._secrets = secrets or []
 
     @classmethod
     def connect(cls, url: str) -> Database:
-        return cls(*engine_for(url))
+        return cls(*engine_for(url), user_info_secrets(url))
+
+    def reason(self, exc: BaseException) -> str:
+        """The first line of a database error, with no part of the URL's user-info in it."""
+        return scrub(reason(exc), self._secrets)
 
     @property
     def backend(self) -> str:
@@ -89,13 +142,19 @@ def engine_for(url_text: str) -> tuple[Engine, str]:
     shown = mask_url(url_text)
     if not isinstance(url_text, str) or not url_text.strip():
         raise ConfigError("tenant store: the URL is empty; use sqlite:///PATH or postgresql://USER@HOST/DB")
+    if "@" in user_info(url_text.strip()):
+        # SQLAlchemy would split `u:p@ss@db` at the first `@`, and connect to the host `ss@db`.
+        raise ConfigError(
+            f"tenant store {shown!r}: the user or password in the URL holds an '@'; percent-encode it as %40"
+        )
     try:
         url = make_url(url_text.strip())
-    except (ArgumentError, ValueError) as exc:
+    except (ArgumentError, ValueError):
+        # Not the parser's message: it quotes the URL, or the part of it it could not read, password included.
         raise ConfigError(
-            f"tenant store: cannot parse the URL {shown!r} ({exc}); use sqlite:///PATH or postgresql://USER@HOST/DB"
+            f"tenant store: cannot parse the URL {shown!r} (a port must be a number; percent-encode '@', ':', "
+            "'/' in the user and password); use sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB"
         ) from None
-    shown = url.render_as_string(hide_password=True)
     backend = url.drivername.split("+", 1)[0]
     driver = url.drivername.partition("+")[2]
     if backend in ("postgres", "postgresql") and driver in ("", "psycopg"):

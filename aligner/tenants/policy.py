@@ -15,12 +15,13 @@ import json
 import math
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
 
-from aligner.contract import MAX_OBJECTIVES, OBJECTIVE_NAME, SearchSpec, parse_model
+from aligner.contract import MAX_OBJECTIVES, OBJECTIVE_NAME, AlignRequest, SearchSpec, parse_model
 from aligner.errors import InvalidRequest
 from aligner.limits import MAX_DEADLINE_MS, Budget, SearchLimits
 from aligner.search import registry as search_registry
+from aligner.search.params.cost import RequestShape, over_cap
 
 MAX_WEIGHT = 1000.0
 # Weights span at most 1e6 between tenants: a tinier one would grow its fair-queue counter past what
@@ -34,6 +35,10 @@ MAX_ALLOWED = 64
 # Limits the model replica checks with the server's own values (once the prompt is composed, or while the
 # search runs), so a tenant cap on them would not hold: a tenant's wall time is capped by `deadline_ms`.
 REPLICA_LIMITS = frozenset({"max_request_s", "max_judge_prefill_tokens"})
+CONTRACT_MAX_TOKENS: int = AlignRequest.model_fields["max_tokens"].default
+# The validation context of a version read back from the store: it was checked when it was set, and a
+# check added since must not make a stored policy unreadable (its tenant's every request would fail).
+STORED = {"stored": True}
 
 
 class _Strict(BaseModel):
@@ -158,7 +163,8 @@ class TenantPolicy(_Strict):
     )
     defaults: PolicyDefaults = Field(
         default_factory=PolicyDefaults,
-        description="What a request gets for the fields it omits; a default above a cap becomes the cap.",
+        description="What a request gets for the fields it omits; each default within the policy's caps and the "
+        "server's limits (a policy with a default above one is refused).",
     )
     requests_per_minute: int | None = Field(
         None,
@@ -244,9 +250,38 @@ class TenantPolicy(_Strict):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _defaults_within_caps(self, info: ValidationInfo) -> TenantPolicy:
+        if (info.context or {}).get("stored"):
+            return self
+        caps = self.caps.limits()
+        for field, value, cap in self._defaults_against(caps):
+            raise InvalidRequest(field, f"is {value} but caps.{cap} is {caps[cap]}: a default must be within the caps")
+        deadline = None if self.defaults.budget is None else self.defaults.budget.deadline_ms
+        if deadline is not None and self.caps.deadline_ms is not None and deadline > self.caps.deadline_ms:
+            raise InvalidRequest(
+                "defaults.budget.deadline_ms",
+                f"is {deadline} but caps.deadline_ms is {self.caps.deadline_ms}: a default must be within the caps",
+            )
+        return self
+
+    def _defaults_against(self, limits: dict[str, int]) -> list[tuple[str, int, str]]:
+        """(field, value, limit's name) of each default above the limit of its name in `limits`: max_tokens and
+        the default search's explicit counts."""
+        found = []
+        wanted = self.defaults.max_tokens
+        if wanted is not None and "max_tokens" in limits and wanted > limits["max_tokens"]:
+            found.append(("defaults.max_tokens", wanted, "max_tokens"))
+        for name, value in (self.defaults.search or {}).items():
+            counts = isinstance(value, int) and not isinstance(value, bool)
+            if counts and name in limits and name in SearchLimits.model_fields and value > limits[name]:
+                found.append((f"defaults.search.{name}", value, name))
+        return found
+
     def check_server(self, server: SearchLimits, objectives: set[str]) -> None:
         """What only the server knows (InvalidRequest naming the field): each cap at or below the server's
-        limit of the same name, and every objective named served (`objectives`)."""
+        limit of the same name, each default within the server's limits and the default search's worst case
+        within every cap, and every objective named served (`objectives`)."""
         for name, cap in self.caps.limits().items():
             limit = getattr(server, name)
             if cap > limit:
@@ -255,12 +290,33 @@ class TenantPolicy(_Strict):
                     f"is {cap} but the server's limit is {limit} (search_limits.{name}); a tenant's cap can only "
                     "lower it",
                 )
+        for field, value, name in self._defaults_against(server.model_dump()):
+            limit = getattr(server, name)
+            raise InvalidRequest(field, f"is {value} but the server's limit is {limit} (search_limits.{name})")
+        self._check_default_search(server)
         named = [(f"allowed_objectives[{i}]", name) for i, name in enumerate(self.allowed_objectives or [])]
         named += [(f"defaults.preference_vector.{name}", name) for name in self.defaults.preference_vector or {}]
         for field, name in named:
             if name not in objectives:
                 served = ", ".join(sorted(objectives)) or "(none configured)"
                 raise InvalidRequest(field, f"unknown objective {name!r}; served objectives: {served}")
+
+    def _check_default_search(self, server: SearchLimits) -> None:
+        """The default search's worst case, for a request that sends nothing but its text, within the server's
+        limits lowered to the caps: else every such request of the tenant would be refused."""
+        if self.defaults.search is None:
+            return
+        lowered = {name: min(cap, getattr(server, name)) for name, cap in self.caps.limits().items()}
+        limits = server.model_copy(update=lowered)
+        params = search_registry.search_params(self.defaults.search, limits.model_dump())
+        max_tokens = min(self.defaults.max_tokens or CONTRACT_MAX_TOKENS, limits.max_tokens)
+        direction = len(self.defaults.preference_vector or {})
+        cost = params.cost(RequestShape(max_tokens=max_tokens, objectives=direction, scored=direction))
+        reason = over_cap(cost.within(self.defaults.budget), limits)
+        if reason is not None:
+            raise InvalidRequest(
+                "defaults.search", f"{params.strategy} {reason}, for a request that omits search and max_tokens"
+            )
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)

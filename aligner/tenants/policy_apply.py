@@ -2,9 +2,10 @@
 strategies and objectives it may name.
 
 `parse_request(data, server, policy)` is `AlignRequest.parse` for a tenant's request:
-1. the policy's defaults fill the fields the request omits, each lowered to its cap;
-2. the request is parsed against the effective limits: the server's `SearchLimits`, each lowered to the
-   tenant's cap of the same name (so every limit the server knows is also a tenant cap);
+1. the policy's defaults fill the fields the request omits, each at most its cap;
+2. the request is parsed once, against the server's `SearchLimits`, then checked against the effective
+   limits: the server's, each lowered to the tenant's cap of the same name (so every limit the server
+   knows is also a tenant cap), with no second parse (`within_caps`);
 3. its strategy and objectives must be ones the policy allows.
 A request beyond the tenant's caps gets InvalidRequest naming the field and the tenant's limit; one
 beyond the server's own limits gets the server's error, as without a policy.
@@ -18,6 +19,7 @@ from typing import Any
 from aligner.contract import AlignRequest, SearchLimits
 from aligner.errors import InvalidRequest
 from aligner.search import registry as search_registry
+from aligner.search.params.cost import CAPS, over_cap
 from aligner.tenants.policy import TenantPolicy
 
 CONTRACT_MAX_TOKENS = AlignRequest.model_fields["max_tokens"].default
@@ -131,7 +133,10 @@ def check_allowed(request: AlignRequest, policy: TenantPolicy) -> None:
 
 
 def parse_request(data: Any, server: SearchLimits, policy: TenantPolicy | None) -> AlignRequest:
-    """`AlignRequest.parse` for a tenant's request under its policy (None: the server's limits alone)."""
+    """`AlignRequest.parse` for a tenant's request under its policy (None: the server's limits alone).
+
+    Parsed once, against the server's own limits (a request beyond them gets the server's error, as without
+    a policy); then every cap the tenant lowered is checked against the parsed request, no parse more."""
     if policy is None:
         return AlignRequest.parse(data, server)
     limits = effective_limits(server, policy)
@@ -145,32 +150,60 @@ def parse_request(data: Any, server: SearchLimits, policy: TenantPolicy | None) 
                 "search.strategy",
                 f"is {strategy!r} but the tenant's policy allows only: {', '.join(policy.allowed_strategies)}",
             )
-    try:
-        request = AlignRequest.parse(data, limits)
-    except InvalidRequest as exc:
-        raise _explained(exc, data, server, policy) from None
+    request = AlignRequest.parse(data, server)
+    tightened = {name: cap for name, cap in policy.caps.limits().items() if cap < getattr(server, name)}
+    if tightened:
+        request = within_caps(request, data, tightened, limits)
     check_allowed(request, policy)
     return request
 
 
-def _explained(error: InvalidRequest, data: Any, server: SearchLimits, policy: TenantPolicy) -> InvalidRequest:
-    """The error of a request refused under the effective limits: the server's own error when the server's
-    limits refuse it too, else the same error naming the tenant's cap that refused it."""
-    AlignRequest.parse(data, server)  # raises the server's error, as without a policy
-    tightened = {name: cap for name, cap in policy.caps.limits().items() if cap < getattr(server, name)}
-    named = error.field.removeprefix("search.")  # "max_tokens", "search.n": the limit of that name
-    if named in tightened:
-        return _tenant_error(error, {named: tightened[named]})
-    # A total (the search's worst case, the request's text): the cap that refuses it alone, parsed once
-    # per cap the tenant lowered (a few); only a refused request pays for it.
-    for name, cap in tightened.items():
-        try:
-            AlignRequest.parse(data, server.model_copy(update={name: cap}))
-        except InvalidRequest:
-            return _tenant_error(error, {name: cap})
-    return _tenant_error(error, tightened)  # only the caps together refuse it
+def within_caps(request: AlignRequest, data: Any, tightened: dict[str, int], limits: SearchLimits) -> AlignRequest:
+    """`request` (parsed under the server's limits) under the tenant's caps `tightened` (those below the
+    server's): a value it sent above one is refused naming the field and the tenant's limit; a parameter it
+    omitted whose default is above one becomes it, as the contract does with the server's limits. In the
+    contract's order: the search's parameters, max_tokens, the request's text, the search's worst case."""
+    search = request.search
+    sent = data.get("search") if isinstance(data, dict) else None
+    sent = sent if isinstance(sent, dict) else {}  # the parameters the request (or its defaults) named
+    lowered: dict[str, int] = {}
+    for name in search.model_fields:
+        value = getattr(search, name)
+        if name not in tightened or not isinstance(value, int) or value <= tightened[name]:
+            continue
+        if name in sent:
+            limit = tightened[name]
+            raise _refused(f"search.{name}", f"is {value} but the configured maximum is {limit}", {name: limit})
+        lowered[name] = tightened[name]
+    if lowered:
+        search = search.model_copy(update=lowered)
+        search.check()
+        request = request.model_copy(update={"search": search})
+    tokens = tightened.get("max_tokens")
+    if tokens is not None and request.max_tokens > tokens:  # with_defaults set it when omitted: it was sent
+        raise _refused(
+            "max_tokens", f"is {request.max_tokens} but the configured maximum is {tokens}", {"max_tokens": tokens}
+        )
+    chars = tightened.get("max_input_chars")
+    if chars is not None and input_chars(request) > chars:
+        field = "prompt" if request.prompt is not None else "messages"
+        text = f"the request's text has {input_chars(request)} characters; the configured maximum is {chars}"
+        raise _refused(field, text, {"max_input_chars": chars})
+    cost = search.cost(request.shape()).within(request.budget)
+    for dimension, name, _, _ in CAPS:
+        if name in tightened and getattr(cost, dimension) > tightened[name]:
+            reason = over_cap(cost, limits)  # the first cap it exceeds, worded as the contract words it
+            raise _refused("search", f"{search.strategy} {reason}", {name: tightened[name]})
+    return request
 
 
-def _tenant_error(error: InvalidRequest, caps: dict[str, int]) -> InvalidRequest:
+def input_chars(request: AlignRequest) -> int:
+    """The characters `max_input_chars` counts: the messages' contents (or the prompt) and the preferences,
+    as the contract counts them."""
+    texts = [m.content for m in request.messages] if request.messages is not None else [request.prompt or ""]
+    return len(request.preferences or "") + sum(len(text) for text in texts)
+
+
+def _refused(field: str, reason: str, caps: dict[str, int]) -> InvalidRequest:
     limits = ", ".join(f"{cap} ({name})" for name, cap in caps.items())
-    return InvalidRequest(error.field, f"{error.reason}; the tenant's policy allows at most {limits}")
+    return InvalidRequest(field, f"{reason}; the tenant's policy allows at most {limits}")

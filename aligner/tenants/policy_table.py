@@ -16,9 +16,10 @@ from sqlalchemy.exc import IntegrityError
 from aligner.errors import NotFound, VersionConflict
 from aligner.tenants.backends import Database
 from aligner.tenants.keys import validate_tenant
-from aligner.tenants.policy import TenantPolicy
-from aligner.tenants.records import AuditEntry, TenantPolicyVersion, now, utc
+from aligner.tenants.policy import STORED, TenantPolicy
+from aligner.tenants.records import AuditEntry, TenantPolicyVersion, utc
 from aligner.tenants.schema import tenant_policy_active, tenant_policy_audit, tenant_policy_versions
+from aligner.tenants.write_clock import write_time
 
 
 def conflict(tenant: str) -> VersionConflict:
@@ -58,7 +59,7 @@ class PolicyTable:
                     select(func.max(tenant_policy_versions.c.version)).where(tenant_policy_versions.c.tenant == tenant)
                 )
                 version = (latest or 0) + 1
-                at = now()
+                at = write_time(conn, tenant_policy_audit)
                 conn.execute(
                     insert(tenant_policy_versions).values(
                         tenant=tenant,
@@ -87,7 +88,7 @@ class PolicyTable:
                 chosen = _version_row(conn, tenant, version)
                 if chosen is None:
                     raise NotFound(f"the policy of {tenant!r} has no version {version}")
-                at = now()
+                at = write_time(conn, tenant_policy_audit)
                 _activate(conn, tenant, version, at)
                 _audit(conn, tenant, actor, "activate", old, version, chosen.content_hash, at)
         except IntegrityError as exc:
@@ -95,7 +96,7 @@ class PolicyTable:
         return chosen
 
     def audit(self, tenant: str | None = None, since: datetime | None = None) -> list[AuditEntry]:
-        query = select(tenant_policy_audit).order_by(tenant_policy_audit.c.at, tenant_policy_audit.c.id)
+        query = select(tenant_policy_audit).order_by(tenant_policy_audit.c.id)
         if tenant is not None:
             query = query.where(tenant_policy_audit.c.tenant == validate_tenant(tenant))
         if since is not None:
@@ -176,7 +177,7 @@ def _to_version(row) -> TenantPolicyVersion:
     return TenantPolicyVersion(
         tenant=row.tenant,
         version=row.version,
-        policy=TenantPolicy.model_validate_json(row.content),
+        policy=TenantPolicy.model_validate_json(row.content, context=STORED),
         content_hash=row.content_hash,
         created_at=utc(row.created_at),
         created_by=row.created_by,

@@ -1,7 +1,8 @@
 """Tenants' safety configs in the store: immutable versions, the active one, and the audit log.
 
 Writes check the active version the writer expects (optimistic concurrency): a write that
-does not expect the version in force fails with VersionConflict and stores nothing.
+does not expect the version in force fails with VersionConflict and stores nothing. Every row a
+write stamps gets the database's time, read inside its transaction (write_clock.py).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from aligner.errors import NotFound, VersionConflict
 from aligner.safety.config import SafetyConfig
 from aligner.tenants.backends import Database
 from aligner.tenants.keys import validate_tenant
-from aligner.tenants.records import AuditEntry, SafetyConfigVersion, now, utc
+from aligner.tenants.records import AuditEntry, SafetyConfigVersion, utc
 from aligner.tenants.schema import safety_audit, safety_config_active, safety_config_versions
+from aligner.tenants.write_clock import write_time
 
 
 def conflict(tenant: str) -> VersionConflict:
@@ -57,7 +59,7 @@ class SafetyConfigTable:
                     select(func.max(safety_config_versions.c.version)).where(safety_config_versions.c.tenant == tenant)
                 )
                 version = (latest or 0) + 1
-                at = now()
+                at = write_time(conn, safety_audit)
                 conn.execute(
                     insert(safety_config_versions).values(
                         tenant=tenant,
@@ -88,7 +90,7 @@ class SafetyConfigTable:
                 chosen = _version_row(conn, tenant, version)
                 if chosen is None:
                     raise NotFound(f"the safety config of {tenant!r} has no version {version}")
-                at = now()
+                at = write_time(conn, safety_audit)
                 _activate(conn, tenant, version, at)
                 _audit(conn, tenant, actor, "activate", old, version, chosen.content_hash, at)
         except IntegrityError as exc:
@@ -102,14 +104,15 @@ class SafetyConfigTable:
                 old = _check_expected(conn, tenant, expected_version)
                 if old is None:
                     raise NotFound(f"tenant {tenant!r} has no active safety config")
-                at = now()
+                at = write_time(conn, safety_audit)
                 _activate(conn, tenant, None, at)
                 _audit(conn, tenant, actor, "delete", old, None, None, at)
         except IntegrityError as exc:
             raise conflict(tenant) from exc
 
     def audit(self, tenant: str | None = None, since: datetime | None = None) -> list[AuditEntry]:
-        query = select(safety_audit).order_by(safety_audit.c.at, safety_audit.c.id)
+        # Commit order (write_clock.py); `since` compares the database's own times.
+        query = select(safety_audit).order_by(safety_audit.c.id)
         if tenant is not None:
             query = query.where(safety_audit.c.tenant == validate_tenant(tenant))
         if since is not None:

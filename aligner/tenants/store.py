@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 import aligner.tenants.schema as schema
 from aligner.errors import ConfigError
 from aligner.safety.config import SafetyConfig
-from aligner.tenants.backends import Database, reason
+from aligner.tenants.backends import Database
 from aligner.tenants.key_table import KeyTable
 from aligner.tenants.policy import TenantPolicy
 from aligner.tenants.policy_table import PolicyTable
@@ -106,7 +106,7 @@ class TenantStore(SafetyConfigStore, TenantPolicyStore):
             store.migrate()
         except SQLAlchemyError as exc:
             db.close()
-            raise ConfigError(f"tenant store {db.url!r}: cannot open the database: {reason(exc)}") from None
+            raise ConfigError(f"tenant store {db.url!r}: cannot open the database: {db.reason(exc)}") from None
         except BaseException:
             db.close()
             raise

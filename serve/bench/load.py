@@ -19,10 +19,13 @@ import grpc
 import httpx
 from google.protobuf.json_format import ParseDict
 from prometheus_client.parser import text_string_to_metric_families
+from ray import serve
 
 from aligner.bench.common import LOAD_PROMPTS
 from aligner.tenants import TenantStore
 from proto.aligner.v1 import aligner_pb2, aligner_pb2_grpc
+from serve.app import build_app
+from serve.config import ServerConfig
 
 BATCH_METRIC = "aligner_reward_batch_size"
 
@@ -135,6 +138,17 @@ async def run_grpc_load(
             return reply.usage.completion_tokens
 
         return await timed_load(send, bodies, clients, per_client)
+
+
+def deploy(config: ServerConfig, base: str, timeout_s: float = 600) -> None:
+    """`config`'s app on the running Serve instance, quietly (no access log), once `base` answers /readyz."""
+    serve.run(
+        build_app(config),
+        name=config.app_name,
+        route_prefix="/",
+        logging_config={"log_level": "WARNING", "enable_access_log": False},
+    )
+    wait_http(f"{base}/readyz", timeout_s)
 
 
 def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:

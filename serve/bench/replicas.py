@@ -18,8 +18,8 @@ import httpx
 from ray import serve
 
 from aligner.bench.common import DIRECTION, LOAD_PROMPTS
-from serve.app import build_app, proxy_options
-from serve.bench.load import run_load, sample_request, scratch_store, wait_http
+from serve.app import proxy_options
+from serve.bench.load import deploy, run_load, sample_request, scratch_store
 from serve.bench.local_cluster import MODEL_RESOURCE, LocalCluster
 from serve.config import ServerConfig
 
@@ -121,13 +121,7 @@ def replicas_phase(engine_config, model_dir: Path, args, report: dict[str, Any],
 
         for replicas in args.replicas:
             progress(f"deploying {replicas} model replica(s), one per node")
-            serve.run(
-                build_app(config(replicas)),
-                name="aligner",
-                route_prefix="/",
-                logging_config={"log_level": "WARNING", "enable_access_log": False},
-            )
-            wait_http(f"{base}/readyz", 600)
+            deploy(config(replicas), base)
             asyncio.run(run_load(f"{base}/v1/generate", body, replicas, 1, headers))  # warm-up
             row = asyncio.run(run_load(f"{base}/v1/generate", body, clients, args.requests_per_client, headers))
             row["replicas"] = replicas

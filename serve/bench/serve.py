@@ -42,17 +42,17 @@ from ray import serve
 from aligner.bench.common import DIRECTION, LOAD_PROMPTS, ratio, target, write
 from aligner.engine.vllm import EngineConfig
 from aligner.model_cache import resolve_model
-from serve.app import build_app, proxy_options
+from serve.app import proxy_options
 from serve.bench.load import (
     admin_headers,
     chat_body,
+    deploy,
     histogram_totals,
     mean_between,
     run_load,
     sample_request,
     sample_throughput,
     scratch_store,
-    wait_http,
 )
 from serve.bench.local_cluster import free_port
 from serve.bench.overhead import InProcessAligner, interleaved_overhead, transport_throughput
@@ -192,16 +192,10 @@ def server_phases(engine_config, model_dir: Path, args, report: dict[str, Any], 
             }
         )
 
-    def deploy(cfg: ServerConfig, what: str) -> None:
+    def deploy_timed(cfg: ServerConfig, what: str) -> None:
         progress(f"deploying the app ({what}); the engine starts in the replica")
         t0 = time.monotonic()
-        serve.run(
-            build_app(cfg),
-            name=cfg.app_name,
-            route_prefix="/",
-            logging_config={"log_level": "WARNING", "enable_access_log": False},
-        )
-        wait_http(f"{base}/readyz", 600)
+        deploy(cfg, base)
         progress(f"app ready in {time.monotonic() - t0:.0f}s")
 
     progress("starting the in-process reference engine (before Ray, so the two do not start at once)")
@@ -218,7 +212,7 @@ def server_phases(engine_config, model_dir: Path, args, report: dict[str, Any], 
         on_config = config({})
         serve.start(**proxy_options(on_config))
         report["server_config"] = {"rewards_on": on_config.rewards.model_dump(), "rewards_off": OFF_REWARDS}
-        deploy(on_config, "scoring batcher on")
+        deploy_timed(on_config, "scoring batcher on")
         model = model_dir.name
         report["overhead"] = interleaved_overhead(
             local,
@@ -258,7 +252,7 @@ def server_phases(engine_config, model_dir: Path, args, report: dict[str, Any], 
         )
         progress("removing the app before redeploying with the batcher off")
         serve.delete(on_config.app_name)
-        deploy(config(OFF_REWARDS), "scoring batcher off: batch_window_ms=null")
+        deploy_timed(config(OFF_REWARDS), "scoring batcher off: batch_window_ms=null")
         report["best_of_n"]["batcher_off"] = asyncio.run(
             best_of_n_phase(base, model, headers, args, progress, "batcher off", metrics_headers=metrics_headers)
         )

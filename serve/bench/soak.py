@@ -32,8 +32,7 @@ from ray import serve
 
 from aligner.bench.common import DIRECTION, write
 from aligner.model_cache import resolve_model
-from serve.app import build_app
-from serve.bench.load import admin_headers, scratch_store, wait_http
+from serve.bench.load import admin_headers, deploy, scratch_store
 from serve.bench.local_cluster import free_port
 from serve.config import ServerConfig
 
@@ -322,13 +321,7 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
     }
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(
-            build_app(config),
-            name=config.app_name,
-            route_prefix="/",
-            logging_config={"log_level": "WARNING", "enable_access_log": False},
-        )
-        wait_http(f"{base}/readyz", 600)
+        deploy(config, base)
         mix = requests_mix(args.max_tokens, model_dir.name)
         report["mix"] = {kind: weight for kind, weight, _ in mix}
         progress(f"soaking: {args.clients} clients for {args.duration_s:.0f}s")

@@ -1,7 +1,9 @@
 """`aligner bench tenants`: what tenants cost each other on shared model replicas, side by side in one run.
 
-One Ray session, one model replica, the app deployed twice: with `fair_scheduling` off (one
-first-come, first-served queue, as before fair scheduling), then on. Each deployment measures:
+One Ray session, one model replica, the app deployed three times: with `fair_scheduling` off (one
+first-come, first-served queue, as before fair scheduling), on, and off again (alone and throughput
+only), so that a drift of the machine over the run does not pass for a cost of fairness; each
+deployment starts only once the previous one's engine processes are gone. Each measures:
 
 - a light tenant's latency (greedy `sample`, one request after another), alone and beside a heavy
   neighbour whose clients flood best_of_n (more clients than the replica has slots, so it always has
@@ -13,6 +15,10 @@ first-come, first-served queue, as before fair scheduling), then on. Each deploy
 - with fairness on only: the shares of generated candidate tokens of two backlogged tenants with
   weights 1:1 and 3:1 (each tenant's tokens of the requests that ended inside the window, both
   tenants' clients sending the same best_of_n bodies throughout); target within 10% of the weights.
+
+Then, on a deployment of its own with 2 ingress replicas (serve/bench/rate_limit.py): the requests a
+tenant under `requests_per_minute` gets admitted by both together, over what its bucket allows;
+target at most 1.05.
 """
 
 from __future__ import annotations
@@ -27,15 +33,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import ray
 from ray import serve
 
 from aligner.bench.common import DIRECTION, LOAD_PROMPTS, ratio, target, write
 from aligner.model_cache import resolve_model
 from aligner.tenants import TenantPolicy, TenantStore
-from serve.app import build_app, proxy_options
-from serve.bench.load import run_load, sample_request, scratch_store, wait_http
+from serve.app import proxy_options
+from serve.bench.load import deploy, run_load, sample_request, scratch_store
 from serve.bench.local_cluster import free_port
+from serve.bench.rate_limit import rate_limit_accuracy
 from serve.config import ServerConfig
 
 TARGETS = {
@@ -43,6 +51,7 @@ TARGETS = {
     "share_error_1_1": {"max": 0.1},
     "share_error_3_1": {"max": 0.1},
     "throughput_on_vs_off": {"min": 0.98},
+    "rate_limit_accuracy": {"max": 1.05},
 }
 POLICY_CACHE_S = 1.5  # a policy written to the store is in force at every ingress within a second
 
@@ -155,13 +164,20 @@ async def token_shares(base: str, keys: tuple[str, str], weights: tuple[float, f
 
 
 async def throughput(base: str, key: str, args: argparse.Namespace) -> dict[str, Any]:
-    return await run_load(
-        f"{base}/v1/generate",
-        lambda c, i: {**sample_request(args.light_max_tokens), "prompt": LOAD_PROMPTS[(c + i) % len(LOAD_PROMPTS)]},
-        args.clients,
-        args.requests_per_client,
-        {"Authorization": f"Bearer {key}"},
-    )
+    """`sample` at `clients` clients, after one request per client that is not counted: the steady state
+    (the tenant's first quota lease and the replica's first batch are paid once per deployment)."""
+
+    async def load(per_client: int) -> dict[str, Any]:
+        return await run_load(
+            f"{base}/v1/generate",
+            lambda c, i: {**sample_request(args.light_max_tokens), "prompt": LOAD_PROMPTS[(c + i) % len(LOAD_PROMPTS)]},
+            args.clients,
+            per_client,
+            {"Authorization": f"Bearer {key}"},
+        )
+
+    await load(1)
+    return await load(args.requests_per_client)
 
 
 def set_policy(store: TenantStore, tenant: str, policy: TenantPolicy) -> None:
@@ -169,9 +185,10 @@ def set_policy(store: TenantStore, tenant: str, policy: TenantPolicy) -> None:
     store.set_tenant_policy(tenant, policy, expected_version=None if current is None else current.version)
 
 
-def measure(base: str, store: TenantStore, fair: bool, args, report: dict[str, Any], progress) -> None:
-    """Every measurement of one deployment into `report` (written by the caller after each phase)."""
-    mode = "on" if fair else "off"
+def measure(base: str, store: TenantStore, mode: str, args, report: dict[str, Any], progress) -> None:
+    """Every measurement of one deployment (`mode`: off, on, off_after) into `report` (written by the
+    caller after each phase)."""
+    fair = mode == "on"
     keys = {name: store.create_key(f"{name}-{mode}")[1] for name in ("light", "heavy", "load", "a", "b", "c", "d")}
     if fair:
         # Quotas on the throughput tenant, far above the load: checked on every request, refusing none.
@@ -185,6 +202,8 @@ def measure(base: str, store: TenantStore, fair: bool, args, report: dict[str, A
         set_policy(store, f"c-{mode}", TenantPolicy(weight=3.0))
         time.sleep(POLICY_CACHE_S)
     for name, heavy in (("alone", False), ("beside_heavy", True)):
+        if mode == "off_after" and heavy:
+            continue  # the second off deployment re-measures what the time of day may move: alone, throughput
         progress(f"fairness {mode}: light tenant {name.replace('_', ' ')}")
         report["light"][f"{name}_{mode}"] = asyncio.run(light_latency(base, keys, args, heavy))
     progress(f"fairness {mode}: sample throughput at {args.clients} clients")
@@ -193,6 +212,25 @@ def measure(base: str, store: TenantStore, fair: bool, args, report: dict[str, A
         for label, pair, weights in (("1:1", ("a", "b"), (1.0, 1.0)), ("3:1", ("c", "d"), (3.0, 1.0))):
             progress(f"fairness on: token shares of two backlogged tenants, weights {label}")
             report["shares"][label] = asyncio.run(token_shares(base, (keys[pair[0]], keys[pair[1]]), weights, args))
+
+
+def mean_off_throughput(throughput: dict[str, Any]) -> float | None:
+    """Fairness off is measured before and after on, so a drift of the machine over the run falls on
+    both sides of the ratio alike."""
+    runs = [(throughput.get(mode) or {}).get("tokens_per_s") for mode in ("off", "off_after")]
+    values = [v for v in runs if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def engines_gone(timeout_s: float = 120.0) -> int:
+    """Wait until no vLLM engine process of a deleted deployment is left (one that outlived its replica
+    would take cores from the next deployment and skew every figure after it); the number left."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = [p for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("VLLM::")]
+        if not left or time.monotonic() > deadline:
+            return len(left)
+        time.sleep(1.0)
 
 
 def summarize(report: dict[str, Any]) -> dict[str, Any]:
@@ -207,9 +245,9 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
         "share_error_1_1": (report["shares"].get("1:1") or {}).get("relative_error"),
         "share_error_3_1": (report["shares"].get("3:1") or {}).get("relative_error"),
         "throughput_on_vs_off": ratio(
-            (report["throughput"].get("on") or {}).get("tokens_per_s"),
-            (report["throughput"].get("off") or {}).get("tokens_per_s"),
+            (report["throughput"].get("on") or {}).get("tokens_per_s"), mean_off_throughput(report["throughput"])
         ),
+        "rate_limit_accuracy": (report.get("rate_limit") or {}).get("ratio"),
     }
     return {"ratios": ratios, "targets": {name: target(ratios[name], spec) for name, spec in TARGETS.items()}}
 
@@ -244,7 +282,8 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
             "usage.candidate_tokens of the requests that ended inside the window (after warm_s).",
             "throughput": "sample, clients x requests_per_client; off: fairness off, tenant without a policy; on: "
             "fairness on, the tenant under a policy with rate limits and a concurrency cap far above the load. "
-            "Usage metering is on in both (it has no switch). Off is measured first, on second.",
+            "Usage metering is on in both (it has no switch). Off is measured before and after on (off_after, "
+            "its own deployment); the ratio is against the mean of the two.",
         },
         "light": {},
         "shares": {},
@@ -271,25 +310,30 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
         serve.start(**proxy_options(config(False)))
-        for fair in (False, True):  # off first: the state before fair scheduling, then the change
-            cfg = config(fair)
-            progress(f"deploying the app with fair_scheduling {'on' if fair else 'off'}")
-            serve.run(
-                build_app(cfg),
-                name=cfg.app_name,
-                route_prefix="/",
-                logging_config={"log_level": "WARNING", "enable_access_log": False},
-            )
-            wait_http(f"{base}/readyz", 600)
+        # Off, on, off: the state before fair scheduling, the change, and the state before again.
+        for mode in ("off", "on", "off_after"):
+            cfg = config(mode == "on")
+            progress(f"deploying the app with fair_scheduling {mode.replace('_after', '')} ({mode})")
+            deploy(cfg, base)
             try:
-                measure(base, store, fair, args, report, progress)
-            except Exception as exc:  # keep the other deployment's figures
-                report["errors"]["on" if fair else "off"] = f"{type(exc).__name__}: {exc}"
+                measure(base, store, mode, args, report, progress)
+            except Exception as exc:  # keep the other deployments' figures
+                report["errors"][mode] = f"{type(exc).__name__}: {exc}"
                 progress(f"failed: {report['errors']}")
             serve.delete(cfg.app_name)
+            left = engines_gone()
+            if left:
+                report["errors"][f"{mode}_engine_left"] = f"{left} vLLM processes outlived the deleted deployment"
             report["total_s"] = round(time.monotonic() - started, 1)
             report.update(summarize(report))
             write(report, out)
+        try:  # its own deployment, 2 ingress replicas (serve/bench/rate_limit.py)
+            rate_limit_accuracy(config(True), base, store, report, progress)
+        except Exception as exc:
+            report["errors"]["rate_limit"] = f"{type(exc).__name__}: {exc}"
+        report["total_s"] = round(time.monotonic() - started, 1)
+        report.update(summarize(report), engines_left_after_rate_limit=engines_gone())
+        write(report, out)
     finally:
         try:
             serve.shutdown()

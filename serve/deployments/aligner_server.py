@@ -28,8 +28,12 @@ from aligner.contract import AlignRequest
 from aligner.core import Aligner, Search
 from aligner.engine.base import engine_priority
 from aligner.engine.vllm import Engine, on_cpu
-from aligner.errors import ErrorInfo
+from aligner.errors import ErrorInfo, InvalidRequest
+from aligner.events import Done
 from aligner.rewards import build_catalog
+from aligner.safety.config import SafetyConfig
+from aligner.safety.fit import check_config_fits
+from aligner.tenants import TenantStore, default_store_url
 from serve.config import ServerConfig
 from serve.deployments.metrics_hub import MetricsPusher
 from serve.gateway.messages import (
@@ -42,6 +46,7 @@ from serve.gateway.messages import (
     StreamItem,
     TenantContext,
 )
+from serve.gateway.metering import UsageMeter
 from serve.metrics import Metrics
 
 log = logging.getLogger("aligner.serve")
@@ -72,24 +77,30 @@ async def start_aligner(config: ServerConfig) -> Aligner:
     # passes (its decoding threads start, kernels are set up) took 13 s on one core, longer than a
     # readiness probe waits, and no request or probe should pay for them.
     await catalog.probe()
-    return Aligner(engine, catalog, limits=config.search_limits)
+    return Aligner(engine, catalog, limits=config.search_limits, safety_min_free_context=config.safety_min_free_context)
 
 
 class AlignerServer:
     # Ray Serve awaits an async constructor; type checkers do not know constructors can be.
     async def __init__(self, config: dict[str, Any] | ServerConfig, hub: DeploymentHandle | None = None):  # type: ignore[misc]
         server_config = ServerConfig.load(config)
-        self._init(server_config, await start_aligner(server_config))
+        store = TenantStore.open(server_config.tenant_store or default_store_url())
+        self._init(server_config, await start_aligner(server_config), store=store)
         await self.start(hub)
 
     @classmethod
-    def sync_init(cls, config: dict[str, Any] | ServerConfig, *, aligner: Aligner) -> AlignerServer:
-        """A replica over an `aligner` that is already running (its engine is not this replica's to stop)."""
+    def sync_init(
+        cls, config: dict[str, Any] | ServerConfig, *, aligner: Aligner, store: TenantStore | None = None
+    ) -> AlignerServer:
+        """A replica over an `aligner` that is already running (its engine is not this replica's to stop);
+        with a `store`, it meters what cancelled searches generated into it."""
         server = cls.__new__(cls)
-        server._init(ServerConfig.load(config), aligner, owns_engine=False)
+        server._init(ServerConfig.load(config), aligner, owns_engine=False, store=store)
         return server
 
-    def _init(self, config: ServerConfig, aligner: Aligner, *, owns_engine: bool = True) -> None:
+    def _init(
+        self, config: ServerConfig, aligner: Aligner, *, owns_engine: bool = True, store: TenantStore | None = None
+    ) -> None:
         self.config = config
         self.aligner = aligner
         self.engine, self.catalog = aligner.engine, aligner.catalog
@@ -100,10 +111,15 @@ class AlignerServer:
         self._graph_replays = 0
         self._ready_at = 0.0
         self.pusher: MetricsPusher | None = None
+        # What cancelled searches generated, per tenant: their ingress counts the request but never hears
+        # from the search again (serve/gateway/metering.py). Batched into the store like the ingress's.
+        self.usage = None if store is None else UsageMeter(store, config.usage_flush_s)
 
     async def start(self, hub: DeploymentHandle | None = None) -> None:
         """Observe the catalog's batches, and send this replica's metrics to `hub` (none: keep them here)."""
         self.catalog.add_batch_observer(self._on_batch)
+        if self.usage is not None:
+            self.usage.start()
         if hub is not None:
             self.pusher = MetricsPusher(
                 hub, self.metrics, self.config.metrics_interval_s, "model", refresh=self._refresh, replica=self.replica
@@ -122,6 +138,15 @@ class AlignerServer:
         replays = int(self.catalog.scorer_stats().get("graph_replays", 0))
         self.metrics.graph_replays.inc(replays - self._graph_replays)
         self._graph_replays = replays
+
+    async def check_safety_config(self, config: SafetyConfig) -> ErrorInfo | None:
+        """Whether a tenant's safety config fits this model (the admin service asks before it stores or
+        activates one): None, or the `InvalidRequest` naming `text`, as data."""
+        try:
+            await asyncio.to_thread(check_config_fits, self.aligner, config)  # tokenizing 20,000 characters
+        except InvalidRequest as exc:
+            return ErrorInfo.of(exc)
+        return None
 
     def info(self) -> ModelInfo:
         objectives = [ObjectiveInfo(**o) for o in self.catalog.describe()]
@@ -155,17 +180,34 @@ class AlignerServer:
         await self.engine.health()
 
     async def _start(self, request: AlignRequest, tenant: TenantContext) -> Search:
-        """The core's phase 1 under the tenant's config; a caller who may not read it sees a placeholder."""
+        """The core's phase 1 under the tenant's config and caps; a caller who may not read the config sees
+        a placeholder."""
         return await self.aligner.start(
-            request, safety=tenant.config, safety_version=tenant.version, reveal_safety=tenant.reveal
+            request,
+            safety=tenant.config,
+            safety_version=tenant.version,
+            reveal_safety=tenant.reveal,
+            limits=tenant.limits,
+            tenant=tenant.tenant,  # whose operator marker (aligner/prompting_guard.py)
         )
 
+    def _cancelled(self, tenant: TenantContext, search: Search | None) -> None:
+        """Meter what a cancelled search generated (its ingress counts the request, not the tokens)."""
+        spent = None if search is None else search.spent()
+        if self.usage is not None and tenant.tenant is not None and spent is not None and spent.engine_requests:
+            self.usage.record(tenant.tenant, "cancelled", spent, requests=0)
+
     async def generate(self, request: AlignRequest, tenant: TenantContext = NO_SAFETY_CONFIG) -> ReplicaResult:
+        search: Search | None = None
         try:
             with engine_priority(tenant.priority):  # the tenant's tier, for every engine request of the search
-                response = await (await self._start(request, tenant)).result()
-        except Exception as exc:
-            return ReplicaResult(self.replica, error=ErrorInfo.of(exc))
+                search = await self._start(request, tenant)
+                response = await search.result()
+        except asyncio.CancelledError:  # the client went away: its ingress will never see what it cost
+            self._cancelled(tenant, search)
+            raise
+        except Exception as exc:  # what the search had generated before it failed travels with the error
+            return ReplicaResult(self.replica, error=ErrorInfo.of(exc, None if search is None else search.spent()))
         return ReplicaResult(self.replica, response=response)
 
     async def stream(
@@ -179,16 +221,29 @@ class AlignerServer:
             yield ErrorInfo.of(exc)
             return
         yield Accepted(self.replica)
+        ended = False  # the ingress was sent the end (Done or an error), with what the search cost
         try:
             # The search's task starts inside the block and keeps the tenant's tier for its engine requests.
             with engine_priority(tenant.priority):
                 async with contextlib.aclosing(search.events()) as events:
                     async for event in events:
+                        ended = isinstance(event, Done)
                         yield event
         except Exception as exc:
-            yield ErrorInfo.of(exc)
+            ended = True
+            yield ErrorInfo.of(exc, search.spent())
+        finally:
+            # Closed before its end (cancelled, or the ingress went away): the search is stopped by now
+            # (aclosing), so what it generated is all counted.
+            if not ended:
+                self._cancelled(tenant, search)
 
-    def __del__(self):
+    async def __del__(self) -> None:
+        """Ray Serve awaits this when it stops the replica: the usage metered since the last flush is
+        written, then the engine stops."""
+        usage = getattr(self, "usage", None)
+        if usage is not None:
+            await usage.close()
         engine = getattr(self, "engine", None)
         if engine is not None and getattr(self, "_owns_engine", False):
             engine.shutdown()

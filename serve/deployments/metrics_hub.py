@@ -16,7 +16,8 @@ log = logging.getLogger("aligner.serve")
 
 
 class MetricsHub:
-    """Holds the latest metrics snapshot of every replica; `render()` is what GET /metrics returns."""
+    """Holds the latest metrics snapshot of every replica reporting now, and the retained totals of those
+    that stopped (`MetricsAggregate` folds them); `render()` is what GET /metrics returns."""
 
     def __init__(self, stale_after_s: float):
         self.aggregate = MetricsAggregate(stale_after_s)

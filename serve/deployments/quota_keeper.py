@@ -5,10 +5,12 @@ slots for the whole cluster, from which each ingress replica leases capacity in 
 Semantics (docs/tenancy.md, Quotas). Each rate limit is a token bucket whose capacity is the per-minute
 limit and which refills continuously at limit/60 per second, starting full: over any stretch of T
 seconds a tenant starts at most `limit + limit × T / 60` requests (or candidate tokens), and on average
-`limit` per minute. The candidate-token bucket may go negative: a request is admitted while the
-allowance is positive and charged its actual `usage.candidate_tokens` when it ends, so a debt is paid by
-the refill before anything more is admitted. Concurrency is a count of slots: the keeper never lets
-the slots leased to all ingress replicas of a tenant exceed `max_concurrent_requests`.
+`limit` per minute. A request reserves its worst case of candidate tokens from the token bucket before
+it is sent to a model replica and gets back what it did not generate when it ends; an ingress replica
+asks for at least what a reservation lacks (`need_tokens`), which the bucket grants whole or not at all.
+The bucket goes negative only by what a request generated beyond its reservation (a debt the refill pays
+before anything more is granted). Concurrency is a count of slots: the keeper never lets the slots
+leased to all ingress replicas of a tenant exceed `max_concurrent_requests`.
 
 Why leases stay within 5% of the limit: a grant is taken out of the bucket when it is leased, so what
 every replica spends together never exceeds what the bucket gave; the only excess over a window is what
@@ -63,6 +65,7 @@ class LeaseRequest:
     slots_in_use: int = 0  # of which in use by requests in flight
     want_requests: bool = False
     want_tokens: bool = False
+    need_tokens: int = 0  # with want_tokens: the least grant of use (a reservation's shortfall); 0: any
     want_slots: int = 0
 
 
@@ -126,9 +129,12 @@ class Bucket:
         """Unused units back (never above capacity), or a debt (a negative amount) charged."""
         self.level = min(float(self.capacity), self.level + amount)
 
-    def take(self, most: int) -> int:
-        """Up to `most` whole units, if at least one is left."""
-        granted = max(0, min(most, math.floor(self.level + 1e-9)))  # 1e-9: a refill computed in floats
+    def take(self, most: int, least: int = 1) -> int:
+        """Up to `most` whole units, if at least `least` are left (else none)."""
+        left = math.floor(self.level + 1e-9)  # 1e-9: a refill computed in floats
+        if left < max(1, least):
+            return 0
+        granted = max(0, min(most, left))
         self.level -= granted
         return granted
 
@@ -194,8 +200,8 @@ class QuotaKeeper:
         if quota.tokens is not None and limits.candidate_tokens_per_minute is not None:
             quota.tokens.give(ask.give_tokens)
             size = self.slice(quota.tokens.capacity, active)
-            if ask.want_tokens:
-                granted_tokens = quota.tokens.take(size)
+            if ask.want_tokens:  # a lease, or a reservation's larger shortfall: whole or nothing
+                granted_tokens = quota.tokens.take(max(size, ask.need_tokens), least=ask.need_tokens)
             token_state = quota.tokens.state(size)
 
         granted_slots, free = self._slots(quota, ask, now)

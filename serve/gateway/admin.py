@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from aligner.contract import DEFAULT_LIMITS, SearchLimits, parse_model
-from aligner.errors import InvalidRequest, NotFound
+from aligner.errors import ErrorInfo, InvalidRequest, NotFound
 from aligner.safety.config import SafetyConfig
 from aligner.tenants import ApiKey, TenantStore, hour_range, usage_report, validate_tenant
 from aligner.tenants.policy import INT32_MAX, TenantPolicy
+from aligner.tenants.usage_table import parse_hour_bound
 from serve.gateway.messages import ObjectiveInfo
 
 # An admin answer: a JSON object, sent as the HTTP body or converted field for field into the RPC's message.
@@ -31,12 +31,14 @@ Answer = dict[str, Any]
 class PutSafetyConfig(BaseModel):
     """Body of PUT /v1/admin/tenants/{tenant}/safety-config."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     config: SafetyConfig = Field(description="The new version's content.")
     expected_version: int | None = Field(
+        ge=1,
+        le=INT32_MAX,
         description="The active version you last read (null: the tenant has no active config). A different "
-        "current version means someone changed it first: 409 version_conflict, nothing stored."
+        "current version means someone changed it first: 409 version_conflict, nothing stored.",
     )
 
     @classmethod
@@ -49,8 +51,10 @@ class ActivateSafetyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    version: int = Field(ge=1, description="The existing version to make active (a rollback).")
-    expected_version: int | None = Field(description="The active version you last read (null: none).")
+    version: int = Field(ge=1, le=INT32_MAX, description="The existing version to make active (a rollback).")
+    expected_version: int | None = Field(
+        ge=1, le=INT32_MAX, description="The active version you last read (null: none)."
+    )
 
     @classmethod
     def parse(cls, data: Any) -> ActivateSafetyConfig:
@@ -60,7 +64,7 @@ class ActivateSafetyConfig(BaseModel):
 class PutTenantPolicy(BaseModel):
     """Body of PUT /v1/admin/tenants/{tenant}/policy."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     policy: TenantPolicy = Field(description="The new version's content.")
     expected_version: int | None = Field(
@@ -105,7 +109,8 @@ class ActivateTenantPolicy(BaseModel):
 class CreateKey(BaseModel):
     """Body of POST /v1/admin/keys."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: `"admin": "yes"` (or 1) is refused, never read as true.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     tenant: str = Field(description="Tenant the key belongs to (lowercase letters, digits, '_', '.', '-').")
     admin: bool = Field(False, description="An admin key may manage keys of every tenant.")
@@ -113,6 +118,13 @@ class CreateKey(BaseModel):
     @classmethod
     def parse(cls, data: Any) -> CreateKey:
         return parse_model(cls, data)
+
+
+def check_version(field: str, version: object) -> int:
+    """A version number from a query parameter: an integer the version columns (INT32) hold, at least 1."""
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= INT32_MAX:
+        raise InvalidRequest(field, f"must be an integer from 1 to {INT32_MAX}")
+    return version
 
 
 class AdminService:
@@ -125,10 +137,19 @@ class AdminService:
         store: TenantStore,
         objectives: Callable[[], Awaitable[list[ObjectiveInfo]]],
         limits: SearchLimits = DEFAULT_LIMITS,
+        fits: Callable[[SafetyConfig], Awaitable[ErrorInfo | None]] | None = None,
     ):
         self.store = store
         self.objectives = objectives
         self.limits = limits  # the server's: a tenant's policy may only lower them
+        # Whether a config fits the model: a model replica measures it with the policy tokenizer (None: unchecked).
+        self.fits = fits
+
+    async def check_fits(self, config: SafetyConfig) -> None:
+        """Refuse (400 naming `text`) a config whose operator section leaves too little of the model's context."""
+        error = None if self.fits is None else await self.fits(config)
+        if error is not None:
+            raise error.error()
 
     async def objective_ranges(self) -> dict[str, tuple[float, float]]:
         return {o.name: (o.low, o.high) for o in await self.objectives()}
@@ -155,6 +176,7 @@ class AdminService:
         validate_tenant(tenant)
         spec = PutSafetyConfig.parse(body)
         spec.config.check_objectives(await self.objective_ranges())
+        await self.check_fits(spec.config)
         stored = await asyncio.to_thread(
             self.store.set_safety_config, tenant, spec.config, expected_version=spec.expected_version, actor=admin.id
         )
@@ -176,6 +198,10 @@ class AdminService:
         """Make an existing version active again (a rollback)."""
         validate_tenant(tenant)
         spec = ActivateSafetyConfig.parse(body)
+        versions = await asyncio.to_thread(self.store.safety_config_versions, tenant)
+        target = next((v for v in versions if v.version == spec.version), None)
+        if target is not None:  # an unknown version is the store's NotFound
+            await self.check_fits(target.config)
         chosen = await asyncio.to_thread(
             self.store.activate_safety_config,
             tenant,
@@ -188,6 +214,7 @@ class AdminService:
     async def delete_safety_config(self, admin: ApiKey, tenant: str, expected_version: int) -> Answer:
         """Deactivate the tenant's config; its versions and the audit stay."""
         validate_tenant(tenant)
+        check_version("expected_version", expected_version)
         await asyncio.to_thread(
             self.store.delete_safety_config, tenant, expected_version=expected_version, actor=admin.id
         )
@@ -195,10 +222,7 @@ class AdminService:
 
     async def audit(self, admin: ApiKey, tenant: str | None, since: str | None) -> Answer:
         """Every safety-config change (of `tenant`, at or after the ISO time `since`), oldest first."""
-        try:
-            when = None if since is None else datetime.fromisoformat(since)
-        except ValueError:
-            raise InvalidRequest("since", f"is {since!r}; expected an ISO 8601 time") from None
+        when = parse_hour_bound("since", since)  # the calendar's edges, zones and bad text: 400 naming `since`
         entries = await asyncio.to_thread(self.store.safety_audit, tenant, when)
         return {"entries": [e.to_dict() for e in entries]}
 

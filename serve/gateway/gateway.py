@@ -20,14 +20,16 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from aligner.contract import AlignRequest, AlignResponse
-from aligner.errors import AlignerError, EngineUnavailable, ErrorInfo, Overloaded, error_code
+from aligner.contract import AlignRequest, AlignResponse, Usage
+from aligner.errors import AlignerError, EngineUnavailable, ErrorInfo, Overloaded, Reported, error_code
 from aligner.events import Chunk, Delta, Done
 from aligner.tenants import ApiKey, TenantStore, parse_request
+from aligner.tenants.policy_apply import effective_limits
 from serve.config import ServerConfig
 from serve.deployments.metrics_hub import MetricsPusher
 from serve.errors import PayloadTooLarge
 from serve.gateway.admin import AdminService
+from serve.gateway.answer_headers import with_answer_headers
 from serve.gateway.auth import ActiveSafetyConfigs, Authenticator
 from serve.gateway.fair_queue import FairQueue, FairShare, Slot, request_cost
 from serve.gateway.messages import (
@@ -43,6 +45,7 @@ from serve.gateway.metering import UsageMeter
 from serve.gateway.policies import NO_POLICY, ActivePolicies
 from serve.gateway.quotas import QuotaLeaser, QuotaTicket, keeper_exchange, limits_of
 from serve.gateway.readiness import ReadinessCache, ReadinessRecord
+from serve.gateway.reservations import over_the_limit, reserved_tokens
 from serve.metrics import Metrics
 
 log = logging.getLogger("aligner.serve")
@@ -62,6 +65,7 @@ class Call:
         self.readiness = readiness
         self.meter = meter
         self.response: AlignResponse | None = None  # set when answered: its usage is metered and billed
+        self.spent: Usage | None = None  # set when it failed after engine work: what it had cost
         self.key: ApiKey | None = None  # set when admitted: only a known tenant's requests are metered
         self.started = time.monotonic()
         self.tenant = "unauthenticated"
@@ -69,6 +73,7 @@ class Call:
         self.context = NO_SAFETY_CONFIG  # the tenant's safety config this request is served under
         self.policy = NO_POLICY  # the tenant's policy it is admitted and parsed under
         self.quota: QuotaTicket | None = None  # its part of the tenant's quotas, from admission to finish
+        self.quotas: QuotaLeaser | None = None  # whose headers the answer carries, admitted or refused
         self.replica: str | None = None
         self.slot: Slot | None = None  # its place on the model replicas, from dispatch to finish
         self.done = False
@@ -84,36 +89,60 @@ class Call:
         self.readiness.served()
         self.finish("ok")
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: str, spent: Usage | None = None) -> None:
+        """The request ended with `status`; `spent`: what it had cost when it failed after engine work (the
+        replica's error says), metered and charged like an answer's usage."""
         if not self.done:
             self.done = True
+            self.spent = self.spent or spent
             self.readiness.ended()
             self.readiness.failed(status)
             self.metrics.finished(self.tenant, self.strategy, status)
-            if self.quota is not None:  # its slot back; its candidate tokens charged to the tenant's rate
-                self.quota.finish(self.response.usage.candidate_tokens if self.response is not None else 0)
+            if self.quota is not None:  # its slot back; what it did not generate of its reservation refunded
+                self.quota.finish(*self.quota_use(status))
             if self.slot is not None:
                 self.slot.release(self.charged_tokens(status))
+            usage = self.response.usage if self.response is not None else self.spent
+            if self.response is None and self.spent is not None:
+                self.metrics.tenant_generated_tokens.labels(tenant=self.tenant).inc(self.spent.generated_tokens)
             if self.meter is not None and self.key is not None:
                 safety = self.response.safety if self.response is not None else None
-                usage = self.response.usage if self.response is not None else None
                 self.meter.record(self.tenant, status, usage, safety.verdict if safety is not None else None)
 
     def charged_tokens(self, status: str) -> int | None:
-        """What the request cost its tenant in the fair queue: the candidate tokens it generated; nothing
-        when the replica refused it before any engine work; unknown (its worst case stays) otherwise."""
-        if self.response is not None:
-            usage = self.response.usage
+        """What the request cost its tenant in the fair queue: the candidate tokens it generated, answered or
+        failed (a search cut short inside an engine request has them only as generated tokens); nothing when
+        the replica refused it before any engine work; unknown otherwise (cancelled: its worst case stays,
+        and its replica meters what it generated)."""
+        usage = self.response.usage if self.response is not None else self.spent
+        if usage is not None:
             return usage.candidate_tokens or usage.generated_tokens
         return 0 if status in REFUSED_BEFORE_WORK else None
+
+    def quota_use(self, status: str) -> tuple[int | None, bool]:
+        """What the request used of its tenant's quotas: its candidate tokens (None: unknown, so its
+        reservation stays spent: cancelled or failed after it reached a model replica), and whether its
+        request unit comes back (refused before any engine work: bad input, over a quota, a full queue)."""
+        if self.response is not None:
+            return self.response.usage.candidate_tokens, False
+        if self.spent is not None:  # failed after engine work: what it generated (metering's hook)
+            return self.charged_tokens(status), False
+        if self.slot is None or status in REFUSED_BEFORE_WORK or status == "overloaded":
+            return 0, status != "cancelled"
+        return None, False
+
+    def quota_headers(self) -> dict[str, str]:
+        """OpenAI's x-ratelimit-* for the tenant's limits (none without limits)."""
+        if self.quota is not None:
+            return self.quota.headers()
+        return {} if self.quotas is None else self.quotas.headers_for(self.tenant)
 
     def safety_headers(self) -> dict[str, str]:
         """Which versions of the tenant's safety config and policy the request is served under (none: no
         header)."""
         version = self.context.version
         safety = {} if version is None else {"x-aligner-safety-version": str(version)}
-        quota = {} if self.quota is None else self.quota.headers()  # OpenAI's x-ratelimit-*
-        return {**safety, **self.policy.headers(), **quota}
+        return {**safety, **self.policy.headers(), **self.quota_headers()}
 
     def headers(self) -> dict[str, str]:
         """Who served the answer, under which safety config, and the tokens it cost (a gateway in
@@ -139,7 +168,7 @@ class Gateway:
         self.auth = Authenticator(store, config.auth_cache_s)
         self.safety = ActiveSafetyConfigs(store, config.auth_cache_s)
         self.policies = ActivePolicies(store, config.auth_cache_s)
-        self.admin = AdminService(store, self.objectives, config.search_limits)
+        self.admin = AdminService(store, self.objectives, config.search_limits, self.model.check_safety_config.remote)
         self.metrics = Metrics()
         self.readiness = ReadinessRecord()
         # /readyz and gRPC Health answer from this, refreshed by one probe per interval at most.
@@ -185,8 +214,9 @@ class Gateway:
         except asyncio.CancelledError:  # the client went away: Serve cancels us and the replica's search
             call.finish("cancelled")
             raise
-        except Exception as exc:
-            call.finish(error_code(exc))
+        except Exception as exc:  # a replica's error carries what its search had cost (metered)
+            call.finish(error_code(exc), exc.info.usage if isinstance(exc, Reported) else None)
+            with_answer_headers(exc, call.safety_headers())  # after finish: what is left once it is refunded
             raise
 
     async def admit(self, call: Call, authorization: str | None) -> None:
@@ -197,6 +227,7 @@ class Gateway:
         call.context = await self.safety.for_request(key)
         call.policy = await self.policies.for_request(key)
         if self.quotas is not None and call.policy.applies:  # 429 rate_limited over one of its quotas
+            call.quotas = self.quotas
             call.quota = await self.quotas.admit(key.tenant, limits_of(call.policy.policy))
         call.context = dataclasses.replace(call.context, priority=call.policy.policy.priority)
         self.metrics.safety_version.labels(tenant=key.tenant).set(call.context.version or 0)
@@ -219,13 +250,29 @@ class Gateway:
         policy = call.policy.policy if call.policy.applies else None
         request = parse_request(data, self.config.search_limits, policy)
         call.strategy = request.search.strategy
+        if call.key is not None:  # the replica meters a cancelled search itself, and prices under the caps
+            limits = None if policy is None else effective_limits(self.config.search_limits, policy)
+            call.context = dataclasses.replace(call.context, tenant=call.tenant, limits=limits)
         return request
 
     # -- the model replica --------------------------------------------------------------------
 
+    async def reserve(self, call: Call, request: AlignRequest) -> None:
+        """Reserve the request's worst case of candidate tokens from its tenant's allowance (429 when it
+        cannot be now; 400 when its search alone is above the whole per-minute limit); refunded as it ends."""
+        limit = call.policy.policy.candidate_tokens_per_minute
+        if self.quotas is None or not call.policy.applies or limit is None:
+            return
+        too_large = over_the_limit(request, call.tenant, limit)
+        if too_large is not None:
+            raise too_large
+        if call.quota is not None:  # None: the keeper is unreachable, the request is admitted uncounted
+            await call.quota.reserve(min(limit, reserved_tokens(request, call.context.config)))
+
     async def dispatch(self, call: Call, request: AlignRequest) -> None:
-        """Wait for a slot on the model replicas in the tenant's fair order (Overloaded when the tenant's
-        queue is full); the call gives it back when it finishes."""
+        """Reserve its tokens, then wait for a slot on the model replicas in the tenant's fair order
+        (Overloaded when the tenant's queue is full); the call gives it back when it finishes."""
+        await self.reserve(call, request)
         policy = call.policy.policy
         share = FairShare(call.tenant, weight=policy.weight, tier=policy.priority)
         call.slot = await self.queue.acquire(share, request_cost(request))
@@ -303,7 +350,7 @@ class Gateway:
                 elif isinstance(item, Done):
                     call.ok(item.response)
                 elif isinstance(item, ErrorInfo):
-                    call.finish(item.code)
+                    call.finish(item.code, item.usage)
                 elif isinstance(item, Accepted):  # only ever the first item, which open_stream took
                     continue
                 yield item

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from aligner.contract import AlignResponse
+from aligner.contract import AlignResponse, SearchLimits
 from aligner.errors import ErrorInfo
 from aligner.events import Chunk, Delta, Done
 from aligner.safety.config import SafetyConfig
@@ -19,13 +19,18 @@ from aligner.safety.config import SafetyConfig
 @dataclass(frozen=True)
 class TenantContext:
     """The tenant's safety config in force when its request arrived (one version for the whole request,
-    whatever changes while it runs), whether the caller may read the config's text (admins), and the
-    priority tier its policy gives it."""
+    whatever changes while it runs), whether the caller may read the config's text (admins), the
+    priority tier its policy gives it, who the tenant is and the limits its policy sets."""
 
     version: int | None = None  # None: the tenant has no safety config
     config: SafetyConfig | None = None
     reveal: bool = False
     priority: int = 0  # the tenant policy's priority tier: the engine's per-request priority
+    # The tenant metered for what a cancelled search generated (the replica records it; None: not metered).
+    tenant: str | None = None
+    # The server's limits lowered to the tenant's caps, for what the replica prices (the judges' prefills,
+    # the safety config's resamples); None: the server's own.
+    limits: SearchLimits | None = None
 
 
 NO_SAFETY_CONFIG = TenantContext()

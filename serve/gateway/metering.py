@@ -1,7 +1,10 @@
-"""`UsageMeter`: each ingress replica's usage counts, batched in memory and added to the tenant store.
+"""`UsageMeter`: each replica's usage counts, batched in memory and added to the tenant store.
 
 Every finished request of an admitted tenant (answered, failed, refused or cancelled) is
-counted in memory under (tenant, UTC hour, status): no database write per request. Every
+counted in memory under (tenant, UTC hour, status): no database write per request. A failed request
+is counted with what its search had generated (the replica's error carries it). A cancelled one's
+gateway never hears from the replica again, so the model replica meters its tokens itself, with a
+meter of its own (`requests=0`: the ingress counts the request, nothing is counted twice). Every
 `usage_flush_s` the counts are swapped out and added to the store in one transaction of atomic
 upserts (aligner/tenants/usage_table.py), so replicas on any number of nodes add up. A flush that
 fails keeps its counts for the next one; stopping the replica flushes what is left. A replica that
@@ -22,12 +25,13 @@ from aligner.tenants.records import now
 log = logging.getLogger("aligner.serve")
 
 
-def counts_of(usage: Usage | None, verdict: str | None) -> UsageCounts:
-    """One request's counts: its usage when it was answered (None: failed, refused or cancelled)."""
+def counts_of(usage: Usage | None, verdict: str | None, requests: int = 1) -> UsageCounts:
+    """One request's counts: its usage when it was answered, or what it had cost when it failed or was
+    cancelled after engine work (None: nothing, refused before any); `requests=0` for tokens only."""
     if usage is None:
-        return UsageCounts(requests=1)
+        return UsageCounts(requests=requests)
     counts = UsageCounts(
-        requests=1,
+        requests=requests,
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         generated_tokens=usage.generated_tokens,
@@ -60,10 +64,13 @@ class UsageMeter:
         usage: Usage | None = None,
         verdict: str | None = None,
         at: datetime | None = None,
+        requests: int = 1,
     ) -> None:
-        """Count one finished request (synchronous and in memory: it is on every request's path)."""
+        """Count one finished request (synchronous and in memory: it is on every request's path).
+        `requests=0`: only the tokens of a request counted elsewhere (a model replica meters what a
+        cancelled search generated; the ingress counts the request)."""
         key = UsageKey(tenant, hour_of(at or now()), status)
-        self.pending.setdefault(key, UsageCounts()).add(counts_of(usage, verdict))
+        self.pending.setdefault(key, UsageCounts()).add(counts_of(usage, verdict, requests))
 
     async def flush(self) -> int:
         """Add the pending counts to the store; the rows written. On a store error they stay pending."""

@@ -1,18 +1,20 @@
 """Each ingress replica's side of the quotas: capacity leased from the quota keeper in batches, spent
 locally, so admitting a request makes no remote call in the common case.
 
-`QuotaLeaser.admit(tenant, limits)` takes one request unit, checks that the candidate-token allowance
-is positive, and takes one concurrency slot, all from what this replica holds for the tenant; only
-when one of them has run out does it ask the keeper (serve/deployments/quota_keeper.py), once for all
-the requests of that tenant waiting on this replica. What it cannot get is a 429 `rate_limited`
-naming the limit, with the keeper's time until the bucket has a unit again as `Retry-After`. The
-`QuotaTicket` it returns is finished when the request ends: the slot is released, its actual
-candidate tokens are charged (a debt the next exchange hands to the keeper).
+`QuotaLeaser.admit(tenant, limits)` takes one request unit and one concurrency slot from what this
+replica holds for the tenant; only when one of them has run out does it ask the keeper
+(serve/deployments/quota_keeper.py), once for all the requests of that tenant waiting on this replica.
+Once the request is parsed and its worst case is known, `QuotaTicket.reserve(tokens)` takes that many
+candidate tokens from the replica's token lease (asking the keeper for the shortfall, whole, when the
+lease holds less). What it cannot get is a 429 `rate_limited` naming the limit, with the time until a
+retry can be admitted as `Retry-After`. The ticket is finished when the request ends: the slot is
+released, what the request did not generate of its reservation comes back to the lease (all of it, and
+the request unit too, for a request refused before any engine work).
 
 A background loop (every `SYNC_S`) renews a busy tenant's leases at half, settles token debts, hands
-back what an idle tenant holds (after `IDLE_S`) or the spare slots the keeper asks for, and sends a
-heartbeat for slots in use, in one keeper call for all tenants. If the keeper cannot be reached,
-requests are admitted (logged): a quota failure must not take the service down.
+back what an idle tenant holds (after `IDLE_S`), a token lease swollen by refunds, or the spare slots the
+keeper asks for, and sends a heartbeat for slots in use, in one keeper call for all tenants. If the
+keeper cannot be reached, requests are admitted (logged): a quota failure must not take the service down.
 """
 
 from __future__ import annotations
@@ -20,17 +22,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from ray.serve.handle import DeploymentHandle
 
 from aligner.errors import RateLimited
-from serve.deployments.quota_keeper import BucketState, LeaseGrant, LeaseRequest, QuotaLimits
+from serve.deployments.quota_keeper import LeaseGrant, LeaseRequest, QuotaLimits
+from serve.gateway.quota_lease import Seen, TenantLease, rate_limit_headers, reset_format, token_refusal
 from serve.metrics import Metrics
 
 log = logging.getLogger("aligner.serve")
@@ -40,6 +41,10 @@ IDLE_S = 1.0  # a tenant with no admission for this long hands back what it hold
 HEARTBEAT_S = 2.0  # slots in use are reported at least this often (the keeper frees silent replicas' slots)
 KEEPER_TIMEOUT_S = 2.0  # an exchange slower than this admits the request anyway
 KEEPER_RETRY_S = 5.0  # after a failed exchange admissions skip the keeper this long (a hung one stalls no one)
+TOKEN_RECHECK_S = 1.0  # after the keeper could not cover a reservation, it is asked again this late at the
+# soonest, unless the bucket's refill alone covers the next one sooner (a flood is refused here)
+
+__all__ = ["QuotaLeaser", "QuotaTicket", "keeper_exchange", "limits_of", "reset_format"]
 
 Exchange = Callable[[list[LeaseRequest]], Awaitable[list[LeaseGrant]]]
 
@@ -70,92 +75,32 @@ def limits_of(policy: Limited) -> QuotaLimits:
     )
 
 
-def reset_format(seconds: float) -> str:
-    """OpenAI's reset durations: "20ms", "1s", "1.5s", "6m0s", "1h2m3s"."""
-    if seconds < 1:
-        return f"{max(0, math.ceil(seconds * 1000))}ms"
-    whole = seconds if seconds >= 60 else round(seconds, 3)
-    if whole < 60:
-        return f"{whole:.3f}".rstrip("0").rstrip(".") + "s"
-    total = math.ceil(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return (f"{hours}h" if hours else "") + f"{minutes}m{secs}s"
-
-
-@dataclass
-class Seen:
-    """A bucket as the keeper last reported it, and when (this replica's clock): extrapolated by its refill."""
-
-    state: BucketState
-    at: float
-
-    def level(self, now: float) -> float:
-        return min(float(self.state.capacity), self.state.level + (now - self.at) * self.state.rate)
-
-
-@dataclass
-class TenantLease:
-    """What this replica holds for one tenant."""
-
-    tenant: str
-    limits: QuotaLimits
-    requests: int = 0  # request units leased and not yet spent
-    tokens: int = 0  # candidate-token allowance (negative: charged and not yet reported to the keeper)
-    slots: int = 0  # concurrency slots held
-    in_use: int = 0  # requests in flight (each uses one of the slots when there is a concurrency limit)
-    last_admit: float = -math.inf
-    last_exchange: float = -math.inf
-    contended: bool = False
-    # After the keeper refused something, it is not asked again before these times (a tenant flooding
-    # over its quota is refused here, not with one keeper call per request).
-    ask_requests_at: float = -math.inf
-    ask_tokens_at: float = -math.inf
-    ask_slots_at: float = -math.inf
-    request_bucket: Seen | None = None
-    token_bucket: Seen | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def lacks(self) -> tuple[bool, bool, int]:
-        """What admitting one more request needs from the keeper: request units, tokens, a slot."""
-        limits = self.limits
-        return (
-            limits.requests_per_minute is not None and self.requests < 1,
-            limits.candidate_tokens_per_minute is not None and self.tokens <= 0,
-            1
-            if limits.max_concurrent_requests is not None
-            and self.in_use >= min(self.slots, limits.max_concurrent_requests)
-            else 0,
-        )
-
-    def due(self, now: float) -> tuple[bool, bool, int]:
-        """What it lacks that the keeper may be asked for now."""
-        want_requests, want_tokens, want_slots = self.lacks()
-        return (
-            want_requests and now >= self.ask_requests_at,
-            want_tokens and now >= self.ask_tokens_at,
-            want_slots if now >= self.ask_slots_at else 0,
-        )
-
-    def holds_nothing(self) -> bool:
-        return self.requests == 0 and self.tokens == 0 and self.slots == 0 and self.in_use == 0
-
-
 class QuotaTicket:
-    """One admitted request's quota: `finish` releases its slot and charges its candidate tokens."""
+    """One admitted request's quota: `reserve` takes its worst case of candidate tokens once it is known;
+    `finish` releases its slot and refunds what it did not use."""
 
     def __init__(self, leaser: QuotaLeaser, lease: TenantLease):
         self.leaser, self.lease = leaser, lease
+        self.reserved = 0  # candidate tokens taken from the lease for this request
         self.done = False
 
-    def finish(self, candidate_tokens: int) -> None:
+    async def reserve(self, tokens: int) -> None:
+        """Take `tokens` (the request's worst case) from the tenant's allowance, or RateLimited."""
+        await self.leaser.reserve(self, tokens)
+
+    def finish(self, candidate_tokens: int | None = 0, refund_request: bool = False) -> None:
+        """The request ended having generated `candidate_tokens` (None: unknown, so its reservation stays
+        spent; beyond the reservation: a debt the next exchange hands to the keeper). `refund_request`: it
+        was refused before any engine work, so its request unit comes back too."""
         if self.done:
             return
         self.done = True
         lease = self.lease
         lease.in_use = max(0, lease.in_use - 1)
-        if lease.limits.candidate_tokens_per_minute is not None:
-            lease.tokens -= max(0, candidate_tokens)
+        if lease.limits.candidate_tokens_per_minute is not None and candidate_tokens is not None:
+            lease.tokens += self.reserved - max(0, candidate_tokens)
+        if refund_request and lease.limits.requests_per_minute is not None:
+            lease.requests += 1
 
     def headers(self) -> dict[str, str]:
         return self.leaser.headers(self.lease)
@@ -215,8 +160,9 @@ class QuotaLeaser:
         return QuotaTicket(self, lease)
 
     def _refusal(self, lease: TenantLease) -> RateLimited | None:
-        """The first limit this replica cannot admit one more request under, as the error to answer."""
-        want_requests, want_tokens, want_slots = lease.lacks()
+        """The first limit this replica cannot admit one more request under, as the error to answer (the
+        token limit is checked by the request's reservation, once its worst case is known)."""
+        want_requests, _, want_slots = lease.lacks()
         limits = lease.limits
         if want_slots:
             return RateLimited(
@@ -232,14 +178,44 @@ class QuotaLeaser:
                 "requests_per_minute",
                 retry_after_s=self._retry_s(lease.request_bucket),
             )
-        if want_tokens:
-            return RateLimited(
-                f"candidate_tokens_per_minute: tenant {lease.tenant!r} has used its limit of "
-                f"{limits.candidate_tokens_per_minute} generated candidate tokens per minute; retry later",
-                "candidate_tokens_per_minute",
-                retry_after_s=self._retry_s(lease.token_bucket),
-            )
         return None
+
+    # -- token reservations -------------------------------------------------------------------------
+
+    async def reserve(self, ticket: QuotaTicket, tokens: int) -> None:
+        """Take `tokens` from the lease for `ticket`'s request: locally when the lease holds them, else with
+        one keeper call for the shortfall (none while the keeper has just said it lacks it and its refill
+        alone cannot cover it yet). RateLimited when it cannot be covered now."""
+        lease = ticket.lease
+        if ticket.done or tokens <= 0 or lease.limits.candidate_tokens_per_minute is None:
+            return
+        if lease.tokens < tokens:
+            async with lease.lock:  # one exchange at a time for the tenant on this replica
+                if lease.tokens < tokens and self._may_ask_tokens(lease, tokens):
+                    if self.clock() < self._keeper_down_until:  # it failed a moment ago: admitted, not counted
+                        return
+                    ask = self._ask(lease, False, True, 0, need_tokens=tokens - max(0, lease.tokens))
+                    grant = await self._call([ask])
+                    if grant is None:  # unreachable: admitted, not counted; a debt handed over stays owed
+                        lease.tokens += ask.give_tokens
+                        self._keeper_down_until = self.clock() + KEEPER_RETRY_S
+                        return
+                    self._apply(lease, grant[0])
+                    if lease.tokens < tokens:
+                        lease.ask_tokens_at = self.clock() + TOKEN_RECHECK_S
+        if lease.tokens < tokens:
+            refusal = token_refusal(lease, tokens, self.clock())
+            if self.metrics is not None:
+                self.metrics.rate_limited.labels(tenant=lease.tenant, limit=refusal.limit).inc()
+            raise refusal
+        lease.tokens -= tokens
+        ticket.reserved += tokens
+
+    def _may_ask_tokens(self, lease: TenantLease, tokens: int) -> bool:
+        seen, now = lease.token_bucket, self.clock()
+        if seen is None or now >= lease.ask_tokens_at:
+            return True
+        return seen.level(now) + max(0, lease.tokens) >= tokens
 
     def _back_off(self, lease: TenantLease, due: tuple[bool, bool, int], grant: LeaseGrant) -> None:
         """What the keeper refused is asked for again once its bucket holds a whole lease (a slot: after
@@ -262,12 +238,20 @@ class QuotaLeaser:
     # -- exchanges with the keeper ----------------------------------------------------------------
 
     def _ask(
-        self, lease: TenantLease, want_requests: bool, want_tokens: bool, want_slots: int, hand_back: bool = False
+        self,
+        lease: TenantLease,
+        want_requests: bool,
+        want_tokens: bool,
+        want_slots: int,
+        hand_back: bool = False,
+        need_tokens: int = 0,
+        surplus_tokens: int = 0,
     ) -> LeaseRequest:
-        """The exchange for `lease`: a token debt always goes; unused units and spare slots if `hand_back`.
-        What is handed back leaves the lease now (it is the keeper's from the moment it is sent)."""
+        """The exchange for `lease`: a token debt always goes; unused units and spare slots if `hand_back`;
+        `surplus_tokens` of the token lease. What is handed back leaves the lease now (it is the keeper's
+        from the moment it is sent)."""
         give_requests = lease.requests if hand_back else 0
-        give_tokens = lease.tokens if (hand_back or lease.tokens < 0) else 0
+        give_tokens = lease.tokens if (hand_back or lease.tokens < 0) else max(0, min(surplus_tokens, lease.tokens))
         spare = lease.slots - lease.in_use if (hand_back or lease.contended) else 0
         lease.requests -= give_requests
         lease.tokens -= give_tokens
@@ -283,6 +267,7 @@ class QuotaLeaser:
             slots_in_use=lease.in_use,
             want_requests=want_requests,
             want_tokens=want_tokens,
+            need_tokens=need_tokens if want_tokens else 0,
             want_slots=want_slots,
         )
 
@@ -325,10 +310,12 @@ class QuotaLeaser:
             want_tokens = not idle and self._renew(
                 limits.candidate_tokens_per_minute, lease.tokens, lease.token_bucket, now
             )
-            hand_back = idle and not (lease.requests == 0 and lease.tokens == 0 and lease.slots == lease.in_use)
+            hand_back = idle and (lease.requests != 0 or lease.tokens != 0 or lease.slots > lease.in_use)
             heartbeat = lease.slots > 0 and now - lease.last_exchange > HEARTBEAT_S
-            if want_requests or want_tokens or hand_back or heartbeat or lease.tokens < 0 or lease.contended:
-                chosen.append((lease, self._ask(lease, want_requests, want_tokens, 0, hand_back=hand_back)))
+            surplus = 0 if idle else self._surplus(limits.candidate_tokens_per_minute, lease.tokens, lease.token_bucket)
+            if want_requests or want_tokens or hand_back or heartbeat or surplus or lease.tokens < 0 or lease.contended:
+                ask = self._ask(lease, want_requests, want_tokens, 0, hand_back=hand_back, surplus_tokens=surplus)
+                chosen.append((lease, ask))
         if not chosen:
             return
         for lease, _ in chosen:
@@ -351,6 +338,15 @@ class QuotaLeaser:
         if limit is None or seen is None or seen.state.slice < 2:
             return False
         return held < seen.state.slice / 2 and seen.level(now) >= seen.state.slice
+
+    @staticmethod
+    def _surplus(limit: int | None, held: int, seen: Seen | None) -> int:
+        """What a busy tenant's token lease holds beyond a lease and a half (refunds of reservations larger
+        than a lease): handed back down to one lease, so other replicas can use it."""
+        if limit is None or seen is None:
+            return 0
+        size = seen.state.slice
+        return held - size if held > size + size // 2 else 0
 
     def start(self) -> None:
         if self._task is None:
@@ -382,17 +378,10 @@ class QuotaLeaser:
     def headers(self, lease: TenantLease) -> dict[str, str]:
         """x-ratelimit-{limit,remaining,reset}-{requests,tokens} for the limits the tenant has: the
         tenant's remaining capacity over every replica, as the keeper last said plus what this one holds."""
-        now = self.clock()
-        out: dict[str, str] = {}
-        for kind, seen, held in (
-            ("requests", lease.request_bucket, lease.requests),
-            ("tokens", lease.token_bucket, max(0, lease.tokens)),
-        ):
-            if seen is None:
-                continue
-            capacity = seen.state.capacity
-            remaining = max(0, min(capacity, math.floor(seen.level(now)) + held))
-            out[f"x-ratelimit-limit-{kind}"] = str(capacity)
-            out[f"x-ratelimit-remaining-{kind}"] = str(remaining)
-            out[f"x-ratelimit-reset-{kind}"] = reset_format((capacity - remaining) / seen.state.rate)
-        return out
+        return rate_limit_headers(lease, self.clock())
+
+    def headers_for(self, tenant: str) -> dict[str, str]:
+        """The same for a tenant whose request holds no ticket (refused at admission): none if this replica
+        holds nothing of it."""
+        lease = self.leases.get(tenant)
+        return {} if lease is None or not lease.limits.any else self.headers(lease)

@@ -33,6 +33,7 @@ from aligner.tenants import ApiKey
 from proto.aligner.v1 import aligner_pb2 as pb
 from serve.errors import grpc_code, retry_after
 from serve.gateway.admin import AdminService, Answer
+from serve.gateway.answer_headers import answer_headers, with_answer_headers
 from serve.gateway.gateway import Gateway
 from serve.ingress import grpc_convert
 
@@ -50,8 +51,9 @@ class GrpcError(Exception):
     """Raised out of a streaming method after its status is set (the proxy keeps code and details)."""
 
 
-def set_error(grpc_context: Any, error: ErrorInfo) -> None:
-    """Put an error on the call: status code from the error table, message, field, trailers."""
+def set_error(grpc_context: Any, error: ErrorInfo, metadata: dict[str, str] | None = None) -> None:
+    """Put an error on the call: status code from the error table, message, field, trailers (with
+    `metadata`: a generation request's x-ratelimit-* and versions)."""
     code = grpc.StatusCode[grpc_code(error.code)]
     grpc_context.set_code(code)
     grpc_context.set_details(error.message)
@@ -62,7 +64,8 @@ def set_error(grpc_context: Any, error: ErrorInfo) -> None:
         detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
         details.append(detail)
     status = status_pb2.Status(code=code.value[0], message=error.message, details=details)
-    trailers = [("grpc-status-details-bin", status.SerializeToString()), ("aligner-error-code", error.code)]
+    trailers: list[tuple[str, str | bytes]] = [*(metadata or {}).items()]
+    trailers += [("grpc-status-details-bin", status.SerializeToString()), ("aligner-error-code", error.code)]
     retry = retry_after(error)
     if retry is not None:
         trailers.append(("retry-after", retry))
@@ -79,7 +82,7 @@ def grpc_errors(empty: type) -> Callable:
             try:
                 return await method(self, request, grpc_context)
             except Exception as exc:
-                set_error(grpc_context, ErrorInfo.of(exc))
+                set_error(grpc_context, ErrorInfo.of(exc), answer_headers(exc))
                 return empty()
 
         return rpc
@@ -98,7 +101,7 @@ def grpc_stream_errors(method: Callable[..., AsyncGenerator[Any, None]]) -> Call
                     yield message
         except Exception as exc:
             error = ErrorInfo.of(exc)
-            set_error(grpc_context, error)
+            set_error(grpc_context, error, answer_headers(exc))
             raise GrpcError(error.message) from None
 
     return rpc
@@ -119,6 +122,7 @@ def admin_rpc(response_type: type, operation: Callable[[AdminService, ApiKey, Fi
     async def rpc(self: GrpcService, request: Any, grpc_context: Any) -> Any:
         admin = await self.gateway.check_admin(authorization(grpc_context))
         self.gateway.check_size(request.ByteSize(), "request")
+        grpc_convert.check_wire(request)
         answer = await operation(self.gateway.admin, admin, grpc_convert.to_plain(request))
         return grpc_convert.from_plain(answer, response_type())
 
@@ -181,6 +185,7 @@ class GrpcService:
         async with gateway.call() as call:
             await gateway.admit(call, authorization(grpc_context))
             gateway.check_size(request.ByteSize(), "request")
+            grpc_convert.check_wire(request)
             data = grpc_convert.generate_request(request, streaming=False)
             response = await gateway.generate(call, gateway.parse(call, data))
         grpc_context.set_trailing_metadata(list(call.headers().items()))
@@ -194,6 +199,7 @@ class GrpcService:
         async with gateway.call() as call:
             await gateway.admit(call, authorization(grpc_context))
             gateway.check_size(request.ByteSize(), "request")
+            grpc_convert.check_wire(request)
             data = grpc_convert.generate_request(request, streaming=True)
             stream = await gateway.open_stream(call, gateway.parse(call, data))
         if call.safety_headers():
@@ -201,8 +207,8 @@ class GrpcService:
         # `relay` keeps the metrics and cancels the replica's search if the client goes away.
         async with contextlib.aclosing(gateway.relay(call, stream)) as events:
             async for event in events:
-                if isinstance(event, ErrorInfo):
-                    raise event.error()
+                if isinstance(event, ErrorInfo):  # the headers of its call: what it left of the quotas
+                    raise with_answer_headers(event.error(), call.safety_headers())
                 if isinstance(event, Done):  # the proxy takes trailers with each message: set before the last
                     grpc_context.set_trailing_metadata(list(call.headers().items()))
                 yield grpc_convert.generate_event(event)

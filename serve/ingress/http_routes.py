@@ -28,8 +28,9 @@ from aligner.errors import AlignerError, ErrorInfo, InvalidRequest, NotFound
 from aligner.events import Chunk, Delta, Done
 from serve.errors import PayloadTooLarge, http_status, native_body, openai_body, retry_headers
 from serve.gateway.admin import AdminService, Answer
+from serve.gateway.answer_headers import answer_headers
 from serve.gateway.gateway import Gateway, Relayed
-from serve.ingress import openapi, policy_routes
+from serve.ingress import json_body, openapi, policy_routes
 from serve.ingress.openai import FINISH_REASONS, ChunkWriter, alignment, chat_completion, to_align_request
 
 # Routing errors (unknown path, wrong method) and bad query/path parameters leave in the
@@ -49,22 +50,11 @@ def authorization(request: Request) -> str | None:
 # -- the request body ----------------------------------------------------------------------------
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    data = dict(pairs)
-    if len(data) != len(pairs):
-        names = [k for k, _ in pairs]
-        name = next(k for i, k in enumerate(names) if k in names[:i])
-        raise InvalidRequest(name, "appears more than once in the same JSON object")
-    return data
-
-
-def _no_constants(name: str) -> Any:
-    raise InvalidRequest("body", f"{name} is not valid JSON; numbers must be finite")
-
-
 async def read_json(request: Request) -> dict[str, Any]:
-    """The body as a JSON object, refusing bodies over the size limit before reading them whole."""
+    """The body as a JSON object (serve/ingress/json_body.py), refusing a non-JSON Content-Type, and bodies
+    over the size limit before reading them whole."""
     gateway = gateway_of(request)
+    json_body.check_media_type(request.headers.get("content-type"))
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit():
         gateway.check_size(int(declared), "body")
@@ -73,21 +63,7 @@ async def read_json(request: Request) -> dict[str, Any]:
         body += piece
         if len(body) > gateway.config.max_body_bytes:
             raise PayloadTooLarge(f"body: exceeds the limit of {gateway.config.max_body_bytes} bytes")
-    try:
-        data = json.loads(body, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequest("body", f"is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidRequest("body", "is nested too deeply") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("body", "must be a JSON object")
-    try:
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidRequest(
-            "body", "contains an unpaired UTF-16 surrogate (\\ud800-\\udfff); send valid Unicode"
-        ) from None
-    return data
+    return json_body.parse_json_object(body)
 
 
 # -- streams: each event is converted once, here ---------------------------------------------------
@@ -328,15 +304,16 @@ ROUTES: list[tuple[str, str, Callable[..., Awaitable[Response]], dict[str, Any]]
 OPENAI_ROUTES = {chat_completions, models}
 
 
-def error_response(request: Request, error: ErrorInfo) -> JSONResponse:
+def error_response(request: Request, error: ErrorInfo, headers: dict[str, str] | None = None) -> JSONResponse:
     openai = request.scope.get("endpoint") in OPENAI_ROUTES
     body = openai_body(error) if openai else native_body(error)
-    return JSONResponse(body, status_code=http_status(error.code), headers=retry_headers(error))
+    return JSONResponse(body, status_code=http_status(error.code), headers={**(headers or {}), **retry_headers(error)})
 
 
 async def aligner_error(request: Request, exc: Exception) -> JSONResponse:
-    """Every error a route raises: an AlignerError with its code, anything else as `internal` (logged)."""
-    return error_response(request, ErrorInfo.of(exc))
+    """Every error a route raises: an AlignerError with its code, anything else as `internal` (logged); a
+    generation request's with the headers its call gave it (OpenAI's x-ratelimit-*, the versions)."""
+    return error_response(request, ErrorInfo.of(exc), answer_headers(exc))
 
 
 async def routing_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -128,10 +128,21 @@ def _messages(value: Any) -> list[dict[str, str]]:
             if key not in ("role", "content"):
                 raise InvalidRequest(f"{where}.{key}", "is not supported by this server")
         role = message.get("role")
-        if role not in ROLES:
-            raise InvalidRequest(f"{where}.role", f"is {role!r}; allowed: {', '.join(ROLES)}")
+        # A list or an object is unhashable: test the type before looking the role up.
+        if not isinstance(role, str) or role not in ROLES:
+            raise InvalidRequest(f"{where}.role", f"is {_shown(role)}; allowed: {', '.join(ROLES)}")
         out.append({"role": ROLES[role], "content": _content(message.get("content"), f"{where}.content")})
     return out
+
+
+def _shown(value: Any) -> str:
+    """A refused value as the message shows it: a short string quoted, anything else by its JSON type."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 40 else f"a string of {len(value)} characters"
+    if value is None:
+        return "null"
+    kinds = ((bool, "a boolean"), (int, "a number"), (float, "a number"), (list, "a list"), (dict, "an object"))
+    return next((kind for t, kind in kinds if isinstance(value, t)), type(value).__name__)
 
 
 def _content(value: Any, where: str) -> str:
@@ -140,8 +151,17 @@ def _content(value: Any, where: str) -> str:
     if isinstance(value, list):
         texts = []
         for j, part in enumerate(value):
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            if not isinstance(part, dict):
                 raise InvalidRequest(f"{where}[{j}]", 'only text parts ({"type": "text", "text": ...}) are supported')
+            if part.get("type") != "text":
+                raise InvalidRequest(
+                    f"{where}[{j}].type", f'is {_shown(part.get("type"))}; only "text" parts are supported'
+                )
+            extra = next((key for key in part if key not in ("type", "text")), None)
+            if extra is not None:
+                raise InvalidRequest(f"{where}[{j}].{extra}", "is not supported by this server")
+            if not isinstance(part.get("text"), str):
+                raise InvalidRequest(f"{where}[{j}].text", f"is {_shown(part.get('text'))}; it must be a string")
             texts.append(part["text"])
         return "".join(texts)
     raise InvalidRequest(where, "must be a string or a list of text parts")

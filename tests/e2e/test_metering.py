@@ -149,25 +149,6 @@ def test_usage_read_back_equals_the_sum_of_every_response_on_both_stores(app, se
     assert sum(r.counts.generated_tokens for r in rows) == sent.totals["generated_tokens"]
 
 
-@pytest.mark.restarts_app
-def test_usage_survives_a_full_restart_of_the_app(server):
-    """Requests answered just before the app is deleted are flushed by the stopping ingress replicas."""
-    tenant = "metered-restart"
-    key = new_tenant(server, tenant)
-    sent = Sent()
-    with server.client() as client:
-        for body in (SMALL, FANNED_OUT, SMALL):
-            reply = client.post("/v1/generate", json=body, headers=server.headers(key))
-            assert reply.status_code == 200, reply.text
-            sent.add(reply.json()["usage"])
-    flushed_before = sum(r.counts.requests for r in server.store.usage(tenant))
-    server.undeploy()  # at once: the last requests are still only in the ingress's memory
-    server.deploy()
-    answer = read_usage(server, tenant)
-    assert_equal_to_sent(answer, tenant, sent)
-    print(f"requests flushed before the restart: {flushed_before} of {sum(sent.requests.values())}")
-
-
 def test_get_usage_over_grpc_answers_as_the_route(server):
     tenant = "metered"  # the tenant of the test above on this app, or none yet: the answers agree either way
     with grpc.insecure_channel(f"127.0.0.1:{server.config['grpc_port']}") as channel:
@@ -233,3 +214,40 @@ def test_the_tenant_generated_tokens_metric_counts_each_tenants_answers(server):
             break
         time.sleep(0.3)
     assert line in text
+
+
+def test_a_cancelled_streamed_best_of_n_is_metered_for_what_it_generated(app):
+    """A client that goes away mid-search is billed for the tokens its search generated: the model replica
+    meters them itself (the ingress never hears from it again), the ingress counts the request (failed
+    before this fix: 0 tokens)."""
+    tenant = "metered-cancelled"
+    key = new_tenant(app, tenant)
+    long_search = {
+        "prompt": "Write a long story about a lighthouse keeper and the sea.",
+        "max_tokens": 256,
+        "temperature": 1.0,
+        "seed": 5,
+        "preference_vector": {"verbosity": 1.0},
+        "search": {"strategy": "best_of_n", "n": 8},
+        "stream": True,
+    }
+    with app.client() as client:
+        with client.stream("POST", "/v1/generate", json=long_search, headers=app.headers(key)) as stream:
+            assert stream.status_code == 200  # accepted: its search runs
+            # Decoding (the engines' gauge is set after a step): the candidates have tokens by now.
+            running = app.wait_metric("aligner_engine_running_requests", lambda v: v >= 1, timeout=120)
+            assert running >= 1
+        # Leaving the block closes the connection mid-search: the search is cancelled, its requests aborted.
+    deadline = time.monotonic() + 90  # the replica flushes every usage_flush_s (10 s)
+    while True:
+        totals = read_usage(app, tenant)["totals"]
+        total = totals[0] if totals else None
+        # The replica's row (tokens, 0 requests) and the ingress's (the request) are flushed apart.
+        flushed = total is not None and total["generated_tokens"] > 0 and total["requests"].get("cancelled", 0) >= 1
+        if flushed or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert total is not None and total["requests"] == {"cancelled": 1}
+    assert total["generated_tokens"] >= 8 and total["prefill_tokens"] > 0 and total["engine_requests"] >= 1
+    assert total["completion_tokens"] == 0  # no answer was chosen
+    print(f"a cancelled best_of_n 8 x 256 was metered for {total['generated_tokens']} generated tokens")

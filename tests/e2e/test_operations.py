@@ -377,25 +377,6 @@ def test_schema_fuzzing_finds_no_server_errors(server):
     assert httpx.get(f"{server.url}/healthz").status_code == 200
 
 
-@pytest.mark.restarts_app
-def test_keys_and_safety_configs_survive_a_full_restart_of_the_app(server):
-    route = "/v1/admin/tenants/survivor/safety-config"
-    with server.client() as client:
-        stored = client.put(
-            route,
-            json={"config": {"text": "Only discuss gardening."}, "expected_version": None},
-            headers=server.headers(server.admin_key),
-        )
-        assert stored.status_code == 200
-    server.undeploy()
-    server.deploy()
-    with server.client() as client:
-        assert client.post("/v1/generate", json=SMALL, headers=server.headers()).status_code == 200
-        assert client.get("/v1/admin/keys", headers=server.headers(server.admin_key)).status_code == 200
-        again = client.get(route, headers=server.headers(server.admin_key))
-        assert again.status_code == 200 and again.json()["config"]["text"] == "Only discuss gardening."
-
-
 def process_table() -> str:
     """The engine cores and Serve replicas running now, with their parents: what a failure shows."""
     import psutil

@@ -24,6 +24,8 @@ from serve.gateway.quotas import SYNC_S, QuotaLeaser, keeper_exchange
 from tests.e2e.grpc_calls import failure, grpc_metadata
 
 SMALL = {"prompt": "Name a colour.", "max_tokens": 1, "temperature": 0}
+LONG = {"prompt": "Tell a long story about a dragon and a knight.", "max_tokens": 8, "temperature": 0}
+DIRECTION = {"preference_vector": {"verbosity": -1.0}}  # best_of_n ranks its candidates by one
 RESET = re.compile(r"^(\d+ms|[\d.]+s|(\d+h)?\d+m\d+s)$")
 HEADERS = [f"x-ratelimit-{what}-{kind}" for kind in ("requests", "tokens") for what in ("limit", "remaining", "reset")]
 
@@ -71,6 +73,8 @@ def test_requests_per_minute_are_one_budget_over_the_replicas_and_another_tenant
     assert first.headers["x-ratelimit-remaining-requests"] == "0"
     assert RESET.match(first.headers["x-ratelimit-reset-requests"])
     assert_rate_limited(over, "requests_per_minute")
+    assert over.headers["x-ratelimit-limit-requests"] == "2"  # the 429 carries the headers too
+    assert over.headers["x-ratelimit-remaining-requests"] == "0"
     assert [a.status_code for a in others] == [200, 200, 200]
     # the neighbour's own budget: 600, refilled at 10 a second (full again by the time it is read)
     assert others[-1].headers["x-ratelimit-limit-requests"] == "600"
@@ -103,29 +107,100 @@ def test_the_concurrency_cap_counts_requests_in_flight_on_every_replica(server):
 
 
 def test_candidate_tokens_are_charged_as_used_and_streams_carry_the_headers(server):
-    key = limited(server, "quota-tokens", requests_per_minute=600, candidate_tokens_per_minute=4)
+    # (A limit of 4 with max_tokens 8, as before reservations, is now a 400: see the test below.)
+    key = limited(server, "quota-tokens", requests_per_minute=600, candidate_tokens_per_minute=40)
     with server.client() as client:
         with client.stream(
-            "POST", "/v1/generate", json={**SMALL, "max_tokens": 8, "stream": True}, headers=server.headers(key)
+            "POST", "/v1/generate", json={**LONG, "stream": True}, headers=server.headers(key)
         ) as stream:
             assert stream.status_code == 200
             assert all(name in stream.headers for name in HEADERS), dict(stream.headers)
-            assert stream.headers["x-ratelimit-limit-tokens"] == "4"
+            assert stream.headers["x-ratelimit-limit-tokens"] == "40"
             body = "".join(stream.iter_text())
         assert "event: done" in body
-        # its candidate tokens were charged when it ended, each next one's too: soon the allowance is spent
-        deadline = time.monotonic() + 10
+        # what each one generated is charged when it ends (the rest of its reservation refunded): soon the
+        # allowance cannot cover the next one's worst case
+        deadline = time.monotonic() + 30
         while True:
-            answer = client.post("/v1/generate", json=SMALL, headers=server.headers(key))
+            answer = client.post("/v1/generate", json=LONG, headers=server.headers(key))
             if answer.status_code == 429 or time.monotonic() > deadline:
                 break
         assert_rate_limited(answer, "candidate_tokens_per_minute")
+        assert answer.headers["x-ratelimit-limit-tokens"] == "40"  # a 429 carries the headers too
+
+
+def test_requests_in_flight_together_never_spend_more_than_the_token_limit(server):
+    """Failed before this fix: admission checked only that the allowance was positive and charged each request
+    when it ended, so requests started together were all admitted, whatever their fan-out."""
+    limit = 64
+    key = limited(server, "quota-fanout", candidate_tokens_per_minute=limit)
+    body = {**LONG, **DIRECTION, "temperature": 0.8, "search": {"strategy": "best_of_n", "n": 4}}  # 4 x 8 at most
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url, timeout=300) as client:
+            started = time.monotonic()
+            answers = await asyncio.gather(
+                *(client.post("/v1/generate", json={**body, "seed": i}, headers=server.headers(key)) for i in range(6))
+            )
+            return answers, time.monotonic() - started
+
+    answers, elapsed = asyncio.run(scenario())
+    served = [a for a in answers if a.status_code == 200]
+    refused = [a for a in answers if a.status_code != 200]
+    spent = sum(a.json()["usage"]["candidate_tokens"] for a in served)
+    assert spent <= limit + limit * elapsed / 60, (spent, elapsed)  # the bucket and its refill, whatever the timing
+    assert refused, [a.status_code for a in answers]
+    for answer in refused:
+        assert_rate_limited(answer, "candidate_tokens_per_minute")
+        assert answer.headers["x-ratelimit-limit-tokens"] == str(limit)
+
+
+def test_a_request_above_the_whole_token_limit_is_a_400_naming_the_field_and_the_limit(server):
+    """Failed before this fix: it was admitted (and charged its whole fan-out when it ended)."""
+    key = limited(server, "quota-too-large", requests_per_minute=600, candidate_tokens_per_minute=64)
+    body = {**LONG, **DIRECTION, "max_tokens": 16, "temperature": 0.8, "search": {"strategy": "best_of_n", "n": 8}}
+    with server.client() as client:
+        answer = client.post("/v1/generate", json=body, headers=server.headers(key))
+        chat = client.post(
+            "/v1/chat/completions",
+            json={"model": server.model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 100},
+            headers=server.headers(key),
+        )
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["field"] == "max_tokens" and "candidate_tokens_per_minute is 64" in error["message"]
+    assert answer.headers["x-ratelimit-limit-tokens"] == "64"
+    assert answer.headers["x-ratelimit-remaining-requests"] == "600"  # a refused request costs no request unit
+    assert chat.status_code == 400 and chat.json()["error"]["param"] == "max_tokens", chat.text
+    assert chat.headers["x-ratelimit-limit-requests"] == "600"
+
+
+def test_requests_refused_as_bad_input_cost_no_request_units(server):
+    """Failed before this fix: each 400 after admission took one of the tenant's requests per minute."""
+    key = limited(server, "quota-bad-input", requests_per_minute=2)
+    with server.client() as client:
+        bad = [
+            client.post(
+                "/v1/generate",
+                json={**SMALL, "search": {"strategy": "best_of_n", "n": 99}},
+                headers=server.headers(key),
+            )
+            for _ in range(3)
+        ]
+        good = [client.post("/v1/generate", json=SMALL, headers=server.headers(key)) for _ in range(3)]
+    assert [a.status_code for a in bad] == [400, 400, 400]
+    assert all(a.headers["x-ratelimit-limit-requests"] == "2" for a in bad)  # error answers carry the headers
+    assert [a.status_code for a in good] == [200, 200, 429], [a.text for a in good]
+    assert good[2].headers["x-ratelimit-remaining-requests"] == "0"
 
 
 def test_grpc_carries_the_headers_as_trailing_metadata_and_refuses_with_resource_exhausted(server):
     key = limited(server, "quota-grpc", requests_per_minute=1)
     with grpc.insecure_channel(f"127.0.0.1:{server.config['grpc_port']}") as channel:
         stub = aligner_pb2_grpc.AlignerStub(channel)
+        with pytest.raises(grpc.RpcError) as invalid:  # refused once parsed: its request unit comes back
+            bad = pb.GenerateRequest(prompt="Name a colour.", max_tokens=1, search=pb.SearchSpec(strategy="nonsense"))
+            stub.Generate(bad, metadata=grpc_metadata(server, key), timeout=300)
         request = pb.GenerateRequest(prompt="Name a colour.", max_tokens=1)
         _, call = stub.Generate.with_call(request, metadata=grpc_metadata(server, key), timeout=300)
         trailers = dict(call.trailing_metadata())
@@ -136,7 +211,13 @@ def test_grpc_carries_the_headers_as_trailing_metadata_and_refuses_with_resource
     failed = failure(refused.value)
     assert failed["status"] == "RESOURCE_EXHAUSTED" and failed["code"] == "rate_limited"
     assert failed["message"].startswith("requests_per_minute:")
-    assert int(dict(refused.value.trailing_metadata())["retry-after"]) >= 1
+    refused_trailers = dict(refused.value.trailing_metadata())
+    assert int(refused_trailers["retry-after"]) >= 1
+    # error answers carry the trailers too (failed before this fix)
+    assert refused_trailers["x-ratelimit-limit-requests"] == "1"
+    assert refused_trailers["x-ratelimit-remaining-requests"] == "0"
+    assert failure(invalid.value)["status"] == "INVALID_ARGUMENT"
+    assert dict(invalid.value.trailing_metadata())["x-ratelimit-limit-requests"] == "1"
 
 
 def test_two_replicas_flooding_one_tenant_are_admitted_within_five_percent_of_its_limit(server):

@@ -7,6 +7,8 @@ import time
 
 import httpx
 
+from aligner.safety.config import SafetyConfig
+
 SMALL = {"prompt": "Name a colour.", "max_tokens": 4, "temperature": 0}
 KIDS = {
     "text": "Users are children aged 8-12. Never discuss violence, dating or gambling.",
@@ -36,7 +38,9 @@ def test_admin_sets_a_tenant_config_and_only_that_tenant_is_served_under_it(app)
         body = plain.json()
         assert body["safety"]["version"] == version and body["safety"]["verdict"] == "passed"
         system = body["prompt"][0]
-        assert system["role"] == "system" and system["content"].startswith("Safety policy set by the operator")
+        assert system["role"] == "system" and system["content"].startswith(
+            "[operator section (secret marker)] Safety policy set by the operator"
+        )  # the marker is never shown
         # A tenant key sees a placeholder, never the config's text.
         assert f"[tenant safety config, version {version}]" in system["content"]
         assert "children aged 8-12" not in plain.text
@@ -261,3 +265,26 @@ def test_the_safety_cli_manages_configs_through_a_running_server(app, tmp_path):
     config.write_text("text: Be nice.\nthresholds: {wit: 0.5}\n")
     bad = cli("set", "initrode", "--file", str(config), "--expected-version", "none")
     assert bad.returncode == 2 and "thresholds.wit" in bad.stderr  # checked against the served objectives
+
+
+def test_a_config_too_long_for_the_model_is_refused_and_a_stored_one_is_invalid_config(app):
+    """Issue 19, item 6, through the server. Failed before this fix: the PUT stored the 20,000-character
+    config, and every request of the tenant was then 400 `prompt_too_long` naming its own `prompt`."""
+    huge = {"text": ("Never discuss the weather, sports or any competitor's products. " * 400)[:20_000]}
+    _, key = app.store.create_key("longwinded")
+    route = "/v1/admin/tenants/longwinded/safety-config"
+    with app.client() as client:
+        refused = client.put(route, json={"config": huge, "expected_version": None}, headers=app.headers(app.admin_key))
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "invalid_argument" and error["field"] == "text" and "max_model_len" in error["message"]
+        assert client.get(route, headers=app.headers(app.admin_key)).status_code == 404  # nothing was stored
+        # One stored before the check (written to the store directly): the operator's fault, not the client's.
+        version = app.store.set_safety_config("longwinded", SafetyConfig(**huge), expected_version=None).version
+        time.sleep(1.0)  # in force on every replica within a second
+        answer = client.post("/v1/generate", json=SMALL, headers=app.headers(key))
+        assert answer.status_code == 500 and answer.json()["error"]["code"] == "invalid_config"
+        assert f"version {version}" in answer.json()["error"]["message"]
+        body = {"version": version, "expected_version": version}
+        rollback = client.post(f"{route}/activate", json=body, headers=app.headers(app.admin_key))
+        assert rollback.status_code == 400 and rollback.json()["error"]["field"] == "text"

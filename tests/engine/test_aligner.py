@@ -8,7 +8,8 @@ from aligner.contract import AlignRequest, AlignResponse
 from aligner.core import FINISH_REASONS, Search
 from aligner.errors import InvalidRequest, PromptTooLong
 from aligner.events import Delta, Done
-from aligner.prompting import SAFETY_HEADING
+from aligner.prompting import OPERATOR_HEADING
+from aligner.prompting_guard import MARKER_SHOWN
 from aligner.safety.config import SafetyConfig
 
 SAFETY = "Do not discuss weapons."
@@ -37,7 +38,9 @@ def test_return_prompt_shows_the_composed_conversation(aligner, run):
     )
     response = run(aligner.generate(request, safety=SafetyConfig(text=SAFETY)))
     system, user = response.prompt
-    assert system.role == "system" and system.content.startswith(f"{SAFETY_HEADING}\n{SAFETY}")
+    assert system.role == "system" and system.content.startswith(
+        f"{OPERATOR_HEADING.format(marker=MARKER_SHOWN)}\n{SAFETY}"
+    )
     assert system.content.index("concise") < system.content.index("Answer in French.")
     assert user.content == "Hi"
 
@@ -132,14 +135,14 @@ def test_a_caller_who_may_not_read_the_config_sees_a_placeholder(aligner, run):
     hidden = run(aligner.generate(request, safety=config, safety_version=7, reveal_safety=False))
     revealed = run(aligner.generate(request, safety=config, safety_version=7))
     placeholder = "[tenant safety config, version 7]"
-    assert hidden.prompt[0].content.startswith(f"{SAFETY_HEADING}\n{placeholder}\n\n")
+    assert hidden.prompt[0].content.startswith(f"{OPERATOR_HEADING.format(marker=MARKER_SHOWN)}\n{placeholder}\n\n")
     assert SAFETY not in hidden.model_dump_json()
     # Exactly the revealed prompt with the text replaced; the engine read the real text in both.
     assert [m.content.replace(SAFETY, placeholder) for m in revealed.prompt] == [m.content for m in hidden.prompt]
     assert (
         hidden.usage.prompt_tokens
         == revealed.usage.prompt_tokens
-        == len(aligner.prepare(request, safety=config).token_ids)
+        == len(aligner.prepare(request, safety=config, safety_version=7).token_ids)
     )
     assert hidden.safety.version == revealed.safety.version == 7
     assert run(aligner.generate(request, safety=config)).safety is None  # no store, no version (and no thresholds)

@@ -4,6 +4,7 @@ import time
 import pytest
 
 from aligner.contract import ChatMessage
+from aligner.engine.base import ENGINE_USAGE, EngineUsage
 from aligner.engine.vllm import SamplingSpec
 from aligner.errors import InvalidRequest
 from aligner.prompting import prompt_token_ids
@@ -110,6 +111,37 @@ def test_cancelling_a_generation_leaves_no_request_in_the_engine(engine, run, lo
     run(engine.generate(story_ids, SamplingSpec(max_tokens=16, temperature=0.0)))
     assert engine.scheduler.updates > updates
     assert engine.scheduler.peak_running == 1
+
+
+def test_a_cancelled_generation_counts_the_tokens_it_generated(engine, run, story_ids):
+    """What a request cut short generated is in its usage (failed before this fix: a FINAL_ONLY request
+    cancelled mid-way counted 0 tokens, so its tenant was not metered for them). A streamed request beside
+    it shows the engine decoding both: once it has 8 tokens, the one submitted before it has tokens too."""
+    long = SamplingSpec(max_tokens=1500, temperature=1.0, seed=3)
+    usage, beside = EngineUsage(), EngineUsage()
+
+    async def generate() -> None:
+        ENGINE_USAGE.set(usage)
+        await engine.generate(story_ids, long, n=2)
+
+    async def stream_eight() -> None:
+        ENGINE_USAGE.set(beside)
+        stream = engine.stream(story_ids, long)
+        for _ in range(8):
+            await anext(stream)
+        await stream.aclose()
+
+    async def cancel_mid_way() -> None:
+        task = asyncio.create_task(generate())
+        await stream_eight()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(cancel_mid_way())
+    assert usage.requests == 1 and beside.generated_tokens >= 8
+    assert 2 <= usage.generated_tokens < 2 * 1500, usage  # both samples decoded, neither finished
+    assert engine.unfinished_requests() == 0
 
 
 def test_a_consumer_that_stops_early_aborts_the_request(engine, run, story_ids):

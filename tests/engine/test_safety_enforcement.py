@@ -106,3 +106,28 @@ def test_a_question_on_a_disallowed_topic_is_refused_through_topic_safety(aligne
     allowed = run(aligner.generate(parse(prompt="How do I water tomato plants?"), safety=kids))
     assert asked.safety.verdict == "refused" and asked.text == REFUSAL
     assert allowed.safety.verdict == "passed" and allowed.safety.scores["topic_safety"] >= 0.5
+
+
+def test_a_requests_own_constraint_never_outranks_the_tenants_threshold(aligner, run):
+    """Issue 19, item 1, on the real engine and objectives. Failed before this fix: every candidate misses
+    the request's unreachable constraint, so the one the vector prefers (the longest) was chosen, although
+    it fails the tenant's threshold while another passes: refused under `refuse`."""
+    wants_long = {"preference_vector": {"verbosity": 1.0}, "constraints": {"verbosity": {"min": 0.999}}}
+    for seed in range(7, 15):
+        request = parse(seed=seed, max_tokens=32, search={"strategy": "best_of_n", "n": 4}, **wants_long)
+        probe = run(
+            aligner.generate(
+                request.model_copy(update={"return_candidates": True}),
+                safety=config(thresholds={"readability": 0.0}, action="flag"),
+            )
+        )
+        longest, *others = probe.candidates  # ranked: the most verbose first (none meets the constraint)
+        readable = max(others, key=lambda c: c.scores["readability"])
+        if readable.scores["readability"] > longest.scores["readability"]:
+            break
+    else:
+        pytest.fail("no seed gave a shorter candidate more readable than the longest: the case cannot be built")
+    bar = readable.scores["readability"]
+    response = run(aligner.generate(request, safety=config(thresholds={"readability": bar}, action="refuse")))
+    assert response.safety.verdict == "passed" and response.text == readable.text
+    assert response.feasible is False  # the request's own constraint is not met, and it says so

@@ -1,6 +1,7 @@
 """The cross-request scoring micro-batcher: merging logic on a fake model, equality on real ones."""
 
 import asyncio
+import re
 import threading
 import time
 
@@ -167,6 +168,62 @@ def test_a_model_that_always_fails_fails_every_caller_each_after_scoring_alone(e
     assert model.calls == [[2, 2, 2], [2], [2, 2], [2], [2]]
     assert [type(o) for o in outcomes] == [type(error)] * 3
     assert all(str(o) == str(error) for o in outcomes)
+
+
+def test_a_model_that_is_down_is_not_rescored_once_per_call():
+    """Failed before this fix: 64 calls on a model that fails every batch ran 127 passes (2k - 1)."""
+    model = FakeRecordingModel(error=RewardError("reward model unreachable"))
+    batcher = ScoringBatcher(model, window_ms=50)
+
+    async def main():
+        return await asyncio.gather(
+            *(batcher.score(conv(i), responses(i, 1)) for i in range(64)), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(main())
+    assert all(isinstance(o, RewardError) for o in outcomes)
+    assert sum("unreachable" in str(o) for o in outcomes) >= 1  # those scored alone get the model's own error
+    assert all("unreachable" in str(o) or "failed every pass of a merged batch" in str(o) for o in outcomes)
+    assert len(model.calls) <= 1 + 4 * 6  # the merged pass, then at most 4 * log2(64) rescoring passes
+
+
+def test_two_bad_calls_in_a_large_batch_are_still_isolated_within_the_pass_cap():
+    model = FakeRecordingModel(refuses=frozenset({3, 50}))
+    batcher = ScoringBatcher(model, window_ms=50)
+
+    async def main():
+        return await asyncio.gather(
+            *(batcher.score(conv(i), responses(i, 1)) for i in range(64)), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(main())
+    for i, outcome in enumerate(outcomes):
+        if i in (3, 50):
+            assert isinstance(outcome, InvalidRequest)
+        else:
+            np.testing.assert_array_equal(outcome, expected(i, 1))
+    assert len(model.calls) <= 1 + 4 * 6
+
+
+def test_past_the_pass_cap_no_call_gets_another_request_s_error():
+    """Found by review: with the cap spent, a lone call of a second half got its parent group's error,
+    whose message quoted another request's conversation."""
+    model = FakeRecordingModel(refuses=frozenset({0, 4, 10}))
+    batcher = ScoringBatcher(model, window_ms=50)
+
+    async def main():
+        return await asyncio.gather(
+            *(batcher.score(conv(i), responses(i, 1)) for i in range(16)), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(main())
+    for i, outcome in enumerate(outcomes):
+        if isinstance(outcome, Exception):
+            quoted = [int(n) for n in re.findall(r"conversation (\d+)", str(outcome))]
+            assert quoted in ([], [i]), (i, str(outcome))  # its own conversation or none
+        else:
+            np.testing.assert_array_equal(outcome, expected(i, 1))
+    assert len(model.calls) <= 1 + 4 * 4
 
 
 def test_a_call_that_fails_a_merged_batch_fails_only_its_own_caller():

@@ -193,7 +193,7 @@ def test_a_guard_model_judges_policy_compliance_as_p_yes_under_the_tenants_polic
     from aligner.prompting import prompt_token_ids
     from aligner.rewards import RewardsConfig, build_catalog
     from aligner.rewards.base import CURRENT_SAFETY, RewardError
-    from aligner.rewards.judge import GuardModelJudge, policy_messages
+    from aligner.rewards.judge import GuardModelJudge, policy_messages, verdict
     from aligner.safety.config import SafetyConfig
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_guard_model_dir)
@@ -215,8 +215,9 @@ def test_a_guard_model_judges_policy_compliance_as_p_yes_under_the_tenants_polic
     with torch.inference_mode():
         probs = torch.softmax(model(torch.tensor([ids])).logits[0, -1], -1)
     yes, no = float(probs[judge.yes_ids].sum()), float(probs[judge.no_ids].sum())
-    assert got.shape == (2, 1) and ((got >= 0) & (got <= 1)).all()
-    assert got[0, 0] == pytest.approx(yes / (yes + no), rel=1e-5)
+    # A random model puts little mass on Yes and No: its verdict may be undecided (NaN), never a bare 0.5.
+    assert got.shape == (2, 1) and (np.isnan(got) | ((got >= 0) & (got <= 1))).all()
+    assert got[0, 0] == pytest.approx(verdict(yes, no), rel=1e-5, nan_ok=True)
 
 
 # --- a reward model whose chat template refuses a conversation (roles that do not alternate) ---

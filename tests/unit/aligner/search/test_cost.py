@@ -82,14 +82,17 @@ def test_the_issues_beam_costs_a_quarter_million_reward_calls():
 
 
 def beam_step_by_step(width: int, expansions: int, chunk: int, prune: float, max_tokens: int) -> SearchCost:
-    """The beam's cost by walking every step (what `beam.Params.cost` shortcuts once the steps repeat)."""
+    """The beam's cost by walking every step (what `beam.Params.cost` shortcuts once the steps repeat).
+
+    The width is carried as a fraction (issue: a prune below 1/width, rounded each step, never narrowed it)."""
     kept, requests, calls, tokens, widest = 1, 0, 0, 0, 0
+    fraction = float(width)
     for step in range(math.ceil(max_tokens / chunk)):
         children = kept * expansions
         requests, calls, widest = requests + kept, calls + children, max(widest, children)
         tokens += children * min(chunk, max_tokens - step * chunk)
-        kept = min(width, children)
-        width = max(1, math.ceil(width * (1 - prune))) if prune else width
+        kept = min(max(1, math.ceil(fraction - 1e-9)), children)
+        fraction *= 1 - prune
     return cost(requests, widest, tokens, math.ceil(max_tokens / chunk), calls)
 
 

@@ -12,7 +12,7 @@ import pytest
 from aligner.contract import DEFAULT_LIMITS, AlignRequest, SearchLimits, parse_model
 from aligner.errors import InvalidRequest
 from aligner.tenants import PolicyCaps, TenantPolicy, effective_limits, parse_request
-from aligner.tenants.policy import REPLICA_LIMITS
+from aligner.tenants.policy import REPLICA_LIMITS, STORED
 
 SERVER = SearchLimits(n=8, beam_width=4, expansions=4, max_tokens=256, max_candidates=64)
 PROMPT = {"prompt": "Name a colour."}
@@ -215,19 +215,79 @@ def test_defaults_fill_what_the_request_omits_and_never_override_it():
     assert other.search.strategy == "sample"  # another strategy: the default's parameters do not apply
 
 
-def test_a_default_above_a_cap_becomes_the_cap():
-    capped = policy(
-        caps={"n": 4, "max_tokens": 64, "deadline_ms": 3000},
-        defaults={"search": {"strategy": "best_of_n", "n": 6}, "budget": {"deadline_ms": 9000}, "max_tokens": 100},
-    )
-    got = parse_request({**PROMPT, **DIRECTION}, SERVER, capped)
-    assert (got.search.n, got.max_tokens, got.budget.deadline_ms) == (4, 64, 3000)
-    # The contract's own defaults too: max_tokens 256 is above the cap, and no deadline means the cap.
+def test_a_contract_default_above_a_cap_becomes_the_cap():
+    # The contract's own defaults: max_tokens 256 is above the cap, and no deadline means the cap.
     bare = parse_request(PROMPT, SERVER, policy(caps={"max_tokens": 16, "deadline_ms": 2000}))
     assert (bare.max_tokens, bare.budget.deadline_ms) == (16, 2000)
+    # A strategy's own default (best_of_n's n is 4) above the tenant's cap becomes the cap, as above the server's.
+    small = parse_request({**PROMPT, **DIRECTION, "search": {"strategy": "best_of_n"}}, SERVER, policy(caps={"n": 2}))
+    assert small.search.n == 2
     # And a server whose limit was lowered after the policy was set.
+    capped = policy(caps={"n": 4}, defaults={"search": {"strategy": "best_of_n", "n": 4}})
     lowered = parse_request({**PROMPT, **DIRECTION}, SERVER.model_copy(update={"n": 2}), capped)
     assert lowered.search.n == 2
+
+
+@pytest.mark.parametrize(
+    "data, field, words",
+    [
+        (
+            {"caps": {"n": 4}, "defaults": {"search": {"strategy": "best_of_n", "n": 16}}},
+            "defaults.search.n",
+            "is 16 but caps.n is 4",
+        ),
+        ({"caps": {"max_tokens": 64}, "defaults": {"max_tokens": 100}}, "defaults.max_tokens", "caps.max_tokens is 64"),
+        (
+            {"caps": {"deadline_ms": 3000}, "defaults": {"budget": {"deadline_ms": 9000}}},
+            "defaults.budget.deadline_ms",
+            "caps.deadline_ms is 3000",
+        ),
+        (
+            {"caps": {"beam_width": 2}, "defaults": {"search": {"strategy": "beam", "beam_width": 3}}},
+            "defaults.search.beam_width",
+            "caps.beam_width is 2",
+        ),
+        (
+            {"allowed_strategies": ["sample", "best_of_n"], "defaults": {"search": {"strategy": "beam"}}},
+            "defaults.search.strategy",
+            "allowed_strategies does not allow",
+        ),
+    ],
+)
+def test_a_policy_whose_defaults_break_its_own_caps_is_refused(data, field, words):
+    """Failed before this fix (all but the strategy): accepted, each default then lowered to the cap."""
+    with pytest.raises(InvalidRequest) as err:
+        policy(**data)
+    assert err.value.field == field and words in err.value.message, err.value.message
+
+
+def test_a_stored_version_is_read_back_as_it_was_set():
+    """A version stored before the defaults were checked stays readable (its tenant's requests go on)."""
+    content = '{"caps": {"n": 4}, "defaults": {"search": {"strategy": "best_of_n", "n": 16}}}'
+    with pytest.raises(InvalidRequest):
+        TenantPolicy.model_validate_json(content)
+    stored = TenantPolicy.model_validate_json(content, context=STORED)
+    assert parse_request({**PROMPT, **DIRECTION}, SERVER, stored).search.n == 4  # lowered to the cap, as before
+
+
+def test_the_server_refuses_defaults_above_its_limits_and_a_default_search_its_caps_refuse():
+    served = {"helpfulness", "harmlessness"}
+    with pytest.raises(InvalidRequest) as err:
+        policy(defaults={"search": {"strategy": "best_of_n", "n": 9}}).check_server(SERVER, served)
+    assert err.value.field == "defaults.search.n" and "server's limit is 8 (search_limits.n)" in err.value.message
+    with pytest.raises(InvalidRequest) as err:
+        policy(defaults={"max_tokens": 300}).check_server(SERVER, served)
+    assert err.value.field == "defaults.max_tokens" and "server's limit is 256" in err.value.message
+    # best_of_n 8 x 256 default tokens is 2048 candidate tokens: every request that omits search and
+    # max_tokens would be refused.
+    greedy = policy(caps={"max_search_tokens": 1000}, defaults={"search": {"strategy": "best_of_n", "n": 8}})
+    with pytest.raises(InvalidRequest) as err:
+        greedy.check_server(SERVER, served)
+    assert err.value.field == "defaults.search" and "search_limits.max_search_tokens" in err.value.message
+    fits = policy(
+        caps={"max_search_tokens": 1000}, defaults={"search": {"strategy": "best_of_n", "n": 8}, "max_tokens": 100}
+    )
+    fits.check_server(SERVER, served)
 
 
 def test_the_request_dict_is_not_changed():
@@ -254,3 +314,51 @@ def test_hostile_shapes_are_reported_by_the_contract_not_crashed_on():
 def test_the_default_limits_are_untouched_by_a_policy():
     parse_request(PROMPT, DEFAULT_LIMITS, policy(caps={"n": 1}))
     assert DEFAULT_LIMITS == SearchLimits()
+
+
+def test_a_refused_request_is_parsed_once_whatever_caps_the_tenant_lowered(monkeypatch):
+    """Failed before this fix: parsed again under each lowered cap to find the one that refuses it (about
+    13 parses for one request); now once, every cap checked against the parsed request."""
+    parses = []
+    parse = AlignRequest.parse.__func__
+
+    def counted(cls, data, limits=DEFAULT_LIMITS):
+        parses.append(limits)
+        return parse(cls, data, limits)
+
+    monkeypatch.setattr(AlignRequest, "parse", classmethod(counted))
+    every_cap = {name: max(1, getattr(SERVER, name) - 1) for name in PolicyCaps.model_fields if name != "deadline_ms"}
+    every_cap.update(max_search_tokens=200, max_tokens=64)
+    data = {**PROMPT, **DIRECTION, "search": {"strategy": "best_of_n", "n": 4}, "max_tokens": 64}
+    error = refused(data, policy(caps=every_cap))
+    assert error.field == "search" and "at most 200 (max_search_tokens)" in error.message, error.message
+    assert len(parses) == 1
+    parses.clear()
+    parse_request({**PROMPT, "max_tokens": 8}, SERVER, policy(caps=every_cap))  # admitted: once too
+    assert len(parses) == 1
+
+
+@pytest.mark.parametrize(
+    "data, field, words",
+    [
+        ({**PROMPT, **DIRECTION, "search": {"strategy": "beam", "beam_width": 3}}, "search.beam_width", "(beam_width)"),
+        ({"prompt": "x" * 41}, "prompt", "at most 40 (max_input_chars)"),
+        (
+            {"messages": [{"role": "user", "content": "x" * 30}], "preferences": "y" * 11},
+            "messages",
+            "(max_input_chars)",
+        ),
+        (
+            {**PROMPT, **DIRECTION, "search": {"strategy": "beam", "beam_width": 2, "expansions": 2}, "max_tokens": 64},
+            "search",
+            "(max_candidates)",
+        ),
+    ],
+)
+def test_every_lowered_cap_is_checked_against_the_parsed_request(data, field, words):
+    capped = policy(caps={"beam_width": 2, "max_input_chars": 40, "max_candidates": 3})
+    AlignRequest.parse(data, SERVER)  # within the server's own limits
+    error = refused(data, capped)
+    assert error.field == field and words in error.message and "tenant's policy" in error.message, error.message
+    at_the_cap = {"prompt": "x" * 40}
+    assert parse_request(at_the_cap, SERVER, capped).prompt == "x" * 40

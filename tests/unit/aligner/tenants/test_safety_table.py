@@ -153,3 +153,25 @@ def test_thresholds_must_name_served_objectives_within_their_range():
     with pytest.raises(InvalidRequest) as err:
         SafetyConfig(text="ok", thresholds={"policy_compliance": 0.5}).check_objectives(ranges)
     assert err.value.field == "thresholds.policy_compliance" and "harmlessness, quality" in err.value.message
+
+
+def test_audit_times_are_the_databases_in_commit_order_whatever_a_writers_clock(store, monkeypatch):
+    """A writer whose clock is 5 minutes slow neither reorders the log nor hides its change from
+    `since`. Failed before this fix: every row was stamped with the writer's own clock."""
+    from aligner.tenants import records, safety_table
+
+    store.set_safety_config("acme", KIDS, expected_version=None, actor="key_aaaaaaaaaaaa")
+    first = store.safety_audit("acme")[-1]
+    slow = lambda: datetime.now(UTC) - timedelta(minutes=5)  # noqa: E731
+    monkeypatch.setattr(safety_table, "now", slow, raising=False)
+    monkeypatch.setattr(records, "now", slow)
+    store.set_safety_config("acme", MEDICAL, expected_version=1, actor="key_bbbbbbbbbbbb")
+    store.activate_safety_config("acme", 1, expected_version=2, actor="key_bbbbbbbbbbbb")
+    log = store.safety_audit("acme")
+    assert [(e.action, e.new_version) for e in log] == [("set", 1), ("set", 2), ("activate", 1)]
+    assert [e.id for e in log] == sorted(e.id for e in log)
+    assert log[0].at <= log[1].at <= log[2].at and log[2].at - log[0].at < timedelta(minutes=1)
+    # A reader polling from the last entry it saw misses nothing written after it.
+    assert [e.id for e in store.safety_audit("acme", since=first.at)] == [e.id for e in log]
+    versions = store.safety_config_versions("acme")
+    assert versions[0].created_at <= versions[1].created_at == log[1].at

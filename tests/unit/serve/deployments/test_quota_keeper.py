@@ -128,3 +128,17 @@ def test_tenants_have_their_own_buckets():
         pass
     assert one(keeper, tenant="globex", limits=limits, want_requests=True).requests == 1
     assert asyncio.run(keeper.state("acme"))["requests_level"] == 0
+
+
+def test_a_reservations_shortfall_is_granted_whole_or_not_at_all():
+    clock = Clock()
+    keeper = QuotaKeeper(clock)
+    limits = QuotaLimits(candidate_tokens_per_minute=6000)  # a lease: 180 tokens
+    big = one(keeper, limits=limits, want_tokens=True, need_tokens=5000)
+    assert big.tokens == 5000  # more than a lease: the shortfall itself
+    small = one(keeper, limits=limits, want_tokens=True, need_tokens=50)
+    assert small.tokens == 180  # less than a lease: a lease
+    refused = one(keeper, limits=limits, want_tokens=True, need_tokens=900)  # 820 left
+    assert refused.tokens == 0 and refused.token_bucket.level == pytest.approx(820)
+    clock.now += 60 * 80 / 6000  # the refill covers the other 80
+    assert one(keeper, limits=limits, want_tokens=True, need_tokens=900).tokens == 900

@@ -168,3 +168,32 @@ def test_every_finished_call_of_an_admitted_tenant_is_metered(store):
     assert rows[("acme", "invalid_argument")] == UsageCounts(requests=1)
     generated = metrics.tenant_generated_tokens.labels(tenant="acme")._value.get()
     assert generated == 40
+
+
+def test_a_call_that_failed_after_engine_work_is_metered_and_charged_for_what_it_generated(store):
+    """A dead reward model, a deadline: the replica's error carries what the search had generated (failed
+    before this fix: such a request was metered as 0 tokens and the fair queue kept only its estimate)."""
+    meter = UsageMeter(store, interval_s=60)
+    metrics, readiness = Metrics(), ReadinessRecord()
+    spent = usage(completion_tokens=0, generated_tokens=4000, candidate_tokens=0, engine_requests=1, reward_calls=8)
+    failed = Call(metrics, readiness, meter)
+    failed.tenant, failed.key = "acme", key("acme")
+    failed.finish("internal", spent)
+    assert failed.charged_tokens("internal") == 4000  # cut short inside its engine request: generated tokens
+    assert GENERATED_TOKENS_HEADER not in failed.headers()  # an error answer bills nothing by header
+
+    asyncio.run(meter.flush())
+    [row] = store.usage()
+    assert (row.key.status, row.counts.requests, row.counts.generated_tokens) == ("internal", 1, 4000)
+    assert (row.counts.reward_calls, row.counts.engine_requests, row.counts.completion_tokens) == (8, 1, 0)
+    assert metrics.tenant_generated_tokens.labels(tenant="acme")._value.get() == 4000
+
+
+def test_a_replica_meters_tokens_only_and_the_ingress_the_request():
+    """The two records of one cancelled request add up to one request with its tokens, counted once."""
+    replica = counts_of(usage(completion_tokens=0, generated_tokens=4000, engine_requests=1), None, requests=0)
+    ingress = counts_of(None, None)
+    total = UsageCounts()
+    total.add(replica)
+    total.add(ingress)
+    assert (total.requests, total.generated_tokens, total.engine_requests) == (1, 4000, 1)

@@ -12,57 +12,13 @@ import random
 import pytest
 
 from aligner.errors import ErrorInfo, RateLimited
-from serve.deployments.quota_keeper import LeaseGrant, LeaseRequest, QuotaKeeper, QuotaLimits
+from serve.deployments.quota_keeper import QuotaKeeper, QuotaLimits
 from serve.errors import ERROR_TABLE, http_status, retry_headers
 from serve.gateway.quotas import IDLE_S, KEEPER_RETRY_S, SYNC_S, QuotaLeaser, QuotaTicket, reset_format
-from serve.metrics import Metrics
+from tests.unit.serve.gateway.quota_cluster import TICK, FakeClock, QuotaCluster
 
-TICK = 0.05
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Cluster:
-    """One keeper and `replicas` leasers on one fake clock; exchanges counted."""
-
-    def __init__(self, replicas: int) -> None:
-        self.clock = Clock()
-        self.keeper = QuotaKeeper(self.clock)
-        self.exchanges = 0
-        self.metrics = Metrics()
-
-        async def exchange(asks: list[LeaseRequest]) -> list[LeaseGrant]:
-            self.exchanges += 1
-            return await self.keeper.exchange(asks)
-
-        self.leasers = [
-            QuotaLeaser(exchange, self.metrics, clock=self.clock, leaser=f"ingress-{i}") for i in range(replicas)
-        ]
-        self.last_sync = self.clock.now
-
-    async def advance(self, seconds: float) -> None:
-        """Time passes; each replica's background loop runs every SYNC_S."""
-        end = self.clock.now + seconds
-        while self.clock.now + 1e-9 < end:
-            self.clock.now = min(end, self.clock.now + TICK)
-            if self.clock.now - self.last_sync >= SYNC_S - 1e-9:
-                self.last_sync = self.clock.now
-                for leaser in self.leasers:
-                    await leaser.sync()
-
-    async def try_admit(self, replica: int, tenant: str, limits: QuotaLimits) -> QuotaTicket | None:
-        try:
-            ticket = await self.leasers[replica].admit(tenant, limits)
-        except RateLimited:
-            return None
-        assert ticket is not None
-        return ticket
+Clock = FakeClock
+Cluster = QuotaCluster
 
 
 def run(coroutine):
@@ -132,7 +88,11 @@ def test_candidate_tokens_per_minute_hold_across_replicas_with_actual_usage_char
         for _ in range(int(120 / TICK)):
             for replica in range(3):
                 ticket = await cluster.try_admit(replica, "acme", limits)
-                if ticket is None:
+                assert ticket is not None
+                try:  # its worst case reserved (the issue's fix: admission alone no longer checks tokens)
+                    await ticket.reserve(250)
+                except RateLimited:
+                    ticket.finish(0, refund_request=True)
                     refused += 1
                     continue
                 cost = rng.randint(50, 250)  # known only when it ends
@@ -320,13 +280,15 @@ def test_a_debt_is_kept_when_the_exchange_that_would_settle_it_fails():
         debt = lease.tokens
         assert debt < 0
         down["now"] = True
-        assert await leaser.admit("acme", limits) is None  # admitted, not counted
+        uncounted = await leaser.admit("acme", limits)
+        await uncounted.reserve(100)  # the exchange for it fails: admitted, not counted
+        assert uncounted.reserved == 0
         assert lease.tokens == debt  # still owed
         down["now"] = False
         clock.now += KEEPER_RETRY_S + 0.1
         await leaser.sync()  # settled with the keeper now
         with pytest.raises(RateLimited):
-            await leaser.admit("acme", limits)
+            await (await leaser.admit("acme", limits)).reserve(100)
 
     run(scenario())
 
