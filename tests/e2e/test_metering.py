@@ -234,9 +234,10 @@ def test_a_cancelled_streamed_best_of_n_is_metered_for_what_it_generated(app):
     with app.client() as client:
         with client.stream("POST", "/v1/generate", json=long_search, headers=app.headers(key)) as stream:
             assert stream.status_code == 200  # accepted: its search runs
-            # Decoding (the engines' gauge is set after a step): the candidates have tokens by now.
-            running = app.wait_metric("aligner_engine_running_requests", lambda v: v >= 1, timeout=120)
-            assert running >= 1
+            # All 8 candidates decoding (the engines' gauge is set after a step, max_num_seqs is 8): each
+            # has a token by now. Waiting for the first alone let the cancel land when 1 token existed.
+            running = app.wait_metric("aligner_engine_running_requests", lambda v: v >= 8, timeout=120)
+            assert running >= 8
         # Leaving the block closes the connection mid-search: the search is cancelled, its requests aborted.
     deadline = time.monotonic() + 90  # the replica flushes every usage_flush_s (10 s)
     while True:
