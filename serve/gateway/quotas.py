@@ -139,15 +139,10 @@ class QuotaLeaser:
                     # Under changed limits, what was leased under the old ones goes back first.
                     if self.clock() < self._keeper_down_until:  # it failed a moment ago: admitted, not counted
                         return None
-                    ask = self._ask(lease, *due, hand_back=changed)
-                    grant = await self._call([ask])
-                    if grant is None:  # the keeper is unreachable: admitted, not counted; what the ask
-                        lease.requests += ask.give_requests  # took from the lease (debt, units handed
-                        lease.tokens += ask.give_tokens  # back) stays for the next exchange
-                        self._keeper_down_until = self.clock() + KEEPER_RETRY_S
+                    grant = await self._exchange(lease, self._ask(lease, *due, hand_back=changed))
+                    if grant is None:  # the keeper is unreachable: admitted, not counted
                         return None
-                    self._apply(lease, grant[0])
-                    self._back_off(lease, due, grant[0])
+                    self._back_off(lease, due, grant)
         refusal = self._refusal(lease)
         if refusal is not None:
             if self.metrics is not None:
@@ -195,12 +190,8 @@ class QuotaLeaser:
                     if self.clock() < self._keeper_down_until:  # it failed a moment ago: admitted, not counted
                         return
                     ask = self._ask(lease, False, True, 0, need_tokens=tokens - max(0, lease.tokens))
-                    grant = await self._call([ask])
-                    if grant is None:  # unreachable: admitted, not counted; a debt handed over stays owed
-                        lease.tokens += ask.give_tokens
-                        self._keeper_down_until = self.clock() + KEEPER_RETRY_S
+                    if await self._exchange(lease, ask) is None:  # unreachable: admitted, not counted
                         return
-                    self._apply(lease, grant[0])
                     if lease.tokens < tokens:
                         lease.ask_tokens_at = self.clock() + TOKEN_RECHECK_S
         if lease.tokens < tokens:
@@ -280,6 +271,24 @@ class QuotaLeaser:
         lease.last_exchange = now
         lease.request_bucket = None if grant.request_bucket is None else Seen(grant.request_bucket, now)
         lease.token_bucket = None if grant.token_bucket is None else Seen(grant.token_bucket, now)
+
+    async def _exchange(self, lease: TenantLease, ask: LeaseRequest) -> LeaseGrant | None:
+        """One admission's exchange for `lease`, finished even when its request is cancelled meanwhile (the
+        client went away): what the ask took from the lease (a debt, units handed back) is lost if the
+        keeper never hears of it, and a grant the keeper has counted is lost if never applied. None: the
+        keeper is unreachable, and what the ask took is back in the lease for the next exchange."""
+
+        async def settle() -> LeaseGrant | None:
+            grants = await self._call([ask])
+            if grants is None:
+                lease.requests += ask.give_requests
+                lease.tokens += ask.give_tokens
+                self._keeper_down_until = self.clock() + KEEPER_RETRY_S
+                return None
+            self._apply(lease, grants[0])
+            return grants[0]
+
+        return await asyncio.shield(asyncio.ensure_future(settle()))
 
     async def _call(self, asks: list[LeaseRequest]) -> list[LeaseGrant] | None:
         try:

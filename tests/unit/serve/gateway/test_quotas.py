@@ -293,6 +293,49 @@ def test_a_debt_is_kept_when_the_exchange_that_would_settle_it_fails():
     run(scenario())
 
 
+def test_a_request_cancelled_during_its_exchange_neither_wipes_a_debt_nor_loses_a_grant():
+    """Failed before this fix: the client going away while its admission exchanged with the keeper
+    cancelled the exchange after the ask had taken the debt from the lease: the debt was gone, and a grant
+    the keeper had already counted was never applied."""
+    clock = Clock()
+    keeper = QuotaKeeper(clock)
+    slow = {"now": False}
+    sent: list = []
+
+    async def exchange(asks):
+        sent.extend(asks)
+        if slow["now"]:
+            await asyncio.sleep(0.05)  # the client goes away meanwhile
+        return await keeper.exchange(asks)
+
+    async def scenario():
+        leaser = QuotaLeaser(exchange, clock=clock)
+        limits = QuotaLimits(requests_per_minute=6000, candidate_tokens_per_minute=10_000)
+        ticket = await leaser.admit("acme", limits)
+        ticket.finish(200_000)  # far beyond the allowance: a debt
+        lease = leaser.leases["acme"]
+        debt = lease.tokens
+        assert debt < 0
+        slow["now"] = True
+        clock.now += 60  # a minute's refill: the next reservation asks the keeper, handing the debt over
+        second = await leaser.admit("acme", limits)
+        asked = len(sent)
+        reservation = asyncio.ensure_future(second.reserve(100))
+        await asyncio.sleep(0.01)
+        assert len(sent) == asked + 1  # in flight
+        reservation.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reservation
+        await asyncio.sleep(0.1)  # the shielded exchange completes
+        assert sent[-1].give_tokens == debt  # the debt reached the keeper...
+        assert lease.last_exchange == clock.now and lease.tokens >= 0  # ...and its answer reached the lease
+        # The keeper holds the debt: 10,000 tokens a minute cannot cover a 200,000-token overrun for a while.
+        with pytest.raises(RateLimited):
+            await (await leaser.admit("acme", limits)).reserve(lease.tokens + 1_000)
+
+    run(scenario())
+
+
 def test_a_retry_at_retry_after_is_admitted():
     """Failed before this fix: Retry-After was the time to one unit, while the replica asks the keeper again
     only once a whole lease is there, so the retry got 429 again."""
