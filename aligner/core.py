@@ -170,7 +170,7 @@ class Aligner:
             tokenizer=self.engine.tokenizer,
             profile=self.profile,
             max_model_len=self.engine.max_model_len,
-            safety_config=None if safety is None else safety.text,
+            safety_config=None if safety is None else safety.operator_text(),
             safety_shown_as=None if reveal_safety else safety_placeholder(safety_version),
             marker=operator_marker(self.operator_secret, tenant, safety_version),
         )

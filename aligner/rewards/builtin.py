@@ -13,7 +13,8 @@ Every built-in scores in [0, 1], higher meaning more of what the name says
   already in [0, 1]; empty 1.
 - positivity: VADER compound sentiment (vadersentiment) -> (compound + 1) / 2; empty 0.5.
 - topic_safety: distance of the question and the response from the tenant's disallowed topics (same
-  embedder as relevance) -> 1 - highest cosine, clipped to [0, 1], 1 with no topics.
+  embedder as relevance) -> 1 - highest cosine, clipped to [0, 1], 1 with no topics; a side nearer one
+  of the tenant's allowed topics by ALLOWED_MARGIN is exempt (`topic_closeness`).
 """
 
 from __future__ import annotations
@@ -229,8 +230,30 @@ def topic_phrases(topics: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(phrases))
 
 
+# How much nearer (in cosine) a side of the exchange must be to an allowed topic than to its nearest
+# disallowed one to be exempt from that match. Chosen on tests/data/safety_probes.yaml's responses and
+# checked, untouched, on tests/data/safety_probes_heldout.yaml (docs/safety.md, Topics).
+ALLOWED_MARGIN = 0.10
+
+
+def topic_closeness(disallowed: np.ndarray, allowed: np.ndarray | None, margin: float = ALLOWED_MARGIN) -> np.ndarray:
+    """How close each exchange is to a disallowed topic, from each side's highest cosine with the disallowed
+    topics (`disallowed`) and with the allowed ones (`allowed`; None when the config lists none). Row 0 is
+    the question, rows 1.. the responses; one value per response.
+
+    A side whose allowed match beats its disallowed match by `margin` is exempt (0: as if no disallowed
+    topic were near); an exchange is as close as its closer side, so a response that drifts into a
+    disallowed topic is caught whatever the question, and the other way round.
+    """
+    near = np.asarray(disallowed, dtype=float).copy()
+    if allowed is not None:
+        near[np.asarray(allowed, dtype=float) - near >= margin] = 0.0
+    return np.maximum(near[0], near[1:])
+
+
 class TopicSafety(RewardModel):
-    """Distance from the tenant's `disallowed` topics, with the relevance objective's embedder.
+    """Distance from the tenant's `disallowed` topics, with the relevance objective's embedder; its
+    `allowed` topics exempt what is clearly nearer them (`topic_closeness`).
 
     Reads the request's safety config, so it scores in the request's own task (not merged across
     requests) and its embedding runs in a worker thread.
@@ -240,9 +263,9 @@ class TopicSafety(RewardModel):
         TenantPolicyObjective(
             TOPIC_OBJECTIVE,
             "1 - the highest cosine similarity (all-MiniLM-L6-v2) between the tenant's disallowed topics (each and "
-            "the items it lists) and the "
-            "last user message or the response, clipped to [0, 1]; 1 when the config lists none. Only for "
-            "requests served under a safety config.",
+            "the items it lists) and the last user message or the response, clipped to [0, 1]; a message "
+            f"nearer an allowed topic by {ALLOWED_MARGIN:g} is exempt; 1 when the config lists no disallowed "
+            "topic. Only for requests served under a safety config.",
         ),
     )
 
@@ -250,16 +273,17 @@ class TopicSafety(RewardModel):
         self.embedder = embedder
 
     async def score(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
-        topics = topic_phrases(current_safety(TOPIC_OBJECTIVE).disallowed)
-        if not topics or not responses:
+        config = current_safety(TOPIC_OBJECTIVE)
+        banned, welcome = topic_phrases(config.disallowed), topic_phrases(config.allowed)
+        if not banned or not responses:
             return np.ones((len(responses), 1))
-        texts = [*topics, last_user_text(conversation), *responses]
-        vectors = await asyncio.to_thread(self.embedder.embed, texts)
-        similarity = vectors[len(topics) :] @ vectors[: len(topics)].T  # [question + responses, topics]
-        nearest = similarity.max(axis=1)
-        # The exchange is as close to a disallowed topic as its closer side: the question or the response.
-        closest = np.maximum(nearest[0], nearest[1:])
-        return np.clip(1.0 - closest, 0.0, 1.0).reshape(-1, 1)
+        sides = [last_user_text(conversation), *responses]
+        vectors = await asyncio.to_thread(self.embedder.embed, [*banned, *welcome, *sides])
+        topics, exchange = vectors[: len(banned) + len(welcome)], vectors[len(banned) + len(welcome) :]
+        similarity = exchange @ topics.T  # [question + responses, disallowed + allowed topics]
+        disallowed = similarity[:, : len(banned)].max(axis=1)
+        allowed = similarity[:, len(banned) :].max(axis=1) if welcome else None
+        return np.clip(1.0 - topic_closeness(disallowed, allowed), 0.0, 1.0).reshape(-1, 1)
 
 
 def builtin_models(tokenizer: Any, device: str = "cpu") -> list[RewardModel]:

@@ -127,7 +127,7 @@ class PolicyComplianceJudge(YesNoJudge):
 
 def policy_messages(tokenizer: Any, question: str, response: str) -> list[ChatMessage]:
     """The policy-compliance question about one response, under the request's safety config."""
-    policy = neutralize_control_tokens(current_safety(POLICY_OBJECTIVE).text, tokenizer)
+    policy = neutralize_control_tokens(current_safety(POLICY_OBJECTIVE).operator_text(), tokenizer)
     return [
         ChatMessage(role="system", content=POLICY_SYSTEM),
         ChatMessage(role="user", content=POLICY_QUESTION.format(policy=policy, question=question, response=response)),

@@ -23,6 +23,8 @@ MAX_TOPICS = 32
 MAX_TOPIC_CHARS = 200
 MAX_THRESHOLDS = 16
 DEFAULT_REFUSAL = "I can't help with that request."
+ALLOWED_TOPICS_HEADING = "Topics to help with:"
+DISALLOWED_TOPICS_HEADING = "Topics to decline:"
 
 
 class SafetyConfig(BaseModel):
@@ -50,10 +52,17 @@ class SafetyConfig(BaseModel):
     )
     max_resamples: int = Field(8, ge=1, le=64, description="`resample`: most extra candidates before refusing.")
     allowed: list[str] = Field(
-        default_factory=list, max_length=MAX_TOPICS, description="Short descriptions of topics that are allowed."
+        default_factory=list,
+        max_length=MAX_TOPICS,
+        description="Short descriptions of topics the tenant's users may ask about. Listed in the operator's "
+        "section; under a `topic_safety` threshold, a question or response nearer an allowed topic than its "
+        "nearest disallowed one by `ALLOWED_MARGIN` is exempt from that disallowed match.",
     )
     disallowed: list[str] = Field(
-        default_factory=list, max_length=MAX_TOPICS, description="Short descriptions of topics that are not."
+        default_factory=list,
+        max_length=MAX_TOPICS,
+        description="Short descriptions of topics to decline. Listed in the operator's section; the "
+        "`topic_safety` objective scores an exchange by its distance from them (a threshold on it enforces).",
     )
 
     @field_validator("text", "refusal_message")
@@ -85,6 +94,16 @@ class SafetyConfig(BaseModel):
                 raise InvalidRequest(field, f"is {len(topic)} characters; the maximum is {MAX_TOPIC_CHARS}")
             check_text(field, topic)
         return value
+
+    def operator_text(self) -> str:
+        """The operator's section as the models read it: the text, then the topic lists (the policy judge
+        reads the same)."""
+        lines = [self.text.strip()]
+        if self.allowed:
+            lines.append(f"{ALLOWED_TOPICS_HEADING} " + "; ".join(t.strip() for t in self.allowed) + ".")
+        if self.disallowed:
+            lines.append(f"{DISALLOWED_TOPICS_HEADING} " + "; ".join(t.strip() for t in self.disallowed) + ".")
+        return "\n".join(lines)
 
     def check_objectives(self, ranges: Mapping[str, tuple[float, float]]) -> None:
         """Every threshold names a served objective (`ranges`: name -> (low, high)) within its raw range."""

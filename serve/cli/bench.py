@@ -67,7 +67,10 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
 
     safety = benches.add_parser("safety", help="Refusal / false-refusal rates of tenant safety configs on a probe set.")
     safety.add_argument(
-        "--probes", help="The probe set YAML (default: tests/data/safety_probes.yaml of this checkout)."
+        "--probes",
+        action="append",
+        help="A probe set YAML, reported apart under its file name; repeat for more (default: the tuned and "
+        "held-out sets, tests/data/safety_probes.yaml and safety_probes_heldout.yaml of this checkout).",
     )
     safety.add_argument("--max-tokens", type=int, default=48, help="max_tokens of every probe (48).")
     safety.add_argument("--out", help="Output JSON (default: bench-results/safety-cpu.json).")
@@ -260,10 +263,10 @@ def run_search(args: argparse.Namespace, search_bench) -> int:
 
 
 def run_safety(args: argparse.Namespace, safety_bench) -> int:
-    report = safety_bench.run(
-        Path(args.probes) if args.probes else safety_bench.DEFAULT_PROBES, max_tokens=args.max_tokens, progress=status
-    )
+    sets = {Path(p).stem: Path(p) for p in args.probes} if args.probes else safety_bench.PROBE_SETS
+    report = safety_bench.run(sets, max_tokens=args.max_tokens, progress=status)
     out = write(report, Path(args.out or "bench-results/safety-cpu.json"))
     status(f"wrote {out}")
-    print(json.dumps({k: report[k] for k in ("modes", "ratios", "targets")}, indent=2))
+    shown = {name: {k: s[k] for k in ("modes", "ratios")} for name, s in report["sets"].items()}
+    print(json.dumps({"sets": shown, "targets": report["targets"]}, indent=2))
     return 0

@@ -234,7 +234,7 @@ async def run_in_process(args: argparse.Namespace) -> int:
         tokenizer=tokenizer,
         profile=config.profile,
         max_model_len=config.max_model_len,
-        safety_config=None if safety is None else safety.text,
+        safety_config=None if safety is None else safety.operator_text(),
     )
     engine = Engine.start(config.model_copy(update={"model": str(model_dir)}), progress=status)
     catalog.attach_engine(engine)

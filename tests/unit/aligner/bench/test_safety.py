@@ -6,12 +6,14 @@ from aligner.bench import safety
 from aligner.errors import ConfigError
 
 
-def test_the_probe_set_has_three_realistic_configs_with_twenty_labelled_probes_each():
-    suites = safety.load_probes()
+@pytest.mark.parametrize("name", sorted(safety.PROBE_SETS))
+def test_each_probe_set_has_three_realistic_configs_with_labelled_probes_and_both_topic_lists(name):
+    suites = safety.load_probes(safety.PROBE_SETS[name])
     assert len(suites) >= 3
     for suite in suites:
+        assert suite["config"].allowed, suite["name"]
         labels = [label for _, label in suite["probes"]]
-        assert len(labels) >= 20 and {"allowed", "disallowed"} == set(labels), suite["name"]
+        assert len(labels) >= 18 and {"allowed", "disallowed"} == set(labels), suite["name"]
         assert suite["config"].disallowed and suite["config"].refusal_message
         assert len({text for text, _ in suite["probes"]}) == len(labels)  # no probe twice
 
@@ -79,3 +81,21 @@ def test_summary_rates_ratios_and_targets():
     assert report["ratios"]["enforce_over_none_generated_tokens"] == 1.2
     assert all(t["met"] for t in report["targets"].values())
     assert report["by_config"]["kids"]["none"]["probes"] == 2
+
+
+def test_the_held_out_set_shares_no_config_or_probe_with_the_tuned_one():
+    tuned, held_out = (safety.load_probes(safety.PROBE_SETS[n]) for n in ("tuned", "held_out"))
+    assert not {s["name"] for s in tuned} & {s["name"] for s in held_out}
+    probes = [{text.casefold() for s in suites for text, _ in s["probes"]} for suites in (tuned, held_out)]
+    assert not probes[0] & probes[1]
+
+
+def test_a_held_out_set_is_judged_by_its_own_looser_false_refusal_target():
+    rows = [
+        {"mode": m, "label": label, "refused": refused, "latency_s": 1.0, "generated_tokens": 10, "config": "c"}
+        for m in safety.MODES
+        for label, refused in [("disallowed", True)] * 10 + [("allowed", False)] * 11 + [("allowed", True)]
+    ]
+    # 1 of 12 allowed probes refused (8.3%): over the tuned set's 5%, within the held-out set's 10%.
+    assert not safety.summarize(rows, safety.TARGETS["tuned"])["targets"]["enforce_false_refusal_rate_allowed"]["met"]
+    assert safety.summarize(rows, safety.TARGETS["held_out"])["targets"]["enforce_false_refusal_rate_allowed"]["met"]

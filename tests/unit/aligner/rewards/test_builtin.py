@@ -14,6 +14,7 @@ from aligner.rewards.builtin import (
     Relevance,
     TopicSafety,
     Verbosity,
+    topic_closeness,
     topic_phrases,
 )
 from aligner.safety.config import SafetyConfig
@@ -119,6 +120,43 @@ def test_topic_safety_is_lower_near_the_tenants_disallowed_topics(relevance):
     (asked,) = under(kids, ["Blackjack has good odds."], casino)
     assert asked < safe  # a question on a disallowed topic pulls every answer down
     assert list(under(SafetyConfig(text="No list."), ["Anything."], casino)) == [1.0]
+
+
+def test_a_side_clearly_nearer_an_allowed_topic_is_exempt_from_its_disallowed_match():
+    # rows: question, then two responses; cosines with the nearest disallowed / allowed topic
+    disallowed = np.array([0.40, 0.30, 0.60])
+    assert list(topic_closeness(disallowed, None)) == [0.40, 0.60]
+    # The question is exempt (0.55 - 0.40 >= margin); the first response too; the second is not.
+    allowed = np.array([0.55, 0.45, 0.65])
+    assert list(topic_closeness(disallowed, allowed, margin=0.1)) == [0.0, 0.60]
+    # Exactly at the margin counts as exempt (binary fractions: no rounding); a hair below does not.
+    assert list(topic_closeness(np.array([0.5, 0.25]), np.array([0.75, 0.5]), margin=0.25)) == [0.0]
+    assert list(topic_closeness(np.array([0.5, 0.25]), np.array([0.74, 0.5]), margin=0.25)) == [0.5]
+    # Each side on its own: the question exempt, the response not.
+    assert list(topic_closeness(np.array([0.5, 0.25]), np.array([0.75, 0.25]), margin=0.25)) == [0.25]
+
+
+def test_allowed_topics_lift_a_question_near_a_disallowed_one_and_never_a_clear_match(relevance):
+    """A pharmacy that must not give doses: 'what does an antibiotic do' lies near the dose topic, but
+    nearer the allowed 'what a medicine is for'; a dose question stays caught with the list or without."""
+    topic = TopicSafety(relevance)
+    common = dict(text="A pharmacy.", disallowed=["medicine doses, dosages and how many milligrams to take"])
+    bare = SafetyConfig(**common)
+    listed = SafetyConfig(**common, allowed=["what a medicine is used for and how it works"])
+
+    def under(config, question, response):
+        token = CURRENT_SAFETY.set(config)
+        try:
+            return float(scores(topic, [response], [ChatMessage(role="user", content=question)])[0])
+        finally:
+            CURRENT_SAFETY.reset(token)
+
+    what = ("What does an antibiotic do?", "An antibiotic is a medicine that kills bacteria or stops them growing.")
+    dose = ("How many milligrams of amoxicillin should I take?", "Take 500 milligrams three times a day.")
+    assert under(listed, *what) > under(bare, *what)
+    assert under(listed, *what) == 1.0  # both sides exempt
+    caught = under(bare, *dose)
+    assert caught < 0.65 and under(listed, *dose) == pytest.approx(caught)
 
 
 def test_topic_phrases_match_each_listed_item():
