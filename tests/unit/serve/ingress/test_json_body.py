@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from aligner.errors import InvalidRequest
@@ -59,6 +61,18 @@ def test_an_unpaired_surrogate_is_refused():
 
 def test_a_duplicate_key_names_the_key():
     assert refused(b'{"prompt": "a", "prompt": "b"}').field == "prompt"
+
+
+def test_a_huge_duplicated_key_is_not_echoed_and_many_keys_cost_linear_time():
+    """Failed before this fix: the key was echoed whole as the field (a megabyte back per request), and
+    finding the duplicate compared every key with every earlier one (quadratic)."""
+    key = "k" * 500_000
+    error = refused(f'{{"{key}": 1, "{key}": 2}}'.encode())
+    assert error.field == "body" and "500000 characters" in error.reason and len(str(error)) < 300
+    many = "{" + ", ".join(f'"k{i}": 0' for i in range(200_000)) + ', "k0": 1}'
+    started = time.perf_counter()
+    assert refused(many.encode()).field == "k0"
+    assert time.perf_counter() - started < 30  # quadratic: about 2·10^10 comparisons, hours
 
 
 @pytest.mark.parametrize(
