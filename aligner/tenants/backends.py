@@ -25,8 +25,9 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 PG_CONNECT_TIMEOUT_S = 10
 # Any constant will do: it only has to be the same for every process migrating this database.
 PG_MIGRATION_LOCK = 0x616C_6967_6E65_72  # "aligner"
-# libpq reads a password from the query too (`?password=...`); it is shown as *** like the user-info.
-PASSWORD_PARAMETER = re.compile(r"((?:^|[?&;])password=)[^&;#]*", re.IGNORECASE)
+# libpq reads passwords from the query too (`?password=...`, `sslpassword=...`); a parameter whose name,
+# percent-decoded, holds "password" is shown as ***, like the user-info.
+QUERY_PARAMETER = re.compile(r"(?P<lead>[?&;])(?P<name>[^&;#=?/]*)=(?P<value>[^&;#]*)")
 
 
 def default_store_url() -> str:
@@ -52,8 +53,14 @@ def mask_url(url: str) -> str:
     at = rest.rfind("@")
     if at >= 0 and not rest.startswith("/"):
         rest = "***" + rest[at:]
-    rest = PASSWORD_PARAMETER.sub(r"\1***", rest)
+    rest = QUERY_PARAMETER.sub(_masked_parameter, rest)
     return scheme + sep + rest
+
+
+def _masked_parameter(match: re.Match[str]) -> str:
+    if "password" not in percent_decoded(match["name"]).casefold():
+        return match[0]
+    return f"{match['lead']}{match['name']}=***"
 
 
 def user_info(url: str) -> str:

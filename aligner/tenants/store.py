@@ -115,6 +115,10 @@ class TenantStore(SafetyConfigStore, TenantPolicyStore):
     def close(self) -> None:
         self._db.close()
 
+    def reason(self, exc: BaseException) -> str:
+        """What to log of a store error: its first line, with no part of the URL's user-info."""
+        return self._db.reason(exc)
+
     def __enter__(self) -> TenantStore:
         return self
 

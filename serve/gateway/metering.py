@@ -83,7 +83,10 @@ class UsageMeter:
             except Exception as exc:
                 for key, counts in batch.items():  # kept, in front of what arrived meanwhile
                     self.pending.setdefault(key, UsageCounts()).add(counts)
-                log.warning("usage metering: cannot write to the tenant store (%s); keeping %d rows", exc, len(batch))
+                reason = self.store.reason(exc)  # a database's message may quote the URL's user-info
+                log.warning(
+                    "usage metering: cannot write to the tenant store (%s); keeping %d rows", reason, len(batch)
+                )
                 return 0
             return len(batch)
 

@@ -67,6 +67,16 @@ def test_a_password_in_the_query_is_hidden_too():
 
 
 @pytest.mark.parametrize(
+    "query", ["sslpassword=hunter2", "PassWord=hunter2", "pass%77ord=hunter2", "x=1;password=hunter2", "password="]
+)
+def test_every_password_parameter_is_hidden_however_its_name_is_written(query):
+    """Failed before this fix for `sslpassword` and a percent-encoded name: libpq reads both."""
+    shown = mask_url(f"postgresql://db/aligner?sslmode=require&{query}&application_name=a")
+    assert "hunter2" not in shown and "sslmode=require" in shown and "application_name=a" in shown
+    assert "=***" in shown
+
+
+@pytest.mark.parametrize(
     "url", ["sqlite:////var/lib/aligner/tenants.db", "sqlite:///tenants.db", "sqlite:////srv/a@b/t.db"]
 )
 def test_a_sqlite_url_is_shown_whole(url):

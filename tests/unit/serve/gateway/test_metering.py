@@ -104,6 +104,9 @@ class FlakyStore:
             raise ConnectionError("database is down")
         self.store.add_usage(counts)
 
+    def reason(self, exc: BaseException) -> str:
+        return self.store.reason(exc)
+
 
 def test_a_failed_flush_keeps_its_counts_for_the_next(store):
     meter = UsageMeter(FlakyStore(store, failures=1), interval_s=60)  # type: ignore[arg-type]
