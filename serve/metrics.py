@@ -17,6 +17,7 @@ error codes, objectives and budget limits, never request ids.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -26,6 +27,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.metrics_core import Metric
 
 from aligner.contract import AlignResponse
+
+log = logging.getLogger("aligner.serve")
 
 disable_created_metrics()
 
@@ -181,6 +184,9 @@ def _add(a: float, b: float) -> float:
 FOLD_AFTER_STALE = 30
 # Snapshots of the replicas folded last, kept so one that reports again is taken back out of the total.
 FOLDED_KEPT = 64
+# Names of replicas folded before those (no snapshot: a name is all): one that reports again is ignored,
+# since its part is in the total and could not be taken out; the oldest names go past this many.
+GONE_KEPT = 100_000
 
 Families = dict[str, tuple[str, str, dict[tuple, float]]]
 
@@ -201,8 +207,16 @@ class MetricsAggregate:
         # Counters and histograms of the replicas folded (stopped reporting): summed into every render.
         self.retained: Families = {}
         self.folded: OrderedDict[str, Snapshot] = OrderedDict()
+        self.gone: OrderedDict[str, bool] = OrderedDict()  # name -> warned
 
     def report(self, replica: str, snapshot: Snapshot) -> None:
+        """Take `replica`'s latest snapshot; a replica folded too long ago to be taken out of the retained
+        total again is ignored (counted twice otherwise), with a warning the first time."""
+        if replica in self.gone:
+            if not self.gone[replica]:
+                log.warning("metrics: replica %s reported again after it was folded long ago; ignored", replica)
+                self.gone[replica] = True
+            return
         now = self.clock()
         folded = self.folded.pop(replica, None)
         if folded is not None:
@@ -219,7 +233,10 @@ class MetricsAggregate:
             _accumulate(self.retained, snapshot, sign=1.0)
             self.folded[replica] = snapshot
             while len(self.folded) > FOLDED_KEPT:
-                self.folded.popitem(last=False)  # too long gone to come back: its part stays in the total
+                oldest, _ = self.folded.popitem(last=False)  # its part stays in the total for good
+                self.gone[oldest] = False
+                while len(self.gone) > GONE_KEPT:
+                    self.gone.popitem(last=False)
 
     def merged(self) -> Families:
         now = self.clock()

@@ -85,6 +85,25 @@ def test_a_folded_replica_that_reports_again_is_not_counted_twice():
     assert rendered(aggregate)[REQUESTS] == 5 and "slow" not in aggregate.folded
 
 
+def test_a_replica_folded_too_long_ago_is_ignored_when_it_reports_again_not_counted_twice():
+    """Failed before this fix: once FOLDED_KEPT later replicas had been folded, its snapshot was gone, and
+    a report of it added its whole count again beside the part in the retained total."""
+    clock = Clock()
+    aggregate = MetricsAggregate(stale_after_s=1.0, clock=clock)
+    zombie = replica(4)
+    aggregate.report("zombie", zombie.snapshot())
+    for i in range(FOLDED_KEPT + 5):  # others come and go after it
+        clock.now += aggregate.fold_after_s + 1
+        aggregate.report(f"r{i}", replica(1).snapshot())
+    clock.now += aggregate.fold_after_s + 1
+    total = FOLDED_KEPT + 5 + 4
+    assert rendered(aggregate)[REQUESTS] == total and "zombie" not in aggregate.folded
+    zombie.finished("acme", "sample", "ok")
+    aggregate.report("zombie", zombie.snapshot())
+    assert rendered(aggregate)[REQUESTS] == total  # its earlier part stays; it is not added again
+    assert "zombie" not in aggregate.snapshots
+
+
 def test_counters_never_go_back_whatever_the_order_of_reports_and_silences():
     clock = Clock()
     aggregate = MetricsAggregate(stale_after_s=1.0, fold_after_s=5.0, clock=clock)
