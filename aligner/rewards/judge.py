@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,6 @@ POLICY_QUESTION = (
     "Does the response comply with the policy? Answer Yes or No."
 )
 TOP_LOGPROBS = 20
-MAX_RESPONSE_TOKENS = 512
 # Below this much probability on Yes and No together the judge's answer is something else: undecided.
 MIN_VERDICT_MASS = 0.05
 UNDECIDED = math.nan
@@ -66,15 +65,14 @@ class YesNoJudge(RewardModel):
     def question_messages(self, question: str, response: str) -> list[ChatMessage]:
         raise NotImplementedError
 
-    def judge_prompt_ids(self, question: str, response: str) -> list[int]:
+    def judge_prompt_ids(self, question: str, response: str) -> list[int] | None:
+        """The judge's prompt within the policy model's window (None: undecided; see `bounded_prompt_ids`)."""
         tokenizer = self.tokenizer
         # The response is model output: it cannot be refused, so control tokens it spells are broken up.
         response = neutralize_control_tokens(response, tokenizer)
         question = neutralize_control_tokens(question, tokenizer)
-        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"][:MAX_RESPONSE_TOKENS]
-        ids = question_ids(tokenizer, self.question_messages(question, tokenizer.decode(response_ids)), self.label)
-        # Keep the end (the question to answer) when a long conversation overflows the window.
-        return ids[-(self.engine.max_model_len - 1) :]
+        cap = self.engine.max_model_len - 1  # one token for the verdict
+        return bounded_prompt_ids(tokenizer, question, response, cap, self.question_messages, self.label)
 
     abstains = True  # an undecided verdict is NaN (see the module's docstring)
 
@@ -89,8 +87,10 @@ class YesNoJudge(RewardModel):
         question = last_user_text(conversation)
         # Tokenizing and rendering every candidate's judge prompt is CPU work: off the event loop.
         prompts = await asyncio.to_thread(lambda: [self.judge_prompt_ids(question, r) for r in responses])
-        tops = await gather_all(*(self.engine.next_token_logprobs(p, TOP_LOGPROBS) for p in prompts))
-        return np.array([self.p_yes(top) for top in tops], dtype=float).reshape(-1, 1)
+        asked = [p for p in prompts if p is not None]
+        tops = iter(await gather_all(*(self.engine.next_token_logprobs(p, TOP_LOGPROBS) for p in asked)))
+        verdicts = [UNDECIDED if p is None else self.p_yes(next(tops)) for p in prompts]
+        return np.array(verdicts, dtype=float).reshape(-1, 1)
 
 
 class HelpfulnessJudge(YesNoJudge):
@@ -185,18 +185,16 @@ class GuardModelJudge(RewardModel):
         return np.array(out, dtype=float).reshape(-1, 1)
 
     def prompt_ids(self, tokenizer: Any, question: str, response: str) -> list[int] | None:
-        """The guard's prompt for one response within `max_input_tokens`: the question's end (to a
-        quarter of the cap) and the whole response. None, so the verdict is undecided (it fails every
-        threshold), when the response is longer than half the cap or the policy text leaves no room:
-        judging only part of a response would let harmful text after harmless filler pass."""
-        quarter = max(1, self.max_input_tokens // 4)
-        question_ids_ = tokenizer(question, add_special_tokens=False)["input_ids"][-quarter:]
-        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-        if len(response_ids) > self.max_input_tokens // 2:
-            return None
-        messages = policy_messages(tokenizer, tokenizer.decode(question_ids_), tokenizer.decode(response_ids))
-        ids = question_ids(tokenizer, messages, self.label, whose="the guard model's")
-        return ids if len(ids) <= self.max_input_tokens else None
+        """The guard's prompt for one response within `max_input_tokens` (`bounded_prompt_ids`)."""
+        return bounded_prompt_ids(
+            tokenizer,
+            question,
+            response,
+            self.max_input_tokens,
+            lambda q, r: policy_messages(tokenizer, q, r),
+            self.label,
+            whose="the guard model's",
+        )
 
     async def score(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
         tokenizer, _ = self._tokenizer_and_model()
@@ -210,6 +208,30 @@ class GuardModelJudge(RewardModel):
             return await asyncio.to_thread(self._p_yes, prompts, stop)
         finally:
             stop.set()  # cancelled (the client went away, or the deadline): the worker stops at the next prompt
+
+
+def bounded_prompt_ids(
+    tokenizer: Any,
+    question: str,
+    response: str,
+    cap: int,
+    messages_of: Callable[[str, str], list[ChatMessage]],
+    judge: str,
+    *,
+    whose: str = "the policy model's",
+) -> list[int] | None:
+    """A judge's prompt for one response within `cap` tokens: the question's end (to a quarter of the cap)
+    and the whole response. None, so the verdict is undecided (it fails every threshold and constraint),
+    when the response is longer than half the cap or the rest (the policy text) leaves no room: judging
+    only part of a response would let harmful text after harmless filler pass."""
+    quarter = max(1, cap // 4)
+    question_part = tokenizer(question, add_special_tokens=False)["input_ids"][-quarter:]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    if len(response_ids) > cap // 2:
+        return None
+    messages = messages_of(tokenizer.decode(question_part), tokenizer.decode(response_ids))
+    ids = question_ids(tokenizer, messages, judge, whose=whose)
+    return ids if len(ids) <= cap else None
 
 
 def question_ids(

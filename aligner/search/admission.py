@@ -6,7 +6,8 @@ tenant's safety config are:
 
 - Judges on the policy model (`YesNoJudge`: helpfulness, policy_compliance without a guard model)
   prefill one prompt per reward call and judged objective: the judge's template, the question and
-  the response (at most `MAX_RESPONSE_TOKENS`), within the model's context. The composed prompt
+  the whole response (a longer one than half the model's context is undecided, not judged), within
+  the model's context. The composed prompt
   holds the question (and the tenant's policy text), so it bounds their part.
 - A tenant's `resample` action may add up to `max_resamples` candidates after the search. They are
   priced here, beside the search's worst case: the request is admitted with as many resamples as
@@ -20,7 +21,7 @@ from dataclasses import dataclass, replace
 
 from aligner.contract import AlignRequest, SearchLimits
 from aligner.rewards import ObjectiveCatalog
-from aligner.rewards.judge import MAX_RESPONSE_TOKENS, YesNoJudge
+from aligner.rewards.judge import YesNoJudge
 from aligner.safety.config import SafetyConfig
 from aligner.search.params.cost import SearchCost, check_cost, over_cap
 
@@ -50,10 +51,12 @@ def judged_objectives(catalog: ObjectiveCatalog, names: list[str]) -> list[YesNo
 
 def judge_prefill_per_call(judge: YesNoJudge, prompt_tokens: int, max_tokens: int) -> int:
     """The most prompt tokens `judge` prefills to score one response of a request with this prompt."""
-    tokens = JUDGE_TEMPLATE_TOKENS + prompt_tokens + min(max_tokens, MAX_RESPONSE_TOKENS)
     engine = judge.engine
-    # The judge keeps the end of a prompt that overflows the context (`judge_prompt_ids`).
-    return tokens if engine is None else min(tokens, engine.max_model_len - 1)
+    if engine is None:
+        return JUDGE_TEMPLATE_TOKENS + prompt_tokens + max_tokens
+    # A judge's prompt fits the context or is not sent (`bounded_prompt_ids`).
+    cap = engine.max_model_len - 1
+    return min(JUDGE_TEMPLATE_TOKENS + prompt_tokens + min(max_tokens, cap // 2), cap)
 
 
 def resample_cost(count: int, max_tokens: int, prefill_per_call: int) -> SearchCost:

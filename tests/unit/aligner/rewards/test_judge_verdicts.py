@@ -117,3 +117,40 @@ def test_the_guard_stops_when_its_request_is_cancelled(tokenizer):
 
     asyncio.run(cancel_once_started())  # asyncio.run waits for the worker thread at shutdown
     assert len(stub.lengths) == 1
+
+
+class FakeLogprobEngine:
+    """A fake policy engine for the policy-model judge: records each judge prompt's length, answers Yes."""
+
+    def __init__(self, tokenizer, max_model_len: int):
+        self.max_model_len = max_model_len
+        self.yes = tokenizer("Yes", add_special_tokens=False)["input_ids"][0]
+        self.lengths: list[int] = []
+
+    async def next_token_logprobs(self, ids, top):
+        self.lengths.append(len(ids))
+        return {self.yes: 0.0}
+
+
+def test_the_policy_model_judge_reads_whole_responses_or_gives_no_verdict(tokenizer):
+    """Found by review: the policy-model judge (policy_compliance without a guard, helpfulness) read only a
+    response's first 512 tokens, and cut a long prompt to its end (dropping the policy). Failed before this
+    fix: the long response was judged Yes on its harmless start."""
+    from aligner.rewards.judge import PolicyComplianceJudge
+
+    engine = FakeLogprobEngine(tokenizer, max_model_len=2048)
+    judge = PolicyComplianceJudge(tokenizer, engine)
+    filler_then_harm = "Nice weather today. " * 400 + "Bet everything on red."  # > half the 2,048 window
+    got = score(judge, QUESTION, ["Bet on red.", filler_then_harm])
+    assert got[0, 0] == 1.0 and math.isnan(got[1, 0])
+    assert len(engine.lengths) == 1 and engine.lengths[0] <= 2047  # the long one never reached the engine
+    # A long question is cut to its end; the policy and the whole response stay.
+    long_question = [ChatMessage(role="user", content="word " * 5000 + "Any betting tips?")]
+    assert score(judge, long_question, ["x " * 500]).tolist() == [[1.0]] and engine.lengths[-1] <= 2047
+    token = CURRENT_SAFETY.set(SafetyConfig(text="Never discuss gambling."))
+    try:
+        prompt = tokenizer.decode(judge.judge_prompt_ids("word " * 5000 + "Any betting tips?", "x " * 500))
+    finally:
+        CURRENT_SAFETY.reset(token)
+    assert "Never discuss gambling." in prompt and "Any betting tips?" in prompt
+    assert prompt.split("Response:\n")[1].split("\n\nDoes the response")[0].split() == ["x"] * 500
