@@ -23,6 +23,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from aligner.contract import AlignRequest, AlignResponse, Usage
 from aligner.errors import AlignerError, EngineUnavailable, ErrorInfo, Overloaded, Reported, error_code
 from aligner.events import Chunk, Delta, Done
+from aligner.safety.config import SafetyConfig
 from aligner.tenants import ApiKey, TenantStore, parse_request
 from aligner.tenants.policy_apply import effective_limits
 from serve.config import ServerConfig
@@ -55,6 +56,8 @@ Relayed = Delta | Chunk | Done | ErrorInfo
 GENERATED_TOKENS_HEADER = "x-aligner-generated-tokens"
 # Error codes of requests the model replica refuses in phase 1, before the engine is asked for anything.
 REFUSED_BEFORE_WORK = frozenset({"invalid_argument", "prompt_too_long", "invalid_config"})
+# How long an admin's config write waits for a model replica to measure the config while tenants hold them.
+ADMIN_MODEL_WAIT_S = 30.0
 
 
 class Call:
@@ -168,7 +171,7 @@ class Gateway:
         self.auth = Authenticator(store, config.auth_cache_s)
         self.safety = ActiveSafetyConfigs(store, config.auth_cache_s)
         self.policies = ActivePolicies(store, config.auth_cache_s)
-        self.admin = AdminService(store, self.objectives, config.search_limits, self.model.check_safety_config.remote)
+        self.admin = AdminService(store, self.objectives, config.search_limits, self.config_fits)
         self.metrics = Metrics()
         self.readiness = ReadinessRecord()
         # /readyz and gRPC Health answer from this, refreshed by one probe per interval at most.
@@ -305,6 +308,23 @@ class Gateway:
         assert isinstance(first, Accepted), first
         call.replica = first.replica
         return stream
+
+    async def config_fits(self, config: SafetyConfig) -> ErrorInfo | None:
+        """A model replica's measure of a safety config (the admin service's, before it stores one). Tenants
+        may hold every replica's slots: an admin's write waits for one, up to `ADMIN_MODEL_WAIT_S`, rather
+        than failing with the tenants' 429 (found under load: concurrent PUTs got it)."""
+        delay, deadline = 0.05, time.monotonic() + ADMIN_MODEL_WAIT_S
+        while True:
+            try:
+                answer: ErrorInfo | None = await self.model.check_safety_config.remote(config)
+                return answer
+            except BackPressureError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise self.replica_failure(exc) from None
+            except RayActorError as exc:
+                raise self.replica_failure(exc) from None
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 1.0)
 
     def replica_failure(self, exc: BaseException) -> AlignerError:
         """What a failed call to the model deployment means for the client: a full queue (429) or a
