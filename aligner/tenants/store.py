@@ -22,9 +22,9 @@ from aligner.safety.config import SafetyConfig
 from aligner.tenants.backends import Database
 from aligner.tenants.key_table import KeyTable
 from aligner.tenants.policy import TenantPolicy
-from aligner.tenants.policy_table import PolicyTable
+from aligner.tenants.policy_table import policy_table
 from aligner.tenants.records import ApiKey, AuditEntry, SafetyConfigVersion, TenantPolicyVersion, now
-from aligner.tenants.safety_table import SafetyConfigTable
+from aligner.tenants.safety_table import safety_config_table
 from aligner.tenants.usage_table import UsageCounts, UsageKey, UsageRow, UsageTable
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,8 @@ class TenantStore(SafetyConfigStore, TenantPolicyStore):
     def __init__(self, db: Database):
         self._db = db
         self._keys = KeyTable(db)
-        self._configs = SafetyConfigTable(db)
-        self._policies = PolicyTable(db)
+        self._configs = safety_config_table(db)
+        self._policies = policy_table(db)
         self._usage = UsageTable(db)
         self.url = db.url  # password masked
 

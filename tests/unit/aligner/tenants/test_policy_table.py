@@ -128,12 +128,12 @@ def test_bad_tenant_names_are_refused(store):
 def test_policy_audit_times_are_the_databases_in_commit_order_whatever_a_writers_clock(store, monkeypatch):
     """A writer whose clock is 5 minutes slow neither reorders the policy log nor hides its change from
     `since`. Failed before this fix: policy rows were stamped with the writer's own clock."""
-    from aligner.tenants import policy_table, records
+    from aligner.tenants import records, versioned_table
 
     store.set_tenant_policy("acme", CAPPED, expected_version=None, actor="key_aaaaaaaaaaaa")
     first = store.tenant_policy_audit("acme")[-1]
     slow = lambda: datetime.now(UTC) - timedelta(minutes=5)  # noqa: E731
-    monkeypatch.setattr(policy_table, "now", slow, raising=False)
+    monkeypatch.setattr(versioned_table, "now", slow, raising=False)
     monkeypatch.setattr(records, "now", slow)
     store.set_tenant_policy("acme", TenantPolicy(weight=2.0), expected_version=1, actor="key_bbbbbbbbbbbb")
     store.activate_tenant_policy("acme", 1, expected_version=2, actor="key_bbbbbbbbbbbb")

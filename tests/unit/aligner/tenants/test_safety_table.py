@@ -158,12 +158,12 @@ def test_thresholds_must_name_served_objectives_within_their_range():
 def test_audit_times_are_the_databases_in_commit_order_whatever_a_writers_clock(store, monkeypatch):
     """A writer whose clock is 5 minutes slow neither reorders the log nor hides its change from
     `since`. Failed before this fix: every row was stamped with the writer's own clock."""
-    from aligner.tenants import records, safety_table
+    from aligner.tenants import records, versioned_table
 
     store.set_safety_config("acme", KIDS, expected_version=None, actor="key_aaaaaaaaaaaa")
     first = store.safety_audit("acme")[-1]
     slow = lambda: datetime.now(UTC) - timedelta(minutes=5)  # noqa: E731
-    monkeypatch.setattr(safety_table, "now", slow, raising=False)
+    monkeypatch.setattr(versioned_table, "now", slow, raising=False)
     monkeypatch.setattr(records, "now", slow)
     store.set_safety_config("acme", MEDICAL, expected_version=1, actor="key_bbbbbbbbbbbb")
     store.activate_safety_config("acme", 1, expected_version=2, actor="key_bbbbbbbbbbbb")
