@@ -287,3 +287,65 @@ def test_a_request_is_charged_its_worst_case_in_candidate_tokens():
 )
 def test_an_ingress_holds_its_share_of_the_replicas_slots(config, slots):
     assert ServerConfig.load(config).fair_queue_capacity() == slots
+
+
+def test_a_headroom_slot_starts_a_newcomers_request_at_once_and_never_a_second_of_the_busy_tenant():
+    """Failed before this change (no headroom): the light tenant's request waited for one of the heavy
+    tenant's to end, about half a heavy request, since requests of one shape end together."""
+
+    async def scenario():
+        queue = FairQueue(2, headroom=1)
+        heavy = [await queue.acquire(A, 256) for _ in range(2)]  # the share, held by the heavy tenant
+        more = asyncio.ensure_future(queue.acquire(A, 256))  # its next one waits: it has requests in flight
+        await settle()
+        assert not more.done()
+        light = await asyncio.wait_for(queue.acquire(B, 16), 1)  # the newcomer takes the headroom slot
+        assert queue.in_flight == 3
+        second_light = asyncio.ensure_future(queue.acquire(B, 16))  # one each: B now has one in flight
+        await settle()
+        assert not second_light.done() and not more.done()
+        heavy[0].release(256)  # every tenant in flight, 2 requests: the share is full, the headroom too
+        await settle()
+        assert not second_light.done() and not more.done()
+        light.release(16)  # a slot within the share: the fair order picks, B's counter is the lower
+        await settle()
+        assert second_light.done() and not more.done()
+        second_light.result().release(16)
+        await settle()
+        assert more.done()
+        heavy[1].release(256)
+        more.result().release(256)
+        assert queue.in_flight == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_tenant_alone_never_uses_the_headroom_and_fifo_has_none():
+    async def scenario():
+        for queue in (FairQueue(2, headroom=2), FairQueue(2, fair=False, headroom=2)):
+            held = [await queue.acquire(A, 16) for _ in range(2)]
+            waiting = asyncio.ensure_future(queue.acquire(A, 16))
+            other = asyncio.ensure_future(queue.acquire(B, 16))
+            await settle()
+            assert not waiting.done()
+            assert other.done() == queue.fair  # FIFO: B waits its turn, behind A's
+            for slot in held:
+                slot.release(16)
+            await settle()
+            for task in (waiting, other):
+                task.result().release(16)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("config", "model_slots"),
+    [
+        ({"num_replicas": 2, "max_ongoing_requests": 2}, 3),  # one ingress's headroom slot, on either replica
+        ({"num_replicas": 2, "max_ongoing_requests": 2, "ingress_replicas": 3}, 4),
+        ({"num_replicas": 1, "max_ongoing_requests": 4, "fair_headroom_slots": 0}, 4),
+        ({"num_replicas": 1, "max_ongoing_requests": 4, "fair_scheduling": False}, 4),
+    ],
+)
+def test_the_model_replicas_have_room_for_the_headroom_slots(config, model_slots):
+    assert ServerConfig.load(config).model_max_ongoing_requests() == model_slots
