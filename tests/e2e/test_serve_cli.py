@@ -1,5 +1,5 @@
-"""`aligner serve` as a user runs it: its own Ray, the printed curl answered, a clean stop on SIGTERM;
-stopped as a script's background job with `kill -INT`; SIGKILLed in the middle of a request.
+"""`aligner serve` as a user runs it: its own Ray, as a script's background job, the printed curl
+answered, then a clean stop with `kill -INT`; SIGKILLed in the middle of a request.
 
 Runs before the shared app of this package exists (marker `own_ray`), so the Ray it starts
 is the only one on the machine and "no Ray process left behind" can be checked exactly. The
@@ -64,65 +64,6 @@ class Lines:
             assert time.monotonic() < deadline, f"no {needle!r} within {timeout}s"
             time.sleep(0.5)
         return self.text()
-
-
-@pytest.mark.own_ray
-def test_aligner_serve_prints_a_working_curl_and_stops_cleanly(tmp_path, model_dir):
-    assert not ray_processes(), "another Ray is running; this test must run before the shared app starts"
-    argv, port, store = serve_argv(tmp_path, model_dir)
-    env = {**os.environ, "ALIGNER_TENANT_STORE": "sqlite:////nonexistent/ignored.db"}  # the flag wins
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    out, err = Lines(proc.stdout), Lines(proc.stderr)
-    try:
-        printed = out.wait_for("Ctrl-C stops the server.", 300, proc)
-        assert f"http://127.0.0.1:{port}/v1" in printed and f"http://127.0.0.1:{port}/metrics" in printed
-        assert "starting Ray" in err.text() and "deploying 1 model replica" in err.text()
-        assert re.search(r"still starting after \d+s", err.text()), "progress while the engine starts"
-        assert re.search(r"ready in \d+s", err.text())
-
-        # The curl exactly as printed (its lines joined as a shell would).
-        curl = printed[printed.index("curl -s") : printed.index("Ctrl-C")].replace("\\\n", " ")
-        answered = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=300)
-        assert answered.returncode == 0, answered.stderr
-        completion = json.loads(answered.stdout)
-        assert completion["object"] == "chat.completion" and completion["choices"][0]["message"]["content"]
-        assert completion["alignment"]["strategy"] == "best_of_n" and set(completion["alignment"]["scores"]) == {
-            "relevance",
-            "verbosity",
-        }
-        key = re.search(r"Bearer (alk_\S+?)'", curl).group(1)
-        # Everything the server started, by identity: an engine core's title is not always set.
-        started = {(p.pid, p.create_time()) for p in psutil.Process(proc.pid).children(recursive=True)}
-        assert len(started) >= 5, "Ray's processes, the replicas and an engine core"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    assert proc.returncode == 0, err.text()[-3000:]
-    assert "stopped" in err.text() and "Traceback" not in err.text()
-
-    # The temporary key dies with the server; no Ray or engine process outlives it.
-    from aligner.tenants import TenantStore
-
-    opened = TenantStore.open(store)
-    try:
-        assert opened.authenticate(key) is None
-    finally:
-        opened.close()
-    deadline = time.monotonic() + 30
-    while ray_processes() and time.monotonic() < deadline:
-        time.sleep(1)
-    assert not ray_processes(), [psutil.Process(p).cmdline() for p in ray_processes() if psutil.pid_exists(p)]
-    assert not [pid for pid, created in started if still_running(pid, created)]
 
 
 def serve_argv(tmp_path, model_dir) -> tuple[list[str], int, str]:
@@ -204,23 +145,41 @@ def test_a_scripts_background_job_starts_with_sigint_ignored():
 
 
 @pytest.mark.own_ray
-def test_a_background_job_stops_on_sigint_with_everything_it_started(tmp_path, model_dir):
-    """`aligner serve &` in a script, then `kill -INT`: it used to ignore it (still serving 180 s later)."""
-    argv, _, _ = serve_argv(tmp_path, model_dir)
+def test_aligner_serve_prints_a_working_curl_and_a_background_job_stops_on_sigint(tmp_path, model_dir):
+    """`aligner serve &` in a script, as a user starts it: the curl it prints is answered, then `kill -INT`
+    stops it with everything it started (it used to ignore SIGINT: still serving 180 s later). SIGTERM
+    takes the same handler (tests/unit/serve/cli/test_serve_signals.py); one server start covers both."""
+    assert not ray_processes(), "another Ray is running; this test must run before the shared app starts"
+    argv, port, store = serve_argv(tmp_path, model_dir)
     tag, known = uuid.uuid4().hex, set()
+    env = {**os.environ, RUN_TAG: tag, "ALIGNER_TENANT_STORE": "sqlite:////nonexistent/ignored.db"}  # the flag wins
     # `wait $!`: the shell waits for its background job and exits with the job's status.
     shell = subprocess.Popen(
-        ["sh", "-c", '"$@" & wait $!', "sh", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, RUN_TAG: tag},
+        ["sh", "-c", '"$@" & wait $!', "sh", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
     out, err = Lines(shell.stdout), Lines(shell.stderr)
     try:
-        out.wait_for("Ctrl-C stops the server.", 300, shell)
+        printed = out.wait_for("Ctrl-C stops the server.", 300, shell)
+        assert f"http://127.0.0.1:{port}/v1" in printed and f"http://127.0.0.1:{port}/metrics" in printed
+        assert "starting Ray" in err.text() and "deploying 1 model replica" in err.text()
+        assert re.search(r"still starting after \d+s", err.text()), "progress while the engine starts"
+        assert re.search(r"ready in \d+s", err.text())
+
+        # The curl exactly as printed (its lines joined as a shell would).
+        curl = printed[printed.index("curl -s") : printed.index("Ctrl-C")].replace("\\\n", " ")
+        answered = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=300)
+        assert answered.returncode == 0, answered.stderr
+        completion = json.loads(answered.stdout)
+        assert completion["object"] == "chat.completion" and completion["choices"][0]["message"]["content"]
+        assert completion["alignment"]["strategy"] == "best_of_n" and set(completion["alignment"]["scores"]) == {
+            "relevance",
+            "verbosity",
+        }
+        key = re.search(r"Bearer (alk_\S+?)'", curl).group(1)
+
         (server,) = psutil.Process(shell.pid).children()
         known = tree(server)
+        assert len(known) >= 5, "Ray's processes, the replicas and an engine core"
         assert engine_processes(known), "the replica's engine runs in processes of its own"
         sent = time.monotonic()
         server.send_signal(signal.SIGINT)
@@ -235,6 +194,16 @@ def test_a_background_job_stops_on_sigint_with_everything_it_started(tmp_path, m
     assert shell.returncode == 0, err.text()[-3000:]
     assert "shutting down (SIGINT)" in err.text() and "stopped" in err.text() and "Traceback" not in err.text()
     assert not left, left
+    assert not ray_processes(), [psutil.Process(p).cmdline() for p in ray_processes() if psutil.pid_exists(p)]
+
+    # The temporary key dies with the server.
+    from aligner.tenants import TenantStore
+
+    opened = TenantStore.open(store)
+    try:
+        assert opened.authenticate(key) is None
+    finally:
+        opened.close()
 
 
 @pytest.mark.own_ray
