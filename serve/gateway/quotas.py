@@ -24,8 +24,8 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
 from ray.serve.handle import DeploymentHandle
 
@@ -133,16 +133,8 @@ class QuotaLeaser:
             lease = self.leases[tenant] = TenantLease(tenant, limits)
         changed, lease.limits = lease.limits != limits, limits  # a changed policy is in force from this request on
         if changed or any(lease.due(self.clock())):
-            async with lease.lock:  # one exchange for every request of the tenant waiting here
-                due = lease.due(self.clock())
-                if changed or any(due):
-                    # Under changed limits, what was leased under the old ones goes back first.
-                    if self.clock() < self._keeper_down_until:  # it failed a moment ago: admitted, not counted
-                        return None
-                    grant = await self._exchange(lease, self._ask(lease, *due, hand_back=changed))
-                    if grant is None:  # the keeper is unreachable: admitted, not counted
-                        return None
-                    self._back_off(lease, due, grant)
+            if not await self._shielded(self._admission_exchange(lease, changed)):
+                return None  # the keeper is unreachable: admitted, not counted
         refusal = self._refusal(lease)
         if refusal is not None:
             if self.metrics is not None:
@@ -185,15 +177,8 @@ class QuotaLeaser:
         if ticket.done or tokens <= 0 or lease.limits.candidate_tokens_per_minute is None:
             return
         if lease.tokens < tokens:
-            async with lease.lock:  # one exchange at a time for the tenant on this replica
-                if lease.tokens < tokens and self._may_ask_tokens(lease, tokens):
-                    if self.clock() < self._keeper_down_until:  # it failed a moment ago: admitted, not counted
-                        return
-                    ask = self._ask(lease, False, True, 0, need_tokens=tokens - max(0, lease.tokens))
-                    if await self._exchange(lease, ask) is None:  # unreachable: admitted, not counted
-                        return
-                    if lease.tokens < tokens:
-                        lease.ask_tokens_at = self.clock() + TOKEN_RECHECK_S
+            if not await self._shielded(self._token_exchange(lease, tokens)):
+                return  # the keeper is unreachable: admitted, not counted
         if lease.tokens < tokens:
             refusal = token_refusal(lease, tokens, self.clock())
             if self.metrics is not None:
@@ -272,23 +257,55 @@ class QuotaLeaser:
         lease.request_bucket = None if grant.request_bucket is None else Seen(grant.request_bucket, now)
         lease.token_bucket = None if grant.token_bucket is None else Seen(grant.token_bucket, now)
 
-    async def _exchange(self, lease: TenantLease, ask: LeaseRequest) -> LeaseGrant | None:
-        """One admission's exchange for `lease`, finished even when its request is cancelled meanwhile (the
-        client went away): what the ask took from the lease (a debt, units handed back) is lost if the
-        keeper never hears of it, and a grant the keeper has counted is lost if never applied. None: the
-        keeper is unreachable, and what the ask took is back in the lease for the next exchange."""
+    @staticmethod
+    async def _shielded(exchange: Coroutine[Any, Any, bool]) -> bool:
+        """An admission's exchange, run to its end even when its request is cancelled meanwhile (the client
+        went away): it holds the lease's lock until the keeper has answered and the lease is settled, so no
+        second exchange starts from the same lease (the keeper would count its report over the first's),
+        nothing the ask took from the lease (a debt, units handed back) is lost, and no grant the keeper
+        counted goes unapplied."""
+        return await asyncio.shield(asyncio.ensure_future(exchange))
 
-        async def settle() -> LeaseGrant | None:
-            grants = await self._call([ask])
-            if grants is None:
-                lease.requests += ask.give_requests
-                lease.tokens += ask.give_tokens
-                self._keeper_down_until = self.clock() + KEEPER_RETRY_S
-                return None
-            self._apply(lease, grants[0])
-            return grants[0]
+    async def _admission_exchange(self, lease: TenantLease, changed: bool) -> bool:
+        """What admission lacks, from the keeper; False when it cannot be asked (the request is then
+        admitted, not counted)."""
+        async with lease.lock:  # one exchange for every request of the tenant waiting here
+            due = lease.due(self.clock())
+            if not (changed or any(due)):
+                return True
+            # Under changed limits, what was leased under the old ones goes back first.
+            if self.clock() < self._keeper_down_until:  # it failed a moment ago
+                return False
+            grant = await self._settle(lease, self._ask(lease, *due, hand_back=changed))
+            if grant is None:
+                return False
+            self._back_off(lease, due, grant)
+            return True
 
-        return await asyncio.shield(asyncio.ensure_future(settle()))
+    async def _token_exchange(self, lease: TenantLease, tokens: int) -> bool:
+        """The tokens a reservation lacks, from the keeper (False: it cannot be asked)."""
+        async with lease.lock:  # one exchange at a time for the tenant on this replica
+            if lease.tokens < tokens and self._may_ask_tokens(lease, tokens):
+                if self.clock() < self._keeper_down_until:  # it failed a moment ago
+                    return False
+                ask = self._ask(lease, False, True, 0, need_tokens=tokens - max(0, lease.tokens))
+                if await self._settle(lease, ask) is None:
+                    return False
+                if lease.tokens < tokens:
+                    lease.ask_tokens_at = self.clock() + TOKEN_RECHECK_S
+            return True
+
+    async def _settle(self, lease: TenantLease, ask: LeaseRequest) -> LeaseGrant | None:
+        """One exchange for `lease`: the grant applied, or (None: the keeper is unreachable) what the ask
+        took back in the lease for the next exchange."""
+        grants = await self._call([ask])
+        if grants is None:
+            lease.requests += ask.give_requests
+            lease.tokens += ask.give_tokens
+            self._keeper_down_until = self.clock() + KEEPER_RETRY_S
+            return None
+        self._apply(lease, grants[0])
+        return grants[0]
 
     async def _call(self, asks: list[LeaseRequest]) -> list[LeaseGrant] | None:
         try:

@@ -336,6 +336,47 @@ def test_a_request_cancelled_during_its_exchange_neither_wipes_a_debt_nor_loses_
     run(scenario())
 
 
+def test_a_cancelled_admission_keeps_the_lease_locked_until_its_exchange_is_settled():
+    """Found by review: the shielded exchange went on after its cancelled request had left the lease's lock,
+    so the tenant's next request started a second exchange from the same lease; the keeper counted that
+    report over the first grant, and two replicas together admitted 3 requests under a cap of 2."""
+    clock = Clock()
+    keeper = QuotaKeeper(clock)
+    sent: list = []
+
+    async def slow_first(asks):
+        sent.append(asks)
+        grants = await keeper.exchange(asks)  # counted by the keeper...
+        if len(sent) == 1:
+            await asyncio.sleep(0.05)  # ...but its answer is slow on the way back
+        return grants
+
+    async def plain(asks):
+        return await keeper.exchange(asks)
+
+    async def scenario():
+        a = QuotaLeaser(slow_first, clock=clock, leaser="ingress-A")
+        b = QuotaLeaser(plain, clock=clock, leaser="ingress-B")
+        limits = QuotaLimits(max_concurrent_requests=2)
+        first = asyncio.ensure_future(a.admit("t", limits))
+        await asyncio.sleep(0.01)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        held = [await a.admit("t", limits)]  # waits for the first exchange, then uses its grant
+        assert len(sent) == 1
+        held.append(await a.admit("t", limits))
+        for _ in range(2):
+            try:
+                held.append(await b.admit("t", limits))
+            except RateLimited:
+                break
+        in_flight = a.leases["t"].in_use + b.leases["t"].in_use
+        assert in_flight <= limits.max_concurrent_requests, (in_flight, keeper.tenants["t"].slots)
+
+    run(scenario())
+
+
 def test_a_retry_at_retry_after_is_admitted():
     """Failed before this fix: Retry-After was the time to one unit, while the replica asks the keeper again
     only once a whole lease is there, so the retry got 429 again."""
