@@ -92,6 +92,9 @@ class SafetyConfig(BaseModel):
                 raise InvalidRequest(field, "must not be empty or only whitespace")
             if len(topic) > MAX_TOPIC_CHARS:
                 raise InvalidRequest(field, f"is {len(topic)} characters; the maximum is {MAX_TOPIC_CHARS}")
+            if any(c in topic for c in "\n\r\u2028\u2029\x0b\x0c\x85"):
+                # Each list is one line of the operator's section: a line break would start a line of its own.
+                raise InvalidRequest(field, "must be one line (no line breaks)")
             check_text(field, topic)
         return value
 

@@ -26,8 +26,9 @@ PG_CONNECT_TIMEOUT_S = 10
 # Any constant will do: it only has to be the same for every process migrating this database.
 PG_MIGRATION_LOCK = 0x616C_6967_6E65_72  # "aligner"
 # libpq reads passwords from the query too (`?password=...`, `sslpassword=...`); a parameter whose name,
-# percent-decoded, holds "password" is shown as ***, like the user-info.
-QUERY_PARAMETER = re.compile(r"(?P<lead>[?&;])(?P<name>[^&;#=?/]*)=(?P<value>[^&;#]*)")
+# percent-decoded, holds "password" is shown as ***, like the user-info. Its value runs to the next `&`
+# (SQLAlchemy's only separator): `#`, `;` and `@` in it are part of the password.
+QUERY_PARAMETER = re.compile(r"(?P<lead>[?&;])(?P<name>[^&;#=?/]*)=(?P<value>[^&]*)")
 
 
 def default_store_url() -> str:
@@ -50,15 +51,17 @@ def mask_url(url: str) -> str:
     scheme, sep, rest = text.partition("://")
     if not sep:  # not URL-shaped: whatever precedes an `@` may still be a credential
         scheme, rest = "", text
+    # Query passwords first: an `@` in one must not pass for the end of the user-info.
+    rest = QUERY_PARAMETER.sub(_masked_parameter, rest)
     at = rest.rfind("@")
     if at >= 0 and not rest.startswith("/"):
         rest = "***" + rest[at:]
-    rest = QUERY_PARAMETER.sub(_masked_parameter, rest)
     return scheme + sep + rest
 
 
 def _masked_parameter(match: re.Match[str]) -> str:
-    if "password" not in percent_decoded(match["name"]).casefold():
+    # The value too: libpq's `options=-c password=...` carries one inside another parameter.
+    if "password" not in percent_decoded(f"{match['name']}={match['value']}").casefold():
         return match[0]
     return f"{match['lead']}{match['name']}=***"
 

@@ -45,6 +45,9 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             seen.add(name)
         if len(name) > SHOWN_CHARS:  # a key of a megabyte is not echoed back
             raise InvalidRequest("body", f"a key of {len(name)} characters, {_shown(name)!r}, appears more than once")
+        if not name.isprintable() or any("\ud800" <= c <= "\udfff" for c in name):
+            # Found by review: an unpaired surrogate as the field could not be encoded in the answer (500).
+            raise InvalidRequest("body", f"the key {ascii(name)} appears more than once in the same JSON object")
         raise InvalidRequest(name, "appears more than once in the same JSON object")
     return data
 

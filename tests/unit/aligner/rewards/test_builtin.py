@@ -132,6 +132,8 @@ def test_a_side_clearly_nearer_an_allowed_topic_is_exempt_from_its_disallowed_ma
     # Exactly at the margin counts as exempt (binary fractions: no rounding); a hair below does not.
     assert list(topic_closeness(np.array([0.5, 0.25]), np.array([0.75, 0.5]), margin=0.25)) == [0.0]
     assert list(topic_closeness(np.array([0.5, 0.25]), np.array([0.74, 0.5]), margin=0.25)) == [0.5]
+    # Decimal pairs at the margin too (found by review: 0.96 - 0.86 < 0.10 in binary).
+    assert list(topic_closeness(np.array([0.1, 0.86]), np.array([0.1, 0.96]), margin=0.1)) == [0.1]
     # Each side on its own: the question exempt, the response not.
     assert list(topic_closeness(np.array([0.5, 0.25]), np.array([0.75, 0.25]), margin=0.25)) == [0.25]
 

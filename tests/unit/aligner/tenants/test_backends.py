@@ -67,13 +67,31 @@ def test_a_password_in_the_query_is_hidden_too():
 
 
 @pytest.mark.parametrize(
-    "query", ["sslpassword=hunter2", "PassWord=hunter2", "pass%77ord=hunter2", "x=1;password=hunter2", "password="]
+    "query",
+    [
+        "sslpassword=hunter2",
+        "PassWord=hunter2",
+        "pass%77ord=hunter2",
+        "x=1;password=hunter2",
+        "password=",
+        "password=abc#hunter2",  # found by review: `#`, `;` and `@` are part of the value, as SQLAlchemy reads it
+        "password=abc;hunter2",
+        "password=abc@hunter2",
+        "options=-c%20password%3Dhunter2",
+    ],
 )
 def test_every_password_parameter_is_hidden_however_its_name_is_written(query):
     """Failed before this fix for `sslpassword` and a percent-encoded name: libpq reads both."""
     shown = mask_url(f"postgresql://db/aligner?sslmode=require&{query}&application_name=a")
     assert "hunter2" not in shown and "sslmode=require" in shown and "application_name=a" in shown
     assert "=***" in shown
+
+
+def test_a_query_password_with_an_at_sign_does_not_pass_for_the_user_info():
+    """Found by review: the last `@` of the URL, inside a query password, was taken for the user-info's
+    end, and the password's tail shown."""
+    assert mask_url("postgresql://u:pw@host/db?password=p@ss#word") == "postgresql://***@host/db?password=***"
+    assert "xyz" not in mask_url("postgresql://host/db?password=hunter2@xyz")
 
 
 @pytest.mark.parametrize(

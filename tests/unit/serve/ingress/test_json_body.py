@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -61,6 +62,15 @@ def test_an_unpaired_surrogate_is_refused():
 
 def test_a_duplicate_key_names_the_key():
     assert refused(b'{"prompt": "a", "prompt": "b"}').field == "prompt"
+
+
+def test_a_duplicated_key_that_cannot_be_shown_as_a_field_names_body():
+    """Found by review: the unpaired surrogate became the error's field, which the answer could not encode."""
+    for key in ("\\ud800", "a\\u0000b", "\\u202e"):
+        error = refused(f'{{"{key}": 1, "{key}": 2}}'.encode())
+        assert error.field == "body" and "appears more than once" in error.reason
+        str(error).encode("utf-8")
+        json.dumps({"field": error.field, "message": str(error)}).encode("utf-8")
 
 
 def test_a_huge_duplicated_key_is_not_echoed_and_many_keys_cost_linear_time():
