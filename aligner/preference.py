@@ -48,6 +48,7 @@ class Ranking:
     feasible: np.ndarray  # [N] bool: meets every constraint
     order: list[int]  # candidate indices, best first
     passes: np.ndarray | None = None  # [N] bool: meets every threshold (None: the combiner has none)
+    decided: np.ndarray | None = None  # [N] bool: every objective of the direction has a score (None: all)
 
     @property
     def best(self) -> int:
@@ -103,4 +104,8 @@ class Combiner:
         passes = self.feasible(raw, self.thresholds) if self.thresholds else None
         first = passes if passes is not None else np.ones(len(combined), dtype=bool)
         order = sorted(range(len(combined)), key=lambda i: (not first[i], not feasible[i], -combined[i], i))
-        return Ranking(combined, feasible, order, passes)
+        # An undecided judge ranks at the middle (no evidence either way: above a judged failure, below a
+        # judged success), but its middle score is no evidence that a score threshold is met.
+        directed = [j for j, o in enumerate(self.objectives) if self.direction.get(o.name, 0.0) != 0.0]
+        decided = ~np.isnan(raw[:, directed]).any(axis=1) if directed else np.ones(len(combined), dtype=bool)
+        return Ranking(combined, feasible, order, passes, decided)

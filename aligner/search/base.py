@@ -148,6 +148,9 @@ class Scored:
     feasible: bool | None = None
     # Meets the tenant's thresholds (None: none apply); ranks before `feasible` (aligner/preference.py).
     passes_thresholds: bool | None = None
+    # Every objective of the direction has a score (a judge decided): a combined score that can meet a
+    # search's score threshold (rejection's).
+    decided: bool = True
 
 
 @dataclass
@@ -272,6 +275,7 @@ class SearchContext:
                     combined=float(ranking.combined[i]),
                     feasible=bool(ranking.feasible[i]),
                     passes_thresholds=None if passes is None else bool(passes[i]),
+                    decided=True if ranking.decided is None else bool(ranking.decided[i]),
                 )
                 for i, item in enumerate(items)
             ]

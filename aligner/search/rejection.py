@@ -40,7 +40,8 @@ class Rejection(Strategy):
                 break  # the deadline passed while scoring: the earlier rounds' candidates stand
             seen.extend(ranked)
             best = ranked[0]
-            if best.feasible and best.combined is not None and best.combined >= threshold:
+            # An undecided judge's middle score never meets the threshold (no evidence is not a pass).
+            if best.feasible and best.decided and best.combined is not None and best.combined >= threshold:
                 met = True
                 break
         if not seen:

@@ -64,3 +64,16 @@ def test_ties_break_on_the_lower_index():
 def test_combiner_rejects_objectives_it_does_not_score():
     with pytest.raises(ValueError, match="not among the scored columns"):
         Combiner((HELP,), {"verbosity": 1.0})
+
+
+@pytest.mark.parametrize("method", ["linear", "and"])
+def test_a_candidate_with_an_undecided_directed_objective_is_marked_undecided(method):
+    """An undecided judge ranks at the middle (no evidence either way), and the ranking says which
+    candidates lack a directed score: their middle score must not meet a search's score threshold."""
+    helpful, short = Objective("helpfulness", "j"), Objective("verbosity", "v")
+    combiner = Combiner((helpful, short), {"helpfulness": 1.0}, method=method)
+    ranking = combiner.rank(np.array([[math.nan, 0.9], [0.45, 0.1], [0.2, 0.5]]))
+    assert ranking.decided.tolist() == [False, True, True]
+    # An undirected objective's NaN leaves a candidate decided.
+    only_short = Combiner((helpful, short), {"verbosity": 1.0}, method=method)
+    assert only_short.rank(np.array([[math.nan, 0.9], [0.45, 0.1]])).decided.tolist() == [True, True]

@@ -212,3 +212,22 @@ def test_only_a_judge_may_abstain_any_other_model_returning_nan_is_a_fault():
     assert math.isnan(asyncio.run(judge.score([], ["x"], ["j"]))[0, 0])
     with pytest.raises(RewardError, match="non-finite"):
         asyncio.run(judge.score([], ["y"], ["j"]))
+
+
+def test_rejection_never_stops_at_an_undecided_judges_middle_score(aligner):
+    """Found by review: with a threshold at or below 0.5, rejection stopped at the first candidate no judge
+    had decided on (its middle score) and reported the threshold met."""
+    table = {"Undecided.": (math.nan,), "Judged.": (0.3,)}
+    core = aligner(
+        texts("Undecided.", "Judged.", resampled=("Undecided.", "Judged.")), table, ("helpfulness",), abstains=True
+    )
+    request = AlignRequest.parse(
+        {
+            "prompt": "hi",
+            "seed": SEED,
+            "preference_vector": {"helpfulness": 1},
+            "search": {"strategy": "rejection", "threshold": 0.4, "batch": 2, "max_rounds": 2},
+        }
+    )
+    response = asyncio.run(core.generate(request))
+    assert response.threshold_met is False
