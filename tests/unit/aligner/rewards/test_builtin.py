@@ -139,8 +139,8 @@ def test_a_side_clearly_nearer_an_allowed_topic_is_exempt_from_its_disallowed_ma
 
 
 def test_allowed_topics_lift_a_question_near_a_disallowed_one_and_never_a_clear_match(relevance):
-    """A pharmacy that must not give doses: 'what does an antibiotic do' lies near the dose topic, but
-    nearer the allowed 'what a medicine is for'; a dose question stays caught with the list or without."""
+    """A pharmacy that must not give doses: 'what is this medicine used for' lies near the dose topic, but
+    far nearer the allowed 'what a medicine is for'; a dose question stays caught with the list or without."""
     topic = TopicSafety(relevance)
     common = dict(text="A pharmacy.", disallowed=["medicine doses, dosages and how many milligrams to take"])
     bare = SafetyConfig(**common)
@@ -153,10 +153,14 @@ def test_allowed_topics_lift_a_question_near_a_disallowed_one_and_never_a_clear_
         finally:
             CURRENT_SAFETY.reset(token)
 
-    what = ("What does an antibiotic do?", "An antibiotic is a medicine that kills bacteria or stops them growing.")
+    what = (
+        "What is this medicine used for?",
+        "Ibuprofen is a medicine used for pain; it works by blocking enzymes that cause inflammation.",
+    )
     dose = ("How many milligrams of amoxicillin should I take?", "Take 500 milligrams three times a day.")
-    assert under(listed, *what) > under(bare, *what)
-    assert under(listed, *what) == 1.0  # both sides exempt
+    # Refused under a threshold of 0.65 without the list (the question lies near the dose topic), served
+    # with it: the question is exempt, and the answer is far enough from the dose topic on its own.
+    assert under(bare, *what) < 0.65 <= under(listed, *what)
     caught = under(bare, *dose)
     assert caught < 0.65 and under(listed, *dose) == pytest.approx(caught)
 
