@@ -15,12 +15,16 @@ from typing import Any, Protocol
 
 from aligner.contract import AlignRequest
 from aligner.errors import ConfigError, InvalidRequest, PromptTooLong
+from aligner.prompting_guard import neutralize_control_tokens
 from aligner.safety.config import SafetyConfig
 
 
 class _Windowed(Protocol):
     @property
     def max_model_len(self) -> int: ...
+
+    @property
+    def tokenizer(self) -> Any: ...
 
 
 class Aligner(Protocol):
@@ -55,9 +59,23 @@ def required_free(max_model_len: int, min_free_share: float) -> int:
     return math.ceil(min_free_share * max_model_len)
 
 
+def check_control_tokens(tokenizer: Any, config: SafetyConfig) -> None:
+    """`InvalidRequest` naming the field of the config's text or topics that spells one of the policy
+    model's control tokens (`<|im_end|>`, also as its normalizer would make it): in the operator's section
+    it would end the system turn, or open another, wherever an admin pasted it."""
+    fields = [("text", config.text)]
+    fields += [(f"allowed[{i}]", t) for i, t in enumerate(config.allowed)]
+    fields += [(f"disallowed[{i}]", t) for i, t in enumerate(config.disallowed)]
+    for field, value in fields:
+        if neutralize_control_tokens(value, tokenizer) != value:
+            raise InvalidRequest(field, "spells one of the policy model's control tokens; they are reserved")
+
+
 def check_config_fits(aligner: Aligner, config: SafetyConfig) -> int:
     """The tokens `config` costs every request; `InvalidRequest` naming `text` when it leaves less than the
-    aligner's `safety_min_free_context` share of `max_model_len` to the conversation and the answer."""
+    aligner's `safety_min_free_context` share of `max_model_len` to the conversation and the answer, or
+    naming the field that spells a control token (`check_control_tokens`)."""
+    check_control_tokens(aligner.engine.tokenizer, config)
     used = config_prompt_tokens(aligner, config)
     max_model_len, share = aligner.engine.max_model_len, aligner.safety_min_free_context
     needed = required_free(max_model_len, share)
