@@ -317,8 +317,13 @@ class Gateway:
         delay, deadline = 0.05, time.monotonic() + ADMIN_MODEL_WAIT_S
         while True:
             try:
-                answer: ErrorInfo | None = await self.model.check_safety_config.remote(config)
+                left = max(0.1, deadline - time.monotonic())
+                answer: ErrorInfo | None = await asyncio.wait_for(self.model.check_safety_config.remote(config), left)
                 return answer
+            except TimeoutError:  # a replica that took it and hangs: the write is not stored
+                raise EngineUnavailable(
+                    f"no model replica measured the safety config within {ADMIN_MODEL_WAIT_S:g} s; retry shortly"
+                ) from None
             except BackPressureError as exc:
                 if time.monotonic() + delay > deadline:
                     raise self.replica_failure(exc) from None

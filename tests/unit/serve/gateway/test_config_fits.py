@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from ray.serve.exceptions import BackPressureError
 
-from aligner.errors import ErrorInfo, InvalidRequest, Overloaded
+from aligner.errors import EngineUnavailable, ErrorInfo, InvalidRequest, Overloaded
 from aligner.safety.config import SafetyConfig
 from serve.config import ServerConfig
 from serve.gateway import gateway as gateway_module
@@ -52,3 +52,15 @@ def test_replicas_busy_past_the_wait_give_the_overload_error(monkeypatch):
     with pytest.raises(Overloaded):
         asyncio.run(gateway_with(model).config_fits(CONFIG))
     assert model.calls >= 2
+
+
+def test_a_replica_that_hangs_gives_unavailable_within_the_wait(monkeypatch):
+    """Found by review: the remote call had no timeout, so a hung replica hung the admin's PUT."""
+    monkeypatch.setattr(gateway_module, "ADMIN_MODEL_WAIT_S", 0.3)
+
+    class HungModelHandle(FakeModelHandle):
+        async def _remote(self, config):
+            await asyncio.sleep(3600)
+
+    with pytest.raises(EngineUnavailable):
+        asyncio.run(gateway_with(HungModelHandle(busy=0)).config_fits(CONFIG))
