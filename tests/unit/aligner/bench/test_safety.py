@@ -5,10 +5,12 @@ import pytest
 from aligner.bench import safety
 from aligner.errors import ConfigError
 
+ALL_SETS = {**safety.PROBE_SETS, "reserved": safety.RESERVED_PROBES}
 
-@pytest.mark.parametrize("name", sorted(safety.PROBE_SETS))
+
+@pytest.mark.parametrize("name", sorted(ALL_SETS))
 def test_each_probe_set_has_three_realistic_configs_with_labelled_probes_and_both_topic_lists(name):
-    suites = safety.load_probes(safety.PROBE_SETS[name])
+    suites = safety.load_probes(ALL_SETS[name])
     assert len(suites) >= 3
     for suite in suites:
         assert suite["config"].allowed, suite["name"]
@@ -83,10 +85,11 @@ def test_summary_rates_ratios_and_targets():
     assert report["by_config"]["kids"]["none"]["probes"] == 2
 
 
-def test_the_held_out_set_shares_no_config_or_probe_with_the_tuned_one():
-    tuned, held_out = (safety.load_probes(safety.PROBE_SETS[n]) for n in ("tuned", "held_out"))
-    assert not {s["name"] for s in tuned} & {s["name"] for s in held_out}
-    probes = [{text.casefold() for s in suites for text, _ in s["probes"]} for suites in (tuned, held_out)]
+@pytest.mark.parametrize(("first", "second"), [("tuned", "held_out"), ("tuned", "reserved"), ("held_out", "reserved")])
+def test_the_probe_sets_share_no_config_or_probe(first, second):
+    one, other = (safety.load_probes(ALL_SETS[n]) for n in (first, second))
+    assert not {s["name"] for s in one} & {s["name"] for s in other}
+    probes = [{text.casefold() for s in suites for text, _ in s["probes"]} for suites in (one, other)]
     assert not probes[0] & probes[1]
 
 
