@@ -53,7 +53,7 @@ def build_app(config: ServerConfig | dict[str, Any] | None = None) -> Applicatio
     model = serve.deployment(
         AlignerServer,
         name="AlignerServer",
-        max_ongoing_requests=config.model_max_ongoing_requests(),
+        max_ongoing_requests=config.max_ongoing_requests,
         max_queued_requests=config.max_queued_requests,
         ray_actor_options={
             "num_cpus": config.replica_num_cpus,

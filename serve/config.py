@@ -109,15 +109,6 @@ class ServerConfig(BaseModel):
         "queues. Null: its share of the replicas' slots, num_replicas (autoscaling: max_replicas) x "
         "max_ongoing_requests / ingress_replicas, rounded up.",
     )
-    fair_headroom_slots: int = Field(
-        1,
-        ge=0,
-        le=64,
-        description="With fair_scheduling: slots per ingress replica beyond fair_queue_slots that only a tenant "
-        "with no request in flight may take (one each), so a light tenant's request starts at once beside a "
-        "heavy neighbour holding every other slot; the model replicas get room for them "
-        "(model_max_ongoing_requests). 0: none.",
-    )
     tenant_queue_limit: int | None = Field(
         None,
         ge=1,
@@ -190,15 +181,6 @@ class ServerConfig(BaseModel):
             return self.fair_queue_slots
         replicas = self.autoscaling.max_replicas if self.autoscaling is not None else self.num_replicas
         return max(1, -(-replicas * self.max_ongoing_requests // self.ingress_replicas))
-
-    def model_max_ongoing_requests(self) -> int:
-        """Requests one model replica accepts at once: max_ongoing_requests and its part of every ingress's
-        headroom slots (fair_headroom_slots), so a request in a headroom slot is not queued by Ray."""
-        if not self.fair_scheduling or not self.fair_headroom_slots:
-            return self.max_ongoing_requests
-        replicas = self.autoscaling.min_replicas if self.autoscaling is not None else self.num_replicas
-        extra = -(-self.ingress_replicas * self.fair_headroom_slots // max(1, replicas))
-        return self.max_ongoing_requests + extra
 
     def replicas_per_node(self) -> int:
         """The most model replicas one node can hold (their CPU engines split its cores between them)."""

@@ -22,10 +22,6 @@ chosen:
   one at every arrival: the heavy tenant's refunds drop it below the light tenant just lifted to it.
 - Each tenant has its own bounded queue (`tenant_queue_limit`): a flood from one tenant is refused with
   that tenant's 429 (`overloaded`, Retry-After) while the others keep being served.
-- `headroom` slots beyond the share go only to a tenant with no request in flight (one each): a light
-  tenant's request starts at once beside a heavy neighbour that holds every other slot, instead of
-  waiting for one of its requests to end (requests of one shape tend to end together, so that wait is
-  about half a heavy request). A tenant alone never uses them: its own requests hold the share.
 
 With `fair_scheduling` off the same slots are handed out first come, first served from one queue of
 `max_queued_requests` shared by every tenant: the order and the bound of Ray Serve's own queue, as
@@ -90,13 +86,10 @@ class FairQueue:
     """`slots` requests in flight at once; the others wait in per-tenant queues, dispatched by tier
     and virtual token counter (`fair=True`) or first come, first served (`fair=False`)."""
 
-    def __init__(
-        self, slots: int, *, fair: bool = True, queue_limit: int = 64, retry_after_s: float = 1.0, headroom: int = 0
-    ):
+    def __init__(self, slots: int, *, fair: bool = True, queue_limit: int = 64, retry_after_s: float = 1.0):
         if slots < 1:
             raise ValueError(f"a fair queue needs at least one slot, got {slots}")
         self.slots = slots
-        self.headroom = headroom if fair else 0  # slots beyond `slots`, for tenants with nothing in flight
         self.fair = fair
         # fair: each tenant's queue bound unless its share says otherwise; FIFO: the one queue's bound.
         self.queue_limit = queue_limit
@@ -173,23 +166,16 @@ class FairQueue:
 
     # -- dispatch ---------------------------------------------------------------------------------------
 
-    def _next(self) -> _Waiter | None:
-        """The waiter to dispatch next (the queues are not empty), if a slot is free for it: any, within
-        the share; beyond it, up to `headroom`, only one of a tenant with nothing in flight."""
+    def _next(self) -> _Waiter:
+        """The waiter to dispatch next (the queues are not empty)."""
         heads = [q[0] for q in self._queues.values()]
-        if self.in_flight >= self.slots:
-            heads = [w for w in heads if w.share.tenant not in self._running]
-            if self.in_flight >= self.slots + self.headroom or not heads:
-                return None
         if not self.fair:
             return min(heads, key=lambda w: w.order)
         return min(heads, key=lambda w: (-w.share.tier, self.counters[w.share.tenant], w.order))
 
     def _pump(self) -> None:
-        while self._queues:
+        while self.in_flight < self.slots and self._queues:
             waiter = self._next()
-            if waiter is None:
-                return
             self._forget(waiter)
             if waiter.future.done():  # its task was cancelled and has not run since: it leaves without a slot
                 continue

@@ -192,7 +192,6 @@ class Gateway:
             if config.fair_scheduling
             else config.max_queued_requests,
             retry_after_s=config.retry_after_s,
-            headroom=config.fair_headroom_slots,
         )
         self._info: ModelInfo | None = None
         # The first call through the model handle starts its router, which then learns the replicas.
