@@ -1,5 +1,6 @@
 """What one ingress replica holds of one tenant's quotas (`TenantLease`), the keeper's buckets as it last
-saw them (`Seen`), and OpenAI's x-ratelimit-* headers computed from both. Plain data and arithmetic:
+saw them (`Seen`), the limits a tenant's policy sets (`limits_of`), and OpenAI's x-ratelimit-* headers
+computed from both. Plain data and arithmetic:
 serve/gateway/quotas.py does the exchanges with the keeper."""
 
 from __future__ import annotations
@@ -7,9 +8,26 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aligner.errors import RateLimited
 from serve.deployments.quota_keeper import BucketState, QuotaLimits
+
+
+class Limited(Protocol):
+    """What quotas read of a tenant's policy (aligner.tenants.TenantPolicy)."""
+
+    requests_per_minute: int | None
+    candidate_tokens_per_minute: int | None
+    max_concurrent_requests: int | None
+
+
+def limits_of(policy: Limited) -> QuotaLimits:
+    return QuotaLimits(
+        requests_per_minute=policy.requests_per_minute,
+        candidate_tokens_per_minute=policy.candidate_tokens_per_minute,
+        max_concurrent_requests=policy.max_concurrent_requests,
+    )
 
 
 def reset_format(seconds: float) -> str:

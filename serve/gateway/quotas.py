@@ -25,13 +25,13 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any
 
 from ray.serve.handle import DeploymentHandle
 
 from aligner.errors import RateLimited
 from serve.deployments.quota_keeper import LeaseGrant, LeaseRequest, QuotaLimits
-from serve.gateway.quota_lease import Seen, TenantLease, rate_limit_headers, reset_format, token_refusal
+from serve.gateway.quota_lease import Seen, TenantLease, limits_of, rate_limit_headers, reset_format, token_refusal
 from serve.metrics import Metrics
 
 log = logging.getLogger("aligner.serve")
@@ -57,22 +57,6 @@ def keeper_exchange(keeper: DeploymentHandle) -> Exchange:
         return grants
 
     return exchange
-
-
-class Limited(Protocol):
-    """What quotas read of a tenant's policy (aligner.tenants.TenantPolicy)."""
-
-    requests_per_minute: int | None
-    candidate_tokens_per_minute: int | None
-    max_concurrent_requests: int | None
-
-
-def limits_of(policy: Limited) -> QuotaLimits:
-    return QuotaLimits(
-        requests_per_minute=policy.requests_per_minute,
-        candidate_tokens_per_minute=policy.candidate_tokens_per_minute,
-        max_concurrent_requests=policy.max_concurrent_requests,
-    )
 
 
 class QuotaTicket:

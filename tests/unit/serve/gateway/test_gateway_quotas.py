@@ -13,7 +13,8 @@ from aligner.errors import InvalidRequest, RateLimited
 from aligner.tenants import TenantPolicy
 from serve.deployments.quota_keeper import QuotaKeeper
 from serve.gateway.answer_headers import answer_headers
-from serve.gateway.gateway import Call, Gateway
+from serve.gateway.call import Call
+from serve.gateway.gateway import Gateway
 from serve.gateway.policies import PolicyContext
 from serve.gateway.quotas import QuotaLeaser, limits_of
 from serve.gateway.readiness import ReadinessRecord

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from aligner.contract import AlignResponse, SafetyInfo, Usage
 from aligner.tenants import ApiKey, TenantStore, UsageCounts
-from serve.gateway.gateway import GENERATED_TOKENS_HEADER, Call
+from serve.gateway.call import GENERATED_TOKENS_HEADER, Call
 from serve.gateway.metering import UsageMeter, counts_of
 from serve.gateway.readiness import ReadinessRecord
 from serve.metrics import Metrics
