@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from aligner.checks import MAX_CHECKS, Check, validate_checks
 from aligner.errors import InvalidRequest
 from aligner.limits import DEFAULT_LIMITS, Budget, SearchLimits
 from aligner.search import registry as search_registry
@@ -54,6 +55,12 @@ class Constraint(_Strict):
     min: float = Field(description="Lowest acceptable raw score; candidates below it rank after every feasible one.")
 
 
+# The objective a ranked strategy ranks by when the request states preferences in words and no vector.
+PREFERENCE_OBJECTIVE = "preference_following"
+# The objective of the request's own `checks` (the share passed).
+CHECKS_OBJECTIVE = "checks"
+
+
 class AlignRequest(_Strict):
     """One generation request, steered by preferences, a direction and a search strategy."""
 
@@ -66,7 +73,10 @@ class AlignRequest(_Strict):
         None, description="Shorthand for a single user message. Exactly one of `messages` and `prompt`."
     )
     preferences: str | None = Field(
-        None, max_length=4000, description="Free-text preferences placed in the system message (Janus)."
+        None,
+        max_length=4000,
+        description="Free-text preferences placed in the system message (Janus); without a preference_vector, a "
+        "ranked strategy ranks candidates by how well they follow them (the `preference_following` judge).",
     )
     preference_vector: dict[str, float] | None = Field(
         None,
@@ -87,6 +97,13 @@ class AlignRequest(_Strict):
         None,
         max_length=MAX_OBJECTIVES,
         description='Hard constraints per objective, e.g. {"harmlessness": {"min": 0.9}}.',
+    )
+    checks: list[Check] | None = Field(
+        None,
+        max_length=MAX_CHECKS,
+        description="Checkable instructions (IFEval instruction ids with IFEval's parameters), each a hard "
+        'constraint on every candidate, e.g. [{"id": "length_constraints:number_words", "relation": "less than", '
+        '"num_words": 60}]; scored as the `checks` objective, and reported per candidate.',
     )
     search: Annotated[SearchParams, search_registry.SearchField()] = Field(
         default_factory=sample.Params, description="Search strategy and its parameters."
@@ -159,6 +176,7 @@ class AlignRequest(_Strict):
                 "max_tokens", f"is {self.max_tokens} but the configured maximum is {limits.max_tokens}"
             )
         self._check_conversation(limits)
+        validate_checks(self.checks or [])
         self._check_search(limits)
         self._check_objectives()
         return self
@@ -202,7 +220,7 @@ class AlignRequest(_Strict):
     def _check_search(self, limits: SearchLimits) -> None:
         self.search.check_request(
             shape=self.shape(),
-            direction=self.preference_vector is not None,
+            direction=self.direction() is not None or bool(self.checks),
             temperature=self.temperature,
             budget=self.budget,
             limits=limits,
@@ -212,8 +230,9 @@ class AlignRequest(_Strict):
         """What the search's cost depends on besides its own parameters (`SearchParams.cost`)."""
         return RequestShape(
             max_tokens=self.max_tokens,
-            objectives=len(self.preference_vector or {}),
+            objectives=len(self.direction() or {}),
             scored=len(self.scored_objectives()),
+            checks=len(self.checks or ()),
         )
 
     def _check_objectives(self) -> None:
@@ -228,14 +247,39 @@ class AlignRequest(_Strict):
             if not math.isfinite(value):
                 raise InvalidRequest(f"references.{name}", "must be a finite number")
         for name, constraint in (self.constraints or {}).items():
+            if name == "checks":
+                raise InvalidRequest(
+                    "constraints.checks",
+                    "every one of the request's `checks` must pass; list the ones wanted in `checks`",
+                )
             if not OBJECTIVE_NAME.match(name):
                 raise InvalidRequest(f"constraints.{name}", f"objective names must match {OBJECTIVE_NAME.pattern}")
             if not math.isfinite(constraint.min):
                 raise InvalidRequest(f"constraints.{name}.min", "must be a finite number")
 
     def scored_objectives(self) -> list[str]:
-        """Objectives to score: the direction's, then the constraints', each once."""
-        return list(dict.fromkeys([*(self.preference_vector or {}), *(self.constraints or {})]))
+        """Objectives to score: the direction's, then the constraints', then `checks` if it has checks, each once."""
+        checks = [CHECKS_OBJECTIVE] if self.checks else []
+        return list(dict.fromkeys([*(self.direction() or {}), *(self.constraints or {}), *checks]))
+
+    def stated_preferences(self) -> str:
+        """The request's own words on how to answer: `preferences`, then the user's system messages."""
+        parts = [self.preferences or "", *(m.content for m in self.messages or () if m.role == "system")]
+        return "\n\n".join(p.strip() for p in parts if p.strip())
+
+    def direction(self) -> dict[str, float] | None:
+        """What the search ranks by: the preference_vector; without one, a ranked strategy given `preferences`
+        ranks by how well candidates follow them (`implied_direction`)."""
+        if self.preference_vector is not None:
+            return self.preference_vector
+        return self.implied_direction()
+
+    def implied_direction(self) -> dict[str, float] | None:
+        """{preference_following: 1} for a ranked strategy with `preferences` (a system message alone does not
+        imply it: many clients send a stock one); None otherwise."""
+        if self.search.ranked and (self.preferences or "").strip():
+            return {PREFERENCE_OBJECTIVE: 1.0}
+        return None
 
     def conversation(self) -> list[ChatMessage]:
         """The user's conversation, with `prompt` expanded to one user message."""
@@ -287,6 +331,7 @@ class CandidateInfo(_Strict):
     scores: dict[str, float] | None = None
     combined_score: float | None = None
     feasible: bool | None = None
+    checks: list[bool] | None = Field(None, description="Whether it passes each of the request's `checks`, in order.")
 
 
 class SafetyInfo(_Strict):
@@ -317,7 +362,12 @@ class AlignResponse(_Strict):
         None, description="Raw score of the chosen response on each objective of the direction and constraints."
     )
     combined_score: float | None = Field(None, description="The chosen response's combined score under the direction.")
-    feasible: bool | None = Field(None, description="Whether the chosen response meets every constraint.")
+    feasible: bool | None = Field(
+        None, description="Whether the chosen response meets every constraint (and passes every check)."
+    )
+    checks: list[bool] | None = Field(
+        None, description="Whether the returned text passes each of the request's `checks`, in order."
+    )
     threshold_met: bool | None = Field(None, description="rejection: whether a candidate reached the threshold.")
     candidates: list[CandidateInfo] | None = Field(
         None, description="Every final candidate, best first (when `return_candidates` is true)."

@@ -18,15 +18,25 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Literal, get_args
 
-from aligner.contract import DEFAULT_LIMITS, AlignRequest, AlignResponse, CandidateInfo, SafetyInfo, SearchLimits, Usage
+from aligner.contract import (
+    DEFAULT_LIMITS,
+    AlignRequest,
+    AlignResponse,
+    CandidateInfo,
+    SafetyInfo,
+    SearchLimits,
+    Usage,
+)
 from aligner.engine.base import ENGINE_USAGE, EngineUsage
 from aligner.engine.vllm import Engine
-from aligner.errors import ConfigError, InvalidRequest, PromptTooLong
+from aligner.errors import InvalidRequest, PromptTooLong
 from aligner.events import Delta, Done, Event, TextEvent
+from aligner.objectives import check_objectives
 from aligner.prompting import ModelProfile, PreparedPrompt, prepare_prompt, safety_placeholder
 from aligner.prompting_guard import operator_marker, server_secret
 from aligner.rewards import ObjectiveCatalog
-from aligner.rewards.base import CURRENT_SAFETY
+from aligner.rewards.base import CURRENT_PREFERENCES, CURRENT_SAFETY
+from aligner.rewards.checks import CURRENT_CHECKS, CheckRun
 from aligner.safety.config import SafetyConfig
 from aligner.safety.enforce import enforce, passes, with_thresholds
 from aligner.safety.fit import DEFAULT_MIN_FREE_SHARE, overflow_error
@@ -129,27 +139,6 @@ class Aligner:
         self.limits = limits
         self.safety_min_free_context = safety_min_free_context  # of max_model_len (aligner/safety/fit.py)
 
-    @staticmethod
-    def check_objectives_of(
-        request: AlignRequest, catalog: ObjectiveCatalog, safety: SafetyConfig | None = None
-    ) -> None:
-        """Every objective a request (and its tenant's config) names must be served; the error lists the
-        valid ones. The objectives that read the tenant's config need one."""
-        catalog.check_names(list(request.preference_vector or {}), "preference_vector")
-        catalog.check_names(list(request.constraints or {}), "constraints")
-        catalog.check_names(list(request.references or {}), "references")
-        if safety is None:
-            for name in catalog.needs_safety_config(request.scored_objectives()):
-                field = "preference_vector" if name in (request.preference_vector or {}) else "constraints"
-                raise InvalidRequest(
-                    field, f"{name} judges against the tenant's safety config, and this request is served under none"
-                )
-        if safety is not None:
-            try:
-                catalog.check_names(list(safety.thresholds), "safety.thresholds")
-            except InvalidRequest as exc:  # the operator's config, not the request, is wrong
-                raise ConfigError(f"the tenant's safety config: {exc.message}") from None
-
     def prepare(
         self,
         request: AlignRequest,
@@ -197,7 +186,7 @@ class Aligner:
         """
         started = time.monotonic()
         limits = self.limits if limits is None else limits
-        self.check_objectives_of(request, self.catalog, safety)
+        check_objectives(request, self.catalog, safety)
         enforcing = safety is not None and bool(safety.thresholds)
         if enforcing:
             request = with_thresholds(request, safety)
@@ -285,9 +274,13 @@ class Aligner:
         token = ENGINE_USAGE.set(engine_usage)
         # What `policy_compliance` and `topic_safety` judge against during this search.
         policy = CURRENT_SAFETY.set(safety)
+        checks = CURRENT_CHECKS.set(CheckRun(request.checks or ()))  # what the `checks` objective verifies
+        preferences = CURRENT_PREFERENCES.set(request.stated_preferences())  # what `preference_following` reads
         try:
             return await self._run_search(request, safety, prepared, meter, emit, started, engine_usage)
         finally:
+            CURRENT_PREFERENCES.reset(preferences)
+            CURRENT_CHECKS.reset(checks)
             CURRENT_SAFETY.reset(policy)
             ENGINE_USAGE.reset(token)
 
@@ -336,6 +329,7 @@ class Aligner:
         shown: list[Scored],
     ) -> AlignResponse:
         chosen = result.chosen
+        run = CURRENT_CHECKS.get() or CheckRun(request.checks or ())  # the verdicts found while scoring
         return AlignResponse(
             id=uuid.uuid4().hex,
             model=self.engine.model_name,
@@ -354,6 +348,7 @@ class Aligner:
             scores=chosen.scores,
             combined_score=chosen.combined,
             feasible=chosen.feasible,
+            checks=run.passed(chosen.text) if request.checks else None,
             threshold_met=result.threshold_met,
             candidates=(
                 [
@@ -364,6 +359,7 @@ class Aligner:
                         scores=c.scores,
                         combined_score=c.combined,
                         feasible=c.feasible,
+                        checks=run.passed(c.text) if request.checks else None,
                     )
                     for c in shown
                 ]

@@ -16,6 +16,12 @@ from aligner.usage import Usage
 log = logging.getLogger(__name__)
 
 
+def shown(value: object, limit: int = 40) -> str:
+    """A client's value as error messages echo it: repr, cut at `limit` characters (it may be huge)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class AlignerError(Exception):
     """Base class: `code` is the stable machine-readable kind of the error."""
 

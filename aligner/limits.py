@@ -17,12 +17,13 @@ class SearchLimits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n: int = Field(64, ge=1, description="Most candidates per direction (best_of_n, rps).")
-    batch: int = Field(64, ge=1, description="Most candidates per rejection round.")
+    batch: int = Field(64, ge=1, description="Most candidates per round (rejection, adaptive best_of_n).")
     max_rounds: int = Field(64, ge=1, description="Most rejection rounds.")
     beam_width: int = Field(16, ge=1, description="Widest beam.")
     expansions: int = Field(16, ge=1, description="Most continuations per beam and step.")
-    chunk_tokens: int = Field(512, ge=1, description="Longest beam chunk in tokens.")
+    chunk_tokens: int = Field(512, ge=1, description="Longest chunk in tokens (beam, particle_filter).")
     neighbors: int = Field(16, ge=1, description="Most neighbouring directions for rps.")
+    particles: int = Field(32, ge=1, description="Most particles for particle_filter.")
     max_tokens: int = Field(4096, ge=1, description="Most tokens one request may ask to generate (`max_tokens`).")
     max_input_chars: int = Field(
         200_000,

@@ -28,8 +28,9 @@ class Usage(BaseModel):
     rounds: int = Field(0, description="Search rounds (rejection) or steps (beam).")
     stopped_by: str | None = Field(
         None,
-        description="The limit that cut the search short, if any: `max_candidate_tokens`, `max_reward_calls` or "
-        "`deadline_ms` (the request's budget), or `max_request_s` (the server's time limit).",
+        description="What ended the search before its full size, if anything: a limit (`max_candidate_tokens`, "
+        "`max_reward_calls` or `deadline_ms`: the request's budget; `max_request_s`: the server's time limit), or "
+        "an adaptive search's own rule (`converged`: more draws were unlikely to pay; `checks_passed`).",
     )
     stage_seconds: dict[str, float] = Field(
         default_factory=dict, description="Wall time per stage: generate, score, select."

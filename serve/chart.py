@@ -15,6 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import AliasChoices
+
+from aligner.rewards.catalog import RewardsConfig
 from serve.config import ServerConfig
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "helm" / "aligner" / "values.schema.json"
@@ -98,6 +101,7 @@ def server_schema() -> tuple[dict[str, Any], dict[str, Any]]:
     """(ServerConfig's schema without the chart-owned fields, its $defs)."""
     schema = ServerConfig.model_json_schema()
     defs = schema.pop("$defs", {})
+    _add_old_names(defs)
     for name in CHART_OWNED:
         schema["properties"].pop(name)
     owned = ", ".join(CHART_OWNED)
@@ -105,6 +109,21 @@ def server_schema() -> tuple[dict[str, Any], dict[str, Any]]:
         f"The app's ServerConfig (aligner.yaml fields, docs/configuration.md); the chart sets {owned}."
     )
     return schema, defs
+
+
+def _add_old_names(defs: dict[str, Any]) -> None:
+    """A renamed field's old names (its AliasChoices after the first), which the app still reads: values
+    written for an older chart stay valid."""
+    for model in (RewardsConfig,):
+        properties = defs[model.__name__]["properties"]
+        for name, field in model.model_fields.items():
+            if isinstance(field.validation_alias, AliasChoices):
+                for old in field.validation_alias.choices[1:]:
+                    properties[str(old)] = {
+                        **properties[name],
+                        "deprecated": True,
+                        "description": f"Old name of `{name}`.",
+                    }
 
 
 def values_schema() -> dict[str, Any]:

@@ -109,6 +109,15 @@ class ServerConfig(BaseModel):
         "queues. Null: its share of the replicas' slots, num_replicas (autoscaling: max_replicas) x "
         "max_ongoing_requests / ingress_replicas, rounded up.",
     )
+    fair_busy_sequences: int | None = Field(
+        None,
+        ge=1,
+        description="With fair_scheduling: candidate sequences the requests in flight from one ingress replica may "
+        "decode at once; a request that would pass it waits unless nothing else is in flight, except a tenant's "
+        "arrival (nothing of it queued or in flight), which goes whenever a slot is free, so the rest of the engine's "
+        "batch stays free for it (best_of_n counts n, beam its widest step, rejection its batch, a resample "
+        "action max_resamples). Trades a lone tenant's throughput for a newcomer's latency. Null: no bound.",
+    )
     tenant_queue_limit: int | None = Field(
         None,
         ge=1,

@@ -127,6 +127,11 @@ CURRENT_SAFETY: contextvars.ContextVar[SafetyConfig | None] = contextvars.Contex
 )
 
 
+# The request's own words on how to answer (`AlignRequest.stated_preferences`), set by `Aligner` for the
+# duration of its search: what `preference_following` judges against (never the tenant's safety config).
+CURRENT_PREFERENCES: contextvars.ContextVar[str] = contextvars.ContextVar("aligner_current_preferences", default="")
+
+
 def current_safety(objective: str) -> SafetyConfig:
     safety = CURRENT_SAFETY.get()
     if safety is None:

@@ -293,4 +293,11 @@ class TopicSafety(RewardModel):
 
 def builtin_models(tokenizer: Any, device: str = "cpu") -> list[RewardModel]:
     relevance = Relevance(device)
-    return [Verbosity(tokenizer), relevance, Readability(), Harmlessness(), Positivity(), TopicSafety(relevance)]
+    return [
+        Verbosity(tokenizer),
+        relevance,
+        Readability(),
+        Harmlessness(),
+        Positivity(),
+        TopicSafety(relevance),
+    ]

@@ -8,16 +8,31 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from aligner.checks import Check
 from aligner.concurrency import gather_all
 from aligner.contract import ChatMessage
 from aligner.errors import ConfigError, InvalidRequest
-from aligner.rewards.base import CURRENT_SAFETY, BlockingRewardModel, Objective, RewardError, RewardModel
+from aligner.rewards.base import (
+    CURRENT_PREFERENCES,
+    CURRENT_SAFETY,
+    BlockingRewardModel,
+    Objective,
+    RewardError,
+    RewardModel,
+)
 from aligner.rewards.batcher import BatchObserver, ScoringBatcher, UnbatchedScorer
 from aligner.rewards.builtin import builtin_models
+from aligner.rewards.checks import CURRENT_CHECKS, CheckRun, RequestChecks
 from aligner.rewards.hf import HFRewardModel, HFRewardModelConfig
-from aligner.rewards.judge import GuardModelJudge, HelpfulnessJudge, PolicyComplianceJudge
+from aligner.rewards.judge import (
+    GuardModelJudge,
+    HelpfulnessJudge,
+    PolicyComplianceJudge,
+    PreferenceFollowingJudge,
+    PreferenceModelJudge,
+)
 from aligner.safety.config import SafetyConfig
 from kernels.scorer import ScorerStats
 
@@ -33,7 +48,9 @@ class RewardsConfig(BaseModel):
         "topic_safety).",
     )
     judge: bool = Field(
-        True, description="Serve `helpfulness` and `policy_compliance`, judged by the policy model through the engine."
+        True,
+        description="Serve `helpfulness`, `policy_compliance` and `preference_following`, judged by the policy model "
+        "through the engine.",
     )
     models: list[HFRewardModelConfig] = Field(default_factory=list, description="HF reward models to load.")
     guard_model: str | None = Field(
@@ -41,11 +58,18 @@ class RewardsConfig(BaseModel):
         description="A local HF causal-LM directory (a guard model) that judges `policy_compliance` instead of "
         "the policy model; served even with `judge: false`.",
     )
-    guard_max_input_tokens: int = Field(
+    preference_judge_model: str | None = Field(
+        None,
+        description="A local HF causal-LM directory (e.g. a strong instruct model on a GPU node) that judges "
+        "`preference_following` instead of the policy model; served even with `judge: false`.",
+    )
+    judge_max_input_tokens: int = Field(
         4096,
         ge=64,
         le=1_000_000,
-        description="Longest prompt the guard model reads per response: the policy text, the question's last "
+        validation_alias=AliasChoices("judge_max_input_tokens", "guard_max_input_tokens"),
+        description="Longest prompt a local judge model (`guard_model`, `preference_judge_model`) reads per "
+        "response: the policy text or the request's preferences (cut to a quarter of this), the question's last "
         "quarter of this and the whole response; a response longer than half of this, or a policy text that "
         "leaves no room, gets no verdict (undecided: fails every threshold on it), never a verdict on a part.",
     )
@@ -195,11 +219,15 @@ class ObjectiveCatalog:
 
     async def probe(self) -> None:
         """Score a canned answer on every objective (readiness: each model answers), under a canned
-        policy for the objectives that judge against one."""
+        policy for the objectives that judge against one, a canned check for `checks` and canned preferences."""
         token = CURRENT_SAFETY.set(SafetyConfig(text="Be polite.", disallowed=["violence"]))
+        checks = CURRENT_CHECKS.set(CheckRun([Check(id="punctuation:no_comma")]))
+        preferences = CURRENT_PREFERENCES.set("Answer briefly.")
         try:
             await self.score([ChatMessage(role="user", content="Say hello.")], ["Hello!"], self.names)
         finally:
+            CURRENT_PREFERENCES.reset(preferences)
+            CURRENT_CHECKS.reset(checks)
             CURRENT_SAFETY.reset(token)
 
     def describe(self) -> list[dict[str, Any]]:
@@ -222,10 +250,15 @@ def build_catalog(
     if config.judge:
         models.append(HelpfulnessJudge(tokenizer, engine))
     if config.guard_model is not None:
-        models.append(GuardModelJudge(config.guard_model, device, config.guard_max_input_tokens))
+        models.append(GuardModelJudge(config.guard_model, device, config.judge_max_input_tokens))
     elif config.judge:
         models.append(PolicyComplianceJudge(tokenizer, engine))
+    if config.preference_judge_model is not None:
+        models.append(PreferenceModelJudge(config.preference_judge_model, device, config.judge_max_input_tokens))
+    elif config.judge:
+        models.append(PreferenceFollowingJudge(tokenizer, engine))
     models += [HFRewardModel(c) for c in config.models]
+    models.append(RequestChecks())  # the request's own checks: no model, served whatever else is
     return ObjectiveCatalog(
         models, batch_window_ms=config.batch_window_ms, max_batch_sequences=config.max_batch_sequences
     )

@@ -2,8 +2,13 @@
 
 `helpfulness` asks whether the response helps with the question; `policy_compliance`
 asks whether it complies with the tenant's safety config (bring-your-own-policy, as
-policy-following guard models do). One prefill per candidate (a one-token request
-with top-k logprobs), all candidates submitted together so vLLM batches them.
+policy-following guard models do); `preference_following` asks whether it follows the
+request's own stated preferences (its `preferences` and the user's system message: a
+context-aware judge, as in "Improving Context-Aware Preference Modeling for Language
+Models", 2024). One prefill per candidate (a one-token request with top-k logprobs), all
+candidates submitted together so vLLM batches them. `guard_model` and
+`preference_judge_model` put a local HF causal LM in the policy model's place
+(`LocalModelJudge`).
 
 An undecided verdict: when Yes and No together take less than `MIN_VERDICT_MASS` of the next-token
 probability, the judge answered neither, and its score is NaN ("no verdict"). The ranking
@@ -14,6 +19,7 @@ objective, whatever their value, and the objective is left out of the candidate'
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -22,10 +28,11 @@ from typing import Any
 import numpy as np
 
 from aligner.concurrency import gather_all
-from aligner.contract import ChatMessage
+from aligner.contract import PREFERENCE_OBJECTIVE, ChatMessage
 from aligner.errors import InvalidRequest
 from aligner.prompting import neutralize_control_tokens, prompt_token_ids
 from aligner.rewards.base import (
+    CURRENT_PREFERENCES,
     Objective,
     RewardError,
     RewardModel,
@@ -44,12 +51,24 @@ POLICY_QUESTION = (
     "Policy:\n{policy}\n\nUser message:\n{question}\n\nResponse:\n{response}\n\n"
     "Does the response comply with the policy? Answer Yes or No."
 )
+PREFERENCE_SYSTEM = "You are a strict judge of whether answers follow the user's stated preferences. Reply Yes or No."
+PREFERENCE_QUESTION = (
+    "The user's preferences:\n{preferences}\n\nUser message:\n{question}\n\nResponse:\n{response}\n\n"
+    "Does the response follow every one of the user's preferences? Answer Yes or No."
+)
 TOP_LOGPROBS = 20
 # Below this much probability on Yes and No together the judge's answer is something else: undecided.
 MIN_VERDICT_MASS = 0.05
 UNDECIDED = math.nan
 
 POLICY_OBJECTIVE = "policy_compliance"
+PREFERENCE_DESCRIPTION = (
+    "P(Yes) / (P(Yes) + P(No)) of the judge (the policy model, or `rewards.preference_judge_model`) asked "
+    "whether the response follows the request's own stated preferences: its `preferences` and the user's "
+    "system message (never the tenant's safety config). What a ranked strategy ranks by when a request gives "
+    "preferences and no preference_vector; only for requests that state preferences. No score when it says "
+    "neither (undecided: fails any constraint on it)."
+)
 
 
 class YesNoJudge(RewardModel):
@@ -125,6 +144,31 @@ class PolicyComplianceJudge(YesNoJudge):
         return policy_messages(self.tokenizer, question, response)
 
 
+class PreferenceFollowingJudge(YesNoJudge):
+    objectives = (Objective(PREFERENCE_OBJECTIVE, PREFERENCE_DESCRIPTION),)
+
+    def question_messages(self, question: str, response: str) -> list[ChatMessage]:
+        return preference_messages(self.tokenizer, question, response, self.engine.max_model_len // 4)
+
+
+def preference_messages(tokenizer: Any, question: str, response: str, max_tokens: int) -> list[ChatMessage]:
+    """The preference-following question about one response; the preferences cut to their first
+    `max_tokens` tokens (the judge's window holds the question's end and the whole response too)."""
+    stated = CURRENT_PREFERENCES.get()
+    if not stated:
+        raise RewardError(f"{PREFERENCE_OBJECTIVE} judges against the request's stated preferences, and it has none")
+    preferences = _start_of(tokenizer, stated, max_tokens)
+    question_text = PREFERENCE_QUESTION.format(preferences=preferences, question=question, response=response)
+    return [ChatMessage(role="system", content=PREFERENCE_SYSTEM), ChatMessage(role="user", content=question_text)]
+
+
+@functools.lru_cache(maxsize=64)
+def _start_of(tokenizer: Any, text: str, max_tokens: int) -> str:
+    """`text`'s first `max_tokens` tokens, control tokens broken up: once per request, not per response."""
+    ids = tokenizer(neutralize_control_tokens(text, tokenizer), add_special_tokens=False)["input_ids"][:max_tokens]
+    return str(tokenizer.decode(ids))
+
+
 def policy_messages(tokenizer: Any, question: str, response: str) -> list[ChatMessage]:
     """The policy-compliance question about one response, under the request's safety config."""
     policy = neutralize_control_tokens(current_safety(POLICY_OBJECTIVE).operator_text(), tokenizer)
@@ -134,24 +178,22 @@ def policy_messages(tokenizer: Any, question: str, response: str) -> list[ChatMe
     ]
 
 
-class GuardModelJudge(RewardModel):
-    """`policy_compliance` judged by a separate local guard model (any HF causal LM directory) instead of
-    the policy model: the same question, P(Yes) from its next-token distribution, in a worker thread."""
-
-    objectives = PolicyComplianceJudge.objectives
+class LocalModelJudge(RewardModel):
+    """A judge on a separate local model (any HF causal LM directory) instead of the policy model: the
+    same question, P(Yes) from its next-token distribution, in a worker thread."""
 
     abstains = True  # an undecided verdict is NaN (see the module's docstring)
 
     def __init__(self, path: str, device: str = "cpu", max_input_tokens: int = 4096):
         self.path, self.device = path, device
-        self.max_input_tokens = max_input_tokens  # RewardsConfig.guard_max_input_tokens
+        self.max_input_tokens = max_input_tokens  # RewardsConfig.judge_max_input_tokens
         self._loaded: tuple[Any, Any] | None = None
 
     def load(self) -> None:
         self._tokenizer_and_model()
 
     def _tokenizer_and_model(self) -> tuple[Any, Any]:
-        """The guard model's tokenizer and model, loaded on first use."""
+        """The judge model's tokenizer and model, loaded on first use."""
         if self._loaded is None:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -160,14 +202,14 @@ class GuardModelJudge(RewardModel):
                 tokenizer = AutoTokenizer.from_pretrained(self.path)
                 model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32).to(self.device).eval()
             except (OSError, ValueError) as exc:
-                raise RewardError(f"cannot load the guard model at {self.path}: {exc}") from None
+                raise RewardError(f"cannot load the {self.label} judge model at {self.path}: {exc}") from None
             self.yes_ids = sorted(_single_token_ids(tokenizer, ("Yes", " Yes", "yes", " yes", "YES")))
             self.no_ids = sorted(_single_token_ids(tokenizer, ("No", " No", "no", " no", "NO")))
             self._loaded = (tokenizer, model)
         return self._loaded
 
     def _p_yes(self, prompts: list[list[int] | None], stop: threading.Event) -> np.ndarray:
-        """P(Yes) per prompt (None: too long for the guard, undecided); stops early once `stop` is set."""
+        """P(Yes) per prompt (None: too long for the judge model, undecided); stops early once `stop` is set."""
         import torch
 
         _, model = self._tokenizer_and_model()
@@ -184,30 +226,51 @@ class GuardModelJudge(RewardModel):
                 out.append(verdict(float(probs[self.yes_ids].sum()), float(probs[self.no_ids].sum())))
         return np.array(out, dtype=float).reshape(-1, 1)
 
+    def messages(self, tokenizer: Any, question: str, response: str) -> list[ChatMessage]:
+        raise NotImplementedError
+
     def prompt_ids(self, tokenizer: Any, question: str, response: str) -> list[int] | None:
-        """The guard's prompt for one response within `max_input_tokens` (`bounded_prompt_ids`)."""
+        """The judge's prompt for one response within `max_input_tokens` (`bounded_prompt_ids`)."""
         return bounded_prompt_ids(
             tokenizer,
             question,
             response,
             self.max_input_tokens,
-            lambda q, r: policy_messages(tokenizer, q, r),
+            lambda q, r: self.messages(tokenizer, q, r),
             self.label,
-            whose="the guard model's",
+            whose=f"the {self.label} judge model's",
         )
 
     async def score(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
         tokenizer, _ = self._tokenizer_and_model()
         question = neutralize_control_tokens(last_user_text(conversation), tokenizer)
         responses = [neutralize_control_tokens(r, tokenizer) for r in responses]
-        # `policy_messages` reads the request's safety config from a context variable: asyncio.to_thread runs
-        # the lambda in a copy of this context.
+        # `messages` reads the request's safety config or preferences from a context variable:
+        # asyncio.to_thread runs the lambda in a copy of this context.
         prompts = await asyncio.to_thread(lambda: [self.prompt_ids(tokenizer, question, r) for r in responses])
         stop = threading.Event()
         try:
             return await asyncio.to_thread(self._p_yes, prompts, stop)
         finally:
             stop.set()  # cancelled (the client went away, or the deadline): the worker stops at the next prompt
+
+
+class GuardModelJudge(LocalModelJudge):
+    """`policy_compliance` judged by a guard model (`rewards.guard_model`)."""
+
+    objectives = PolicyComplianceJudge.objectives
+
+    def messages(self, tokenizer: Any, question: str, response: str) -> list[ChatMessage]:
+        return policy_messages(tokenizer, question, response)
+
+
+class PreferenceModelJudge(LocalModelJudge):
+    """`preference_following` judged by a local judge model (`rewards.preference_judge_model`)."""
+
+    objectives = PreferenceFollowingJudge.objectives
+
+    def messages(self, tokenizer: Any, question: str, response: str) -> list[ChatMessage]:
+        return preference_messages(tokenizer, question, response, self.max_input_tokens // 4)
 
 
 def bounded_prompt_ids(

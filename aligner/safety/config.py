@@ -27,6 +27,10 @@ ALLOWED_TOPICS_HEADING = "Topics to help with:"
 DISALLOWED_TOPICS_HEADING = "Topics to decline:"
 
 
+# Objectives that score a request against what that request itself states: no tenant threshold can use them.
+REQUEST_OBJECTIVES = ("checks", "preference_following")
+
+
 class SafetyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -108,8 +112,19 @@ class SafetyConfig(BaseModel):
             lines.append(f"{DISALLOWED_TOPICS_HEADING} " + "; ".join(t.strip() for t in self.disallowed) + ".")
         return "\n".join(lines)
 
+    def check_request_objectives(self) -> None:
+        """No threshold rests on an objective that scores what each request itself asks."""
+        for name in self.thresholds:
+            if name in REQUEST_OBJECTIVES:
+                raise InvalidRequest(
+                    f"thresholds.{name}",
+                    f"{name} scores what each request itself asks (its own checks or words); a tenant's "
+                    "threshold cannot rest on it",
+                )
+
     def check_objectives(self, ranges: Mapping[str, tuple[float, float]]) -> None:
         """Every threshold names a served objective (`ranges`: name -> (low, high)) within its raw range."""
+        self.check_request_objectives()
         for name, minimum in self.thresholds.items():
             if name not in ranges:
                 valid = ", ".join(sorted(ranges)) or "(none configured)"
@@ -126,3 +141,11 @@ class SafetyConfig(BaseModel):
     def content_hash(self) -> str:
         """SHA-256 of the canonical JSON: what the audit log records of each version."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+def resamples_allowed(config: SafetyConfig | None) -> int:
+    """The candidates a request served under `config` may draw again when none passes (its `resample`
+    action's `max_resamples`; 0 under no config, no threshold or another action)."""
+    if config is None or not config.thresholds or config.action != "resample":
+        return 0
+    return config.max_resamples

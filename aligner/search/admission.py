@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from aligner.contract import AlignRequest, SearchLimits
 from aligner.rewards import ObjectiveCatalog
 from aligner.rewards.judge import YesNoJudge
-from aligner.safety.config import SafetyConfig
+from aligner.safety.config import SafetyConfig, resamples_allowed
 from aligner.search.params.cost import SearchCost, check_cost, over_cap
 
 # Tokens of a judge's own prompt around the question and the response (system message, the question's
@@ -92,8 +92,9 @@ def admit(
     cost = replace(search, judge_prefill_tokens=search.reward_calls * prefill)
     check_cost(request.search.strategy, cost, limits)
     resamples = 0
-    if safety is not None and safety.thresholds and safety.action == "resample":
-        resamples = fitting_resamples(cost, safety.max_resamples, request.max_tokens, prefill, limits)
+    wanted = resamples_allowed(safety)
+    if wanted:
+        resamples = fitting_resamples(cost, wanted, request.max_tokens, prefill, limits)
         cost = cost.plus(resample_cost(resamples, request.max_tokens, prefill))
     return Admission(cost=cost, resamples=resamples)
 

@@ -22,7 +22,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar, TypeVar
 
 import numpy as np
@@ -203,10 +203,11 @@ class SearchContext:
         names = self.objective_names
         return Combiner(
             objectives=tuple(self.catalog.objective(n) for n in names),
-            direction=direction if direction is not None else (r.preference_vector or {}),
+            direction=direction if direction is not None else (r.direction() or {}),
             method=r.combination,
             references=r.references,
-            minimums={name: c.min for name, c in (r.constraints or {}).items()},
+            # A request's checks are a hard constraint: all of them passed.
+            minimums={name: c.min for name, c in (r.constraints or {}).items()} | ({"checks": 1.0} if r.checks else {}),
             thresholds=self.thresholds or None,
         )
 
@@ -325,6 +326,20 @@ async def score_and_rank(ctx: SearchContext, items: list[Scored]) -> list[Scored
         return []
     scored, ranking = ctx.rank(items, raw)
     return [scored[i] for i in ranking.order]
+
+
+async def sample_round(ctx: SearchContext, wanted: int, round_index: int) -> list[Scored]:
+    """One round of a search that samples in rounds (rejection, adaptive best_of_n): up to `wanted` full
+    candidates under the round's own seed, scored, best first; [] when the budget allows none, the engine
+    gives none or the deadline passed while scoring (the earlier rounds' candidates stand)."""
+    count, tokens = ctx.meter.affordable(wanted, ctx.request.max_tokens, scored=True)
+    if not count:
+        return []
+    candidates = await ctx.generate(replace(ctx.spec, max_tokens=tokens, seed=ctx.seed_for(round_index)), count)
+    if not candidates:
+        return []
+    ctx.meter.rounds += 1
+    return await score_and_rank(ctx, await ctx.scored(candidates))
 
 
 class Strategy(ABC):

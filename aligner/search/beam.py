@@ -123,7 +123,7 @@ class Beam(Strategy):
                     for b in running
                 )
             )
-            children = _unique(await _decoded(ctx, running, results))
+            children = unique(await decoded_children(ctx, running, results))
             if not children:
                 break
             step += 1
@@ -141,14 +141,15 @@ class Beam(Strategy):
         return SearchResult(chosen=chosen, candidates=[chosen, *pool[1:]])
 
 
-async def _decoded(ctx: SearchContext, beams: list[Scored], results: list) -> list[Scored]:
+async def decoded_children(ctx: SearchContext, beams: list[Scored], results: list) -> list[Scored]:
     """Every child as prefix + continuation, decoded off the event loop."""
     return await asyncio.to_thread(
         lambda: [to_scored(c, ctx, b.token_ids) for b, cs in zip(beams, results) for c in cs]
     )
 
 
-def _unique(items: list[Scored]) -> list[Scored]:
+def unique(items: list[Scored]) -> list[Scored]:
+    """`items` without repeats of a token sequence, first kept."""
     seen: set[tuple[int, ...]] = set()
     out = []
     for item in items:

@@ -32,7 +32,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import core_schema
 
 from aligner.errors import InvalidRequest
-from aligner.search.params import beam, best_of_n, rejection, rps, sample
+from aligner.search.params import beam, best_of_n, particle_filter, rejection, rps, sample
 from aligner.search.params.base import SearchParams
 
 _PARAMS: dict[str, type[SearchParams]] = {}
@@ -168,6 +168,8 @@ def markdown_table() -> str:
 
 
 def _number(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()  # as JSON writes it
     return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -238,5 +240,5 @@ def _known_strategy(cls: type, value: str) -> str:
     return value
 
 
-for _params in (sample.Params, best_of_n.Params, rejection.Params, beam.Params, rps.Params):
+for _params in (sample.Params, best_of_n.Params, rejection.Params, beam.Params, rps.Params, particle_filter.Params):
     register(_params)

@@ -1,8 +1,7 @@
-"""`rejection`: sample rounds of `batch` until a feasible candidate reaches `threshold` or the budget is spent."""
+"""`rejection`: sample rounds of `batch` until a feasible candidate reaches `threshold` (no threshold: until
+one passes every check) or the budget is spent."""
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 from aligner.search.base import (
     DeadlineExceeded,
@@ -11,7 +10,7 @@ from aligner.search.base import (
     SearchResult,
     Strategy,
     best_first,
-    score_and_rank,
+    sample_round,
 )
 from aligner.search.params.rejection import Params
 
@@ -22,26 +21,19 @@ class Rejection(Strategy):
     async def run(self, ctx: SearchContext) -> SearchResult:
         search = ctx.params(Params)
         threshold = search.threshold
-        if threshold is None:  # the contract refuses it (Params.check); a search built in code may not
-            raise ValueError("rejection needs a threshold")
+        if threshold is None and not ctx.request.checks:  # the contract refuses it (Params.check)
+            raise ValueError("rejection needs a threshold or checks")
         seen: list[Scored] = []
         met = False
         for round_index in range(search.max_rounds):
-            count, tokens = ctx.meter.affordable(search.batch, ctx.request.max_tokens, scored=True)
-            if not count:
-                break
-            spec = replace(ctx.spec, max_tokens=tokens, seed=ctx.seed_for(round_index))
-            candidates = await ctx.generate(spec, count)
-            if not candidates:
-                break
-            ctx.meter.rounds += 1
-            ranked = await score_and_rank(ctx, await ctx.scored(candidates))
+            ranked = await sample_round(ctx, search.batch, round_index)
             if not ranked:
-                break  # the deadline passed while scoring: the earlier rounds' candidates stand
+                break
             seen.extend(ranked)
             best = ranked[0]
             # An undecided judge's middle score never meets the threshold (no evidence is not a pass).
-            if best.feasible and best.decided and best.combined is not None and best.combined >= threshold:
+            reached = threshold is None or (best.combined is not None and best.combined >= threshold)
+            if best.feasible and best.decided and reached:
                 met = True
                 break
         if not seen:

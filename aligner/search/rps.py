@@ -52,7 +52,7 @@ class RobustPreferenceSelection(Strategy):
 
     async def run(self, ctx: SearchContext) -> SearchResult:
         search = ctx.params(Params)
-        direction = dict(ctx.request.preference_vector or {})  # a ranked strategy: the contract requires one
+        direction = dict(ctx.request.direction() or {})  # a ranked strategy: the contract requires one
         neighbours = neighbour_directions(direction, search.neighbors, search.spread, ctx.request.seed) or [direction]
         per_direction = search.n
         count, tokens = ctx.meter.affordable(len(neighbours) * per_direction, ctx.request.max_tokens, scored=True)

@@ -10,11 +10,12 @@ from aligner.search import registry
 from aligner.search.base import Strategy
 from aligner.search.beam import Beam
 from aligner.search.best_of_n import BestOfN
+from aligner.search.particle_filter import ParticleFilter
 from aligner.search.rejection import Rejection
 from aligner.search.rps import RobustPreferenceSelection
 from aligner.search.sample import Sample
 
-for _strategy in (Sample(), BestOfN(), Rejection(), Beam(), RobustPreferenceSelection()):
+for _strategy in (Sample(), BestOfN(), Rejection(), Beam(), RobustPreferenceSelection(), ParticleFilter()):
     registry.register(_strategy.params, _strategy)
 
 

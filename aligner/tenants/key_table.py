@@ -7,7 +7,7 @@ import hmac
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from aligner.errors import ConfigError, NotFound
+from aligner.errors import ConfigError, NotFound, shown
 from aligner.tenants.backends import Database
 from aligner.tenants.keys import (
     DUMMY_HASH,
@@ -17,7 +17,6 @@ from aligner.tenants.keys import (
     is_key_id,
     key_parts,
     new_key_parts,
-    shown_id,
     validate_tenant,
 )
 from aligner.tenants.records import ApiKey, now, utc
@@ -52,7 +51,7 @@ class KeyTable:
     def create(self, tenant: str, *, admin: bool = False, created_by: str | None = None) -> tuple[ApiKey, str]:
         validate_tenant(tenant)
         if created_by is not None and not is_key_id(created_by):
-            raise NotFound(f"API key {shown_id(created_by)} (created_by) does not exist")
+            raise NotFound(f"API key {shown(created_by)} (created_by) does not exist")
         with self.db.write() as conn:
             if created_by is not None and conn.scalar(select(api_keys.c.id).where(api_keys.c.id == created_by)) is None:
                 raise NotFound(f"API key {created_by!r} (created_by) does not exist")
@@ -141,11 +140,11 @@ class KeyTable:
                 row = conn.execute(select(*PUBLIC).where(api_keys.c.id == key_id)).first()
             if row is not None:
                 return to_key(row)
-        raise NotFound(f"API key {shown_id(key_id)} does not exist")
+        raise NotFound(f"API key {shown(key_id)} does not exist")
 
     def revoke(self, key_id: str) -> ApiKey:
         if not is_key_id(key_id):
-            raise NotFound(f"API key {shown_id(key_id)} does not exist")
+            raise NotFound(f"API key {shown(key_id)} does not exist")
         with self.db.write() as conn:
             conn.execute(
                 update(api_keys)

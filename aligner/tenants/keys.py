@@ -11,7 +11,7 @@ import hashlib
 import re
 import secrets
 
-from aligner.errors import InvalidRequest
+from aligner.errors import InvalidRequest, shown
 
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 TENANT_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
@@ -53,19 +53,12 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("ascii")).hexdigest()
 
 
-def shown_id(key_id: object) -> str:
-    """A key id as messages show it: repr, cut at 40 characters (it may be anything a client sent)."""
-    text = repr(key_id)
-    return text if len(text) <= 40 else text[:40] + "..."
-
-
 def validate_tenant(tenant: str) -> str:
     """The tenant name itself, or InvalidRequest("tenant", ...) naming the allowed pattern."""
     if not isinstance(tenant, str) or TENANT_RE.fullmatch(tenant) is None:
-        shown = repr(tenant) if not isinstance(tenant, str) or len(tenant) <= 80 else repr(tenant[:80]) + "..."
         raise InvalidRequest(
             "tenant",
-            f"invalid tenant name {shown}: it must match {TENANT_PATTERN} "
+            f"invalid tenant name {shown(tenant, 80)}: it must match {TENANT_PATTERN} "
             "(1-63 characters: lower-case letters, digits, '_', '.', '-', starting with a letter or digit)",
         )
     return tenant

@@ -122,6 +122,13 @@ def check_allowed(request: AlignRequest, policy: TenantPolicy) -> None:
     objectives = policy.allowed_objectives
     if objectives is None:
         return
+    for name in request.implied_direction() or {} if request.preference_vector is None else {}:
+        if name not in objectives:
+            raise InvalidRequest(
+                "preferences",
+                f"ranking by the request's preferences takes the {name} objective, which the tenant's policy "
+                f"does not allow; give a preference_vector over the allowed: {', '.join(objectives)}",
+            )
     named = [("preference_vector", name) for name in request.preference_vector or {}]
     named += [("constraints", name) for name in request.constraints or {}]
     for field, name in named:
@@ -177,7 +184,7 @@ def within_caps(request: AlignRequest, data: Any, tightened: dict[str, int], lim
         lowered[name] = tightened[name]
     if lowered:
         search = search.model_copy(update=lowered)
-        search.check()
+        search.check(request.shape())
         request = request.model_copy(update={"search": search})
     tokens = tightened.get("max_tokens")
     if tokens is not None and request.max_tokens > tokens:  # with_defaults set it when omitted: it was sent

@@ -134,6 +134,17 @@ class LocalCluster:
         mine = [cores[(node * self.cpus_per_node + k) % len(cores)] for k in range(self.cpus_per_node)]
         return {"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, mine)), "OMP_NUM_THREADS": str(self.cpus_per_node)}
 
+    @staticmethod
+    def routing_env() -> dict[str, str]:
+        """Ray Serve routes a request to the replica with the shorter queue among those whose queue
+        length answers within 0.1 s. Nodes sharing one machine's cores often miss that while their
+        engine steps; the replica that answered then takes every request. A deadline of 1-2 s keeps
+        the routing by queue length."""
+        return {
+            "RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S": "1.0",
+            "RAY_SERVE_MAX_QUEUE_LENGTH_RESPONSE_DEADLINE_S": "2.0",
+        }
+
     def auth_env(self) -> dict[str, str]:
         """Ray's token authentication, with this cluster's own token, for its nodes and drivers."""
         return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
@@ -155,7 +166,7 @@ class LocalCluster:
         ]
         for i in range(self.nodes):
             name = "head" if i == 0 else f"worker{i}"
-            env = {**os.environ, **self.auth_env(), **self.core_env(i)}
+            env = {**os.environ, **self.auth_env(), **self.routing_env(), **self.core_env(i)}
             if i == 0:
                 args = [
                     "--head",

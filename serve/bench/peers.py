@@ -4,6 +4,10 @@
   reward model in the client) driving vLLM's own OpenAI server, against Aligner's `best_of_n` through
   `aligner serve` (`preference_vector {relevance: 1}`); the same model, the same relevance reward
   (all-MiniLM-L6-v2 cosine), the same prompts and clients.
+- particle filtering: its_hub's `ParticleFiltering(StepGeneration(tokens_per_step=chunk), prm)` (each step
+  one chat request per particle continuing its partial answer, the same relevance reward as its process
+  reward model, in the client) on vLLM's server, against Aligner's `particle_filter` (the same particles
+  and chunk) through `aligner serve`.
 - `sample`: the same greedy chat bodies to both servers' `/v1/chat/completions`, at each client count.
 
 Each server is started by the bench with nothing but its defaults (model path and ports only), measured,
@@ -30,15 +34,21 @@ from typing import Any
 import httpx
 
 from aligner.bench.common import LOAD_PROMPTS, ratio, target, write
-from aligner.contract import ChatMessage
 from aligner.model_cache import resolve_model
-from aligner.rewards.builtin import Relevance
+from serve.bench.its_hub_side import (
+    RelevanceJudge,
+    its_hub_best_of_n,
+    its_hub_particle_filter,
+    its_hub_process_reward_model,
+    its_hub_reward_model,
+)
 from serve.bench.load import run_load, scratch_store
 from serve.bench.local_cluster import free_port
 from serve.bench.servers import aligner_command, server, user_environment, vllm_command
 
 TARGETS = {
     "aligner_over_its_hub_best_of_n_requests_per_s": {"min": 1.5},
+    "aligner_over_its_hub_particle_filter_requests_per_s": {"min": 1.5},
     "aligner_over_vllm_sample_tokens_per_s_at_max_clients": {"min": 0.9},
 }
 REWARD = "relevance"
@@ -67,16 +77,12 @@ def reward_not_worse(ours: Sequence[float], theirs: Sequence[float]) -> dict[str
 
 
 def summarize(report: dict[str, Any]) -> dict[str, Any]:
-    bon = report.get("best_of_n", {})
-    ours, theirs = bon.get("aligner", {}), bon.get("its_hub", {})
-    ratios: dict[str, Any] = {
-        "aligner_over_its_hub_best_of_n_requests_per_s": ratio(
-            ours.get("requests_per_s"), theirs.get("requests_per_s")
-        ),
-        "aligner_over_its_hub_best_of_n_generated_tokens_per_s": ratio(
-            ours.get("generated_tokens_per_s"), theirs.get("generated_tokens_per_s")
-        ),
-    }
+    ratios: dict[str, Any] = {}
+    for search in ("best_of_n", "particle_filter"):
+        sides = report.get(search, {})
+        ours, theirs = sides.get("aligner", {}), sides.get("its_hub", {})
+        for measure in ("requests_per_s", "generated_tokens_per_s"):
+            ratios[f"aligner_over_its_hub_{search}_{measure}"] = ratio(ours.get(measure), theirs.get(measure))
     sample = report.get("sample", {})
     by_clients = {side: {r["clients"]: r["tokens_per_s"] for r in sample.get(side, [])} for side in ("aligner", "vllm")}
     counts = sorted(set(by_clients["aligner"]) | set(by_clients["vllm"]))
@@ -87,56 +93,17 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
         ratio(by_clients["aligner"].get(counts[-1]), by_clients["vllm"].get(counts[-1])) if counts else None
     )
     targets = {name: target(ratios.get(name), spec) for name, spec in TARGETS.items()}
-    reward = reward_not_worse(ours.get("chosen_rewards", []), theirs.get("chosen_rewards", []))
-    targets["aligner_chosen_reward_not_worse_than_its_hub"] = reward
-    bon_target = targets["aligner_over_its_hub_best_of_n_requests_per_s"]
-    bon_target["met"] = bool(bon_target["met"] and reward["met"])  # faster only counts at equal or better reward
+    for search, suffix in (("best_of_n", ""), ("particle_filter", "_particle_filter")):
+        sides = report.get(search, {})
+        ours, theirs = sides.get("aligner", {}), sides.get("its_hub", {})
+        reward = reward_not_worse(ours.get("chosen_rewards", []), theirs.get("chosen_rewards", []))
+        targets[f"aligner_chosen_reward_not_worse_than_its_hub{suffix}"] = reward
+        speed = targets[f"aligner_over_its_hub_{search}_requests_per_s"]
+        speed["met"] = bool(speed["met"] and reward["met"])  # faster only counts at equal or better reward
     return {"ratios": ratios, "targets": targets}
 
 
 # -- the shared reward ------------------------------------------------------------------------
-
-
-class RelevanceJudge:
-    """The built-in relevance objective, in this process: what both sides' chosen answers are scored by,
-    and its_hub's outcome reward model."""
-
-    def __init__(self):
-        self.model = Relevance()
-        self.model.load()
-
-    def score(self, question: str, answers: Sequence[str]) -> list[float]:
-        if not answers:
-            return []
-        rows = self.model.score_now([ChatMessage(role="user", content=question)], list(answers))
-        return [float(v) for v in rows[:, 0]]
-
-
-def its_hub_reward_model(judge: RelevanceJudge):
-    """its_hub's outcome reward model interface over `judge`: each conversation's last user message and
-    last assistant message."""
-    # Here, not at the top: its_hub is optional (the test extra); only this bench uses it.
-    from its_hub import AbstractOutcomeRewardModel
-
-    def text(message: Any, role: str) -> str | None:
-        message_role = message.role if hasattr(message, "role") else message.get("role")
-        content = message.content if hasattr(message, "content") else message.get("content")
-        return (content or "") if message_role == role else None
-
-    class RelevanceORM(AbstractOutcomeRewardModel):
-        def score(self, messages, **kwargs):
-            conversations = messages if messages and isinstance(messages[0], list) else [messages]
-            scores = []
-            for conversation in conversations:
-                question = next(t for m in reversed(conversation) if (t := text(m, "user")) is not None)
-                answer = next(t for m in reversed(conversation) if (t := text(m, "assistant")) is not None)
-                scores += judge.score(question, [answer])
-            return scores if messages and isinstance(messages[0], list) else scores[0]
-
-        async def ascore(self, messages, orchestrator=None, **kwargs):
-            return await asyncio.to_thread(self.score, messages)
-
-    return RelevanceORM()
 
 
 # -- servers ----------------------------------------------------------------------------------
@@ -202,32 +169,17 @@ def best_of_n_summary(
     }
 
 
-async def its_hub_best_of_n(base: str, model: str, args, orm) -> list[tuple[list[dict[str, Any]], float]]:
-    from its_hub import BestOfN  # optional, as in its_hub_reward_model
-    from its_hub.core.lms.openai_lm import OpenAICompatibleLanguageModel
-
-    lm = OpenAICompatibleLanguageModel(
-        endpoint=f"{base}/v1",
-        api_key="none",
-        model_name=model,
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-    )
-    algorithm = BestOfN(orm)
-
-    async def one(prompt: str) -> dict[str, Any]:
-        result = await algorithm.ainfer(lm, prompt, budget=args.n, return_response_only=False)
-        return {"text": result.the_one.get("content") or "", "generated_tokens": result.usage.completion_tokens}
-
+async def measured(lm, one, args) -> list[tuple[list[dict[str, Any]], float]]:
+    """`args.rounds` loads of `one` after a warm-up request; `lm` (its_hub's client) closed after."""
     try:
-        await one(LOAD_PROMPTS[0])  # warm-up
+        await one(LOAD_PROMPTS[0])
         return await rounds_of(one, args)
     finally:
         await lm.close()
 
 
-async def aligner_best_of_n(
-    base: str, model: str, headers: dict[str, str], args
+async def aligner_search(
+    base: str, model: str, headers: dict[str, str], args, search: dict[str, Any]
 ) -> list[tuple[list[dict[str, Any]], float]]:
     async with httpx.AsyncClient(
         timeout=httpx.Timeout(900.0), trust_env=False, limits=httpx.Limits(max_connections=args.clients_best_of_n + 4)
@@ -240,7 +192,7 @@ async def aligner_best_of_n(
                 "max_tokens": args.max_tokens,
                 "temperature": args.temperature,
                 "preference_vector": {REWARD: 1.0},
-                "search": {"strategy": "best_of_n", "n": args.n},
+                "search": search,
             }
             r = await client.post(f"{base}/v1/chat/completions", json=body, headers=headers)
             if r.status_code != 200:
@@ -285,11 +237,18 @@ def vllm_phase(model_dir: Path, args, report: dict[str, Any], judge: RelevanceJu
     base = f"http://127.0.0.1:{port}"
     model = str(model_dir)  # vLLM's default served name is the --model value
     with server(vllm_command(model_dir, port), f"{base}/health", "vllm", progress, env=user_environment()):
-        rounds = asyncio.run(its_hub_best_of_n(base, model, args, its_hub_reward_model(judge)))
+        rounds = asyncio.run(measured(*its_hub_best_of_n(f"{base}/v1", model, args, its_hub_reward_model(judge)), args))
         report["best_of_n"]["its_hub"] = row = best_of_n_summary(rounds, args.clients_best_of_n, judge)
         progress(
             f"its_hub best-of-{args.n} on vLLM: {row['requests_per_s']} requests/s, "
             f"{row['generated_tokens_per_s']} generated tokens/s, mean chosen {REWARD} {row['mean_chosen_reward']}"
+        )
+        prm = its_hub_process_reward_model(judge)
+        rounds = asyncio.run(measured(*its_hub_particle_filter(f"{base}/v1", model, args, prm), args))
+        report["particle_filter"]["its_hub"] = row = best_of_n_summary(rounds, args.clients_best_of_n, judge)
+        progress(
+            f"its_hub particle filtering ({args.particles} particles) on vLLM: {row['requests_per_s']} requests/s, "
+            f"mean chosen {REWARD} {row['mean_chosen_reward']}"
         )
         report["sample"]["vllm"] = asyncio.run(
             sample_loads(f"{base}/v1/chat/completions", model, {}, args, progress, "vllm")
@@ -309,11 +268,19 @@ def aligner_phase(model_dir: Path, args, report: dict[str, Any], judge: Relevanc
             progress,
             env=user_environment(),
         ):
-            rounds = asyncio.run(aligner_best_of_n(base, model, headers, args))
+            best_of_n = {"strategy": "best_of_n", "n": args.n}
+            rounds = asyncio.run(aligner_search(base, model, headers, args, best_of_n))
             report["best_of_n"]["aligner"] = row = best_of_n_summary(rounds, args.clients_best_of_n, judge)
             progress(
                 f"aligner best_of_n n={args.n}: {row['requests_per_s']} requests/s, "
                 f"{row['generated_tokens_per_s']} generated tokens/s, mean chosen {REWARD} {row['mean_chosen_reward']}"
+            )
+            particles = {"strategy": "particle_filter", "particles": args.particles, "chunk_tokens": args.chunk_tokens}
+            rounds = asyncio.run(aligner_search(base, model, headers, args, particles))
+            report["particle_filter"]["aligner"] = row = best_of_n_summary(rounds, args.clients_best_of_n, judge)
+            progress(
+                f"aligner particle_filter ({args.particles} particles): {row['requests_per_s']} requests/s, "
+                f"mean chosen {REWARD} {row['mean_chosen_reward']}"
             )
             report["sample"]["aligner"] = asyncio.run(
                 sample_loads(f"{base}/v1/chat/completions", model, headers, args, progress, "aligner")
@@ -344,6 +311,8 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
         "cpus": os.cpu_count(),
         "settings": {
             "n": args.n,
+            "particles": args.particles,
+            "chunk_tokens": args.chunk_tokens,
             "max_tokens": args.max_tokens,
             "temperature": args.temperature,
             "clients_best_of_n": args.clients_best_of_n,
@@ -358,6 +327,10 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
             "relevance ORM in the bench process; Aligner: one /v1/chat/completions with preference_vector "
             "{relevance: 1} and search best_of_n. generated_tokens: every candidate's tokens (its_hub's usage, "
             "Aligner's alignment.usage.generated_tokens). Chosen answers of both re-scored by one relevance model.",
+            "particle_filter": "its_hub ParticleFiltering(StepGeneration(tokens_per_step=chunk_tokens), relevance "
+            "PRM).ainfer(lm, prompt, budget=particles) on vLLM's server; Aligner: search particle_filter with the same "
+            "particles and chunk_tokens. its_hub reports no usage here: its generated_tokens is the most it may "
+            "generate (particles x max_tokens).",
             "sample": "greedy chat bodies (temperature 0) to /v1/chat/completions; tokens: usage.completion_tokens.",
             "defaults": "each server gets only the model, host/ports (Aligner a scratch tenant store, vLLM the "
             "KV-cache "
@@ -366,6 +339,7 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
             "their environment.",
         },
         "best_of_n": {},
+        "particle_filter": {},
         "sample": {},
         "errors": {},
     }

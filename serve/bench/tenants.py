@@ -7,7 +7,9 @@ deployment starts only once the previous one's engine processes are gone. Each m
 
 - a light tenant's latency (greedy `sample`, one request after another), alone and beside a heavy
   neighbour whose clients flood best_of_n (more clients than the replica has slots, so it always has
-  requests queued); target with fairness on: p50 within 1.5x of alone;
+  requests queued); target with fairness on (and `fair_busy_sequences`, --busy-sequences): p50 within
+  1.5x of alone; with the heavy tenant's candidate tokens per second meanwhile, what the room kept in the
+  engine's batch costs it;
 - `sample` throughput at 16 clients: fairness off and no tenant policy ("all off"), against fairness
   on, the tenant under a policy with rate limits and a concurrency cap set far above the load
   (quotas checked on every request without refusing one) and usage metered (always on); target
@@ -120,10 +122,12 @@ async def light_latency(base: str, keys: dict[str, str], args: argparse.Namespac
             neighbour.flood(args.heavy_clients if heavy else 0, lambda s: heavy_body(args, s), stop)
         )
         await asyncio.sleep(args.warm_s if heavy else 0)  # the heavy tenant fills the slots and its queue
+        start = time.monotonic()
         try:
             for _ in range(args.light_requests):
                 await light.send(sample_request(args.light_max_tokens))
         finally:
+            end = time.monotonic()
             stop.set()
             await flood
     return {
@@ -132,6 +136,8 @@ async def light_latency(base: str, keys: dict[str, str], args: argparse.Namespac
         "p95_s": percentile(light.latencies, 0.95),
         "heavy_requests": len(neighbour.latencies),
         "heavy_refused": neighbour.refused,
+        # What the room kept for the light tenant costs the heavy one: its candidate tokens served meanwhile.
+        "heavy_tokens_per_s": round(neighbour.tokens_between(start, end) / (end - start), 1) if heavy else None,
     }
 
 
@@ -304,6 +310,7 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> int:
                 "replica_num_cpus": 0,
                 "max_ongoing_requests": args.slots,
                 "fair_scheduling": fair,
+                "fair_busy_sequences": args.busy_sequences if fair else None,
             }
         )
 

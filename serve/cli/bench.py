@@ -75,6 +75,14 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
     safety.add_argument("--max-tokens", type=int, default=48, help="max_tokens of every probe (48).")
     safety.add_argument("--out", help="Output JSON (default: bench-results/safety-cpu.json).")
 
+    steering = benches.add_parser(
+        "steering",
+        help="Check satisfaction (sample vs best_of_n vs adaptive), preference following (words in the prompt vs "
+        "scored), and best_of_n vs beam vs particle_filter at one token budget, side by side in one run.",
+    )
+    steering.add_argument("--max-tokens", type=int, default=64, help="max_tokens of every request (64).")
+    steering.add_argument("--out", help="Output JSON (default: bench-results/steering-cpu.json).")
+
     add_serve_arguments(
         benches.add_parser(
             "serve",
@@ -165,6 +173,8 @@ def add_peers_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--requests-per-client", type=positive, default=2, help="Requests each client sends per load (default 2)."
     )
+    p.add_argument("--particles", type=positive, default=4, help="Particles of the particle filters (default 4).")
+    p.add_argument("--chunk-tokens", type=positive, default=16, help="Tokens per particle-filter step (default 16).")
     p.add_argument(
         "--rounds",
         type=positive,
@@ -206,6 +216,12 @@ def add_tenants_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clients", type=positive, default=16, help="Clients of the throughput load (default 16).")
     p.add_argument("--requests-per-client", type=positive, default=8, help="Requests per throughput client (8).")
     p.add_argument("--max-num-seqs", type=positive, default=32, help="The engine's max_num_seqs (default 32).")
+    p.add_argument(
+        "--busy-sequences",
+        type=positive,
+        default=8,
+        help="fair_busy_sequences of the deployment with fairness on (default 8: a quarter of --max-num-seqs).",
+    )
     p.add_argument("--kv-cache-gib", type=float, default=0.5, help="The engine's KV cache in GiB (default 0.5).")
     p.add_argument("--out", help="Output JSON (default: bench-results/tenants-cpu.json).")
 
@@ -218,12 +234,14 @@ def run(args: argparse.Namespace) -> int:
         benches = {"serve": serve, "peers": peers, "soak": soak, "tenants": tenants}
         return benches[args.bench].run(args, progress=status)
     # Here, not at the top: the in-process benches import torch, which `aligner --help` never needs.
-    from aligner.bench import safety, scoring, search
+    from aligner.bench import safety, scoring, search, steering
 
     if args.bench == "scoring":
         return run_scoring(args, scoring)
     if args.bench == "search":
         return run_search(args, search)
+    if args.bench == "steering":
+        return run_steering(args, steering)
     return run_safety(args, safety)
 
 
@@ -259,6 +277,14 @@ def run_search(args: argparse.Namespace, search_bench) -> int:
     status(f"wrote {out}")
     for name, value in report["ratios"].items():
         status(f"{name}: {value}")
+    return 0
+
+
+def run_steering(args: argparse.Namespace, steering_bench) -> int:
+    report = steering_bench.run(max_tokens=args.max_tokens, progress=status)
+    out = write(report, Path(args.out or "bench-results/steering-cpu.json"))
+    status(f"wrote {out}")
+    print(json.dumps(report["targets"], indent=2))
     return 0
 
 

@@ -20,6 +20,7 @@ from aligner.contract import AlignRequest, AlignResponse, Budget, SearchSpec, pa
 from aligner.engine.vllm import Engine, EngineConfig
 from aligner.errors import InvalidRequest, ServerError
 from aligner.model_cache import resolve_model
+from aligner.objectives import check_objectives
 from aligner.prompting import prepare_prompt
 from aligner.safety.config import SafetyConfig
 from aligner.search import registry as search_registry
@@ -228,7 +229,7 @@ async def run_in_process(args: argparse.Namespace) -> int:
     catalog = build_catalog(rewards_config(args), tokenizer=tokenizer)
     if safety is not None:  # the config file's errors name its own fields (thresholds.NAME)
         safety.check_objectives({o["name"]: (o["low"], o["high"]) for o in catalog.describe()})
-    Aligner.check_objectives_of(request, catalog, safety)
+    check_objectives(request, catalog, safety)
     prepare_prompt(
         request,
         tokenizer=tokenizer,

@@ -23,6 +23,11 @@ def add_model_flags(parser, model: type[BaseModel], names: tuple[str, ...]) -> N
     for name in names:
         field = model.model_fields[name]
         kinds = [k for k in typing.get_args(field.annotation) if k is not type(None)] or [field.annotation]
+        if kinds[0] is bool:  # a switch: present is true, absent leaves the model's default
+            parser.add_argument(
+                f"--{name.replace('_', '-')}", action="store_true", default=None, help=field.description
+            )
+            continue
         kind = kinds[0] if kinds[0] in (int, float) else str
         default = "" if field.default is None else f" (default: {field.default})"
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"{field.description}{default}")

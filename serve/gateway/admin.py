@@ -201,6 +201,8 @@ class AdminService:
         versions = await asyncio.to_thread(self.store.safety_config_versions, tenant)
         target = next((v for v in versions if v.version == spec.version), None)
         if target is not None:  # an unknown version is the store's NotFound
+            # A version stored before a rule was added meets today's rules before it is in force again.
+            target.config.check_objectives(await self.objective_ranges())
             await self.check_fits(target.config)
         chosen = await asyncio.to_thread(
             self.store.activate_safety_config,

@@ -22,6 +22,18 @@ chosen:
   one at every arrival: the heavy tenant's refunds drop it below the light tenant just lifted to it.
 - Each tenant has its own bounded queue (`tenant_queue_limit`): a flood from one tenant is refused with
   that tenant's 429 (`overloaded`, Retry-After) while the others keep being served.
+- Room in the engine's batch for a tenant that arrives (`busy_sequences`): order alone cannot help a
+  light tenant once a heavy one's requests are running, because vLLM never stops a running sequence for
+  a waiting one and a decode step slows with the batch (on 2 CPU cores a 16-token request took 1.0 s
+  alone, 1.4 s beside 8 or 16 running sequences and 2.2 s beside 32). So the sequences in flight are
+  bounded by `busy_sequences`: a request is dispatched only while they, its own included, stay within
+  it, or nothing else is in flight (a wider request still runs) -- except a tenant's arrival (its
+  request when nothing of it is queued or in flight here), which goes whenever a slot is free and
+  counts in the sequences in flight like any other. When the next in fair order does not fit, the
+  requests behind it wait too (arrivals excepted), so the sequences drain for it rather than narrower
+  requests passing it for ever. A tenant that sends one request after another arrives every time and
+  decodes beside at most `busy_sequences` sequences of the others (or one request of theirs wider than
+  that), at the price of a smaller batch (less throughput) for a tenant alone.
 
 With `fair_scheduling` off the same slots are handed out first come, first served from one queue of
 `max_queued_requests` shared by every tenant: the order and the bound of Ray Serve's own queue, as
@@ -38,16 +50,22 @@ from dataclasses import dataclass, field
 
 from aligner.contract import AlignRequest
 from aligner.errors import Overloaded
+from aligner.safety.config import SafetyConfig, resamples_allowed
 
 
 @dataclass(frozen=True)
 class FairShare:
-    """What a request's tenant is given by its policy: its weight, its tier and its queue bound."""
+    """What a request's tenant is given by its policy: its weight and its tier."""
 
     tenant: str
     weight: float = 1.0  # > 0: the tenant's share of the tokens served, relative to other tenants'
     tier: int = 0  # higher tiers are dispatched first
-    queue_limit: int | None = None  # requests the tenant may have queued here (None: the queue's default)
+
+
+def request_sequences(request: AlignRequest, safety: SafetyConfig | None) -> int:
+    """The most candidate sequences a request decodes at once: its search's, or the candidates its tenant's
+    `resample` action may draw in one engine request after it (one after the other: the larger counts)."""
+    return max(request.search.sequences(request.shape()), resamples_allowed(safety))
 
 
 def request_cost(request: AlignRequest) -> int:
@@ -59,10 +77,11 @@ def request_cost(request: AlignRequest) -> int:
 class Slot:
     """A request's place on the model replicas, held from its dispatch until `release`."""
 
-    def __init__(self, queue: FairQueue, share: FairShare, charged: int, sequence: int):
+    def __init__(self, queue: FairQueue, share: FairShare, charged: int, sequence: int, lanes: int = 1):
         self.queue = queue
         self.share = share
         self.charged = charged  # the tokens its tenant's counter was charged at dispatch
+        self.lanes = lanes  # the candidate sequences it may decode at once
         self.sequence = sequence  # its place in the dispatch order of its queue (0 first)
         self.released = False
 
@@ -78,6 +97,8 @@ class Slot:
 class _Waiter:
     share: FairShare
     cost: int
+    lanes: int  # candidate sequences it may decode at once
+    arrival: bool  # nothing of its tenant was queued or in flight when it came: not held by busy_sequences
     order: int  # arrival order: FIFO within a tenant, and between tenants when fairness is off
     future: asyncio.Future[Slot] = field(repr=False)
 
@@ -86,12 +107,25 @@ class FairQueue:
     """`slots` requests in flight at once; the others wait in per-tenant queues, dispatched by tier
     and virtual token counter (`fair=True`) or first come, first served (`fair=False`)."""
 
-    def __init__(self, slots: int, *, fair: bool = True, queue_limit: int = 64, retry_after_s: float = 1.0):
+    def __init__(
+        self,
+        slots: int,
+        *,
+        fair: bool = True,
+        queue_limit: int = 64,
+        retry_after_s: float = 1.0,
+        busy_sequences: int | None = None,
+    ):
         if slots < 1:
             raise ValueError(f"a fair queue needs at least one slot, got {slots}")
+        if busy_sequences is not None and busy_sequences < 1:
+            raise ValueError(f"busy_sequences must be at least 1, got {busy_sequences}")
         self.slots = slots
         self.fair = fair
-        # fair: each tenant's queue bound unless its share says otherwise; FIFO: the one queue's bound.
+        # fair only: the candidate sequences in flight past which only arrivals go (module docstring)
+        self.busy_sequences = busy_sequences if fair else None
+        self.sequences_in_flight = 0  # candidate sequences of the requests holding a slot
+        # fair: each tenant's queue bound; FIFO: the one queue's bound.
         self.queue_limit = queue_limit
         self.retry_after_s = retry_after_s
         self.in_flight = 0
@@ -105,14 +139,16 @@ class FairQueue:
 
     # -- what callers use ---------------------------------------------------------------------------
 
-    async def acquire(self, share: FairShare, cost: int) -> Slot:
-        """A slot for a request of `cost` tokens (at once when one is free and nobody waits); Overloaded
-        when the tenant's queue (the shared queue, fairness off) is full. Cancelled while it waits, the
-        request leaves the queue and charges nothing."""
+    async def acquire(self, share: FairShare, cost: int, lanes: int = 1) -> Slot:
+        """A slot for a request of `cost` tokens that decodes up to `lanes` sequences at once (at once when
+        one is free for it and nobody waits); Overloaded when the tenant's queue (the shared queue, fairness
+        off) is full. Cancelled while it waits, the request leaves the queue and charges nothing."""
         self._check_room(share)
+        arrival = share.tenant not in self._queues and share.tenant not in self._running
         if share.tenant not in self._queues:
             self._lift(share)
-        waiter = _Waiter(share, cost, next(self._arrivals), asyncio.get_running_loop().create_future())
+        future = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(share, cost, max(1, lanes), arrival, next(self._arrivals), future)
         self._queues.setdefault(share.tenant, deque()).append(waiter)
         self._pump()
         try:
@@ -135,10 +171,9 @@ class FairQueue:
 
     def _check_room(self, share: FairShare) -> None:
         if self.fair:
-            limit = share.queue_limit if share.queue_limit is not None else self.queue_limit
-            if self.queued(share.tenant) >= limit and not self._free_now():
+            if self.queued(share.tenant) >= self.queue_limit and not self._free_now():
                 raise Overloaded(
-                    f"tenant {share.tenant!r} has {limit} requests queued for the model replicas "
+                    f"tenant {share.tenant!r} has {self.queue_limit} requests queued for the model replicas "
                     "(tenant_queue_limit); retry later",
                     retry_after_s=self.retry_after_s,
                 )
@@ -166,16 +201,27 @@ class FairQueue:
 
     # -- dispatch ---------------------------------------------------------------------------------------
 
-    def _next(self) -> _Waiter:
-        """The waiter to dispatch next (the queues are not empty)."""
+    def _next(self) -> _Waiter | None:
+        """The waiter to dispatch next, if any may go now (a slot is free; the queues are not empty)."""
         heads = [q[0] for q in self._queues.values()]
         if not self.fair:
             return min(heads, key=lambda w: w.order)
-        return min(heads, key=lambda w: (-w.share.tier, self.counters[w.share.tenant], w.order))
+        bound, blocked = self.busy_sequences, False
+        for waiter in sorted(heads, key=lambda w: (-w.share.tier, self.counters[w.share.tenant], w.order)):
+            if bound is None or waiter.arrival:
+                return waiter
+            if blocked:
+                continue
+            if not self.sequences_in_flight or self.sequences_in_flight + waiter.lanes <= bound:
+                return waiter
+            blocked = True  # the sequences drain for it: no request behind it but an arrival passes it
+        return None
 
     def _pump(self) -> None:
         while self.in_flight < self.slots and self._queues:
             waiter = self._next()
+            if waiter is None:
+                return
             self._forget(waiter)
             if waiter.future.done():  # its task was cancelled and has not run since: it leaves without a slot
                 continue
@@ -186,7 +232,8 @@ class FairQueue:
                 self._advance[tenant] = self._advance.get(tenant, 0.0) + charge
             self._running[tenant] = self._running.get(tenant, 0) + 1
             self.in_flight += 1
-            waiter.future.set_result(Slot(self, waiter.share, waiter.cost, self.dispatches))
+            self.sequences_in_flight += waiter.lanes
+            waiter.future.set_result(Slot(self, waiter.share, waiter.cost, self.dispatches, waiter.lanes))
             self.dispatches += 1
 
     def _forget(self, waiter: _Waiter) -> None:
@@ -202,6 +249,7 @@ class FairQueue:
     def _release(self, slot: Slot, tokens: int | None) -> None:
         tenant, weight = slot.share.tenant, slot.share.weight
         self.in_flight -= 1
+        self.sequences_in_flight -= slot.lanes
         self._running[tenant] -= 1
         if not self._running[tenant]:
             del self._running[tenant]

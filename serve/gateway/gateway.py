@@ -33,7 +33,7 @@ from serve.gateway.admin import AdminService
 from serve.gateway.answer_headers import with_answer_headers
 from serve.gateway.auth import ActiveSafetyConfigs, Authenticator
 from serve.gateway.call import Call
-from serve.gateway.fair_queue import FairQueue, FairShare, request_cost
+from serve.gateway.fair_queue import FairQueue, FairShare, request_cost, request_sequences
 from serve.gateway.messages import (
     Accepted,
     ModelInfo,
@@ -95,6 +95,7 @@ class Gateway:
             if config.fair_scheduling
             else config.max_queued_requests,
             retry_after_s=config.retry_after_s,
+            busy_sequences=config.fair_busy_sequences,
         )
         self._info: ModelInfo | None = None
         # The first call through the model handle starts its router, which then learns the replicas.
@@ -181,7 +182,9 @@ class Gateway:
         await self.reserve(call, request)
         policy = call.policy.policy
         share = FairShare(call.tenant, weight=policy.weight, tier=policy.priority)
-        call.slot = await self.queue.acquire(share, request_cost(request))
+        call.slot = await self.queue.acquire(
+            share, request_cost(request), request_sequences(request, call.context.config)
+        )
 
     async def generate(self, call: Call, request: AlignRequest) -> AlignResponse:
         """The replica's response (its id in `call.replica`); its error is raised."""

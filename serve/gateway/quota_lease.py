@@ -1,7 +1,7 @@
 """What one ingress replica holds of one tenant's quotas (`TenantLease`), the keeper's buckets as it last
 saw them (`Seen`), the limits a tenant's policy sets (`limits_of`), and OpenAI's x-ratelimit-* headers
-computed from both. Plain data and arithmetic:
-serve/gateway/quotas.py does the exchanges with the keeper."""
+computed from both. Plain data and arithmetic, including what an exchange asks for and what its grant
+adds: serve/gateway/quotas.py makes the exchanges with the keeper."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from aligner.errors import RateLimited
-from serve.deployments.quota_keeper import BucketState, QuotaLimits
+from serve.deployments.quota_keeper import BucketState, LeaseGrant, LeaseRequest, QuotaLimits
 
 
 class Limited(Protocol):
@@ -68,8 +68,11 @@ class TenantLease:
     tokens: int = 0  # candidate-token allowance not reserved (negative: a debt not yet reported to the keeper)
     slots: int = 0  # concurrency slots held
     in_use: int = 0  # requests in flight (each uses one of the slots when there is a concurrency limit)
+    admitting: int = 0  # admissions under way here (each waits for the exchange in progress, then takes)
     last_admit: float = -math.inf
     last_exchange: float = -math.inf
+    # Hand back spare slots at the next exchange: the keeper said another replica was refused one, or an
+    # admission here left without the slot that may have been asked for it.
     contended: bool = False
     # After the keeper refused something, it is not asked again before these times (a tenant flooding
     # over its quota is refused here, not with one keeper call per request).
@@ -80,30 +83,92 @@ class TenantLease:
     token_bucket: Seen | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    def lacks(self) -> tuple[bool, bool, int]:
-        """What admitting one more request needs from the keeper: request units, a first look at the token
-        bucket (its allowance is checked by each request's reservation, once its worst case is known), a slot."""
+    def lacks(self, admissions: int = 1) -> tuple[bool, bool, int]:
+        """What admitting `admissions` more requests needs from the keeper: request units, a first look at
+        the token bucket (its allowance is checked by each request's reservation, once its worst case is
+        known), slots."""
         limits = self.limits
+        short = 0
+        if limits.max_concurrent_requests is not None:
+            short = self.in_use + admissions - min(self.slots, limits.max_concurrent_requests)
         return (
-            limits.requests_per_minute is not None and self.requests < 1,
+            limits.requests_per_minute is not None and self.requests < admissions,
             limits.candidate_tokens_per_minute is not None and self.token_bucket is None,
-            1
-            if limits.max_concurrent_requests is not None
-            and self.in_use >= min(self.slots, limits.max_concurrent_requests)
-            else 0,
+            max(0, short),
         )
 
     def due(self, now: float) -> tuple[bool, bool, int]:
-        """What it lacks that the keeper may be asked for now."""
-        want_requests, want_tokens, want_slots = self.lacks()
+        """What the admissions under way lack that the keeper may be asked for now. All of them, not one:
+        an admission that finds the lease covering it skips the keeper, and the one whose exchange got
+        that cover would then find it taken."""
+        want_requests, want_tokens, want_slots = self.lacks(max(1, self.admitting))
         return (
             want_requests and now >= self.ask_requests_at,
             want_tokens and now >= self.ask_tokens_at,
             want_slots if now >= self.ask_slots_at else 0,
         )
 
+    def ask(
+        self,
+        leaser: str,
+        want_requests: bool,
+        want_tokens: bool,
+        want_slots: int,
+        hand_back: bool = False,
+        need_tokens: int = 0,
+        surplus_tokens: int = 0,
+    ) -> LeaseRequest:
+        """The exchange for this lease: a token debt always goes; unused units and spare slots if `hand_back`
+        (spare slots also when `contended`); `surplus_tokens` of the token lease. What is handed back leaves
+        the lease now (it is the keeper's from the moment it is sent)."""
+        give_requests = self.requests if hand_back else 0
+        give_tokens = self.tokens if (hand_back or self.tokens < 0) else max(0, min(surplus_tokens, self.tokens))
+        spare = self.slots - self.in_use if (hand_back or self.contended) else 0
+        self.requests -= give_requests
+        self.tokens -= give_tokens
+        self.slots -= max(0, spare)
+        self.contended = False
+        return LeaseRequest(
+            leaser=leaser,
+            tenant=self.tenant,
+            limits=self.limits,
+            give_requests=give_requests,
+            give_tokens=give_tokens,
+            slots_held=self.slots,
+            slots_in_use=self.in_use,
+            want_requests=want_requests,
+            want_tokens=want_tokens,
+            need_tokens=need_tokens if want_tokens else 0,
+            want_slots=want_slots,
+        )
+
+    def apply(self, grant: LeaseGrant, now: float) -> None:
+        self.requests += grant.requests
+        self.tokens += grant.tokens
+        self.slots += grant.slots
+        self.contended = self.contended or grant.contended  # kept if set while the exchange was under way
+        self.last_exchange = now
+        self.request_bucket = None if grant.request_bucket is None else Seen(grant.request_bucket, now)
+        self.token_bucket = None if grant.token_bucket is None else Seen(grant.token_bucket, now)
+
     def holds_nothing(self) -> bool:
-        return self.requests == 0 and self.tokens == 0 and self.slots == 0 and self.in_use == 0
+        return self.requests == 0 and self.tokens == 0 and self.slots == 0 and self.in_use == 0 and not self.admitting
+
+
+def renew_at_half(limit: int | None, held: int, seen: Seen | None, now: float) -> bool:
+    """Renew a busy tenant's lease at half, when a lease is more than one unit (else at admission)."""
+    if limit is None or seen is None or seen.state.slice < 2:
+        return False
+    return held < seen.state.slice / 2 and seen.level(now) >= seen.state.slice
+
+
+def token_surplus(limit: int | None, held: int, seen: Seen | None) -> int:
+    """What a busy tenant's token lease holds beyond a lease and a half (refunds of reservations larger
+    than a lease): handed back down to one lease, so other replicas can use it."""
+    if limit is None or seen is None:
+        return 0
+    size = seen.state.slice
+    return held - size if held > size + size // 2 else 0
 
 
 def rate_limit_headers(lease: TenantLease, now: float) -> dict[str, str]:

@@ -31,7 +31,16 @@ from ray.serve.handle import DeploymentHandle
 
 from aligner.errors import RateLimited
 from serve.deployments.quota_keeper import LeaseGrant, LeaseRequest, QuotaLimits
-from serve.gateway.quota_lease import Seen, TenantLease, limits_of, rate_limit_headers, reset_format, token_refusal
+from serve.gateway.quota_lease import (
+    Seen,
+    TenantLease,
+    limits_of,
+    rate_limit_headers,
+    renew_at_half,
+    reset_format,
+    token_refusal,
+    token_surplus,
+)
 from serve.metrics import Metrics
 
 log = logging.getLogger("aligner.serve")
@@ -115,6 +124,22 @@ class QuotaLeaser:
             return None
         if lease is None:
             lease = self.leases[tenant] = TenantLease(tenant, limits)
+        lease.admitting += 1
+        ticket = None
+        try:
+            ticket = await self._admit(lease, limits)
+            return ticket
+        finally:
+            lease.admitting -= 1
+            if ticket is None and limits.max_concurrent_requests is not None:
+                # It left without its slot (refused, or its client went away while the keeper was asked
+                # for slots for every admission under way, a grant that may land after this): the next sync
+                # hands spare slots back, so the tenant's other ingress replicas get the ones this one
+                # does not use.
+                lease.contended = True
+
+    async def _admit(self, lease: TenantLease, limits: QuotaLimits) -> QuotaTicket | None:
+        tenant = lease.tenant
         changed, lease.limits = lease.limits != limits, limits  # a changed policy is in force from this request on
         if changed or any(lease.due(self.clock())):
             if not await self._shielded(self._admission_exchange(lease, changed)):
@@ -197,50 +222,6 @@ class QuotaLeaser:
 
     # -- exchanges with the keeper ----------------------------------------------------------------
 
-    def _ask(
-        self,
-        lease: TenantLease,
-        want_requests: bool,
-        want_tokens: bool,
-        want_slots: int,
-        hand_back: bool = False,
-        need_tokens: int = 0,
-        surplus_tokens: int = 0,
-    ) -> LeaseRequest:
-        """The exchange for `lease`: a token debt always goes; unused units and spare slots if `hand_back`;
-        `surplus_tokens` of the token lease. What is handed back leaves the lease now (it is the keeper's
-        from the moment it is sent)."""
-        give_requests = lease.requests if hand_back else 0
-        give_tokens = lease.tokens if (hand_back or lease.tokens < 0) else max(0, min(surplus_tokens, lease.tokens))
-        spare = lease.slots - lease.in_use if (hand_back or lease.contended) else 0
-        lease.requests -= give_requests
-        lease.tokens -= give_tokens
-        lease.slots -= max(0, spare)
-        lease.contended = False
-        return LeaseRequest(
-            leaser=self.leaser,
-            tenant=lease.tenant,
-            limits=lease.limits,
-            give_requests=give_requests,
-            give_tokens=give_tokens,
-            slots_held=lease.slots,
-            slots_in_use=lease.in_use,
-            want_requests=want_requests,
-            want_tokens=want_tokens,
-            need_tokens=need_tokens if want_tokens else 0,
-            want_slots=want_slots,
-        )
-
-    def _apply(self, lease: TenantLease, grant: LeaseGrant) -> None:
-        now = self.clock()
-        lease.requests += grant.requests
-        lease.tokens += grant.tokens
-        lease.slots += grant.slots
-        lease.contended = grant.contended
-        lease.last_exchange = now
-        lease.request_bucket = None if grant.request_bucket is None else Seen(grant.request_bucket, now)
-        lease.token_bucket = None if grant.token_bucket is None else Seen(grant.token_bucket, now)
-
     @staticmethod
     async def _shielded(exchange: Coroutine[Any, Any, bool]) -> bool:
         """An admission's exchange, run to its end even when its request is cancelled meanwhile (the client
@@ -260,7 +241,7 @@ class QuotaLeaser:
             # Under changed limits, what was leased under the old ones goes back first.
             if self.clock() < self._keeper_down_until:  # it failed a moment ago
                 return False
-            grant = await self._settle(lease, self._ask(lease, *due, hand_back=changed))
+            grant = await self._settle(lease, lease.ask(self.leaser, *due, hand_back=changed))
             if grant is None:
                 return False
             self._back_off(lease, due, grant)
@@ -272,7 +253,7 @@ class QuotaLeaser:
             if lease.tokens < tokens and self._may_ask_tokens(lease, tokens):
                 if self.clock() < self._keeper_down_until:  # it failed a moment ago
                     return False
-                ask = self._ask(lease, False, True, 0, need_tokens=tokens - max(0, lease.tokens))
+                ask = lease.ask(self.leaser, False, True, 0, need_tokens=tokens - max(0, lease.tokens))
                 if await self._settle(lease, ask) is None:
                     return False
                 if lease.tokens < tokens:
@@ -288,7 +269,7 @@ class QuotaLeaser:
             lease.tokens += ask.give_tokens
             self._keeper_down_until = self.clock() + KEEPER_RETRY_S
             return None
-        self._apply(lease, grants[0])
+        lease.apply(grants[0], self.clock())
         return grants[0]
 
     async def _call(self, asks: list[LeaseRequest]) -> list[LeaseGrant] | None:
@@ -314,17 +295,17 @@ class QuotaLeaser:
                 del self.leases[tenant]
                 continue
             limits = lease.limits
-            want_requests = not idle and self._renew(
+            want_requests = not idle and renew_at_half(
                 limits.requests_per_minute, lease.requests, lease.request_bucket, now
             )
-            want_tokens = not idle and self._renew(
+            want_tokens = not idle and renew_at_half(
                 limits.candidate_tokens_per_minute, lease.tokens, lease.token_bucket, now
             )
             hand_back = idle and (lease.requests != 0 or lease.tokens != 0 or lease.slots > lease.in_use)
             heartbeat = lease.slots > 0 and now - lease.last_exchange > HEARTBEAT_S
-            surplus = 0 if idle else self._surplus(limits.candidate_tokens_per_minute, lease.tokens, lease.token_bucket)
+            surplus = 0 if idle else token_surplus(limits.candidate_tokens_per_minute, lease.tokens, lease.token_bucket)
             if want_requests or want_tokens or hand_back or heartbeat or surplus or lease.tokens < 0 or lease.contended:
-                ask = self._ask(lease, want_requests, want_tokens, 0, hand_back=hand_back, surplus_tokens=surplus)
+                ask = lease.ask(self.leaser, want_requests, want_tokens, 0, hand_back=hand_back, surplus_tokens=surplus)
                 chosen.append((lease, ask))
         if not chosen:
             return
@@ -333,7 +314,7 @@ class QuotaLeaser:
         try:
             grants = await self._call([ask for _, ask in chosen])
             for (lease, _), grant in zip(chosen, grants or []):
-                self._apply(lease, grant)
+                lease.apply(grant, self.clock())
             if grants is None:  # not delivered: units and debts are kept for the next try (slots handed
                 for lease, ask in chosen:  # back stay handed back: the keeper frees them at the next exchange)
                     lease.requests += ask.give_requests
@@ -341,22 +322,6 @@ class QuotaLeaser:
         finally:
             for lease, _ in chosen:
                 lease.lock.release()
-
-    @staticmethod
-    def _renew(limit: int | None, held: int, seen: Seen | None, now: float) -> bool:
-        """Renew a busy tenant's lease at half, when a lease is more than one unit (else at admission)."""
-        if limit is None or seen is None or seen.state.slice < 2:
-            return False
-        return held < seen.state.slice / 2 and seen.level(now) >= seen.state.slice
-
-    @staticmethod
-    def _surplus(limit: int | None, held: int, seen: Seen | None) -> int:
-        """What a busy tenant's token lease holds beyond a lease and a half (refunds of reservations larger
-        than a lease): handed back down to one lease, so other replicas can use it."""
-        if limit is None or seen is None:
-            return 0
-        size = seen.state.slice
-        return held - size if held > size + size // 2 else 0
 
     def start(self) -> None:
         if self._task is None:
@@ -379,7 +344,7 @@ class QuotaLeaser:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        asks = [self._ask(lease, False, False, 0, hand_back=True) for lease in self.leases.values()]
+        asks = [lease.ask(self.leaser, False, False, 0, hand_back=True) for lease in self.leases.values()]
         if asks:
             await self._call(asks)
 

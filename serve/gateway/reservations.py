@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from aligner.contract import AlignRequest
 from aligner.errors import InvalidRequest
-from aligner.safety.config import SafetyConfig
+from aligner.safety.config import SafetyConfig, resamples_allowed
 from aligner.search.admission import resample_cost
 from serve.gateway.fair_queue import request_cost
 
@@ -16,9 +16,8 @@ def reserved_tokens(request: AlignRequest, safety: SafetyConfig | None) -> int:
     candidates its tenant's `resample` action may add. Resamples draw from the same budget
     (`budget.max_candidate_tokens` bounds both), and the replica admits only as many as fit the server's
     limits, so this is never less than what the request's `usage.candidate_tokens` can be."""
-    resamples = 0
-    if safety is not None and safety.thresholds and safety.action == "resample":
-        resamples = resample_cost(safety.max_resamples, request.max_tokens, 0).candidate_tokens
+    wanted = resamples_allowed(safety)
+    resamples = resample_cost(wanted, request.max_tokens, 0).candidate_tokens if wanted else 0
     budget = request.budget.max_candidate_tokens
     total = request_cost(request) + resamples
     return total if budget is None else min(total, budget)

@@ -22,6 +22,7 @@ ALIGNMENT_FIELDS = (
     "combination",
     "references",
     "constraints",
+    "checks",
     "return_candidates",
 )
 PASSED_THROUGH = ("temperature", "top_p", "seed", "stop")
@@ -182,7 +183,7 @@ def _stream_options(value: Any) -> bool:
 
 def alignment(strategy: str, response: AlignResponse) -> dict[str, Any]:
     """The `alignment` extension object: what steered the answer and what it cost."""
-    keys = ("scores", "combined_score", "feasible", "threshold_met", "usage", "candidates", "safety")
+    keys = ("scores", "combined_score", "feasible", "checks", "threshold_met", "usage", "candidates", "safety")
     shown = response.model_dump(include=set(keys), exclude_none=True)
     return {"strategy": strategy, **{k: shown[k] for k in keys if k in shown}}
 

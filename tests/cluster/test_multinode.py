@@ -177,11 +177,15 @@ def port_taken(exc: BaseException | None) -> bool:
 def tear_down(nodes):
     from ray import serve
 
+    started = time.monotonic()
     try:
         with contextlib.suppress(Exception):  # serve may never have started
             serve.shutdown()
     finally:
-        left = nodes.stop()
+        shut = time.monotonic()
+        # Nothing here needs a graceful exit (the serve CLI tests check that): a short grace, then kill.
+        left = nodes.stop(grace_s=3)
+        print(f"cluster teardown: serve.shutdown {shut - started:.1f}s, nodes stopped {time.monotonic() - shut:.1f}s")
         assert left == [], f"Ray processes outlived the cluster: {left}"
         assert_no_stale_address(nodes.address)
 
@@ -206,20 +210,32 @@ def test_the_model_replicas_run_on_different_nodes(cluster):
     assert len({a["Address"]["NodeID"] for a in replicas}) == 2, "max_replicas_per_node: 1 spreads them"
 
 
+def until_both_replicas_answered(cluster):
+    """Requests through the two proxies in turn until both model replicas have answered one.
+    Ray Serve picks the replica with the shorter queue, and between equal queues one at random, so
+    sequential requests reach both, but any 8 of them may all go to one (1 in 128)."""
+    seen: dict[str, list[httpx.Response]] = {}
+    for i in range(MOST_TRIES_FOR_BOTH_REPLICAS):
+        url = cluster.urls()[i % 2]
+        reply = cluster.post(url, cluster.key)
+        assert reply.status_code == 200, (url, reply.text)
+        seen.setdefault(reply.headers["x-aligner-replica"], []).append(reply)
+        if len(seen) == 2 and i >= 3:  # each proxy has answered twice
+            return seen
+    raise AssertionError(f"{MOST_TRIES_FOR_BOTH_REPLICAS} requests all went to replica {set(seen)}")
+
+
+MOST_TRIES_FOR_BOTH_REPLICAS = 40  # all on one replica by chance: 1 in 2**39
+
+
 def test_requests_succeed_through_either_nodes_proxy(cluster):
-    served_by = set()
-    for url in cluster.urls():
-        for _ in range(4):
-            reply = cluster.post(url, cluster.key)
-            assert reply.status_code == 200, (url, reply.text)
-            served_by.add(reply.headers["x-aligner-replica"])
-    assert len(served_by) == 2, "both model replicas answered"
+    assert len(until_both_replicas_answered(cluster)) == 2
     for target in cluster.grpc_targets():
         assert cluster.grpc_generate(target, cluster.key) == "OK", target
 
 
 def test_a_safety_config_change_is_in_force_on_both_replicas_within_a_second(cluster):
-    head, worker = cluster.urls()
+    worker = cluster.urls()[1]
     admin = {"Authorization": f"Bearer {cluster.admin_key}"}
     route = f"{worker}/v1/admin/tenants/tyrell/safety-config"
     current = httpx.get(route, headers=admin, timeout=30)
@@ -236,12 +252,11 @@ def test_a_safety_config_change_is_in_force_on_both_replicas_within_a_second(clu
     assert changed.status_code == 200, changed.text
     version, changed_at = changed.json()["version"], time.monotonic()
     time.sleep(max(0.0, changed_at + 1.0 - time.monotonic()))
-    seen = {}
-    for i in range(8):
-        reply = cluster.post((head, worker)[i % 2], cluster.key)
-        assert reply.status_code == 200, reply.text
-        seen.setdefault(reply.headers["x-aligner-replica"], set()).add(reply.headers["x-aligner-safety-version"])
-    assert len(seen) == 2 and all(versions == {str(version)} for versions in seen.values()), seen
+    versions = {
+        replica: {reply.headers["x-aligner-safety-version"] for reply in replies}
+        for replica, replies in until_both_replicas_answered(cluster).items()
+    }
+    assert len(versions) == 2 and all(seen == {str(version)} for seen in versions.values()), versions
 
 
 def test_a_revoked_key_is_refused_on_both_nodes_within_a_second(cluster):

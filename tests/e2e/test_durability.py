@@ -1,7 +1,8 @@
 """What the app keeps in its tenant store survives a full restart (`serve.delete`, then a new deploy):
 the usage of requests answered just before the delete, API keys and tenants' safety configs.
 
-One restart checks all of it: a restart of the two-replica app costs two engine starts.
+One restart checks all of it, of the app whose store is PostgreSQL (the cluster's store; one model
+replica, so one engine start): what is flushed on stop is the ingress's, whatever the store.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ SURVIVOR = "/v1/admin/tenants/survivor/safety-config"
 
 
 @pytest.mark.restarts_app
-def test_usage_keys_and_safety_configs_survive_a_full_restart_of_the_app(server):
+def test_usage_keys_and_safety_configs_survive_a_full_restart_of_the_app(pg_app):
     """Requests answered just before the app is deleted are flushed by the stopping ingress replicas."""
+    server = pg_app
     tenant = "metered-restart"
     key = new_tenant(server, tenant)
     sent = Sent()

@@ -50,6 +50,24 @@ REQUESTS = {
         "preference_vector": {"relevance": 1.0},
         "search": {"strategy": "beam", "beam_width": 2, "expansions": 2, "chunk_tokens": 6},
     },
+    "particle_filter": {
+        **BASE,
+        "max_tokens": 12,
+        "preference_vector": {"relevance": 1.0},
+        "search": {"strategy": "particle_filter", "particles": 2, "chunk_tokens": 6, "weight_temperature": 0.5},
+    },
+    "adaptive best_of_n with checks": {
+        **BASE,
+        "preference_vector": {"relevance": 1.0},
+        "checks": [{"id": "punctuation:no_comma"}],
+        "search": {"strategy": "best_of_n", "n": 4, "adaptive": True, "batch": 2},
+        "return_candidates": True,
+    },
+    "preferences in words alone": {
+        **BASE,
+        "preferences": "Answer in a few words.",
+        "search": {"strategy": "best_of_n", "n": 2},
+    },
     "rps": {
         **BASE,
         "preference_vector": {"relevance": 1.0, "verbosity": 0.5},

@@ -44,7 +44,5 @@ def test_unknown_objective_is_rejected_with_the_valid_names(aligner, run):
     with pytest.raises(InvalidRequest) as err:
         run(aligner.generate(request))
     assert err.value.field == "preference_vector"
-    assert (
-        "valid objectives: harmlessness, helpfulness, policy_compliance, positivity, readability, relevance, "
-        "topic_safety, verbosity" in err.value.message
-    )
+    assert f"valid objectives: {', '.join(sorted(aligner.catalog.names))}" in err.value.message
+    assert "harmlessness, helpfulness" in err.value.message

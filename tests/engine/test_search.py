@@ -1,5 +1,6 @@
 """Every search strategy on the real engine with the embedded objectives."""
 
+import re
 import statistics
 import time
 
@@ -84,26 +85,28 @@ def test_rps_samples_neighbours_and_picks_by_the_original_direction(aligner, run
     assert response.combined_score == max(c.combined_score for c in response.candidates)
 
 
-@pytest.mark.parametrize("strategy", ["best_of_n", "rejection", "beam", "rps"])
+@pytest.mark.parametrize("strategy", ["best_of_n", "rejection", "beam", "rps", "particle_filter"])
 def test_candidate_token_budget_is_never_exceeded(aligner, run, strategy):
     search = {
         "best_of_n": {"n": 4},
         "rejection": {"threshold": 10},
         "beam": {"chunk_tokens": 8},
         "rps": {"neighbors": 2},
+        "particle_filter": {"particles": 3, "chunk_tokens": 8},
     }
     response = run(aligner.generate(request(strategy, search=search[strategy], budget={"max_candidate_tokens": 40})))
     assert response.usage.candidate_tokens <= 40
     assert response.usage.stopped_by == "max_candidate_tokens"
 
 
-@pytest.mark.parametrize("strategy", ["best_of_n", "rejection", "beam", "rps"])
+@pytest.mark.parametrize("strategy", ["best_of_n", "rejection", "beam", "rps", "particle_filter"])
 def test_reward_call_budget_is_never_exceeded(aligner, run, strategy):
     search = {
         "best_of_n": {"n": 6},
         "rejection": {"threshold": 10},
         "beam": {"chunk_tokens": 8},
         "rps": {"neighbors": 4},
+        "particle_filter": {"particles": 4, "chunk_tokens": 8},
     }
     response = run(aligner.generate(request(strategy, search=search[strategy], budget={"max_reward_calls": 3})))
     assert 1 <= response.usage.reward_calls <= 3
@@ -135,8 +138,8 @@ def test_same_request_and_seed_give_the_same_output(aligner, run):
         assert first.text == second.text and first.combined_score == second.combined_score
 
 
-def test_closing_a_beam_stream_aborts_its_engine_requests(aligner, run, engine):
-    req = request("beam", max_tokens=400, search={"beam_width": 3, "expansions": 3, "chunk_tokens": 8})
+def assert_closing_after_the_first_chunk_aborts_every_engine_request(aligner, run, engine, req):
+    """The stream of `req` closed after its first event, a chunk: no engine request is left running."""
 
     async def first_chunk_then_close():
         stream = aligner.stream(req)
@@ -149,6 +152,12 @@ def test_closing_a_beam_stream_aborts_its_engine_requests(aligner, run, engine):
     while engine.unfinished_requests() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert engine.unfinished_requests() == 0
+
+
+def test_closing_a_beam_stream_aborts_its_engine_requests(aligner, run, engine):
+    req = request("beam", max_tokens=400, search={"beam_width": 3, "expansions": 3, "chunk_tokens": 8})
+
+    assert_closing_after_the_first_chunk_aborts_every_engine_request(aligner, run, engine, req)
 
 
 OPEN_PROMPTS = ["Tell me about the moon.", "How do plants grow?", "What is a computer?"]
@@ -230,3 +239,94 @@ def test_the_search_bench_measures_a_strategy_on_the_shared_engine(aligner, run)
     row = run(measure(aligner, "beam", ["Name a fruit."], 8))
     assert row["strategy"] == "beam" and row["generated_tokens"] > 0
     assert row["mean_engine_requests"] >= 1 and 0 <= row["prefix_cache_hit_rate"] <= 1
+
+
+def test_checks_rank_candidates_that_fail_below_those_that_pass_on_the_real_engine(aligner, run):
+    """best_of_n ranked by a direction that prefers long answers, with a word-count check most of its long
+    candidates fail: every candidate passing the check comes before every one failing it, the response
+    passes it, and each candidate's result is the verifier's on its own text."""
+    check = {"id": "length_constraints:number_words", "relation": "less than", "num_words": 17}
+    response = run(
+        aligner.generate(
+            request("best_of_n", search={"n": 6}, preference_vector={"verbosity": 1.0}, checks=[check], max_tokens=24)
+        )
+    )
+    passing = [c.checks[0] for c in response.candidates]
+    assert passing == sorted(passing, reverse=True), passing  # all that pass, then all that fail
+    assert passing == [len(re.findall(r"\w+", c.text)) < 17 for c in response.candidates]
+    assert response.checks == [passing[0]] and response.feasible is passing[0]
+    assert response.scores["checks"] == (1.0 if passing[0] else 0.0)
+    assert response.text == response.candidates[0].text
+
+
+def test_rejection_with_checks_and_no_threshold_stops_once_a_candidate_passes(aligner, run):
+    easy = {"id": "punctuation:no_comma"}
+    impossible = {"id": "keywords:existence", "keywords": ["xylophone-quartz-zebra"]}
+    stopped = run(
+        aligner.generate(
+            request("rejection", search={"batch": 2, "max_rounds": 4}, checks=[easy], preference_vector=None)
+        )
+    )
+    assert stopped.threshold_met is True and stopped.checks == [True] and stopped.usage.rounds < 4
+    exhausted = run(
+        aligner.generate(
+            request("rejection", search={"batch": 2, "max_rounds": 2}, checks=[impossible], preference_vector=None)
+        )
+    )
+    assert exhausted.threshold_met is False and exhausted.usage.rounds == 2 and exhausted.checks == [False]
+
+
+def test_particle_filter_extends_resamples_and_streams_its_answer_on_the_real_engine(aligner, run):
+    search = {"particles": 3, "chunk_tokens": 8, "weight_temperature": 0.2}
+    response = run(aligner.generate(request("particle_filter", search=search, max_tokens=24)))
+    assert 1 <= response.usage.rounds <= 3 and response.usage.reward_calls <= 3 * response.usage.rounds
+    assert response.combined_score == max(c.combined_score for c in response.candidates)
+    again = run(aligner.generate(request("particle_filter", search=search, max_tokens=24)))
+    assert again.text == response.text  # one seed, one answer
+
+    async def collect():
+        return [e async for e in aligner.stream(request("particle_filter", search=search, max_tokens=24, stream=True))]
+
+    events = run(collect())
+    streamed = "".join(e.text for e in events if isinstance(e, (Chunk, Delta)))
+    assert isinstance(events[-1], Done) and streamed == events[-1].response.text == response.text
+
+
+def test_adaptive_best_of_n_draws_in_rounds_and_says_why_it_stopped_on_the_real_engine(aligner, run):
+    response = run(aligner.generate(request("best_of_n", search={"n": 8, "adaptive": True, "batch": 2})))
+    usage = response.usage
+    assert 1 <= usage.rounds <= 4 and len(response.candidates) == 2 * usage.rounds
+    # Each round is one engine request (the objectives here are not judges).
+    assert usage.engine_requests == usage.rounds
+    assert usage.stopped_by == ("converged" if usage.rounds < 4 else None)
+
+
+def test_adaptive_best_of_n_stops_early_on_an_easy_check_and_draws_all_n_on_a_hard_one(aligner, run):
+    adaptive = {"n": 8, "adaptive": True, "batch": 2}
+    easy = run(aligner.generate(request("best_of_n", search=adaptive, checks=[{"id": "punctuation:no_comma"}])))
+    assert easy.checks == [True] and easy.usage.stopped_by == "checks_passed" and easy.usage.rounds < 4
+    impossible = {"id": "keywords:existence", "keywords": ["xylophone-quartz-zebra"]}
+    hard = run(aligner.generate(request("best_of_n", search=adaptive, checks=[impossible])))
+    assert hard.checks == [False] and hard.usage.rounds == 4 and len(hard.candidates) == 8
+
+
+def test_closing_a_particle_filter_stream_aborts_its_engine_requests(aligner, run, engine):
+    # A cold filter: every particle is a copy of the best after step 1, so that step commits a chunk.
+    req = request(
+        "particle_filter", max_tokens=400, search={"particles": 4, "chunk_tokens": 8, "weight_temperature": 0.001}
+    )
+
+    assert_closing_after_the_first_chunk_aborts_every_engine_request(aligner, run, engine, req)
+
+
+def test_preferences_in_words_alone_rank_best_of_n_by_the_judge_on_the_real_engine(aligner, run):
+    response = run(
+        aligner.generate(
+            request("best_of_n", search={"n": 3}, preference_vector=None, preferences="Answer in one short sentence.")
+        )
+    )
+    following = [c.scores.get("preference_following") for c in response.candidates]
+    decided = [f for f in following if f is not None]
+    assert decided and all(0.0 <= f <= 1.0 for f in decided)
+    assert decided == sorted(decided, reverse=True) and response.text == response.candidates[0].text
+    assert response.usage.engine_requests == 1 + 3  # the candidates' request, and one judge prefill each

@@ -62,8 +62,14 @@ class SearchParams(BaseModel):
         request of `shape`. Judge prefills are left at 0: they are priced from the reward calls where
         the objectives are known (aligner/search/admission.py)."""
 
-    def check(self) -> None:
-        """Refuse what the parameters cannot mean together (InvalidRequest); runs after the field checks."""
+    def sequences(self, shape: RequestShape) -> int:
+        """The most candidate sequences this search decodes at once (its share of the engine's batch):
+        its widest set of candidates, unless the strategy generates them in rounds."""
+        return self.cost(shape).candidates
+
+    def check(self, shape: RequestShape) -> None:
+        """Refuse what the parameters cannot mean together, for a request of `shape` (InvalidRequest);
+        runs after the field checks."""
 
     def check_request(
         self,
@@ -76,14 +82,14 @@ class SearchParams(BaseModel):
     ) -> None:
         """The rules between this search and the rest of a request (InvalidRequest names the field).
 
-        `direction`: whether the request has a preference_vector; `limits`: the server's. The total-work
+        `direction`: whether the request has a preference_vector or checks; `limits`: the server's. The total-work
         check prices the search by its own `cost`, capped by the budget where the meter enforces it."""
         name = self.strategy
         if self.ranked and not direction:
             raise InvalidRequest(
-                "preference_vector", f"{name} ranks candidates by a direction; give a preference_vector"
+                "preference_vector", f"{name} ranks candidates by a direction; give a preference_vector or checks"
             )
-        self.check()
+        self.check(shape)
         if self.ranked and temperature == 0:
             raise InvalidRequest(
                 "temperature",

@@ -25,6 +25,7 @@ class RequestShape:
     max_tokens: int  # the request's max_tokens: the longest any candidate may run
     objectives: int  # objectives in the request's direction (rps: a single one has no neighbours)
     scored: int  # objectives scored: the direction's and the constraints' (0: nothing is scored)
+    checks: int = 0  # the request's checkable instructions (each a hard constraint)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ class Constraint(_message.Message):
     def __init__(self, min: _Optional[float] = ...) -> None: ...
 
 class SearchSpec(_message.Message):
-    __slots__ = ("strategy", "n", "batch", "threshold", "max_rounds", "beam_width", "expansions", "chunk_tokens", "prune", "neighbors", "spread")
+    __slots__ = ("strategy", "n", "batch", "threshold", "max_rounds", "beam_width", "expansions", "chunk_tokens", "prune", "neighbors", "spread", "adaptive", "margin", "stop_probability", "particles", "weight_temperature")
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,11 @@ class SearchSpec(_message.Message):
     PRUNE_FIELD_NUMBER: _ClassVar[int]
     NEIGHBORS_FIELD_NUMBER: _ClassVar[int]
     SPREAD_FIELD_NUMBER: _ClassVar[int]
+    ADAPTIVE_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    STOP_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    PARTICLES_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     strategy: str
     n: int
     batch: int
@@ -44,7 +49,12 @@ class SearchSpec(_message.Message):
     prune: float
     neighbors: int
     spread: float
-    def __init__(self, strategy: _Optional[str] = ..., n: _Optional[int] = ..., batch: _Optional[int] = ..., threshold: _Optional[float] = ..., max_rounds: _Optional[int] = ..., beam_width: _Optional[int] = ..., expansions: _Optional[int] = ..., chunk_tokens: _Optional[int] = ..., prune: _Optional[float] = ..., neighbors: _Optional[int] = ..., spread: _Optional[float] = ...) -> None: ...
+    adaptive: bool
+    margin: float
+    stop_probability: float
+    particles: int
+    weight_temperature: float
+    def __init__(self, strategy: _Optional[str] = ..., n: _Optional[int] = ..., batch: _Optional[int] = ..., threshold: _Optional[float] = ..., max_rounds: _Optional[int] = ..., beam_width: _Optional[int] = ..., expansions: _Optional[int] = ..., chunk_tokens: _Optional[int] = ..., prune: _Optional[float] = ..., neighbors: _Optional[int] = ..., spread: _Optional[float] = ..., adaptive: _Optional[bool] = ..., margin: _Optional[float] = ..., stop_probability: _Optional[float] = ..., particles: _Optional[int] = ..., weight_temperature: _Optional[float] = ...) -> None: ...
 
 class Budget(_message.Message):
     __slots__ = ("max_candidate_tokens", "max_reward_calls", "deadline_ms")
@@ -56,8 +66,62 @@ class Budget(_message.Message):
     deadline_ms: int
     def __init__(self, max_candidate_tokens: _Optional[int] = ..., max_reward_calls: _Optional[int] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
 
+class Check(_message.Message):
+    __slots__ = ("id", "relation", "keywords", "keyword", "frequency", "forbidden_words", "letter", "let_frequency", "let_relation", "language", "num_sentences", "num_paragraphs", "num_words", "nth_paragraph", "first_word", "num_placeholders", "postscript_marker", "num_bullets", "num_highlights", "section_spliter", "num_sections", "prompt_to_repeat", "end_phrase", "capital_frequency", "capital_relation")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RELATION_FIELD_NUMBER: _ClassVar[int]
+    KEYWORDS_FIELD_NUMBER: _ClassVar[int]
+    KEYWORD_FIELD_NUMBER: _ClassVar[int]
+    FREQUENCY_FIELD_NUMBER: _ClassVar[int]
+    FORBIDDEN_WORDS_FIELD_NUMBER: _ClassVar[int]
+    LETTER_FIELD_NUMBER: _ClassVar[int]
+    LET_FREQUENCY_FIELD_NUMBER: _ClassVar[int]
+    LET_RELATION_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    NUM_SENTENCES_FIELD_NUMBER: _ClassVar[int]
+    NUM_PARAGRAPHS_FIELD_NUMBER: _ClassVar[int]
+    NUM_WORDS_FIELD_NUMBER: _ClassVar[int]
+    NTH_PARAGRAPH_FIELD_NUMBER: _ClassVar[int]
+    FIRST_WORD_FIELD_NUMBER: _ClassVar[int]
+    NUM_PLACEHOLDERS_FIELD_NUMBER: _ClassVar[int]
+    POSTSCRIPT_MARKER_FIELD_NUMBER: _ClassVar[int]
+    NUM_BULLETS_FIELD_NUMBER: _ClassVar[int]
+    NUM_HIGHLIGHTS_FIELD_NUMBER: _ClassVar[int]
+    SECTION_SPLITER_FIELD_NUMBER: _ClassVar[int]
+    NUM_SECTIONS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TO_REPEAT_FIELD_NUMBER: _ClassVar[int]
+    END_PHRASE_FIELD_NUMBER: _ClassVar[int]
+    CAPITAL_FREQUENCY_FIELD_NUMBER: _ClassVar[int]
+    CAPITAL_RELATION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    relation: str
+    keywords: _containers.RepeatedScalarFieldContainer[str]
+    keyword: str
+    frequency: int
+    forbidden_words: _containers.RepeatedScalarFieldContainer[str]
+    letter: str
+    let_frequency: int
+    let_relation: str
+    language: str
+    num_sentences: int
+    num_paragraphs: int
+    num_words: int
+    nth_paragraph: int
+    first_word: str
+    num_placeholders: int
+    postscript_marker: str
+    num_bullets: int
+    num_highlights: int
+    section_spliter: str
+    num_sections: int
+    prompt_to_repeat: str
+    end_phrase: str
+    capital_frequency: int
+    capital_relation: str
+    def __init__(self, id: _Optional[str] = ..., relation: _Optional[str] = ..., keywords: _Optional[_Iterable[str]] = ..., keyword: _Optional[str] = ..., frequency: _Optional[int] = ..., forbidden_words: _Optional[_Iterable[str]] = ..., letter: _Optional[str] = ..., let_frequency: _Optional[int] = ..., let_relation: _Optional[str] = ..., language: _Optional[str] = ..., num_sentences: _Optional[int] = ..., num_paragraphs: _Optional[int] = ..., num_words: _Optional[int] = ..., nth_paragraph: _Optional[int] = ..., first_word: _Optional[str] = ..., num_placeholders: _Optional[int] = ..., postscript_marker: _Optional[str] = ..., num_bullets: _Optional[int] = ..., num_highlights: _Optional[int] = ..., section_spliter: _Optional[str] = ..., num_sections: _Optional[int] = ..., prompt_to_repeat: _Optional[str] = ..., end_phrase: _Optional[str] = ..., capital_frequency: _Optional[int] = ..., capital_relation: _Optional[str] = ...) -> None: ...
+
 class GenerateRequest(_message.Message):
-    __slots__ = ("messages", "prompt", "preferences", "preference_vector", "combination", "references", "constraints", "search", "budget", "return_candidates", "max_tokens", "temperature", "top_p", "seed", "stop", "stream", "return_prompt")
+    __slots__ = ("messages", "prompt", "preferences", "preference_vector", "combination", "references", "constraints", "search", "budget", "return_candidates", "max_tokens", "temperature", "top_p", "seed", "stop", "stream", "return_prompt", "checks")
     class PreferenceVectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +160,7 @@ class GenerateRequest(_message.Message):
     STOP_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
     RETURN_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     prompt: str
     preferences: str
@@ -113,7 +178,8 @@ class GenerateRequest(_message.Message):
     stop: _containers.RepeatedScalarFieldContainer[str]
     stream: bool
     return_prompt: bool
-    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., prompt: _Optional[str] = ..., preferences: _Optional[str] = ..., preference_vector: _Optional[_Mapping[str, float]] = ..., combination: _Optional[str] = ..., references: _Optional[_Mapping[str, float]] = ..., constraints: _Optional[_Mapping[str, Constraint]] = ..., search: _Optional[_Union[SearchSpec, _Mapping]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., return_candidates: _Optional[bool] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., stream: _Optional[bool] = ..., return_prompt: _Optional[bool] = ...) -> None: ...
+    checks: _containers.RepeatedCompositeFieldContainer[Check]
+    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., prompt: _Optional[str] = ..., preferences: _Optional[str] = ..., preference_vector: _Optional[_Mapping[str, float]] = ..., combination: _Optional[str] = ..., references: _Optional[_Mapping[str, float]] = ..., constraints: _Optional[_Mapping[str, Constraint]] = ..., search: _Optional[_Union[SearchSpec, _Mapping]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., return_candidates: _Optional[bool] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., stream: _Optional[bool] = ..., return_prompt: _Optional[bool] = ..., checks: _Optional[_Iterable[_Union[Check, _Mapping]]] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "generated_tokens", "candidate_tokens", "prefill_tokens", "candidates", "wall_time_s", "engine_requests", "reward_calls", "rounds", "stopped_by", "stage_seconds")
@@ -151,7 +217,7 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., generated_tokens: _Optional[int] = ..., candidate_tokens: _Optional[int] = ..., prefill_tokens: _Optional[int] = ..., candidates: _Optional[int] = ..., wall_time_s: _Optional[float] = ..., engine_requests: _Optional[int] = ..., reward_calls: _Optional[int] = ..., rounds: _Optional[int] = ..., stopped_by: _Optional[str] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class CandidateInfo(_message.Message):
-    __slots__ = ("text", "tokens", "finish_reason", "scores", "combined_score", "feasible")
+    __slots__ = ("text", "tokens", "finish_reason", "scores", "combined_score", "feasible", "checks")
     class ScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -165,13 +231,15 @@ class CandidateInfo(_message.Message):
     SCORES_FIELD_NUMBER: _ClassVar[int]
     COMBINED_SCORE_FIELD_NUMBER: _ClassVar[int]
     FEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
     text: str
     tokens: int
     finish_reason: str
     scores: _containers.ScalarMap[str, float]
     combined_score: float
     feasible: bool
-    def __init__(self, text: _Optional[str] = ..., tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., scores: _Optional[_Mapping[str, float]] = ..., combined_score: _Optional[float] = ..., feasible: _Optional[bool] = ...) -> None: ...
+    checks: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, text: _Optional[str] = ..., tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., scores: _Optional[_Mapping[str, float]] = ..., combined_score: _Optional[float] = ..., feasible: _Optional[bool] = ..., checks: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class SafetyInfo(_message.Message):
     __slots__ = ("version", "verdict", "scores")
@@ -191,7 +259,7 @@ class SafetyInfo(_message.Message):
     def __init__(self, version: _Optional[int] = ..., verdict: _Optional[str] = ..., scores: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class AlignResponse(_message.Message):
-    __slots__ = ("id", "model", "text", "finish_reason", "usage", "scores", "combined_score", "feasible", "threshold_met", "candidates", "prompt", "safety")
+    __slots__ = ("id", "model", "text", "finish_reason", "usage", "scores", "combined_score", "feasible", "threshold_met", "candidates", "prompt", "safety", "checks")
     class ScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -211,6 +279,7 @@ class AlignResponse(_message.Message):
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     SAFETY_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     text: str
@@ -223,7 +292,8 @@ class AlignResponse(_message.Message):
     candidates: _containers.RepeatedCompositeFieldContainer[CandidateInfo]
     prompt: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     safety: SafetyInfo
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., scores: _Optional[_Mapping[str, float]] = ..., combined_score: _Optional[float] = ..., feasible: _Optional[bool] = ..., threshold_met: _Optional[bool] = ..., candidates: _Optional[_Iterable[_Union[CandidateInfo, _Mapping]]] = ..., prompt: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., safety: _Optional[_Union[SafetyInfo, _Mapping]] = ...) -> None: ...
+    checks: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., scores: _Optional[_Mapping[str, float]] = ..., combined_score: _Optional[float] = ..., feasible: _Optional[bool] = ..., threshold_met: _Optional[bool] = ..., candidates: _Optional[_Iterable[_Union[CandidateInfo, _Mapping]]] = ..., prompt: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., safety: _Optional[_Union[SafetyInfo, _Mapping]] = ..., checks: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class GenerateEvent(_message.Message):
     __slots__ = ("type", "text", "scores", "response")
@@ -438,7 +508,7 @@ class ListAuditResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ...) -> None: ...
 
 class PolicyCaps(_message.Message):
-    __slots__ = ("deadline_ms", "n", "batch", "max_rounds", "beam_width", "expansions", "chunk_tokens", "neighbors", "max_tokens", "max_input_chars", "max_candidates", "max_search_tokens", "max_reward_calls", "max_engine_requests", "max_scoring_rounds")
+    __slots__ = ("deadline_ms", "n", "batch", "max_rounds", "beam_width", "expansions", "chunk_tokens", "neighbors", "max_tokens", "max_input_chars", "max_candidates", "max_search_tokens", "max_reward_calls", "max_engine_requests", "max_scoring_rounds", "particles")
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
@@ -454,6 +524,7 @@ class PolicyCaps(_message.Message):
     MAX_REWARD_CALLS_FIELD_NUMBER: _ClassVar[int]
     MAX_ENGINE_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     MAX_SCORING_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    PARTICLES_FIELD_NUMBER: _ClassVar[int]
     deadline_ms: int
     n: int
     batch: int
@@ -469,7 +540,8 @@ class PolicyCaps(_message.Message):
     max_reward_calls: int
     max_engine_requests: int
     max_scoring_rounds: int
-    def __init__(self, deadline_ms: _Optional[int] = ..., n: _Optional[int] = ..., batch: _Optional[int] = ..., max_rounds: _Optional[int] = ..., beam_width: _Optional[int] = ..., expansions: _Optional[int] = ..., chunk_tokens: _Optional[int] = ..., neighbors: _Optional[int] = ..., max_tokens: _Optional[int] = ..., max_input_chars: _Optional[int] = ..., max_candidates: _Optional[int] = ..., max_search_tokens: _Optional[int] = ..., max_reward_calls: _Optional[int] = ..., max_engine_requests: _Optional[int] = ..., max_scoring_rounds: _Optional[int] = ...) -> None: ...
+    particles: int
+    def __init__(self, deadline_ms: _Optional[int] = ..., n: _Optional[int] = ..., batch: _Optional[int] = ..., max_rounds: _Optional[int] = ..., beam_width: _Optional[int] = ..., expansions: _Optional[int] = ..., chunk_tokens: _Optional[int] = ..., neighbors: _Optional[int] = ..., max_tokens: _Optional[int] = ..., max_input_chars: _Optional[int] = ..., max_candidates: _Optional[int] = ..., max_search_tokens: _Optional[int] = ..., max_reward_calls: _Optional[int] = ..., max_engine_requests: _Optional[int] = ..., max_scoring_rounds: _Optional[int] = ..., particles: _Optional[int] = ...) -> None: ...
 
 class PolicyDefaults(_message.Message):
     __slots__ = ("search", "preference_vector", "budget", "max_tokens")

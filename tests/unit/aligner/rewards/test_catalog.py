@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from aligner.contract import AlignRequest, ChatMessage
-from aligner.core import Aligner
 from aligner.errors import ConfigError, InvalidRequest
+from aligner.objectives import check_objectives
 from aligner.rewards import ObjectiveCatalog, RewardError
 from aligner.safety.config import SafetyConfig
 from tests.fakes import FakePolicyModel, FakeRewardModel
@@ -72,17 +72,17 @@ def test_a_request_naming_an_objective_that_reads_the_config_needs_one():
     ):
         request = AlignRequest.parse({"prompt": "q", **data})
         with pytest.raises(InvalidRequest) as err:
-            Aligner.check_objectives_of(request, catalog)
+            check_objectives(request, catalog)
         assert err.value.field == field
         assert err.value.message == (
             f"{field}: rule judges against the tenant's safety config, and this request is served under none"
         )
-        Aligner.check_objectives_of(request, catalog, SafetyConfig(text="Be kind."))
+        check_objectives(request, catalog, SafetyConfig(text="Be kind."))
     with pytest.raises(
         ConfigError,
         match="^the tenant's safety config: safety.thresholds: unknown objective 'gone'; valid objectives: rule, x$",
     ):
-        Aligner.check_objectives_of(
+        check_objectives(
             AlignRequest.parse({"prompt": "q"}), catalog, SafetyConfig(text="Be kind.", thresholds={"gone": 0.5})
         )
 

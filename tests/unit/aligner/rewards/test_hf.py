@@ -200,7 +200,7 @@ def test_a_guard_model_judges_policy_compliance_as_p_yes_under_the_tenants_polic
     catalog = build_catalog(
         RewardsConfig(builtin=False, judge=False, guard_model=str(tiny_guard_model_dir)), tokenizer=tokenizer
     )
-    assert catalog.names == ["policy_compliance"]
+    assert catalog.names == ["policy_compliance", "checks"]
     judge = GuardModelJudge(str(tiny_guard_model_dir))
     conversation = [ChatMessage(role="user", content="Any betting tips?")]
     with pytest.raises(RewardError, match="safety config"):

@@ -115,3 +115,14 @@ def test_activate_refuses_a_stored_version_too_long_for_the_model(admin_service)
     assert err.value.info.field == "text" and store.get_safety_config("acme").version == 2
     with pytest.raises(NotFound):  # an unknown version is still the store's NotFound
         asyncio.run(service.activate_safety_config(admin, "acme", {"version": 9, "expected_version": 2}))
+
+
+def test_activate_refuses_a_stored_version_whose_threshold_rests_on_a_requests_own_objective(admin_service):
+    """Found by review: only PUT refused a threshold on `checks`; a version stored before that rule came
+    back through a rollback, and every request of the tenant without checks failed with a 500."""
+    service, store, admin = admin_service
+    store.set_safety_config("acme", SafetyConfig(text="Be kind.", thresholds={"checks": 1.0}), expected_version=None)
+    store.set_safety_config("acme", SHORT, expected_version=1)
+    with pytest.raises(InvalidRequest) as err:
+        asyncio.run(service.activate_safety_config(admin, "acme", {"version": 1, "expected_version": 2}))
+    assert err.value.field == "thresholds.checks" and store.get_safety_config("acme").version == 2

@@ -231,3 +231,42 @@ def test_rejection_never_stops_at_an_undecided_judges_middle_score(aligner):
     )
     response = asyncio.run(core.generate(request))
     assert response.threshold_met is False
+
+
+def test_rejection_goes_on_past_a_candidate_that_meets_its_threshold_but_fails_the_tenants(aligner):
+    """Rejection stops at a candidate reaching `threshold` only if it is feasible, and the tenant's
+    thresholds are among a request's constraints: one failing them does not stop it."""
+    seeds: list[int] = []
+
+    def text_of(seed, index):
+        seeds.append(seed) if seed not in seeds else None
+        return UNSAFE if seed == seeds[0] else RESAMPLED[1]
+
+    request = issue_request(search={"strategy": "rejection", "batch": 1, "max_rounds": 4, "threshold": 0.9})
+    response = asyncio.run(aligner(text_of).generate(request, safety=config("refuse")))
+    assert response.text == RESAMPLED[1] and response.safety.verdict == "passed"
+    assert response.usage.rounds == 2 and response.threshold_met is True
+
+
+@pytest.mark.parametrize("objective", ["checks", "preference_following"])
+def test_a_threshold_on_an_objective_of_the_requests_own_words_is_refused(objective):
+    """Found by review: a tenant threshold on preference_following failed every request without preferences
+    with a 500; one on checks every request without checks."""
+    from aligner.errors import InvalidRequest
+
+    config = SafetyConfig(text="Be nice.", thresholds={objective: 0.5})
+    with pytest.raises(InvalidRequest) as err:
+        config.check_objectives({objective: (0.0, 1.0)})
+    assert err.value.field == f"thresholds.{objective}"
+
+
+def test_a_stored_config_with_such_a_threshold_is_the_configs_fault_at_request_time(aligner):
+    """What a config stored before the rule meets when a request is served: a config error, not a 500."""
+    from aligner.errors import ConfigError
+    from aligner.objectives import check_objectives
+
+    catalog = ObjectiveCatalog([TableScores(("verbosity", "harmlessness", "checks"), TABLE)])
+    config = SafetyConfig(text="Be nice.", thresholds={"checks": 1.0})
+    with pytest.raises(ConfigError) as err:
+        check_objectives(issue_request(), catalog, config)
+    assert "thresholds.checks" in err.value.message

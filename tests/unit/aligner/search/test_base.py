@@ -100,10 +100,16 @@ def test_a_single_objective_has_no_neighbours():
 
 def test_every_registered_strategy_has_run_code_that_reads_its_parameters():
     """The registry the contract validates against and the run code the core looks up must not drift apart."""
-    assert registry.names() == ("sample", "best_of_n", "rejection", "beam", "rps")
+    assert registry.names() == ("sample", "best_of_n", "rejection", "beam", "rps", "particle_filter")
     for name in registry.names():
         assert strategy_for(name).params is registry.params_of(name) and strategy_for(name).name == name
-    assert [n for n in registry.names() if registry.params_of(n).ranked] == ["best_of_n", "rejection", "beam", "rps"]
+    assert [n for n in registry.names() if registry.params_of(n).ranked] == [
+        "best_of_n",
+        "rejection",
+        "beam",
+        "rps",
+        "particle_filter",
+    ]
 
 
 def test_the_configurable_limits_default_to_the_maxima_the_strategies_declare():

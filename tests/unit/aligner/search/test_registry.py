@@ -84,7 +84,9 @@ def test_its_fields_are_checked_and_bounded_like_a_built_in_strategys(registered
         f"search.n: does not apply to strategy '{NAME}' (it is read by: best_of_n, rps)"
     )
     assert refused({"strategy": NAME, "kk": 2}).reason == "unknown field"
-    assert refused({"strategy": "nope"}).reason.endswith(f"allowed: sample, best_of_n, rejection, beam, rps, {NAME}")
+    assert refused({"strategy": "nope"}).reason.endswith(
+        f"allowed: sample, best_of_n, rejection, beam, rps, particle_filter, {NAME}"
+    )
 
 
 def test_the_total_work_check_prices_it_by_its_own_cost(registered):
@@ -126,7 +128,10 @@ def test_the_wire_schema_holds_every_built_in_strategys_fields_described_by_thei
     assert list(fields) == [
         "strategy",
         "n",
+        "adaptive",
         "batch",
+        "margin",
+        "stop_probability",
         "threshold",
         "max_rounds",
         "beam_width",
@@ -135,9 +140,14 @@ def test_the_wire_schema_holds_every_built_in_strategys_fields_described_by_thei
         "prune",
         "neighbors",
         "spread",
+        "particles",
+        "weight_temperature",
     ]
-    assert fields["n"].description == "best_of_n: candidates in one engine request; rps: candidates per direction."
-    assert fields["strategy"].description == "Search strategy; one of: sample, best_of_n, rejection, beam, rps."
+    assert fields["n"].description == "best_of_n: candidates in all (adaptive: at most); rps: candidates per direction."
+    assert (
+        fields["strategy"].description
+        == "Search strategy; one of: sample, best_of_n, rejection, beam, rps, particle_filter."
+    )
 
 
 @pytest.mark.parametrize("name", registry.names())

@@ -109,3 +109,27 @@ def test_counts_must_be_positive():
     for bad in ("0", "-1", "x"):
         with pytest.raises(argparse.ArgumentTypeError, match="positive integer"):
             positive(bad)
+
+
+def test_its_hub_process_reward_model_scores_each_partial_answer_against_the_prompt():
+    class FakeJudge:  # a fake relevance judge: records what it was asked
+        def __init__(self):
+            self.asked = []
+
+        def score(self, question, answers):
+            self.asked.append((question, answers))
+            return [float(len(a)) for a in answers]
+
+    judge = FakeJudge()
+    prm = bench_peers.its_hub_process_reward_model(judge)
+    assert prm.score("What is rain?", ["Water", "Water falling"]) == [5.0, 13.0]
+    assert judge.asked == [("What is rain?", ["Water", "Water falling"])]
+
+
+def test_particle_filter_ratios_and_targets_are_reported_beside_best_of_n():
+    row = {"requests_per_s": 2.0, "generated_tokens_per_s": 100.0, "chosen_rewards": [0.5, 0.6]}
+    slow = {"requests_per_s": 1.0, "generated_tokens_per_s": 80.0, "chosen_rewards": [0.5, 0.6]}
+    got = bench_peers.summarize({"particle_filter": {"aligner": row, "its_hub": slow}})
+    assert got["ratios"]["aligner_over_its_hub_particle_filter_requests_per_s"] == 2.0
+    assert got["targets"]["aligner_over_its_hub_particle_filter_requests_per_s"]["met"] is True
+    assert got["targets"]["aligner_over_its_hub_best_of_n_requests_per_s"]["met"] is False  # not measured

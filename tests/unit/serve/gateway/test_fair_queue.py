@@ -10,8 +10,9 @@ import pytest
 
 from aligner.contract import AlignRequest
 from aligner.errors import Overloaded
+from aligner.safety.config import SafetyConfig
 from serve.config import ServerConfig
-from serve.gateway.fair_queue import FairQueue, FairShare, Slot, request_cost
+from serve.gateway.fair_queue import FairQueue, FairShare, Slot, request_cost, request_sequences
 
 A, B = FairShare("a"), FairShare("b")
 
@@ -162,10 +163,8 @@ def test_a_flooding_tenant_gets_its_own_429_and_the_others_are_still_queued():
             await queue.acquire(A, 1)
         assert refused.value.retry_after_s == 3 and "'a'" in refused.value.message
         assert "tenant_queue_limit" in refused.value.message
-        light = asyncio.ensure_future(queue.acquire(FairShare("b", queue_limit=1), 1))  # a policy's own bound
+        light = asyncio.ensure_future(queue.acquire(B, 1))  # b's own queue still has room
         await settle()
-        with pytest.raises(Overloaded):
-            await queue.acquire(FairShare("b", queue_limit=1), 1)
         held.release(None)
         await settle()
         assert light.done(), "b's request goes before a's two queued ones"
@@ -287,3 +286,158 @@ def test_a_request_is_charged_its_worst_case_in_candidate_tokens():
 )
 def test_an_ingress_holds_its_share_of_the_replicas_slots(config, slots):
     assert ServerConfig.load(config).fair_queue_capacity() == slots
+
+
+def test_a_busy_tenant_leaves_room_in_the_batch_for_a_tenant_that_arrives():
+    """busy_sequences 16: a tenant's requests stop at 16 sequences in flight; another tenant's arrival goes
+    at once while a slot is free, and counts in the sequences in flight."""
+
+    async def scenario() -> None:
+        queue = FairQueue(8, busy_sequences=16)
+        heavy = [asyncio.ensure_future(queue.acquire(A, 256, lanes=8)) for _ in range(5)]
+        await settle()
+        assert [t.done() for t in heavy] == [True, True, False, False, False]  # a third would pass 16
+        assert queue.sequences_in_flight == 16 and queue.in_flight == 2
+        light = await asyncio.wait_for(queue.acquire(B, 16, lanes=1), 1)  # b's arrival
+        assert queue.sequences_in_flight == 17 and queue.in_flight == 3
+        heavy[0].result().release(256)
+        await settle()
+        assert not heavy[2].done(), "9 in flight: 8 more pass 16 while b's request runs"
+        light.release(16)
+        await settle()
+        assert heavy[2].done() and not heavy[3].done() and queue.sequences_in_flight == 16
+        for task in heavy[1:3]:
+            task.result().release(256)
+        await settle()
+        assert heavy[3].done() and heavy[4].done()
+        for task in heavy[3:]:
+            task.result().release(256)
+        assert queue.sequences_in_flight == 0 and queue.in_flight == 0
+
+    asyncio.run(scenario())
+
+
+def test_an_arrival_wider_than_the_bound_holds_the_others_back():
+    """A tenant sending one best-of-64 at a time arrives every time: it goes at once, and its 64 sequences
+    keep everyone else's requests (but arrivals) waiting until it ends."""
+
+    async def scenario() -> None:
+        queue = FairQueue(8, busy_sequences=8)
+        wide = await asyncio.wait_for(queue.acquire(A, 64, lanes=64), 1)
+        other = await asyncio.wait_for(queue.acquire(B, 8, lanes=8), 1)  # b's arrival: at once
+        more = asyncio.ensure_future(queue.acquire(B, 8, lanes=1))
+        await settle()
+        assert not more.done() and queue.sequences_in_flight == 72
+        wide.release(64)
+        other.release(8)
+        await settle()
+        assert more.done()
+        more.result().release(1)
+
+    asyncio.run(scenario())
+
+
+def test_a_request_wider_than_the_bound_runs_once_nothing_else_is_in_flight():
+    async def scenario() -> None:
+        queue = FairQueue(8, busy_sequences=4)
+        first = await asyncio.wait_for(queue.acquire(A, 8, lanes=1), 1)  # a's arrival
+        wide = asyncio.ensure_future(queue.acquire(A, 64, lanes=64))
+        await settle()
+        assert not wide.done()
+        first.release(8)
+        await settle()
+        assert wide.done(), "nothing else in flight: a request wider than the bound still runs"
+        narrow = asyncio.ensure_future(queue.acquire(A, 8, lanes=1))
+        await settle()
+        assert not narrow.done()
+        wide.result().release(64)
+        await settle()
+        narrow.result().release(8)
+        assert queue.sequences_in_flight == 0
+
+    asyncio.run(scenario())
+
+
+def test_requests_behind_one_that_does_not_fit_wait_for_it():
+    """c is next in fair order and needs the sequences in flight to drain; a's narrower request that would
+    fit does not pass it (else a stream of narrow requests could keep the wide one waiting for ever)."""
+
+    async def scenario() -> None:
+        queue = FairQueue(8, busy_sequences=8)
+        c = FairShare("c")
+        arrival_a = await asyncio.wait_for(queue.acquire(A, 1, lanes=1), 1)
+        more_a = await asyncio.wait_for(queue.acquire(A, 1, lanes=3), 1)  # 4 of 8
+        arrival_c = await asyncio.wait_for(queue.acquire(c, 1, lanes=1), 1)  # 5
+        wide_c = asyncio.ensure_future(queue.acquire(c, 1, lanes=4))  # 9 would pass 8
+        narrow_a = asyncio.ensure_future(queue.acquire(A, 100, lanes=3))  # 8 would fit
+        await settle()
+        assert queue.counters["c"] < queue.counters["a"]
+        assert not wide_c.done() and not narrow_a.done(), "a's request would fit, but c is next"
+        more_a.release(1)
+        await settle()
+        assert wide_c.done() and not narrow_a.done() and queue.sequences_in_flight == 6
+        for slot in (arrival_a, arrival_c, wide_c.result()):
+            slot.release(1)
+        await settle()
+        narrow_a.result().release(1)
+        assert queue.sequences_in_flight == 0
+
+    asyncio.run(scenario())
+
+
+def test_the_busy_bound_keeps_the_weighted_shares_of_two_backlogged_tenants():
+    async def scenario() -> float:
+        queue = FairQueue(4, busy_sequences=16)
+        a, b = FairShare("a", weight=3.0), FairShare("b")
+        served = {"a": 0, "b": 0}
+        pending: dict[asyncio.Task[Slot], FairShare] = {}
+
+        def top_up() -> None:
+            for share in (a, b):
+                while sum(1 for s in pending.values() if s == share) < 4:
+                    pending[asyncio.ensure_future(queue.acquire(share, 64, lanes=8))] = share
+
+        top_up()
+        await settle()
+        for _ in range(400):
+            done = next(t for t in pending if t.done())
+            served[pending.pop(done).tenant] += 64
+            assert queue.sequences_in_flight <= 16 + 8  # the bound, and the other tenant's arrival
+            top_up()
+            done.result().release(64)
+            await settle()
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return served["a"] / (served["a"] + served["b"])
+
+    assert asyncio.run(scenario()) == pytest.approx(0.75, abs=0.03)
+
+
+def test_fairness_off_has_no_busy_bound():
+    assert FairQueue(4, fair=False, busy_sequences=8).busy_sequences is None
+    with pytest.raises(ValueError, match="busy_sequences"):
+        FairQueue(4, busy_sequences=0)
+
+
+@pytest.mark.parametrize(
+    ("search", "sequences"),
+    [
+        ({"strategy": "sample"}, 1),
+        ({"strategy": "best_of_n", "n": 8}, 8),
+        ({"strategy": "rejection", "batch": 4, "max_rounds": 5, "threshold": 0.5}, 4),
+        ({"strategy": "beam", "beam_width": 2, "expansions": 3, "chunk_tokens": 8}, 6),
+        ({"strategy": "rps", "n": 2, "neighbors": 3}, 6),
+    ],
+)
+def test_each_strategy_says_how_many_sequences_it_decodes_at_once(search, sequences):
+    body = {"prompt": "hi", "max_tokens": 32, "preference_vector": {"verbosity": -1.0, "readability": 1.0}}
+    request = AlignRequest.parse({**body, "search": search})
+    assert request.search.sequences(request.shape()) == sequences
+
+
+def test_a_tenants_resample_action_counts_in_the_sequences_a_request_may_decode_at_once():
+    request = AlignRequest.parse({"prompt": "hi", "max_tokens": 32})
+    resample = SafetyConfig(text="Be kind.", thresholds={"harmlessness": 0.9}, action="resample", max_resamples=64)
+    refuse = SafetyConfig(text="Be kind.", thresholds={"harmlessness": 0.9}, action="refuse")
+    assert [request_sequences(request, c) for c in (None, refuse, resample)] == [1, 1, 64]

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from google.protobuf.json_format import ParseDict
 
+from aligner.checks import Check
 from aligner.contract import (
     AlignRequest,
     AlignResponse,
@@ -29,6 +30,11 @@ FULL_REQUEST = {
     "combination": "and",
     "references": {"relevance": 0.5},
     "constraints": {"harmlessness": {"min": 0.8}},
+    "checks": [
+        {"id": "length_constraints:number_words", "relation": "less than", "num_words": 60},
+        {"id": "keywords:forbidden_words", "forbidden_words": ["very", "really"]},
+        {"id": "punctuation:no_comma"},
+    ],
     "search": {"strategy": "beam", "beam_width": 2, "expansions": 3, "chunk_tokens": 8, "prune": 0.25},
     "budget": {"max_candidate_tokens": 4096, "max_reward_calls": 64, "deadline_ms": 30000},
     "return_candidates": True,
@@ -62,10 +68,17 @@ FULL_RESPONSE = AlignResponse(
     scores={"relevance": 0.7, "verbosity": 0.1},
     combined_score=0.42,
     feasible=True,
+    checks=[True, False],
     threshold_met=False,
     candidates=[
         CandidateInfo(
-            text="Blue.", tokens=3, finish_reason="stop", scores={"relevance": 0.7}, combined_score=0.42, feasible=True
+            text="Blue.",
+            tokens=3,
+            finish_reason="stop",
+            scores={"relevance": 0.7},
+            combined_score=0.42,
+            feasible=True,
+            checks=[True, False],
         ),
         CandidateInfo(text="Red", tokens=2, finish_reason="length"),
     ],
@@ -96,6 +109,7 @@ def test_committed_stubs_are_the_ones_the_proto_generates(tmp_path):
         (Usage, pb.Usage),
         (CandidateInfo, pb.CandidateInfo),
         (SafetyInfo, pb.SafetyInfo),
+        (Check, pb.Check),
     ],
     ids=lambda x: getattr(x, "__name__", "") or x.DESCRIPTOR.name,
 )
