@@ -19,7 +19,12 @@ SERVE_ARGS ?=
 # Optional dependency groups installed with the project (images use EXTRAS=serve).
 EXTRAS ?= serve,test
 
-.PHONY: install serve test test-unit test-engine test-e2e lint typecheck proto chart-schema clean-venv
+# Debian packages the tests drive for real: Prometheus (and promtool) and Chromium.
+DEBIAN_TEST_PACKAGES := prometheus chromium
+DEBIAN_TEST_TOOLS := /usr/bin/prometheus /usr/bin/promtool /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+
+.PHONY: install system-test-tools serve test test-unit test-engine test-e2e lint typecheck proto chart-schema clean-venv
 
 install: $(STAMP)
 
@@ -44,21 +49,32 @@ endif
 	$(BIN)/python -c "import vllm, transformers, serve.cli.main; print('==> installed vllm', vllm.__version__)"
 	@touch $@
 
+# Installed only where one is missing; `apt-get update` only when the package lists lack them.
+system-test-tools:
+	@missing=0; for tool in $(DEBIAN_TEST_TOOLS); do [ -x $$tool ] || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+		echo "==> installing Debian packages: $(DEBIAN_TEST_PACKAGES)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		$(SUDO) apt-get install -y -q --no-install-recommends $(DEBIAN_TEST_PACKAGES) >/dev/null \
+		|| { $(SUDO) apt-get update -q >/dev/null && \
+		     $(SUDO) apt-get install -y -q --no-install-recommends $(DEBIAN_TEST_PACKAGES) >/dev/null; }; \
+	fi
+
 serve: install
 	$(BIN)/aligner serve $(SERVE_ARGS)
 
-test: install
+test: install system-test-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Markers come from the folders (tests/conftest.py): `not engine` is tests/unit alone.
-test-unit: install
+test-unit: install system-test-tools
 	$(BIN)/python -m pytest tests/unit -m "not engine" $(PYTEST_ARGS)
 
 test-engine: install
 	$(BIN)/python -m pytest tests/engine $(PYTEST_ARGS)
 
 # The Ray Serve apps: one shared app on one node (e2e), and two nodes (cluster).
-test-e2e: install
+test-e2e: install system-test-tools
 	$(BIN)/python -m pytest tests/e2e tests/cluster $(PYTEST_ARGS)
 
 # Every check runs, so one report shows all that is wrong; the target fails if any did.

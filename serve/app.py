@@ -43,7 +43,7 @@ def build_app(config: ServerConfig | dict[str, Any] | None = None) -> Applicatio
     config = ServerConfig.load(config or {})
     plain = config.model_dump(mode="json")
     hub = serve.deployment(MetricsHub, name="MetricsHub", num_replicas=1, ray_actor_options={"num_cpus": 0}).bind(
-        max(10.0, 10 * config.metrics_interval_s)
+        max(10.0, 10 * config.metrics_interval_s), config.expected_replicas()
     )
     scaling: dict[str, Any] = (
         {"autoscaling_config": config.autoscaling.model_dump()}

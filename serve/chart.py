@@ -240,6 +240,13 @@ def values_schema() -> dict[str, Any]:
                         },
                         ("enabled",),
                     ),
+                    "prometheusRule": _obj(
+                        {
+                            "enabled": {"type": "boolean", "description": "Render the alert rules' PrometheusRule."},
+                            "labels": LABELS,
+                        },
+                        ("enabled",),
+                    ),
                     "grafanaDashboard": _obj(
                         {
                             "enabled": {"type": "boolean", "description": "Render the dashboard ConfigMap."},

@@ -191,6 +191,11 @@ class ServerConfig(BaseModel):
         replicas = self.autoscaling.max_replicas if self.autoscaling is not None else self.num_replicas
         return max(1, -(-replicas * self.max_ongoing_requests // self.ingress_replicas))
 
+    def expected_replicas(self) -> dict[str, int]:
+        """The fewest replicas each deployment should have running (`aligner_replicas_expected`)."""
+        model = self.autoscaling.min_replicas if self.autoscaling is not None else self.num_replicas
+        return {"model": model, "ingress": self.ingress_replicas}
+
     def replicas_per_node(self) -> int:
         """The most model replicas one node can hold (their CPU engines split its cores between them)."""
         most = self.autoscaling.max_replicas if self.autoscaling is not None else self.num_replicas

@@ -5,7 +5,8 @@ snapshot to the `MetricsHub` deployment every `metrics_interval_s`; `GET
 /metrics` renders the hub's merge: counters and histograms summed over every
 replica that ever reported (so totals never go back when a replica is
 replaced), gauges summed over the replicas that reported recently (those in
-`MAX_MERGED` by max: the same fact seen by several replicas). A replica that
+`MAX_MERGED` by max and those in `MIN_MERGED` by min: the same fact seen by several
+replicas). A replica that
 has not reported for `FOLD_AFTER_STALE` × the staleness interval is folded into
 a retained total (its counters and histograms; its gauges are gone already), so
 the hub's memory holds the replicas alive now, not every replica that ever ran
@@ -34,6 +35,8 @@ disable_created_metrics()
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
 COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# A replica reports the safety-config version of a tenant it served within this many seconds.
+SAFETY_VERSION_SEEN_S = 60.0
 SCORE_BUCKETS = (-5, -1, 0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 5)
 Snapshot = list[tuple[str, str, str, list[tuple[str, dict[str, str], float]]]]
 
@@ -107,6 +110,13 @@ class Metrics:
         self.budget_stops = Counter(
             "aligner_budget_stops", "Searches cut short by a budget limit.", ["limit"], registry=r
         )
+        self.replicas_expected = Gauge(
+            "aligner_replicas_expected",
+            "Replicas each deployment is configured to keep at least (model: num_replicas or autoscaling's "
+            "min_replicas; ingress: ingress_replicas), reported by the metrics hub.",
+            ["deployment"],
+            registry=r,
+        )
         self.replicas_reporting = Gauge(
             "aligner_replicas_reporting",
             "Replicas whose metrics this scrape includes (fresh ones), by deployment "
@@ -142,10 +152,36 @@ class Metrics:
         )
         self.safety_version = Gauge(
             "aligner_safety_config_version",
-            "Version of each tenant's safety config in force (0: none), as last seen by a request.",
+            "Version of each tenant's safety config in force (0: none): the newest any ingress replica served "
+            f"a request under in the last {SAFETY_VERSION_SEEN_S:.0f} s.",
             ["tenant"],
             registry=r,
         )
+        self.safety_version_oldest = Gauge(
+            "aligner_safety_config_version_oldest",
+            "The oldest version of each tenant's safety config that an ingress replica served a request under "
+            f"in the last {SAFETY_VERSION_SEEN_S:.0f} s: below aligner_safety_config_version, replicas disagree.",
+            ["tenant"],
+            registry=r,
+        )
+        self._safety_seen: dict[str, float] = {}  # tenant -> when a request was last served under its config
+
+    def safety_config_served(self, tenant: str, version: int | None, now: float | None = None) -> None:
+        """A request of `tenant` is served under its config `version` (None: no config) on this replica."""
+        self.safety_version.labels(tenant=tenant).set(version or 0)
+        self.safety_version_oldest.labels(tenant=tenant).set(version or 0)
+        self._safety_seen[tenant] = time.monotonic() if now is None else now
+
+    def forget_idle_tenants(self, now: float | None = None) -> None:
+        """Drop the safety-config versions of tenants this replica has not served for SAFETY_VERSION_SEEN_S:
+        a version seen long ago is no evidence of what the replica would serve now (a drift alert on it
+        would never clear)."""
+        now = time.monotonic() if now is None else now
+        for tenant, seen in list(self._safety_seen.items()):
+            if now - seen > SAFETY_VERSION_SEEN_S:
+                del self._safety_seen[tenant]
+                self.safety_version.remove(tenant)
+                self.safety_version_oldest.remove(tenant)
 
     def finished(self, tenant: str, strategy: str, status: str) -> None:
         self.requests.labels(tenant=tenant, strategy=strategy, status=status).inc()
@@ -171,8 +207,9 @@ class Metrics:
         ]
 
 
-# Gauges whose replicas' values are the same fact seen from several places: merged by max, not summed.
-MAX_MERGED = {"aligner_safety_config_version"}
+# Gauges whose replicas' values are the same fact seen from several places: merged by max or min, not summed.
+MAX_MERGED = {"aligner_safety_config_version", "aligner_replicas_expected"}
+MIN_MERGED = {"aligner_safety_config_version_oldest"}
 
 
 def _add(a: float, b: float) -> float:
@@ -248,7 +285,7 @@ class MetricsAggregate:
                 if kind == "gauge" and not fresh:
                     continue
                 _, _, values = families.setdefault(name, (kind, doc, {}))
-                merge = max if name in MAX_MERGED else _add
+                merge = max if name in MAX_MERGED else min if name in MIN_MERGED else _add
                 for sample, labels, value in samples:
                     key = (sample, tuple(sorted(labels.items())))
                     values[key] = value if key not in values else merge(values[key], value)

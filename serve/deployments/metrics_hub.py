@@ -19,13 +19,18 @@ class MetricsHub:
     """Holds the latest metrics snapshot of every replica reporting now, and the retained totals of those
     that stopped (`MetricsAggregate` folds them); `render()` is what GET /metrics returns."""
 
-    def __init__(self, stale_after_s: float):
+    def __init__(self, stale_after_s: float, expected_replicas: dict[str, int] | None = None):
         self.aggregate = MetricsAggregate(stale_after_s)
+        # The hub's own gauges (the replicas each deployment should have), merged like a replica's.
+        self.own = Metrics()
+        for deployment, count in (expected_replicas or {}).items():
+            self.own.replicas_expected.labels(deployment=deployment).set(count)
 
     def report(self, replica: str, snapshot: Snapshot) -> None:
         self.aggregate.report(replica, snapshot)
 
     def render(self) -> bytes:
+        self.aggregate.report("metrics-hub", self.own.snapshot())  # fresh at every scrape
         return self.aggregate.render()
 
 

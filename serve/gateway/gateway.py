@@ -80,7 +80,9 @@ class Gateway:
         # /readyz and gRPC Health answer from this, refreshed by one probe per interval at most.
         self.health = ReadinessCache(self._probe, self.readiness, config.readiness_interval_s, model=self._model_name)
         self.health.start()
-        self.pusher = MetricsPusher(hub, self.metrics, config.metrics_interval_s, "ingress")
+        self.pusher = MetricsPusher(
+            hub, self.metrics, config.metrics_interval_s, "ingress", refresh=self.metrics.forget_idle_tenants
+        )
         self.meter = UsageMeter(store, config.usage_flush_s)  # per-tenant usage, batched into the store
         self.meter.start()
         # Each tenant's quotas over every replica, leased from the keeper in batches (serve/gateway/quotas.py).
@@ -137,7 +139,7 @@ class Gateway:
             call.quotas = self.quotas
             call.quota = await self.quotas.admit(key.tenant, limits_of(call.policy.policy))
         call.context = dataclasses.replace(call.context, priority=call.policy.policy.priority)
-        self.metrics.safety_version.labels(tenant=key.tenant).set(call.context.version or 0)
+        self.metrics.safety_config_served(key.tenant, call.context.version)
 
     async def authenticate(self, authorization: str | None) -> ApiKey:
         return await self.auth.authenticate(authorization)

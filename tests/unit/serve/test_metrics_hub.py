@@ -123,3 +123,48 @@ def test_counters_never_go_back_whatever_the_order_of_reports_and_silences():
         aggregate.report(name, metrics.snapshot())
     expected = sum(sum(step % 3 for step in range(120) if "abcd"[(step * 7) % 4] == name) for name in "abcd")
     assert rendered(aggregate)[REQUESTS] == expected
+
+
+def test_replicas_disagreeing_on_a_safety_config_show_as_newest_and_oldest_version():
+    clock = Clock()
+    aggregate = MetricsAggregate(stale_after_s=10.0, clock=clock)
+    up_to_date, behind, other = Metrics(), Metrics(), Metrics()
+    up_to_date.safety_config_served("acme", 4, now=0.0)
+    behind.safety_config_served("acme", 3, now=0.0)
+    other.safety_config_served("globex", None, now=0.0)
+    for name, metrics in (("a", up_to_date), ("b", behind), ("c", other)):
+        aggregate.report(name, metrics.snapshot())
+    values = rendered(aggregate)
+    assert values[("aligner_safety_config_version", (("tenant", "acme"),))] == 4
+    assert values[("aligner_safety_config_version_oldest", (("tenant", "acme"),))] == 3
+    assert values[("aligner_safety_config_version_oldest", (("tenant", "globex"),))] == 0  # no config: 0
+
+
+def test_a_replica_forgets_the_version_of_a_tenant_it_stopped_serving():
+    from serve.metrics import SAFETY_VERSION_SEEN_S
+
+    metrics = Metrics()
+    metrics.safety_config_served("acme", 3, now=100.0)
+    metrics.safety_config_served("globex", 1, now=100.0 + SAFETY_VERSION_SEEN_S)
+    metrics.forget_idle_tenants(now=100.0 + SAFETY_VERSION_SEEN_S + 1)
+    aggregate = MetricsAggregate(stale_after_s=10.0, clock=Clock())
+    aggregate.report("a", metrics.snapshot())
+    versions = {k[1]: v for k, v in rendered(aggregate).items() if k[0] == "aligner_safety_config_version"}
+    assert versions == {(("tenant", "globex"),): 1}  # acme's old version is no longer claimed
+    metrics.forget_idle_tenants(now=1e9)  # forgetting twice, or everything, raises nothing
+    assert metrics._safety_seen == {}
+
+
+def test_the_hub_reports_the_replicas_each_deployment_should_have():
+    from serve.deployments.metrics_hub import MetricsHub
+
+    hub = MetricsHub(10.0, {"model": 2, "ingress": 1})
+    hub.report("m1", replica(1).snapshot())
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(hub.render().decode())
+        for s in family.samples
+    }
+    assert values[("aligner_replicas_expected", (("deployment", "model"),))] == 2
+    assert values[("aligner_replicas_expected", (("deployment", "ingress"),))] == 1
+    assert values[REQUESTS] == 1  # the hub's own zeros add nothing
