@@ -3,7 +3,7 @@
 Routes (all documented in docs/http-api.md and at /docs):
 POST /v1/chat/completions (OpenAI-compatible), POST /v1/generate (native),
 GET /v1/models, GET /v1/objectives, GET /healthz, GET /readyz, GET /metrics,
-and the admin routes under /v1/admin.
+the admin routes under /v1/admin, and the console at /console (serve/ingress/console_routes.py).
 
 Each route reads what only HTTP has (the Authorization header, a size-limited strict JSON body),
 calls the gateway (serve/gateway/gateway.py) and renders its answer: JSON, or SSE lines for a stream.
@@ -30,7 +30,7 @@ from serve.errors import PayloadTooLarge, http_status, native_body, openai_body,
 from serve.gateway.admin import AdminService, Answer
 from serve.gateway.answer_headers import answer_headers
 from serve.gateway.gateway import Gateway, Relayed
-from serve.ingress import json_body, openapi, policy_routes
+from serve.ingress import console_routes, json_body, openapi, policy_routes
 from serve.ingress.openai import FINISH_REASONS, ChunkWriter, alignment, chat_completion, to_align_request
 
 # Routing errors (unknown path, wrong method) and bad query/path parameters leave in the
@@ -299,6 +299,7 @@ ROUTES: list[tuple[str, str, Callable[..., Awaitable[Response]], dict[str, Any]]
     ("GET", "/v1/admin/audit", audit_route, {}),
     ("GET", "/v1/admin/usage", usage_route, {}),
     *policy_routes.routes(admin_answer),
+    *console_routes.routes(),
 ]
 # Routes whose errors leave in OpenAI's format (the others: the native one).
 OPENAI_ROUTES = {chat_completions, models}

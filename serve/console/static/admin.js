@@ -1,0 +1,261 @@
+// The admin view (an admin key): tenants and their keys, each tenant's safety config with its
+// versions, a diff, activation and rollback with the expected version, its policy, the audit log,
+// and usage over time. The server checks the admin key on every call; this page only says what it
+// answered.
+
+import { call } from "./api.js";
+import { $, el, fill, say, table } from "./dom.js";
+import { usageOverTime } from "./charts.js";
+import { configLines, diffLines } from "./diff.js";
+
+let tenant = null;
+let versions = { active: null, versions: [] };
+let policyVersion = null;
+
+const tenantPath = (name) => `v1/admin/tenants/${encodeURIComponent(name)}`;
+
+export function initAdmin() {
+  $("#create-key").addEventListener("submit", (event) => {
+    event.preventDefault();
+    createKey();
+  });
+  $("#hide-new-key").addEventListener("click", () => {
+    $("#new-key-text").textContent = "";
+    $("#new-key").hidden = true;
+  });
+  $("#tenant-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    openTenant($("#tenant-name").value.trim());
+  });
+  for (const select of ["#diff-a", "#diff-b"]) $(select).addEventListener("change", showDiff);
+  $("#put-config").addEventListener("click", putConfig);
+  $("#put-policy").addEventListener("click", putPolicy);
+}
+
+export async function openAdmin() {
+  const state = $("#admin-state");
+  try {
+    const { keys } = await call("GET", "v1/admin/keys");
+    $("#admin-body").hidden = false;
+    say(state, "Signed in with an admin key.", "good");
+    showKeys(keys);
+    showUsage();
+  } catch (error) {
+    $("#admin-body").hidden = true;
+    const why =
+      error.status === 403
+        ? "This key is not an admin key: the server refuses the admin view."
+        : error.status === 401
+          ? "The server does not accept this key."
+          : "The admin view could not be loaded.";
+    say(state, `${why} (${error.message})`, "bad");
+  }
+}
+
+function showKeys(keys) {
+  fill($("#tenant-names"), [...new Set(keys.map((k) => k.tenant))].sort().map((name) => el("option", { value: name })));
+  table(
+    $("#keys"),
+    ["id", "tenant", "admin", "created", "revoked", ""],
+    keys.map((k) =>
+      el(
+        "tr",
+        { dataset: { key: k.id } },
+        el("td", {}, el("code", {}, k.id)),
+        el("td", {}, k.tenant),
+        el("td", {}, k.admin ? "admin" : ""),
+        el("td", {}, k.created_at),
+        el("td", {}, k.revoked_at ?? ""),
+        el("td", {}, el("button", { type: "button", disabled: Boolean(k.revoked_at), onclick: () => revoke(k.id) }, "Revoke")),
+      ),
+    ),
+  );
+}
+
+async function refreshKeys() {
+  showKeys((await call("GET", "v1/admin/keys")).keys);
+}
+
+async function createKey() {
+  try {
+    const created = await call("POST", "v1/admin/keys", { tenant: $("#new-tenant").value.trim(), admin: $("#new-admin").checked });
+    $("#new-key-text").textContent = created.key;
+    $("#new-key").hidden = false;
+    say($("#admin-state"), `Created ${created.id} for ${created.tenant}.`, "good");
+    await refreshKeys();
+  } catch (error) {
+    say($("#admin-state"), error.message, "bad");
+  }
+}
+
+async function revoke(id) {
+  try {
+    await call("DELETE", `v1/admin/keys/${encodeURIComponent(id)}`);
+    say($("#admin-state"), `Revoked ${id}: refused everywhere within a second.`, "good");
+    await refreshKeys();
+  } catch (error) {
+    say($("#admin-state"), error.message, "bad");
+  }
+}
+
+async function showUsage() {
+  const since = new Date(Date.now() - 48 * 3600 * 1000).toISOString().slice(0, 16);
+  try {
+    const usage = await call("GET", `v1/admin/usage?since=${encodeURIComponent(since)}`);
+    usageOverTime($("#usage-over-time"), usage.hours);
+  } catch (error) {
+    say($("#admin-state"), error.message, "bad");
+  }
+}
+
+async function openTenant(name) {
+  tenant = name;
+  const status = $("#tenant-status");
+  try {
+    versions = await call("GET", `${tenantPath(name)}/safety-config/versions`);
+    await showPolicy();
+    await showAudit();
+    showVersions();
+    $("#tenant-view").hidden = false;
+    say(status, "");
+  } catch (error) {
+    $("#tenant-view").hidden = true;
+    say(status, error.message, "bad");
+  }
+}
+
+function showVersions() {
+  const active = versions.active;
+  const list = versions.versions;
+  table(
+    $("#versions"),
+    ["version", "created", "by", "content", ""],
+    list.map((v) =>
+      el(
+        "tr",
+        { class: v.version === active ? "chosen" : "", dataset: { version: v.version } },
+        el("td", { class: "num" }, v.version, v.version === active ? " (active)" : ""),
+        el("td", {}, v.created_at),
+        el("td", {}, v.created_by ?? ""),
+        el("td", {}, el("code", {}, v.content_hash.slice(0, 12))),
+        el(
+          "td",
+          {},
+          v.version === active
+            ? ""
+            : el("button", { type: "button", onclick: () => activate(v.version) }, active !== null && v.version < active ? "Roll back to this" : "Activate"),
+        ),
+      ),
+    ),
+  );
+  for (const [select, offset] of [["#diff-a", 2], ["#diff-b", 1]]) {
+    fill($(select), list.map((v) => el("option", { value: v.version }, `v${v.version}`)));
+    const pick = list[Math.max(0, list.length - offset)];
+    if (pick) $(select).value = pick.version;
+  }
+  const current = list.find((v) => v.version === active);
+  $("#config-text").value = JSON.stringify(current?.config ?? { text: "", thresholds: {}, action: "refuse" }, null, 2);
+  showDiff();
+}
+
+function showDiff() {
+  const find = (select) => versions.versions.find((v) => String(v.version) === $(select).value);
+  const [a, b] = [find("#diff-a"), find("#diff-b")];
+  const node = $("#diff");
+  if (!a || !b) {
+    fill(node, "No versions to compare.");
+    return;
+  }
+  const lines = diffLines(configLines(a.config), configLines(b.config));
+  fill(node, lines.map(([mark, line]) => el("span", { class: { "+": "add", "-": "del", " ": "" }[mark] }, `${mark} ${line}\n`)));
+  node.dataset.changes = lines.filter(([mark]) => mark !== " ").length;
+}
+
+async function activate(version) {
+  try {
+    await call("POST", `${tenantPath(tenant)}/safety-config/activate`, { version, expected_version: versions.active });
+    say($("#tenant-status"), `Version ${version} of ${tenant}'s safety config is active (in force within a second).`, "good");
+  } catch (error) {
+    say($("#tenant-status"), error.message, "bad");
+  }
+  await openTenantKeepingStatus();
+}
+
+async function putConfig() {
+  let config;
+  try {
+    config = JSON.parse($("#config-text").value);
+  } catch (error) {
+    say($("#tenant-status"), `config: not JSON (${error.message})`, "bad");
+    return;
+  }
+  try {
+    const stored = await call("PUT", `${tenantPath(tenant)}/safety-config`, { config, expected_version: versions.active });
+    say($("#tenant-status"), `Stored and activated version ${stored.version}.`, "good");
+  } catch (error) {
+    say($("#tenant-status"), error.message, "bad");
+  }
+  await openTenantKeepingStatus();
+}
+
+async function showPolicy() {
+  try {
+    const active = await call("GET", `${tenantPath(tenant)}/policy`);
+    policyVersion = active.version;
+    $("#policy-state").textContent = `Policy version ${active.version}, set ${active.created_at}.`;
+    $("#policy-text").value = JSON.stringify(active.policy, null, 2);
+  } catch (error) {
+    if (error.status !== 404) throw error;
+    policyVersion = null;
+    $("#policy-state").textContent = "No policy: the server's limits apply.";
+    $("#policy-text").value = "{}";
+  }
+}
+
+async function putPolicy() {
+  let policy;
+  try {
+    policy = JSON.parse($("#policy-text").value);
+  } catch (error) {
+    say($("#tenant-status"), `policy: not JSON (${error.message})`, "bad");
+    return;
+  }
+  try {
+    const stored = await call("PUT", `${tenantPath(tenant)}/policy`, { policy, expected_version: policyVersion });
+    say($("#tenant-status"), `Stored policy version ${stored.version}.`, "good");
+  } catch (error) {
+    say($("#tenant-status"), error.message, "bad");
+  }
+  await openTenantKeepingStatus();
+}
+
+async function showAudit() {
+  const safety = (await call("GET", `v1/admin/audit?tenant=${encodeURIComponent(tenant)}`)).entries;
+  const policy = (await call("GET", `${tenantPath(tenant)}/policy/audit`)).entries;
+  const entries = [...safety.map((e) => ["safety config", e]), ...policy.map((e) => ["policy", e])].sort((a, b) =>
+    a[1].at < b[1].at ? -1 : a[1].at > b[1].at ? 1 : 0,
+  );
+  table(
+    $("#audit"),
+    ["at", "what", "action", "from", "to", "by"],
+    entries.map(([what, e]) =>
+      el(
+        "tr",
+        { dataset: { action: e.action } },
+        el("td", {}, e.at),
+        el("td", {}, what),
+        el("td", {}, e.action),
+        el("td", { class: "num" }, e.old_version ?? ""),
+        el("td", { class: "num" }, e.new_version ?? ""),
+        el("td", {}, e.actor ?? ""),
+      ),
+    ),
+  );
+}
+
+async function openTenantKeepingStatus() {
+  const status = $("#tenant-status");
+  const [text, kind] = [status.textContent, status.className];
+  await openTenant(tenant);
+  say(status, text, kind);
+}
