@@ -199,17 +199,13 @@ async function putConfig() {
 }
 
 async function showPolicy() {
-  try {
-    const active = await call("GET", `${tenantPath(tenant)}/policy`);
-    policyVersion = active.version;
-    $("#policy-state").textContent = `Policy version ${active.version}, set ${active.created_at}.`;
-    $("#policy-text").value = JSON.stringify(active.policy, null, 2);
-  } catch (error) {
-    if (error.status !== 404) throw error;
-    policyVersion = null;
-    $("#policy-state").textContent = "No policy: the server's limits apply.";
-    $("#policy-text").value = "{}";
-  }
+  const { active, versions: list } = await call("GET", `${tenantPath(tenant)}/policy/versions`);
+  const current = list.find((v) => v.version === active);
+  policyVersion = active;
+  $("#policy-state").textContent = current
+    ? `Policy version ${current.version} of ${list.length}, set ${current.created_at}.`
+    : "No policy: the server's limits apply.";
+  $("#policy-text").value = JSON.stringify(current?.policy ?? {}, null, 2);
 }
 
 async function putPolicy() {
