@@ -24,7 +24,7 @@ DEBIAN_TEST_PACKAGES := prometheus chromium
 DEBIAN_TEST_TOOLS := /usr/bin/prometheus /usr/bin/promtool /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
-.PHONY: install system-test-tools serve test test-unit test-engine test-e2e lint typecheck proto chart-schema clean-venv
+.PHONY: install system-test-tools console-screenshots serve test test-unit test-engine test-e2e lint typecheck proto chart-schema clean-venv
 
 install: $(STAMP)
 
@@ -94,6 +94,10 @@ proto: install
 
 chart-schema: install
 	$(BIN)/python -m serve.chart
+
+# The screenshots of docs/console.md, taken by the console's browser tests.
+console-screenshots: install system-test-tools
+	ALIGNER_CONSOLE_SCREENSHOTS=docs/images $(BIN)/python -m pytest tests/e2e/test_console.py $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
