@@ -108,18 +108,34 @@ async function showUsage() {
   }
 }
 
+let loads = 0; // the latest openTenant call: an older one's answers are dropped
+
+// Every read of tenant `name` first; only then does the view (and every action's target) switch to it,
+// so no action can send one tenant's text to another, whatever order the answers come in.
 async function openTenant(name) {
-  tenant = name;
+  const load = ++loads;
   const status = $("#tenant-status");
+  $("#tenant-view").hidden = true;
   try {
-    versions = await call("GET", `${tenantPath(name)}/safety-config/versions`);
-    await showPolicy();
-    await showAudit();
+    const path = tenantPath(name);
+    const [safety, policy, safetyAudit, policyAudit] = await Promise.all([
+      call("GET", `${path}/safety-config/versions`),
+      call("GET", `${path}/policy/versions`),
+      call("GET", `v1/admin/audit?tenant=${encodeURIComponent(name)}`),
+      call("GET", `${path}/policy/audit`),
+    ]);
+    if (load !== loads) return;
+    tenant = name;
+    versions = safety;
+    showPolicy(policy);
+    showAudit(safetyAudit.entries, policyAudit.entries);
     showVersions();
+    $("#tenant-view").dataset.tenant = name;
     $("#tenant-view").hidden = false;
-    say(status, "");
+    say(status, `Tenant ${name}.`);
   } catch (error) {
-    $("#tenant-view").hidden = true;
+    if (load !== loads) return;
+    tenant = null;
     say(status, error.message, "bad");
   }
 }
@@ -175,10 +191,10 @@ async function activate(version) {
   try {
     await call("POST", `${tenantPath(tenant)}/safety-config/activate`, { version, expected_version: versions.active });
     say($("#tenant-status"), `Version ${version} of ${tenant}'s safety config is active (in force within a second).`, "good");
+    await openTenantKeepingStatus();
   } catch (error) {
     say($("#tenant-status"), error.message, "bad");
   }
-  await openTenantKeepingStatus();
 }
 
 async function putConfig() {
@@ -192,14 +208,13 @@ async function putConfig() {
   try {
     const stored = await call("PUT", `${tenantPath(tenant)}/safety-config`, { config, expected_version: versions.active });
     say($("#tenant-status"), `Stored and activated version ${stored.version}.`, "good");
+    await openTenantKeepingStatus();
   } catch (error) {
-    say($("#tenant-status"), error.message, "bad");
+    say($("#tenant-status"), error.message, "bad"); // the edits stay in the box
   }
-  await openTenantKeepingStatus();
 }
 
-async function showPolicy() {
-  const { active, versions: list } = await call("GET", `${tenantPath(tenant)}/policy/versions`);
+function showPolicy({ active, versions: list }) {
   const current = list.find((v) => v.version === active);
   policyVersion = active;
   $("#policy-state").textContent = current
@@ -219,15 +234,13 @@ async function putPolicy() {
   try {
     const stored = await call("PUT", `${tenantPath(tenant)}/policy`, { policy, expected_version: policyVersion });
     say($("#tenant-status"), `Stored policy version ${stored.version}.`, "good");
+    await openTenantKeepingStatus();
   } catch (error) {
-    say($("#tenant-status"), error.message, "bad");
+    say($("#tenant-status"), error.message, "bad"); // the edits stay in the box
   }
-  await openTenantKeepingStatus();
 }
 
-async function showAudit() {
-  const safety = (await call("GET", `v1/admin/audit?tenant=${encodeURIComponent(tenant)}`)).entries;
-  const policy = (await call("GET", `${tenantPath(tenant)}/policy/audit`)).entries;
+function showAudit(safety, policy) {
   const entries = [...safety.map((e) => ["safety config", e]), ...policy.map((e) => ["policy", e])].sort((a, b) =>
     a[1].at < b[1].at ? -1 : a[1].at > b[1].at ? 1 : 0,
   );

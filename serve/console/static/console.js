@@ -40,6 +40,8 @@ async function start() {
   $("#forget-key").addEventListener("click", () => {
     key.set(null);
     $("#admin-body").hidden = true;
+    $("#new-key-text").textContent = ""; // a created key is not left in the page either
+    $("#new-key").hidden = true;
     showKeyState();
   });
   for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => showTab(tab.dataset.tab));
