@@ -13,6 +13,7 @@ from ray.serve.handle import DeploymentHandle
 from serve.metrics import Metrics, MetricsAggregate, Snapshot
 
 log = logging.getLogger("aligner.serve")
+HUB = "metrics-hub"  # the hub's own entry among the replicas' snapshots
 
 
 class MetricsHub:
@@ -30,7 +31,11 @@ class MetricsHub:
         self.aggregate.report(replica, snapshot)
 
     def render(self) -> bytes:
-        self.aggregate.report("metrics-hub", self.own.snapshot())  # fresh at every scrape
+        # Fresh at every scrape, and set directly rather than reported: a hub scraped rarely must not be
+        # folded (and then ignored for good) like a replica gone silent. Only its own gauge: the zeros of
+        # its other metrics would make "no replica reports" look like "replicas report 0".
+        own = [family for family in self.own.snapshot() if family[0] == "aligner_replicas_expected"]
+        self.aggregate.snapshots[HUB] = (self.aggregate.clock(), own)
         return self.aggregate.render()
 
 

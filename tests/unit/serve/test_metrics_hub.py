@@ -167,4 +167,25 @@ def test_the_hub_reports_the_replicas_each_deployment_should_have():
     }
     assert values[("aligner_replicas_expected", (("deployment", "model"),))] == 2
     assert values[("aligner_replicas_expected", (("deployment", "ingress"),))] == 1
-    assert values[REQUESTS] == 1  # the hub's own zeros add nothing
+    assert values[REQUESTS] == 1
+    alone = MetricsHub(10.0, {"model": 2}).render().decode()
+    assert "aligner_engine_waiting_requests " not in alone  # no zeros of its own: no replica, no engine gauge
+    assert 'aligner_replicas_expected{deployment="model"} 2.0' in alone
+
+
+def test_the_hubs_own_gauge_survives_a_long_time_unscraped():
+    from serve.deployments.metrics_hub import MetricsHub
+
+    clock = Clock()
+    hub = MetricsHub(10.0, {"model": 2})
+    hub.aggregate.clock = clock
+    hub.render()
+    for i in range(100):  # autoscaling churn while nobody scrapes: many replicas folded after the hub's entry
+        clock.now += hub.aggregate.fold_after_s + 1
+        hub.report(f"gone-{i}", replica(1).snapshot())
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(hub.render().decode())
+        for s in family.samples
+    }
+    assert values[("aligner_replicas_expected", (("deployment", "model"),))] == 2
