@@ -49,6 +49,14 @@ def test_the_server_error_alert_counts_every_5xx_but_a_clients_own_deadline():
     assert codes == {code for code, (status, _, _) in ERROR_TABLE.items() if status >= 500} - {"deadline_exceeded"}
 
 
+def test_requests_refused_for_what_the_client_sent_are_left_out_of_the_ratios():
+    client_caused = {code for code, (status, _, _) in ERROR_TABLE.items() if 400 <= status < 500} - {"overloaded"}
+    for name in ("AlignerServerErrors", "AlignerQueueRejections"):
+        expr = alerts()[name]["expr"]
+        excluded = set(re.search(r'status!~"([^"]+)"', expr).group(1).split("|"))
+        assert excluded == client_caused, name
+
+
 def test_the_rules_read_only_metrics_the_server_declares():
     series = family_of_each_series()
     for name, rule in alerts().items():
