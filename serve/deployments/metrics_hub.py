@@ -22,20 +22,20 @@ class MetricsHub:
 
     def __init__(self, stale_after_s: float, expected_replicas: dict[str, int] | None = None):
         self.aggregate = MetricsAggregate(stale_after_s)
-        # The hub's own gauges (the replicas each deployment should have), merged like a replica's.
-        self.own = Metrics()
+        # The hub's own gauge (the replicas each deployment should have): fixed, so its snapshot is too.
+        own = Metrics()
         for deployment, count in (expected_replicas or {}).items():
-            self.own.replicas_expected.labels(deployment=deployment).set(count)
+            own.replicas_expected.labels(deployment=deployment).set(count)
+        # Only that family: the zeros of the others would make "no replica reports" look like "replicas report 0".
+        self.own = [family for family in own.snapshot() if family[0] == "aligner_replicas_expected"]
 
     def report(self, replica: str, snapshot: Snapshot) -> None:
         self.aggregate.report(replica, snapshot)
 
     def render(self) -> bytes:
         # Fresh at every scrape, and set directly rather than reported: a hub scraped rarely must not be
-        # folded (and then ignored for good) like a replica gone silent. Only its own gauge: the zeros of
-        # its other metrics would make "no replica reports" look like "replicas report 0".
-        own = [family for family in self.own.snapshot() if family[0] == "aligner_replicas_expected"]
-        self.aggregate.snapshots[HUB] = (self.aggregate.clock(), own)
+        # folded (and then ignored for good) like a replica gone silent.
+        self.aggregate.snapshots[HUB] = (self.aggregate.clock(), self.own)
         return self.aggregate.render()
 
 

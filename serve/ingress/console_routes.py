@@ -16,7 +16,7 @@ from serve import console
 
 async def console_page(request: Request) -> Response:
     """The console (docs/console.md)."""
-    content, media_type = console.asset("index.html") or (b"", "text/html")
+    content, media_type = console.assets()["index.html"]
     return Response(content, media_type=media_type, headers=console.HEADERS)
 
 

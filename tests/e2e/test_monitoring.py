@@ -19,6 +19,7 @@ from aligner.safety.config import SafetyConfig
 from aligner.search import registry
 from aligner.tenants import TenantPolicy
 from tests.prometheus import Prometheus, finite
+from tests.unit.helm.test_dashboard import all_panels
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "helm" / "aligner" / "dashboards" / "aligner.json"
@@ -36,8 +37,7 @@ SEARCHES = {
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
-    dashboard = json.loads(DASHBOARD.read_text())
-    panels = [p for top in dashboard["panels"] for p in [top, *top.get("panels", [])]]
+    panels = all_panels(json.loads(DASHBOARD.read_text()))
     return [(p["title"], t["expr"]) for p in panels for t in p.get("targets", [])]
 
 
