@@ -34,6 +34,7 @@ log = logging.getLogger("aligner.serve")
 disable_created_metrics()
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
+WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # A replica reports the safety-config version of a tenant it served within this many seconds.
 SAFETY_VERSION_SEEN_S = 60.0
@@ -57,6 +58,14 @@ class Metrics:
             "Wall time of successful requests at the ingress.",
             ["strategy"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.arrival_wait = Histogram(
+            "aligner_arrival_wait_seconds",
+            "Time a tenant's arrival (a request when nothing else of its tenant was queued or in flight at "
+            "this ingress) waited for a slot on the model replicas: the server's saturation, which no tenant "
+            "can lengthen by its own load.",
+            buckets=WAIT_BUCKETS,
             registry=r,
         )
         self.first_chunk = Histogram(

@@ -77,12 +77,16 @@ def request_cost(request: AlignRequest) -> int:
 class Slot:
     """A request's place on the model replicas, held from its dispatch until `release`."""
 
-    def __init__(self, queue: FairQueue, share: FairShare, charged: int, sequence: int, lanes: int = 1):
+    def __init__(
+        self, queue: FairQueue, share: FairShare, charged: int, sequence: int, lanes: int = 1, arrival: bool = False
+    ):
         self.queue = queue
         self.share = share
         self.charged = charged  # the tokens its tenant's counter was charged at dispatch
         self.lanes = lanes  # the candidate sequences it may decode at once
         self.sequence = sequence  # its place in the dispatch order of its queue (0 first)
+        # nothing of its tenant was queued or in flight when it came: how long it waited is the server's doing
+        self.arrival = arrival
         self.released = False
 
     def release(self, tokens: int | None) -> None:
@@ -233,7 +237,7 @@ class FairQueue:
             self._running[tenant] = self._running.get(tenant, 0) + 1
             self.in_flight += 1
             self.sequences_in_flight += waiter.lanes
-            waiter.future.set_result(Slot(self, waiter.share, waiter.cost, self.dispatches, waiter.lanes))
+            waiter.future.set_result(Slot(self, waiter.share, waiter.cost, self.dispatches, waiter.lanes, waiter.arrival))
             self.dispatches += 1
 
     def _forget(self, waiter: _Waiter) -> None:

@@ -184,9 +184,12 @@ class Gateway:
         await self.reserve(call, request)
         policy = call.policy.policy
         share = FairShare(call.tenant, weight=policy.weight, tier=policy.priority)
+        asked = time.monotonic()
         call.slot = await self.queue.acquire(
             share, request_cost(request), request_sequences(request, call.context.config)
         )
+        if call.slot.arrival:
+            self.metrics.arrival_wait.observe(time.monotonic() - asked)
 
     async def generate(self, call: Call, request: AlignRequest) -> AlignResponse:
         """The replica's response (its id in `call.replica`); its error is raised."""

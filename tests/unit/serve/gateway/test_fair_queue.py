@@ -441,3 +441,27 @@ def test_a_tenants_resample_action_counts_in_the_sequences_a_request_may_decode_
     resample = SafetyConfig(text="Be kind.", thresholds={"harmlessness": 0.9}, action="resample", max_resamples=64)
     refuse = SafetyConfig(text="Be kind.", thresholds={"harmlessness": 0.9}, action="refuse")
     assert [request_sequences(request, c) for c in (None, refuse, resample)] == [1, 1, 64]
+
+
+def test_a_slot_says_whether_its_request_was_its_tenants_arrival():
+    """Only an arrival's wait is the server's (the latency objective); a request behind its own tenant's
+    waits for that tenant's load, whichever queue mode."""
+
+    async def scenario(fair: bool) -> None:
+        queue = FairQueue(1, fair=fair)
+        first = await asyncio.wait_for(queue.acquire(A, 1), 1)
+        behind_its_own = asyncio.ensure_future(queue.acquire(A, 1))
+        others_arrival = asyncio.ensure_future(queue.acquire(B, 1))
+        await settle()
+        first.release(1)
+        await settle()
+        done = next(t for t in (behind_its_own, others_arrival) if t.done())
+        done.result().release(1)
+        await settle()
+        assert first.arrival and others_arrival.result().arrival
+        assert not behind_its_own.result().arrival
+        behind_its_own.result().release(1)
+        others_arrival.result().release(1)
+
+    asyncio.run(scenario(True))
+    asyncio.run(scenario(False))
