@@ -22,7 +22,7 @@ async def console_page(request: Request) -> Response:
 
 async def console_file(path: str, request: Request) -> Response:
     """One of the console's own files; 404 for any other name."""
-    if path == "":  # /console/: the page's relative links need /console
+    if path in ("", "index.html"):  # the page's relative links (and its API root) need it at /console
         return RedirectResponse("../console", status_code=308, headers=console.HEADERS)
     if path == "strategies.json":
         return JSONResponse(console.strategies(), headers=console.HEADERS)

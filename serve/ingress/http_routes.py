@@ -3,7 +3,8 @@
 Routes (all documented in docs/http-api.md and at /docs):
 POST /v1/chat/completions (OpenAI-compatible), POST /v1/generate (native),
 GET /v1/models, GET /v1/objectives, GET /healthz, GET /readyz, GET /metrics,
-the admin routes under /v1/admin, and the console at /console (serve/ingress/console_routes.py).
+the admin routes under /v1/admin, the console at /console (serve/ingress/console_routes.py) and the API's
+Swagger UI at /docs (serve/ingress/api_docs.py).
 
 Each route reads what only HTTP has (the Authorization header, a size-limited strict JSON body),
 calls the gateway (serve/gateway/gateway.py) and renders its answer: JSON, or SSE lines for a stream.
@@ -30,7 +31,7 @@ from serve.errors import PayloadTooLarge, http_status, native_body, openai_body,
 from serve.gateway.admin import AdminService, Answer
 from serve.gateway.answer_headers import answer_headers
 from serve.gateway.gateway import Gateway, Relayed
-from serve.ingress import console_routes, json_body, openapi, policy_routes
+from serve.ingress import api_docs, console_routes, json_body, openapi, policy_routes
 from serve.ingress.openai import FINISH_REASONS, ChunkWriter, alignment, chat_completion, to_align_request
 
 # Routing errors (unknown path, wrong method) and bad query/path parameters leave in the
@@ -300,6 +301,7 @@ ROUTES: list[tuple[str, str, Callable[..., Awaitable[Response]], dict[str, Any]]
     ("GET", "/v1/admin/usage", usage_route, {}),
     *policy_routes.routes(admin_answer),
     *console_routes.routes(),
+    *api_docs.routes(),
 ]
 # Routes whose errors leave in OpenAI's format (the others: the native one).
 OPENAI_ROUTES = {chat_completions, models}
@@ -342,6 +344,8 @@ def build_app(gateway: Gateway) -> FastAPI:
         title="Aligner",
         version="0.1.0",
         description="Decoding-time alignment server: preferences, preference vectors, reward-guided search.",
+        docs_url=None,  # serve/ingress/api_docs.py serves /docs, without a CDN
+        redoc_url=None,
     )
     app.state.gateway = gateway
     for method, path, endpoint, options in ROUTES:

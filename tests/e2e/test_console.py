@@ -176,6 +176,13 @@ def test_the_admin_view_manages_keys_configs_rollbacks_and_shows_the_audit(serve
     assert page.text_content("#new-key-text") == ""  # shown once
     key_id = "key_" + made.split("_")[1]
     row = page.locator(f'#keys tbody tr[data-key="{key_id}"]')
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    row.locator("button").click()  # a revoke asks first: dismissed, the key stays
+    page.wait_for_selector("#admin-state:text('Kept')")
+    assert key_id in asked[0] and "console-made" in asked[0] and "cannot be undone" in asked[0]
+    assert httpx.get(f"{server.url}/v1/models", headers=server.headers(made), timeout=60).status_code == 200
+    page.once("dialog", lambda dialog: dialog.accept())
     row.locator("button").click()
     page.wait_for_selector(f'#keys tbody tr[data-key="{key_id}"] button[disabled]')
     deadline = time.monotonic() + 30
@@ -206,6 +213,21 @@ def test_the_admin_view_manages_keys_configs_rollbacks_and_shows_the_audit(serve
     page.wait_for_selector("#audit tbody tr[data-action=activate]")
     actions = page.locator("#audit tbody tr td:nth-child(3)").all_text_contents()
     assert actions == ["set", "set", "activate"]
+
+    # The tenant's policy: two versions, then a rollback to the first, expecting the second.
+    for policy, version in (('{"weight": 2}', 1), ('{"weight": 3, "max_concurrent_requests": 4}', 2)):
+        page.fill("#policy-text", policy)
+        page.click("#put-policy")
+        page.wait_for_selector(f'#policy-versions tbody tr[data-version="{version}"].chosen', timeout=120_000)
+    page.locator('#policy-versions tbody tr[data-version="1"] button:text("Roll back to this")').click()
+    page.wait_for_selector('#policy-versions tbody tr[data-version="1"].chosen', timeout=120_000)
+    assert server.store.get_tenant_policy("console-made").version == 1
+    assert '"weight": 2' in page.input_value("#policy-text")
+    # The usage chart follows the tenant opened (it is in the tenants' list: it has a key).
+    page.wait_for_selector('#usage-over-time[data-tenant="console-made"]')
+    assert page.input_value("#usage-tenant") == "console-made"
+    page.select_option("#usage-tenant", "")
+    page.wait_for_selector('#usage-over-time[data-tenant=""]')
     assert page.evaluate("window.__pwned") is None
     assert_key_kept_in_the_tab_only(page, server.admin_key)
     assert_clean(page)
@@ -219,3 +241,38 @@ def test_a_tenant_key_is_refused_the_admin_view(server, page):
     assert "not an admin key" in state and "403" in state
     assert page.locator("#admin-body").is_hidden()
     assert_clean(page, refused=403)
+
+
+def test_a_stream_cut_short_and_a_bound_broken_are_said_so(server, page):
+    """A stream that closes with no `done` event is a partial answer, never "Done"; a strategy parameter at
+    its exclusive bound is refused in the form, before anything is sent."""
+    sent = []
+    page.on("request", lambda request: "/v1/generate" in request.url and sent.append(request.url))
+    open_console(page, server, server.key)
+    page.wait_for_selector('#sliders input[data-objective="verbosity"]')
+    page.select_option("#strategy", "best_of_n")
+    page.fill('#strategy-params input[data-param="stop_probability"]', "0")
+    page.click("#send")
+    page.wait_for_selector("#status.bad")
+    assert page.text_content("#status") == "search.stop_probability must be greater than 0, got 0"
+    assert sent == []
+    page.fill('#strategy-params input[data-param="stop_probability"]', "")
+    cut = 'event: delta\ndata: {"text": "Half an ans"}\n\n'
+    page.route("**/v1/generate", lambda route: route.fulfill(status=200, content_type="text/event-stream", body=cut))
+    page.click("#send")
+    page.wait_for_selector("#status.bad:has-text('closed before the answer was complete')")
+    assert page.text_content("#answer") == "Half an ans" and len(sent) == 1
+    assert_clean(page)
+
+
+def test_the_api_docs_page_loads_only_from_this_origin(server, page):
+    """/docs shares the console's origin (and so its session storage): Swagger UI renders the operations
+    from files of this server alone, under its policy, with no violation."""
+    origins = set()
+    page.on("request", lambda request: origins.add(re.match(r"[a-z]+://[^/]+", request.url).group(0)))
+    page.goto(f"{server.url}/docs")
+    page.wait_for_selector(".opblock-summary-path", timeout=60_000)
+    paths = page.locator(".opblock-summary-path").all_text_contents()
+    assert any("/v1/generate" in p for p in paths) and any("/v1/chat/completions" in p for p in paths)
+    assert origins == {re.match(r"[a-z]+://[^/]+", server.url).group(0)}
+    assert_clean(page)

@@ -28,6 +28,7 @@ export function initAdmin() {
     openTenant($("#tenant-name").value.trim());
   });
   for (const select of ["#diff-a", "#diff-b"]) $(select).addEventListener("change", showDiff);
+  $("#usage-tenant").addEventListener("change", showUsage);
   $("#put-config").addEventListener("click", putConfig);
   $("#put-policy").addEventListener("click", putPolicy);
 }
@@ -53,7 +54,12 @@ export async function openAdmin() {
 }
 
 function showKeys(keys) {
-  fill($("#tenant-names"), [...new Set(keys.map((k) => k.tenant))].sort().map((name) => el("option", { value: name })));
+  const names = [...new Set(keys.map((k) => k.tenant))].sort();
+  fill($("#tenant-names"), names.map((name) => el("option", { value: name })));
+  const usageTenant = $("#usage-tenant");
+  const picked = usageTenant.value;
+  fill(usageTenant, el("option", { value: "" }, "all tenants"), names.map((name) => el("option", { value: name }, name)));
+  usageTenant.value = names.includes(picked) ? picked : "";
   table(
     $("#keys"),
     ["id", "tenant", "admin", "created", "revoked", ""],
@@ -66,7 +72,7 @@ function showKeys(keys) {
         el("td", {}, k.admin ? "admin" : ""),
         el("td", {}, k.created_at),
         el("td", {}, k.revoked_at ?? ""),
-        el("td", {}, el("button", { type: "button", disabled: Boolean(k.revoked_at), onclick: () => revoke(k.id) }, "Revoke")),
+        el("td", {}, el("button", { type: "button", disabled: Boolean(k.revoked_at), onclick: () => revoke(k) }, "Revoke")),
       ),
     ),
   );
@@ -88,7 +94,13 @@ async function createKey() {
   }
 }
 
-async function revoke(id) {
+async function revoke({ id, tenant: owner, admin }) {
+  const what = `${admin ? "the admin key" : "the key"} ${id} of tenant ${owner}`;
+  // The browser's own dialog: no text of the page can answer it, and a stray click revokes nothing.
+  if (!window.confirm(`Revoke ${what}? Every request with it is refused within a second. This cannot be undone.`)) {
+    say($("#admin-state"), `Kept ${id}.`);
+    return;
+  }
   try {
     await call("DELETE", `v1/admin/keys/${encodeURIComponent(id)}`);
     say($("#admin-state"), `Revoked ${id}: refused everywhere within a second.`, "good");
@@ -98,11 +110,18 @@ async function revoke(id) {
   }
 }
 
+let usageLoads = 0; // the latest showUsage call: an older one's answer is dropped
+
+// Generated tokens per hour over the last 48 hours: of the tenant picked above the chart, or of all.
 async function showUsage() {
+  const load = ++usageLoads;
   const since = new Date(Date.now() - 48 * 3600 * 1000).toISOString().slice(0, 16);
+  const picked = $("#usage-tenant").value;
+  const query = `since=${encodeURIComponent(since)}` + (picked ? `&tenant=${encodeURIComponent(picked)}` : "");
   try {
-    const usage = await call("GET", `v1/admin/usage?since=${encodeURIComponent(since)}`);
-    usageOverTime($("#usage-over-time"), usage.hours);
+    const usage = await call("GET", `v1/admin/usage?${query}`);
+    if (load !== usageLoads) return;
+    usageOverTime($("#usage-over-time"), usage.hours, picked || null);
   } catch (error) {
     say($("#admin-state"), error.message, "bad");
   }
@@ -132,6 +151,10 @@ async function openTenant(name) {
     showVersions();
     $("#tenant-view").dataset.tenant = name;
     $("#tenant-view").hidden = false;
+    if ([...$("#usage-tenant").options].some((option) => option.value === name) && $("#usage-tenant").value !== name) {
+      $("#usage-tenant").value = name;
+      showUsage();
+    }
     say(status, `Tenant ${name}.`);
   } catch (error) {
     if (load !== loads) return;
@@ -159,7 +182,7 @@ function showVersions() {
           {},
           v.version === active
             ? ""
-            : el("button", { type: "button", onclick: () => activate(v.version) }, active !== null && v.version < active ? "Roll back to this" : "Activate"),
+            : el("button", { type: "button", onclick: () => activate(v.version) }, versionAction(v.version, active)),
         ),
       ),
     ),
@@ -217,10 +240,37 @@ async function putConfig() {
 function showPolicy({ active, versions: list }) {
   const current = list.find((v) => v.version === active);
   policyVersion = active;
+  table(
+    $("#policy-versions"),
+    ["version", "created", "by", "content", ""],
+    list.map((v) =>
+      el(
+        "tr",
+        { class: v.version === active ? "chosen" : "", dataset: { version: v.version } },
+        el("td", { class: "num" }, v.version, v.version === active ? " (active)" : ""),
+        el("td", {}, v.created_at),
+        el("td", {}, v.created_by ?? ""),
+        el("td", {}, el("code", {}, v.content_hash.slice(0, 12))),
+        el("td", {}, v.version === active ? "" : el("button", { type: "button", onclick: () => activatePolicy(v.version) }, versionAction(v.version, active))),
+      ),
+    ),
+  );
   $("#policy-state").textContent = current
     ? `Policy version ${current.version} of ${list.length}, set ${current.created_at}.`
     : "No policy: the server's limits apply.";
   $("#policy-text").value = JSON.stringify(current?.policy ?? {}, null, 2);
+}
+
+const versionAction = (version, active) => (active !== null && version < active ? "Roll back to this" : "Activate");
+
+async function activatePolicy(version) {
+  try {
+    await call("POST", `${tenantPath(tenant)}/policy/activate`, { version, expected_version: policyVersion });
+    say($("#tenant-status"), `Version ${version} of ${tenant}'s policy is active (in force within a second).`, "good");
+    await openTenantKeepingStatus();
+  } catch (error) {
+    say($("#tenant-status"), error.message, "bad");
+  }
 }
 
 async function putPolicy() {

@@ -93,17 +93,33 @@ export function usageBar(canvas, stageSeconds) {
   });
 }
 
-// `hours`: GET /v1/admin/usage's entries (tenant, hour, generated_tokens, …).
-export function usageOverTime(canvas, hours) {
+const STACKED_TENANTS = 7; // the heaviest shown apart, the rest summed as "other tenants"
+
+// `hours`: GET /v1/admin/usage's entries (tenant, hour, generated_tokens, …), of one tenant (`tenant`)
+// or of every tenant (null): each hour's bar is stacked by tenant, the heaviest few apart.
+export function usageOverTime(canvas, hours, tenant = null) {
   const labels = [...new Set(hours.map((h) => h.hour))].sort();
-  const tenants = [...new Set(hours.map((h) => h.tenant))].sort();
-  const datasets = tenants.map((tenant, i) => ({
-    label: tenant,
+  const totals = new Map();
+  for (const h of hours) totals.set(h.tenant, (totals.get(h.tenant) ?? 0) + h.generated_tokens);
+  const ranked = [...totals.keys()].sort((a, b) => totals.get(b) - totals.get(a) || (a < b ? -1 : 1));
+  const apart = ranked.length > STACKED_TENANTS + 1 ? ranked.slice(0, STACKED_TENANTS) : ranked;
+  const series = new Map(apart.map((name) => [name, new Map()]));
+  const rest = new Map();
+  for (const h of hours) {
+    const into = series.get(h.tenant) ?? rest;
+    into.set(h.hour, (into.get(h.hour) ?? 0) + h.generated_tokens);
+  }
+  const named = [...apart].sort().map((name) => [name, series.get(name)]);
+  if (rest.size) named.push(["other tenants", rest]);
+  const datasets = named.map(([label, byHour], i) => ({
+    label,
     backgroundColor: COLOURS[i % COLOURS.length],
-    data: labels.map((hour) => hours.find((h) => h.tenant === tenant && h.hour === hour)?.generated_tokens ?? 0),
+    data: labels.map((hour) => byHour.get(hour) ?? 0),
   }));
-  canvas.dataset.tenants = tenants.join(",");
+  canvas.dataset.tenant = tenant ?? "";
+  canvas.dataset.tenants = named.map(([label]) => label).join(",");
   canvas.dataset.hours = labels.length;
+  canvas.dataset.tokens = hours.reduce((sum, h) => sum + h.generated_tokens, 0);
   return draw(canvas, {
     type: "bar",
     data: { labels: labels.map((h) => h.slice(0, 13).replace("T", " ") + "h"), datasets },

@@ -71,11 +71,13 @@ function renderParams() {
     Object.entries(params).map(([name, spec]) => {
       const title = spec.description || "";
       if (spec.type === "boolean") {
-        return el("label", { title }, el("input", { type: "checkbox", dataset: { param: name }, checked: spec.default === true }), ` ${name}`);
+        const checked = spec.default === true;
+        return el("label", { title }, el("input", { type: "checkbox", dataset: { param: name, default: checked }, checked }), ` ${name}`);
       }
       const step = spec.type === "integer" ? 1 : "any";
-      const bounds = { min: spec.minimum ?? spec.exclusiveMinimum, max: spec.maximum ?? spec.exclusiveMaximum };
-      return el("label", { title }, `${name} `, el("input", { type: "number", step, ...bounds, placeholder: String(spec.default ?? ""), dataset: { param: name, kind: spec.type } }));
+      // min and max are inclusive in a form; an exclusive bound (temperature > 0) is checked when sent.
+      const bounds = { min: spec.minimum, max: spec.maximum };
+      return el("label", { title }, `${name} `, el("input", { type: "number", step, ...bounds, placeholder: String(spec.default ?? ""), dataset: { param: name } }));
     }),
   );
 }
@@ -101,6 +103,22 @@ function numberField(id) {
   return text === "" ? undefined : Number(text);
 }
 
+// A strategy parameter's number, checked against its schema's bounds: the server refuses it anyway
+// (400 naming the field), but the form says so before anything is sent.
+function paramValue(field, text, spec) {
+  const value = Number(text);
+  const fails = [
+    [!Number.isFinite(value), "a number"],
+    [spec.type === "integer" && !Number.isInteger(value), "an integer"],
+    [spec.minimum !== undefined && value < spec.minimum, `at least ${spec.minimum}`],
+    [spec.maximum !== undefined && value > spec.maximum, `at most ${spec.maximum}`],
+    [spec.exclusiveMinimum !== undefined && value <= spec.exclusiveMinimum, `greater than ${spec.exclusiveMinimum}`],
+    [spec.exclusiveMaximum !== undefined && value >= spec.exclusiveMaximum, `less than ${spec.exclusiveMaximum}`],
+  ].filter(([failed]) => failed);
+  if (fails.length) throw new Error(`${field} must be ${fails.map(([, what]) => what).join(" and ")}, got ${text.trim()}`);
+  return value;
+}
+
 export function buildRequest() {
   const messages = [];
   const system = $("#system").value.trim();
@@ -111,12 +129,14 @@ export function buildRequest() {
   if (preferences) body.preferences = preferences;
   const vector = direction();
   if (vector) body.preference_vector = vector;
-  const search = { strategy: $("#strategy").value };
+  const strategy = $("#strategy").value;
+  const search = { strategy };
   for (const input of document.querySelectorAll("#strategy-params input")) {
+    const name = input.dataset.param;
     if (input.type === "checkbox") {
-      if (input.checked) search[input.dataset.param] = true;
+      if (String(input.checked) !== input.dataset.default) search[name] = input.checked; // unchecked sends false
     } else if (input.value.trim() !== "") {
-      search[input.dataset.param] = Number(input.value);
+      search[name] = paramValue(`search.${name}`, input.value, strategies[strategy]?.[name] ?? {});
     }
   }
   body.search = search;
@@ -158,11 +178,15 @@ async function send() {
   say($("#status"), "Streaming…");
   const started = performance.now();
   try {
+    let finished = false;
     for await (const { event, data } of stream("v1/generate", body, controller.signal)) {
       if (event === "delta" || event === "chunk") $("#answer").append(document.createTextNode(data.text));
-      else if (event === "done") showResponse(data.response);
-      else if (event === "error") throw new ApiError("stream", data.error);
+      else if (event === "done") {
+        finished = true;
+        showResponse(data.response);
+      } else if (event === "error") throw new ApiError("stream", data.error);
     }
+    if (!finished) throw new Error("The stream closed before the answer was complete (no done event): the text above is partial.");
     say($("#status"), `Done in ${((performance.now() - started) / 1000).toFixed(1)} s`, "good");
   } catch (error) {
     say($("#status"), error.name === "AbortError" ? "Stopped: the server cancels the search." : error.message, error.name === "AbortError" ? "" : "bad");
