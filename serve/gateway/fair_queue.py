@@ -237,7 +237,8 @@ class FairQueue:
             self._running[tenant] = self._running.get(tenant, 0) + 1
             self.in_flight += 1
             self.sequences_in_flight += waiter.lanes
-            waiter.future.set_result(Slot(self, waiter.share, waiter.cost, self.dispatches, waiter.lanes, waiter.arrival))
+            slot = Slot(self, waiter.share, waiter.cost, self.dispatches, waiter.lanes, waiter.arrival)
+            waiter.future.set_result(slot)
             self.dispatches += 1
 
     def _forget(self, waiter: _Waiter) -> None:
