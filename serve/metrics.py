@@ -63,8 +63,8 @@ class Metrics:
         self.arrival_wait = Histogram(
             "aligner_arrival_wait_seconds",
             "Time a tenant's arrival (a request when nothing else of its tenant was queued or in flight at "
-            "this ingress) waited for a slot on the model replicas: the server's saturation, which no tenant "
-            "can lengthen by its own load.",
+            "this ingress) took to reach a model replica: a fair-queue slot, then Ray Serve's queue. The "
+            "server's saturation, which no request lengthens by its own cost.",
             buckets=WAIT_BUCKETS,
             registry=r,
         )

@@ -198,6 +198,7 @@ class AlignerServer:
             self.usage.record(tenant.tenant, "cancelled", spent, requests=0)
 
     async def generate(self, request: AlignRequest, tenant: TenantContext = NO_SAFETY_CONFIG) -> ReplicaResult:
+        queued = tenant.queue_s()
         search: Search | None = None
         try:
             with engine_priority(tenant.priority):  # the tenant's tier, for every engine request of the search
@@ -207,20 +208,22 @@ class AlignerServer:
             self._cancelled(tenant, search)
             raise
         except Exception as exc:  # what the search had generated before it failed travels with the error
-            return ReplicaResult(self.replica, error=ErrorInfo.of(exc, None if search is None else search.spent()))
-        return ReplicaResult(self.replica, response=response)
+            spent = None if search is None else search.spent()
+            return ReplicaResult(self.replica, error=ErrorInfo.of(exc, spent), queue_s=queued)
+        return ReplicaResult(self.replica, response=response, queue_s=queued)
 
     async def stream(
         self, request: AlignRequest, tenant: TenantContext = NO_SAFETY_CONFIG
     ) -> AsyncIterator[StreamItem]:
         """`Accepted` once phase 1 passed (before it, an error is the only item), then the core's
         `Delta` / `Chunk` events and `Done`, or an `ErrorInfo`. Closing the stream cancels the search."""
+        queued = tenant.queue_s()
         try:
             search = await self._start(request, tenant)
         except Exception as exc:
             yield ErrorInfo.of(exc)
             return
-        yield Accepted(self.replica)
+        yield Accepted(self.replica, queue_s=queued)
         ended = False  # the ingress was sent the end (Done or an error), with what the search cost
         try:
             # The search's task starts inside the block and keeps the tenant's tier for its engine requests.

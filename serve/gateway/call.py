@@ -40,8 +40,17 @@ class Call:
         self.quotas: QuotaLeaser | None = None  # whose headers the answer carries, admitted or refused
         self.replica: str | None = None
         self.slot: Slot | None = None  # its place on the model replicas, from dispatch to finish
+        # Its tenant's arrival: how long it waited for its slot, until `arrived` adds the replica's queue.
+        self.arrival_wait: float | None = None
         self.done = False
         readiness.began()
+
+    def arrived(self, replica_queue_s: float) -> None:
+        """An arrival reached its model replica, `replica_queue_s` after it was sent: the whole wait, slot
+        and Ray Serve's queue, is observed once (aligner_arrival_wait_seconds)."""
+        if self.arrival_wait is not None:
+            self.metrics.arrival_wait.observe(self.arrival_wait + max(0.0, replica_queue_s))
+            self.arrival_wait = None
 
     def ok(self, response: AlignResponse) -> None:
         self.response = response

@@ -148,7 +148,7 @@ class FairQueue:
         one is free for it and nobody waits); Overloaded when the tenant's queue (the shared queue, fairness
         off) is full. Cancelled while it waits, the request leaves the queue and charges nothing."""
         self._check_room(share)
-        arrival = share.tenant not in self._queues and share.tenant not in self._running
+        arrival = not self.active(share.tenant)
         if share.tenant not in self._queues:
             self._lift(share)
         future = asyncio.get_running_loop().create_future()
@@ -164,6 +164,10 @@ class FairQueue:
                 self._forget(waiter)
                 self._pump()
             raise
+
+    def active(self, tenant: str) -> bool:
+        """The tenant has requests queued or in flight here: a request of it now is not its arrival."""
+        return tenant in self._queues or tenant in self._running
 
     def queued(self, tenant: str | None = None) -> int:
         """Requests waiting for a slot: the tenant's, or everyone's."""

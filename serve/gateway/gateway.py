@@ -184,12 +184,19 @@ class Gateway:
         await self.reserve(call, request)
         policy = call.policy.policy
         share = FairShare(call.tenant, weight=policy.weight, tier=policy.priority)
-        asked = time.monotonic()
-        call.slot = await self.queue.acquire(
-            share, request_cost(request), request_sequences(request, call.context.config)
-        )
+        asked, arrival = time.monotonic(), not self.queue.active(call.tenant)
+        try:
+            call.slot = await self.queue.acquire(
+                share, request_cost(request), request_sequences(request, call.context.config)
+            )
+        except asyncio.CancelledError:  # an arrival given up while it waited: it waited that long, unserved
+            if arrival:
+                self.metrics.arrival_wait.observe(time.monotonic() - asked)
+            raise
         if call.slot.arrival:
-            self.metrics.arrival_wait.observe(time.monotonic() - asked)
+            call.arrival_wait = time.monotonic() - asked
+        # When it was sent: its replica says how long it then waited in Ray Serve's own queues.
+        call.context = dataclasses.replace(call.context, sent_at=time.time())
 
     async def generate(self, call: Call, request: AlignRequest) -> AlignResponse:
         """The replica's response (its id in `call.replica`); its error is raised."""
@@ -199,6 +206,7 @@ class Gateway:
         except (BackPressureError, RayActorError) as exc:
             raise self.replica_failure(exc) from None
         call.replica = result.replica
+        call.arrived(result.queue_s)
         response = result.unwrap()
         call.ok(response)
         return response
@@ -206,17 +214,21 @@ class Gateway:
     async def open_stream(self, call: Call, request: AlignRequest) -> DeploymentResponseGenerator:
         """The replica's stream once it has accepted the request (errors raise before any byte is sent)."""
         await self.dispatch(call, request)
+        sent = time.monotonic()
         stream = self.model.options(stream=True).stream.remote(request, call.context)
         try:
             first: StreamItem = await stream.__anext__()
         except (BackPressureError, RayActorError) as exc:
             raise self.replica_failure(exc) from None
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # given up in Ray Serve's queue or the replica's checks
+            call.arrived(time.monotonic() - sent)
             stream.cancel()
             raise
         if isinstance(first, ErrorInfo):
+            call.arrived(time.monotonic() - sent)
             raise first.error()
         assert isinstance(first, Accepted), first
+        call.arrived(first.queue_s)
         call.replica = first.replica
         return stream
 

@@ -14,7 +14,7 @@ from functools import cache
 from importlib.resources import files
 
 from fastapi import Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 
 from aligner.errors import NotFound
 
@@ -27,6 +27,7 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",  # a server upgraded is never shown beside an older page's files
 }
 # Relative links: the page is <root>docs, its files <root>docs/..., the document <root>openapi.json.
 PAGE = """<!doctype html>
@@ -82,9 +83,18 @@ async def docs_file(name: str, request: Request) -> Response:
     if found is None:
         raise NotFound(f"no docs file {name!r}")
     content, media_type = found
-    return Response(content, media_type=media_type, headers={**HEADERS, "Cache-Control": "max-age=86400"})
+    return Response(content, media_type=media_type, headers=HEADERS)
+
+
+async def docs_slash(request: Request) -> Response:
+    """/docs/ to /docs, relative (Starlette's own redirect would name a scheme a TLS proxy may not use)."""
+    return RedirectResponse("../docs", status_code=308, headers=HEADERS)
 
 
 def routes() -> list:
     hidden = {"include_in_schema": False}
-    return [("GET", "/docs", docs_page, hidden), ("GET", "/docs/{name}", docs_file, hidden)]
+    return [
+        ("GET", "/docs", docs_page, hidden),
+        ("GET", "/docs/", docs_slash, hidden),
+        ("GET", "/docs/{name}", docs_file, hidden),
+    ]

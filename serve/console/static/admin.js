@@ -123,7 +123,7 @@ async function showUsage() {
     if (load !== usageLoads) return;
     usageOverTime($("#usage-over-time"), usage.hours, picked || null);
   } catch (error) {
-    say($("#admin-state"), error.message, "bad");
+    if (load === usageLoads) say($("#admin-state"), `Usage: ${error.message}`, "bad");
   }
 }
 
@@ -151,8 +151,10 @@ async function openTenant(name) {
     showVersions();
     $("#tenant-view").dataset.tenant = name;
     $("#tenant-view").hidden = false;
-    if ([...$("#usage-tenant").options].some((option) => option.value === name) && $("#usage-tenant").value !== name) {
-      $("#usage-tenant").value = name;
+    const usageTenant = $("#usage-tenant");
+    if (![...usageTenant.options].some((option) => option.value === name)) usageTenant.append(el("option", { value: name }, name));
+    if (usageTenant.value !== name) {
+      usageTenant.value = name;
       showUsage();
     }
     say(status, `Tenant ${name}.`);
@@ -210,17 +212,33 @@ function showDiff() {
   node.dataset.changes = lines.filter(([mark]) => mark !== " ").length;
 }
 
-async function activate(version) {
+// An admin action on the tenant in view. Its name and the versions it expects are read before the call,
+// so the answer is reported for that tenant whatever is opened meanwhile, and the view reloads only if it
+// still shows it; the view's buttons wait for the answer (a double click sends nothing twice).
+async function onTenant(send) {
+  const name = tenant;
+  const buttons = [...document.querySelectorAll("#tenant-view button")];
+  for (const button of buttons) button.disabled = true;
   try {
-    await call("POST", `${tenantPath(tenant)}/safety-config/activate`, { version, expected_version: versions.active });
-    say($("#tenant-status"), `Version ${version} of ${tenant}'s safety config is active (in force within a second).`, "good");
-    await openTenantKeepingStatus();
+    const done = await send(tenantPath(name), name);
+    say($("#tenant-status"), done, "good");
+    if (tenant === name) await openTenantKeepingStatus();
   } catch (error) {
-    say($("#tenant-status"), error.message, "bad");
+    say($("#tenant-status"), `${name}: ${error.message}`, "bad"); // the edits stay in the box
+  } finally {
+    for (const button of buttons) button.disabled = false;
   }
 }
 
-async function putConfig() {
+function activate(version) {
+  const expected_version = versions.active;
+  return onTenant(async (path, name) => {
+    await call("POST", `${path}/safety-config/activate`, { version, expected_version });
+    return `Version ${version} of ${name}'s safety config is active (in force within a second).`;
+  });
+}
+
+function putConfig() {
   let config;
   try {
     config = JSON.parse($("#config-text").value);
@@ -228,13 +246,11 @@ async function putConfig() {
     say($("#tenant-status"), `config: not JSON (${error.message})`, "bad");
     return;
   }
-  try {
-    const stored = await call("PUT", `${tenantPath(tenant)}/safety-config`, { config, expected_version: versions.active });
-    say($("#tenant-status"), `Stored and activated version ${stored.version}.`, "good");
-    await openTenantKeepingStatus();
-  } catch (error) {
-    say($("#tenant-status"), error.message, "bad"); // the edits stay in the box
-  }
+  const expected_version = versions.active;
+  return onTenant(async (path, name) => {
+    const stored = await call("PUT", `${path}/safety-config`, { config, expected_version });
+    return `Stored and activated version ${stored.version} of ${name}'s safety config.`;
+  });
 }
 
 function showPolicy({ active, versions: list }) {
@@ -263,17 +279,15 @@ function showPolicy({ active, versions: list }) {
 
 const versionAction = (version, active) => (active !== null && version < active ? "Roll back to this" : "Activate");
 
-async function activatePolicy(version) {
-  try {
-    await call("POST", `${tenantPath(tenant)}/policy/activate`, { version, expected_version: policyVersion });
-    say($("#tenant-status"), `Version ${version} of ${tenant}'s policy is active (in force within a second).`, "good");
-    await openTenantKeepingStatus();
-  } catch (error) {
-    say($("#tenant-status"), error.message, "bad");
-  }
+function activatePolicy(version) {
+  const expected_version = policyVersion;
+  return onTenant(async (path, name) => {
+    await call("POST", `${path}/policy/activate`, { version, expected_version });
+    return `Version ${version} of ${name}'s policy is active (in force within a second).`;
+  });
 }
 
-async function putPolicy() {
+function putPolicy() {
   let policy;
   try {
     policy = JSON.parse($("#policy-text").value);
@@ -281,13 +295,11 @@ async function putPolicy() {
     say($("#tenant-status"), `policy: not JSON (${error.message})`, "bad");
     return;
   }
-  try {
-    const stored = await call("PUT", `${tenantPath(tenant)}/policy`, { policy, expected_version: policyVersion });
-    say($("#tenant-status"), `Stored policy version ${stored.version}.`, "good");
-    await openTenantKeepingStatus();
-  } catch (error) {
-    say($("#tenant-status"), error.message, "bad"); // the edits stay in the box
-  }
+  const expected_version = policyVersion;
+  return onTenant(async (path, name) => {
+    const stored = await call("PUT", `${path}/policy`, { policy, expected_version });
+    return `Stored policy version ${stored.version} of ${name}.`;
+  });
 }
 
 function showAudit(safety, policy) {

@@ -42,3 +42,5 @@ def test_fastapis_cdn_pages_are_gone_and_other_names_are_404(client):
         reply = client.get(f"/docs/{name}")
         assert reply.status_code == 404, name
     assert client.get("/openapi.json").json()["info"]["title"] == "Aligner"
+    slash = client.get("/docs/", follow_redirects=False)
+    assert slash.status_code == 308 and slash.headers["location"] == "../docs"
