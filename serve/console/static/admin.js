@@ -12,6 +12,9 @@ let tenant = null;
 let versions = { active: null, versions: [] };
 let policyVersion = null;
 
+// A stored time (ISO 8601, UTC) to the minute, the whole of it on hover.
+const moment = (at) => el("td", { title: at ?? "" }, at ? `${at.slice(0, 16).replace("T", " ")} UTC` : "");
+
 const tenantPath = (name) => `v1/admin/tenants/${encodeURIComponent(name)}`;
 
 export function initAdmin() {
@@ -70,8 +73,8 @@ function showKeys(keys) {
         el("td", {}, el("code", {}, k.id)),
         el("td", {}, k.tenant),
         el("td", {}, k.admin ? "admin" : ""),
-        el("td", {}, k.created_at),
-        el("td", {}, k.revoked_at ?? ""),
+        moment(k.created_at),
+        moment(k.revoked_at),
         el("td", {}, el("button", { type: "button", disabled: Boolean(k.revoked_at), onclick: () => revoke(k) }, "Revoke")),
       ),
     ),
@@ -176,7 +179,7 @@ function showVersions() {
         "tr",
         { class: v.version === active ? "chosen" : "", dataset: { version: v.version } },
         el("td", { class: "num" }, v.version, v.version === active ? " (active)" : ""),
-        el("td", {}, v.created_at),
+        moment(v.created_at),
         el("td", {}, v.created_by ?? ""),
         el("td", {}, el("code", {}, v.content_hash.slice(0, 12))),
         el(
@@ -264,7 +267,7 @@ function showPolicy({ active, versions: list }) {
         "tr",
         { class: v.version === active ? "chosen" : "", dataset: { version: v.version } },
         el("td", { class: "num" }, v.version, v.version === active ? " (active)" : ""),
-        el("td", {}, v.created_at),
+        moment(v.created_at),
         el("td", {}, v.created_by ?? ""),
         el("td", {}, el("code", {}, v.content_hash.slice(0, 12))),
         el("td", {}, v.version === active ? "" : el("button", { type: "button", onclick: () => activatePolicy(v.version) }, versionAction(v.version, active))),
@@ -313,7 +316,7 @@ function showAudit(safety, policy) {
       el(
         "tr",
         { dataset: { action: e.action } },
-        el("td", {}, e.at),
+        moment(e.at),
         el("td", {}, what),
         el("td", {}, e.action),
         el("td", { class: "num" }, e.old_version ?? ""),
