@@ -1,5 +1,6 @@
 """Every search strategy on the real engine with the embedded objectives."""
 
+import asyncio
 import re
 import statistics
 import time
@@ -164,37 +165,43 @@ OPEN_PROMPTS = ["Tell me about the moon.", "How do plants grow?", "What is a com
 SHORT_ANSWER_PROMPTS = ["What is 2 + 2?", "Name a primary color.", "What is the capital of Italy?"]
 
 
-def mean_over_prompts(aligner, run, strategy, vector, measure, prompts=OPEN_PROMPTS):
-    values = []
-    for seed, prompt in enumerate(prompts):
-        search = {"sample": {}, "best_of_n": {"n": 6}, "beam": {"beam_width": 2, "expansions": 3, "chunk_tokens": 16}}
-        req = AlignRequest.parse(
+STRATEGIES = {"sample": {}, "best_of_n": {"n": 6}, "beam": {"beam_width": 2, "expansions": 3, "chunk_tokens": 16}}
+
+
+def means_over_prompts(aligner, run, vector, measure, prompts=OPEN_PROMPTS) -> dict[str, float]:
+    """Each strategy's mean `measure` over the prompts (seeded), every request sent at once: the engine
+    batches them, a third of the time one after the other took."""
+    requests = [
+        AlignRequest.parse(
             {
                 "prompt": prompt,
                 "seed": seed,
                 "temperature": 1.0,
                 "max_tokens": 64,
                 "preference_vector": vector,
-                "search": {"strategy": strategy, **search[strategy]},
+                "search": {"strategy": strategy, **params},
             }
         )
-        values.append(measure(run(aligner.generate(req))))
-    return statistics.mean(values)
+        for strategy, params in STRATEGIES.items()
+        for seed, prompt in enumerate(prompts)
+    ]
+
+    async def answer_all():
+        return await asyncio.gather(*(aligner.generate(r) for r in requests))
+
+    values = [measure(response) for response in run(answer_all())]
+    return {s: statistics.mean(values[i * len(prompts) : (i + 1) * len(prompts)]) for i, s in enumerate(STRATEGIES)}
 
 
 def test_direction_matters_for_verbosity(aligner, run):
     tokens = lambda r: len(aligner.engine.tokenizer(r.text)["input_ids"])  # noqa: E731
-    shorter = {"verbosity": -1}
-    sample = mean_over_prompts(aligner, run, "sample", shorter, tokens, SHORT_ANSWER_PROMPTS)
-    assert mean_over_prompts(aligner, run, "best_of_n", shorter, tokens, SHORT_ANSWER_PROMPTS) < sample
-    assert mean_over_prompts(aligner, run, "beam", shorter, tokens, SHORT_ANSWER_PROMPTS) < sample
+    means = means_over_prompts(aligner, run, {"verbosity": -1}, tokens, SHORT_ANSWER_PROMPTS)
+    assert means["best_of_n"] < means["sample"] and means["beam"] < means["sample"], means
 
 
 def test_direction_matters_for_relevance(aligner, run):
-    relevance = lambda r: r.scores["relevance"]  # noqa: E731
-    sample = mean_over_prompts(aligner, run, "sample", {"relevance": 1}, relevance)
-    assert mean_over_prompts(aligner, run, "best_of_n", {"relevance": 1}, relevance) > sample
-    assert mean_over_prompts(aligner, run, "beam", {"relevance": 1}, relevance) > sample
+    means = means_over_prompts(aligner, run, {"relevance": 1}, lambda r: r.scores["relevance"])
+    assert means["best_of_n"] > means["sample"] and means["beam"] > means["sample"], means
 
 
 def test_beam_steps_reuse_the_cached_prompt_and_prefix(aligner, run, engine):
