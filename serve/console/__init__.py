@@ -62,19 +62,7 @@ def strategies() -> dict[str, Any]:
     for name in registry.names():
         properties = registry.params_of(name).model_json_schema()["properties"]
         out[name] = {
-            field: {
-                key: spec[key]
-                for key in (
-                    "type",
-                    "default",
-                    "minimum",
-                    "maximum",
-                    "exclusiveMinimum",
-                    "exclusiveMaximum",
-                    "description",
-                )
-                if key in spec
-            }
+            field: {key: spec[key] for key in FORM_KEYS if key in spec}
             for field, spec in properties.items()
             if field != "strategy"
         }
