@@ -215,6 +215,12 @@ def add_tenants_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warm-s", type=float, default=3.0, help="Flooding before each measurement, seconds (default 3).")
     p.add_argument("--clients", type=positive, default=16, help="Clients of the throughput load (default 16).")
     p.add_argument("--requests-per-client", type=positive, default=8, help="Requests per throughput client (8).")
+    p.add_argument(
+        "--throughput-rounds",
+        type=positive,
+        default=3,
+        help="Throughput loads per deployment; its figure is the median (default 3).",
+    )
     p.add_argument("--max-num-seqs", type=positive, default=32, help="The engine's max_num_seqs (default 32).")
     p.add_argument(
         "--busy-sequences",
