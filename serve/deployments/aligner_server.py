@@ -198,7 +198,7 @@ class AlignerServer:
             self.usage.record(tenant.tenant, "cancelled", spent, requests=0)
 
     async def generate(self, request: AlignRequest, tenant: TenantContext = NO_SAFETY_CONFIG) -> ReplicaResult:
-        queued = tenant.queue_s()
+        began = time.monotonic()
         search: Search | None = None
         try:
             with engine_priority(tenant.priority):  # the tenant's tier, for every engine request of the search
@@ -209,21 +209,21 @@ class AlignerServer:
             raise
         except Exception as exc:  # what the search had generated before it failed travels with the error
             spent = None if search is None else search.spent()
-            return ReplicaResult(self.replica, error=ErrorInfo.of(exc, spent), queue_s=queued)
-        return ReplicaResult(self.replica, response=response, queue_s=queued)
+            return ReplicaResult(self.replica, error=ErrorInfo.of(exc, spent), service_s=time.monotonic() - began)
+        return ReplicaResult(self.replica, response=response, service_s=time.monotonic() - began)
 
     async def stream(
         self, request: AlignRequest, tenant: TenantContext = NO_SAFETY_CONFIG
     ) -> AsyncIterator[StreamItem]:
         """`Accepted` once phase 1 passed (before it, an error is the only item), then the core's
         `Delta` / `Chunk` events and `Done`, or an `ErrorInfo`. Closing the stream cancels the search."""
-        queued = tenant.queue_s()
+        began = time.monotonic()
         try:
             search = await self._start(request, tenant)
         except Exception as exc:
             yield ErrorInfo.of(exc)
             return
-        yield Accepted(self.replica, queue_s=queued)
+        yield Accepted(self.replica, service_s=time.monotonic() - began)
         ended = False  # the ingress was sent the end (Done or an error), with what the search cost
         try:
             # The search's task starts inside the block and keeps the tenant's tier for its engine requests.

@@ -195,18 +195,21 @@ class Gateway:
             raise
         if call.slot.arrival:
             call.arrival_wait = time.monotonic() - asked
-        # When it was sent: its replica says how long it then waited in Ray Serve's own queues.
-        call.context = dataclasses.replace(call.context, sent_at=time.time())
 
     async def generate(self, call: Call, request: AlignRequest) -> AlignResponse:
         """The replica's response (its id in `call.replica`); its error is raised."""
         await self.dispatch(call, request)
+        sent = time.monotonic()
         try:
             result: ReplicaResult = await self.model.generate.remote(request, call.context)
         except (BackPressureError, RayActorError) as exc:
+            call.arrived(0.0)
             raise self.replica_failure(exc) from None
+        except asyncio.CancelledError:
+            call.arrived(0.0)
+            raise
         call.replica = result.replica
-        call.arrived(result.queue_s)
+        call.arrived(time.monotonic() - sent - result.service_s)
         response = result.unwrap()
         call.ok(response)
         return response
@@ -219,16 +222,17 @@ class Gateway:
         try:
             first: StreamItem = await stream.__anext__()
         except (BackPressureError, RayActorError) as exc:
+            call.arrived(0.0)
             raise self.replica_failure(exc) from None
-        except asyncio.CancelledError:  # given up in Ray Serve's queue or the replica's checks
-            call.arrived(time.monotonic() - sent)
+        except asyncio.CancelledError:
+            call.arrived(0.0)
             stream.cancel()
             raise
         if isinstance(first, ErrorInfo):
-            call.arrived(time.monotonic() - sent)
+            call.arrived(0.0)
             raise first.error()
         assert isinstance(first, Accepted), first
-        call.arrived(first.queue_s)
+        call.arrived(time.monotonic() - sent - first.service_s)
         call.replica = first.replica
         return stream
 

@@ -8,7 +8,6 @@ an `ErrorInfo` instead. No exception class and no untyped dict crosses.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from aligner.contract import AlignResponse, SearchLimits
@@ -32,13 +31,6 @@ class TenantContext:
     # The server's limits lowered to the tenant's caps, for what the replica prices (the judges' prefills,
     # the safety config's resamples); None: the server's own.
     limits: SearchLimits | None = None
-    # When the ingress sent the request (time.time()): the replica reports how long it waited to begin.
-    sent_at: float | None = None
-
-    def queue_s(self) -> float:
-        """Seconds since the ingress sent the request (0 when it did not say): at a replica method's start,
-        its wait in Ray Serve's router and the replica's queue. Wall clocks of two nodes, so NTP-close."""
-        return 0.0 if self.sent_at is None else max(0.0, time.time() - self.sent_at)
 
 
 NO_SAFETY_CONFIG = TenantContext()
@@ -51,7 +43,9 @@ class ReplicaResult:
     replica: str
     response: AlignResponse | None = None
     error: ErrorInfo | None = None
-    queue_s: float = 0.0  # how long the request waited to reach the replica (TenantContext.queue_s)
+    # Seconds the replica spent in its method (its monotonic clock): the ingress takes them from what it
+    # waited for the answer, and what is left is Ray Serve's queue (no two nodes' clocks compared).
+    service_s: float = 0.0
 
     def unwrap(self) -> AlignResponse:
         """The response, or the error raised (with its code, field and message intact)."""
@@ -66,7 +60,7 @@ class Accepted:
     """A stream's first item: the replica accepted the request; errors from now on arrive in-stream."""
 
     replica: str
-    queue_s: float = 0.0  # how long the request waited to reach the replica (TenantContext.queue_s)
+    service_s: float = 0.0  # seconds from the replica method's start to this acknowledgement (phase 1)
 
 
 @dataclass(frozen=True)
