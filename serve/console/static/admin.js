@@ -59,10 +59,13 @@ export async function openAdmin() {
 function showKeys(keys) {
   const names = [...new Set(keys.map((k) => k.tenant))].sort();
   fill($("#tenant-names"), names.map((name) => el("option", { value: name })));
+  // The tenant picked for the chart stays picked, keys or none (one opened before it had a key, one whose
+  // keys were all revoked), so the select always names what the chart shows.
   const usageTenant = $("#usage-tenant");
   const picked = usageTenant.value;
-  fill(usageTenant, el("option", { value: "" }, "all tenants"), names.map((name) => el("option", { value: name }, name)));
-  usageTenant.value = names.includes(picked) ? picked : "";
+  const choices = picked && !names.includes(picked) ? [...names, picked].sort() : names;
+  fill(usageTenant, el("option", { value: "" }, "all tenants"), choices.map((name) => el("option", { value: name }, name)));
+  usageTenant.value = picked;
   table(
     $("#keys"),
     ["id", "tenant", "admin", "created", "revoked", ""],
@@ -133,7 +136,8 @@ async function showUsage() {
 let loads = 0; // the latest openTenant call: an older one's answers are dropped
 
 // Every read of tenant `name` first; only then does the view (and every action's target) switch to it,
-// so no action can send one tenant's text to another, whatever order the answers come in.
+// so no action can send one tenant's text to another, whatever order the answers come in. True when the
+// view shows `name` at the end (false: a later call superseded this one, or a read failed).
 async function openTenant(name) {
   const load = ++loads;
   const status = $("#tenant-status");
@@ -146,7 +150,7 @@ async function openTenant(name) {
       call("GET", `v1/admin/audit?tenant=${encodeURIComponent(name)}`),
       call("GET", `${path}/policy/audit`),
     ]);
-    if (load !== loads) return;
+    if (load !== loads) return false;
     tenant = name;
     versions = safety;
     showPolicy(policy);
@@ -161,10 +165,12 @@ async function openTenant(name) {
       showUsage();
     }
     say(status, `Tenant ${name}.`);
+    return true;
   } catch (error) {
-    if (load !== loads) return;
+    if (load !== loads) return false;
     tenant = null;
     say(status, error.message, "bad");
+    return false;
   }
 }
 
@@ -216,16 +222,18 @@ function showDiff() {
 }
 
 // An admin action on the tenant in view. Its name and the versions it expects are read before the call,
-// so the answer is reported for that tenant whatever is opened meanwhile, and the view reloads only if it
-// still shows it; the view's buttons wait for the answer (a double click sends nothing twice).
+// so the answer is reported for that tenant whatever is opened meanwhile, and the view reloads only if no
+// other tenant was asked for since (`loads`: the view may still show this one while the other loads); the
+// view's buttons wait for the answer (a double click sends nothing twice).
 async function onTenant(send) {
   const name = tenant;
+  const opened = loads;
   const buttons = [...document.querySelectorAll("#tenant-view button")];
   for (const button of buttons) button.disabled = true;
   try {
     const done = await send(tenantPath(name), name);
     say($("#tenant-status"), done, "good");
-    if (tenant === name) await openTenantKeepingStatus();
+    if (loads === opened) await openTenantKeepingStatus();
   } catch (error) {
     say($("#tenant-status"), `${name}: ${error.message}`, "bad"); // the edits stay in the box
   } finally {
@@ -330,6 +338,5 @@ function showAudit(safety, policy) {
 async function openTenantKeepingStatus() {
   const status = $("#tenant-status");
   const [text, kind] = [status.textContent, status.className];
-  await openTenant(tenant);
-  say(status, text, kind);
+  if (await openTenant(tenant)) say(status, text, kind);
 }
