@@ -188,10 +188,11 @@ async def throughput(base: str, key: str, args: argparse.Namespace) -> dict[str,
     await load(1)
     rounds = [await load(args.requests_per_client) for _ in range(args.throughput_rounds)]
     rates = [r["tokens_per_s"] for r in rounds]
+    median = statistics.median(rates)
     return {
-        "tokens_per_s": statistics.median(rates),
+        "tokens_per_s": median,
         "rounds_tokens_per_s": rates,
-        "spread": ratio(max(rates) - min(rates), statistics.median(rates)),
+        "spread": ratio(max(rates) - min(rates), median),
         "requests": sum(r["requests"] for r in rounds),
         "p50_latency_s": statistics.median(r["p50_latency_s"] for r in rounds),
     }

@@ -47,9 +47,7 @@ class Call:
 
     def arrived(self, replica_queue_s: float) -> None:
         """An arrival reached its model replica, `replica_queue_s` after it was sent: the whole wait, slot
-        and Ray Serve's queue, is observed once (aligner_arrival_wait_seconds). Given up or failed after
-        it was sent, it is observed with 0 there: its slot wait, a bound no tenant can inflate by
-        cancelling long searches or sending prompts that take long to refuse."""
+        and Ray Serve's queue, is observed once (aligner_arrival_wait_seconds)."""
         if self.arrival_wait is not None:
             self.metrics.arrival_wait.observe(self.arrival_wait + max(0.0, replica_queue_s))
             self.arrival_wait = None
@@ -69,6 +67,9 @@ class Call:
         replica's error says), metered and charged like an answer's usage."""
         if not self.done:
             self.done = True
+            # An arrival given up or failed after it was sent: its slot wait only, a bound no tenant can
+            # inflate by cancelling long searches or sending prompts that take long to refuse.
+            self.arrived(0.0)
             self.spent = self.spent or spent
             self.readiness.ended()
             self.readiness.failed(status)

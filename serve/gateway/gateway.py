@@ -203,11 +203,7 @@ class Gateway:
         try:
             result: ReplicaResult = await self.model.generate.remote(request, call.context)
         except (BackPressureError, RayActorError) as exc:
-            call.arrived(0.0)
             raise self.replica_failure(exc) from None
-        except asyncio.CancelledError:
-            call.arrived(0.0)
-            raise
         call.replica = result.replica
         call.arrived(time.monotonic() - sent - result.service_s)
         response = result.unwrap()
@@ -222,14 +218,11 @@ class Gateway:
         try:
             first: StreamItem = await stream.__anext__()
         except (BackPressureError, RayActorError) as exc:
-            call.arrived(0.0)
             raise self.replica_failure(exc) from None
         except asyncio.CancelledError:
-            call.arrived(0.0)
             stream.cancel()
             raise
         if isinstance(first, ErrorInfo):
-            call.arrived(0.0)
             raise first.error()
         assert isinstance(first, Accepted), first
         call.arrived(time.monotonic() - sent - first.service_s)

@@ -205,8 +205,8 @@ def test_the_servers_time_limit_ends_a_long_search_streamed_or_not(engine, catal
     fields = {"temperature": 1.0, "max_tokens": 64, "preference_vector": {"relevance": 1.0}, "search": search}
 
     async def one_round_each():
-        one = parse(**{**fields, "search": {**search, "max_rounds": 1}})
-        return await asyncio.gather(Aligner(engine, catalog).generate(one), Aligner(engine, catalog).generate(one))
+        one, unlimited = parse(**{**fields, "search": {**search, "max_rounds": 1}}), Aligner(engine, catalog)
+        return await asyncio.gather(unlimited.generate(one), unlimited.generate(one))
 
     started = time.monotonic()
     run(one_round_each())

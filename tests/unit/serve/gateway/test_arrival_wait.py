@@ -51,9 +51,17 @@ def gateway_part(slots: int, model: FakeModel | None = None) -> SimpleNamespace:
     async def no_quota(call, request):
         return None
 
-    part = SimpleNamespace(queue=FairQueue(slots), metrics=Metrics(), reserve=no_quota, model=model)
+    part = SimpleNamespace(queue=FairQueue(slots), metrics=Metrics(), readiness=ReadinessRecord(), meter=None)
+    part.reserve, part.model = no_quota, model
     part.dispatch = lambda call, request: Gateway.dispatch(part, call, request)
     return part
+
+
+async def served(gateway: SimpleNamespace, tenant: str, send):
+    """`send(call)` inside the gateway's `call()`, as a transport runs a request: its end is the call's."""
+    async with Gateway.call(gateway) as call:
+        call.tenant = tenant
+        return await send(call)
 
 
 def call_of(gateway: SimpleNamespace, tenant: str) -> Call:
@@ -109,7 +117,7 @@ def test_the_wait_in_ray_serves_queue_is_the_ingress_time_less_the_replicas_own(
     async def scenario():
         gateway = gateway_part(slots=1, model=FakeModel(queued, serving, reported))
         with pytest.raises(Reported, match="prompt has 1000 tokens"):
-            await Gateway.generate(gateway, call_of(gateway, "acme"), REQUEST)
+            await served(gateway, "acme", lambda call: Gateway.generate(gateway, call, REQUEST))
         return observed(gateway.metrics)
 
     assert asyncio.run(scenario()) == (1, within_1s)
@@ -121,7 +129,7 @@ def test_an_arrival_given_up_at_the_replica_is_observed_once_with_its_slot_wait_
 
     async def scenario():
         gateway = gateway_part(slots=1, model=FakeModel(queued=0.0, serving=1.5, reported=1.5))
-        sent = asyncio.ensure_future(Gateway.generate(gateway, call_of(gateway, "acme"), REQUEST))
+        sent = asyncio.ensure_future(served(gateway, "acme", lambda call: Gateway.generate(gateway, call, REQUEST)))
         await asyncio.sleep(1.2)
         sent.cancel()
         await asyncio.gather(sent, return_exceptions=True)
@@ -156,7 +164,7 @@ def test_a_stream_refused_in_phase_1_is_observed_without_the_replicas_checking_t
             options=lambda **_: SimpleNamespace(stream=SimpleNamespace(remote=lambda *a: stream))
         )
         with pytest.raises(Reported):
-            await Gateway.open_stream(gateway, call_of(gateway, "acme"), REQUEST)
+            await served(gateway, "acme", lambda call: Gateway.open_stream(gateway, call, REQUEST))
         return observed(gateway.metrics)
 
     assert asyncio.run(scenario()) == (1, 1)
