@@ -297,3 +297,41 @@ def test_one_scrape_through_either_node_covers_both_replicas(cluster):
         )
 
     assert ok_requests(scrapes[0]) == ok_requests(scrapes[1]) >= 2  # the same merged view from either node
+
+
+def test_usage_keys_and_safety_configs_are_in_the_store_once_the_app_is_deleted(cluster):
+    """Last in this module: it deletes the app. The ingress replicas hold usage in memory and flush it
+    every `usage_flush_s` (10 s here), so the requests answered just before `serve.delete` are in the
+    store only if the stopping replicas flush them. The store is read directly, with nothing of the
+    app running (`usage_report` is the admin route's answer). A new app reading an existing store is
+    what every test app does at start: the keys its tests use are written before it is deployed."""
+    from ray import serve
+
+    from aligner.tenants.usage_table import usage_report
+    from serve.config import ServerConfig
+    from tests.e2e.test_metering import FANNED_OUT, Sent, assert_equal_to_sent
+
+    tenant = "metered-restart"
+    _, key = cluster.store.create_key(tenant)
+    admin = {"Authorization": f"Bearer {cluster.admin_key}"}
+    stored = httpx.put(
+        f"{cluster.urls()[1]}/v1/admin/tenants/survivor/safety-config",
+        json={"config": {"text": "Only discuss gardening."}, "expected_version": None},
+        headers=admin,
+        timeout=30,
+    )
+    assert stored.status_code == 200, stored.text
+    sent = Sent()
+    for i, body in enumerate((SMALL, {**FANNED_OUT, "max_tokens": 4}, SMALL, SMALL)):
+        reply = cluster.post(cluster.urls()[i % 2], key, body)  # through both nodes' proxies
+        assert reply.status_code == 200, reply.text
+        sent.add(reply.json()["usage"])
+    flushed_before = sum(r.counts.requests for r in cluster.store.usage(tenant))
+    serve.delete(ServerConfig().app_name)  # at once: the last requests are still only in the ingresses' memory
+
+    assert_equal_to_sent(usage_report(cluster.store.usage(tenant), None, None), tenant, sent)
+    print(f"requests flushed before the delete: {flushed_before} of {sum(sent.requests.values())}")
+    assert cluster.store.authenticate(key).tenant == tenant
+    assert cluster.store.authenticate(cluster.admin_key).admin
+    survivor = cluster.store.get_safety_config("survivor")
+    assert survivor is not None and survivor.config.text == "Only discuss gardening."

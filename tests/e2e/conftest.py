@@ -39,6 +39,7 @@ E2E_CONFIG = {
     "max_ongoing_requests": 2,
     "max_queued_requests": 2,
     "metrics_interval_s": 0.25,
+    "usage_flush_s": 1.0,  # usage is read back within a second of a request, not ten
     "max_health_watches": 4,  # the Watch cap is reachable
 }
 

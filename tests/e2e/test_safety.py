@@ -228,7 +228,9 @@ def test_a_tenant_whose_config_refuses_gets_the_refusal_on_every_route_and_it_is
     assert app.wait_metric("aligner_safety_config_version", lambda v: v == version, tenant="hooli") == version
 
 
-def test_the_safety_cli_manages_configs_through_a_running_server(app, tmp_path):
+def test_the_safety_cli_manages_configs_through_a_running_server(server, tmp_path):
+    # On one store: the CLI speaks only HTTP, and the routes it calls are tested on both stores.
+    app = server
     import json
     import subprocess
     import sys

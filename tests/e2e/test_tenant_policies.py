@@ -303,7 +303,10 @@ def test_every_policy_rpc_answers_as_its_http_route(server, admin_stub):
 # -- the CLI ----------------------------------------------------------------------------------------------
 
 
-def test_the_tenants_cli_manages_policies_through_a_running_server(app, tmp_path):
+def test_the_tenants_cli_manages_policies_through_a_running_server(server, tmp_path):
+    # On one store: the CLI speaks only HTTP, and the routes it calls are tested on both stores.
+    app = server
+
     def cli(*args, key=None):
         return subprocess.run(
             [sys.executable, "-m", "serve.cli", "tenants", "policy", *args, "--server", app.url]
