@@ -6,7 +6,14 @@ process and looks only at the process's CPU affinity. On a 2-core machine that h
 quota rather than a cpuset it binds a thread to every core of the node, most of which the quota
 then throttles. So the engine is given an explicit core list: the physical cores of the first NUMA
 node this process may run on (as vLLM picks them), as many as the container's CPU quota allows, or
-`cpu_threads` when set. The list reaches vLLM as VLLM_CPU_OMP_THREADS_BIND, the one way it takes one.
+`cpu_threads` when set.
+
+The engine core runs the model in its own process (vLLM's "uni" executor, see `Engine.start`) rather
+than spawning a second worker process, which would import torch, transformers and vLLM once more (about
+8 s of each start on 2 cores). vLLM binds threads only in the worker process it spawns, so here the
+binding is given to the engine-core process itself, as OpenMP's own variables (OMP_NUM_THREADS,
+OMP_PLACES, OMP_PROC_BIND) set while vLLM spawns it; they are read once, when that process loads OpenMP.
+VLLM_CPU_OMP_THREADS_BIND carries the same list, for an engine run with vLLM's worker process.
 """
 
 from __future__ import annotations
@@ -169,21 +176,39 @@ def decoding_cores(threads: int | None, share: tuple[int, int] = (0, 1)) -> list
 _STARTING = threading.Lock()
 
 
+def openmp_variables(cores: Sequence[int]) -> dict[str, str]:
+    """OpenMP's variables that bind one thread to each of `cores`, in order (none for no binding)."""
+    if not cores:
+        return {}
+    return {
+        "OMP_NUM_THREADS": str(len(cores)),
+        "OMP_PLACES": ",".join(f"{{{core}}}" for core in cores),
+        "OMP_PROC_BIND": "close",
+    }
+
+
 @contextmanager
-def bound_to(cores: Sequence[int], environ: MutableMapping[str, str] | None = None) -> Iterator[None]:
-    """VLLM_CPU_OMP_THREADS_BIND set to `cores` while vLLM spawns its engine processes (they read it
-    when they start), and restored after; one engine start at a time."""
+def bound_to(
+    cores: Sequence[int], environ: MutableMapping[str, str] | None = None, *, keep_preset: bool = False
+) -> Iterator[None]:
+    """The binding to `cores` in the environment while vLLM spawns its engine process (it reads it
+    when it starts), restored after; one engine start at a time. `keep_preset`: VLLM_CPU_OMP_THREADS_BIND
+    was set by the operator and is left as it is."""
     env = os.environ if environ is None else environ
+    variables = openmp_variables(cores)
+    if not keep_preset:
+        variables[BIND_VARIABLE] = ",".join(map(str, cores))
     with _STARTING:
-        old = env.get(BIND_VARIABLE)
-        env[BIND_VARIABLE] = ",".join(map(str, cores))
+        old = {name: env.get(name) for name in variables}
+        env.update(variables)
         try:
             yield
         finally:
-            if old is None:
-                env.pop(BIND_VARIABLE, None)
-            else:
-                env[BIND_VARIABLE] = old
+            for name, value in old.items():
+                if value is None:
+                    env.pop(name, None)
+                else:
+                    env[name] = value
 
 
 @contextmanager
@@ -191,9 +216,6 @@ def engine_binding(threads: int | None, share: tuple[int, int] = (0, 1)) -> Iter
     """The cores of a CPU engine started inside this block: a binding already set is kept as it is,
     otherwise `decoding_cores` are bound for the start."""
     preset = preset_cores()
-    if preset is not None:
-        yield preset
-        return
-    cores = decoding_cores(threads, share)
-    with bound_to(cores):
+    cores = decoding_cores(threads, share) if preset is None else preset
+    with bound_to(cores, keep_preset=preset is not None):
         yield cores

@@ -1,6 +1,6 @@
 """Processes that die with the process that started them, however it dies: an engine's, a local Ray's.
 
-vLLM runs an engine in child processes (`VLLM::EngineCore`, and under it `VLLM::Worker`), and
+vLLM runs an engine in child processes (`VLLM::EngineCore`, and under it `VLLM::Worker` where the model runs apart), and
 nothing in them watches their parent: a replica or server that was SIGKILLed (a supervisor's step
 after SIGTERM) left both running, in 6 of 6 measured runs, about 2.9 GB each, ignoring SIGTERM, one
 of them still decoding. On a GPU that memory keeps the next replica from starting. vLLM has no hook

@@ -203,7 +203,14 @@ class Engine:
             progress(f"starting the vLLM engine on {where} for {model_dir} ({compiled})")
             reaper = Reaper.start()  # before vLLM: it adopts the processes vLLM starts (see reaper.py)
             try:
-                llm = _async_llm_class().from_engine_args(args, stat_loggers=[_stat_logger_factory(scheduler)])
+                vllm_config = args.create_engine_config()
+                if cpu:
+                    # The model runs in the engine-core process (vLLM's CPU platform would spawn a worker
+                    # process for it, a second import of torch and vLLM): see cpu_binding.
+                    vllm_config.parallel_config.distributed_executor_backend = "uni"
+                llm = _async_llm_class().from_vllm_config(
+                    vllm_config, stat_loggers=[_stat_logger_factory(scheduler)], disable_log_stats=False
+                )
             except Exception as exc:
                 reaper.reap()
                 raise EngineUnavailable(f"vLLM failed to start for {model_dir}: {exc}") from exc

@@ -156,11 +156,36 @@ def test_this_machine_gives_at_least_one_core_it_may_run_on():
 
 
 def test_the_binding_is_set_while_vllm_starts_and_restored_after():
-    env = {"VLLM_CPU_OMP_THREADS_BIND": "auto"}
+    env = {"VLLM_CPU_OMP_THREADS_BIND": "auto", "OMP_NUM_THREADS": "1"}
     with cpu_binding.bound_to([0, 1], env):
-        assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0,1"
-    assert env == {"VLLM_CPU_OMP_THREADS_BIND": "auto"}
+        assert env == {
+            "VLLM_CPU_OMP_THREADS_BIND": "0,1",
+            "OMP_NUM_THREADS": "2",
+            "OMP_PLACES": "{0},{1}",
+            "OMP_PROC_BIND": "close",
+        }
+    assert env == {"VLLM_CPU_OMP_THREADS_BIND": "auto", "OMP_NUM_THREADS": "1"}
     empty: dict[str, str] = {}
     with cpu_binding.bound_to([3], empty):
-        assert empty == {"VLLM_CPU_OMP_THREADS_BIND": "3"}
+        assert empty == {
+            "VLLM_CPU_OMP_THREADS_BIND": "3",
+            "OMP_NUM_THREADS": "1",
+            "OMP_PLACES": "{3}",
+            "OMP_PROC_BIND": "close",
+        }
     assert empty == {}
+
+
+def test_an_operators_binding_is_kept_and_given_to_openmp_too():
+    env = {"VLLM_CPU_OMP_THREADS_BIND": "2-3"}
+    with cpu_binding.bound_to([2, 3], env, keep_preset=True):
+        assert env == {
+            "VLLM_CPU_OMP_THREADS_BIND": "2-3",
+            "OMP_NUM_THREADS": "2",
+            "OMP_PLACES": "{2},{3}",
+            "OMP_PROC_BIND": "close",
+        }
+    assert env == {"VLLM_CPU_OMP_THREADS_BIND": "2-3"}
+    nobind = {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    with cpu_binding.bound_to([], nobind, keep_preset=True):
+        assert nobind == {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}
