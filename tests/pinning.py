@@ -4,9 +4,10 @@ import psutil
 
 
 def pinned_cores(root: psutil.Process) -> set[int]:
-    """Cores that some thread of `root`'s descendants is bound to alone. vLLM's worker binds its
-    OpenMP threads one per core (its other threads keep their own wider affinity), so this is the
-    set of cores the engine decodes on. The threads exist once the engine has run a forward pass."""
+    """Cores that some thread of `root`'s descendants is bound to alone. The engine-core process binds
+    its OpenMP threads one per core (its main thread, the first of them, is bound from the start, and
+    the threads it starts share that first core), so this is the set of cores the engine decodes on.
+    The other OpenMP threads exist once the engine has run a forward pass."""
     cores: set[int] = set()
     for proc in root.children(recursive=True):
         try:

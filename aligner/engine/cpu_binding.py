@@ -172,8 +172,9 @@ def decoding_cores(threads: int | None, share: tuple[int, int] = (0, 1)) -> list
     return choose_cores(system_cpus(), set(os.sched_getaffinity(0)), own_quota(), threads, share)
 
 
-# Engines started at once in one process would read each other's binding from the environment.
-_STARTING = threading.Lock()
+# Engines started at once in one process would read each other's binding from the environment (and
+# take another's for an operator's preset): one start at a time, from the preset's reading on.
+_STARTING = threading.RLock()
 
 
 def openmp_variables(cores: Sequence[int]) -> dict[str, str]:
@@ -215,7 +216,8 @@ def bound_to(
 def engine_binding(threads: int | None, share: tuple[int, int] = (0, 1)) -> Iterator[list[int]]:
     """The cores of a CPU engine started inside this block: a binding already set is kept as it is,
     otherwise `decoding_cores` are bound for the start."""
-    preset = preset_cores()
-    cores = decoding_cores(threads, share) if preset is None else preset
-    with bound_to(cores, keep_preset=preset is not None):
-        yield cores
+    with _STARTING:
+        preset = preset_cores()
+        cores = decoding_cores(threads, share) if preset is None else preset
+        with bound_to(cores, keep_preset=preset is not None):
+            yield cores

@@ -37,6 +37,18 @@ def test_the_engine_decodes_with_one_bound_thread_on_every_core_it_was_given(eng
     assert pinned_cores(psutil.Process()) == set(expected)
 
 
+def test_on_cpu_the_model_runs_in_the_engine_core_process_with_no_worker_beside_it(engine):
+    """vLLM's CPU platform would spawn a worker process for the model (a second import of torch and
+    vLLM at every start, and a scheduler busy-waiting beside it); the engine asks for the in-process
+    executor, and the binding above holds in that one process."""
+    import psutil
+
+    assert engine._llm.vllm_config.parallel_config.distributed_executor_backend == "uni"
+    cores = [p for p in psutil.Process().children(recursive=True) if "VLLM::EngineCore" in " ".join(p.cmdline())]
+    assert len(cores) == 1, [p.cmdline() for p in psutil.Process().children(recursive=True)]
+    assert cores[0].children(recursive=True) == [], "the engine core started a process of its own"
+
+
 def test_greedy_answer_names_paris(engine, run, france_ids):
     (candidate,) = run(engine.generate(france_ids, GREEDY))
     assert "Paris" in candidate.text
