@@ -116,7 +116,8 @@ def test_the_playground_streams_an_answer_its_candidates_and_a_direction_the_ser
     assert scatter.get_attribute("data-axes") == "verbosity,readability"
     assert scatter.get_attribute("data-chosen") != "" and scatter.get_attribute("data-front")
     assert scatter.get_attribute("data-direction") == "0.6,0.8"
-    assert "reward calls" in page.text_content("#usage-numbers")
+    # best_of_n n=3: one round of three candidates, each scored once
+    assert re.search(r"\b3 reward calls · 1 round · 3 candidates\b", page.text_content("#usage-numbers"))
     assert "generate=" in page.locator("#usage-chart").get_attribute("data-stages")
     scored = {row.split("\n")[0] for row in page.locator("#scores tbody tr td:first-child").all_text_contents()}
     assert {"verbosity", "readability"} <= scored

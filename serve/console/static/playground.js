@@ -228,9 +228,15 @@ function showResponse(response) {
   }
   table($("#scores"), ["objective", "score"], scoreRows);
   const usage = response.usage;
+  const count = (n, one, many) => `${n} ${n === 1 ? one : many}`;
   $("#usage-numbers").textContent =
-    `${usage.generated_tokens} tokens generated · ${usage.reward_calls} reward calls · ${usage.rounds} rounds · ` +
-    `${usage.candidates} candidates · ${usage.wall_time_s.toFixed(2)} s` + (usage.stopped_by ? ` · stopped by ${usage.stopped_by}` : "");
+    [
+      count(usage.generated_tokens, "token generated", "tokens generated"),
+      count(usage.reward_calls, "reward call", "reward calls"),
+      count(usage.rounds, "round", "rounds"),
+      count(usage.candidates, "candidate", "candidates"),
+      `${usage.wall_time_s.toFixed(2)} s`,
+    ].join(" · ") + (usage.stopped_by ? ` · stopped by ${usage.stopped_by}` : "");
   usageBar($("#usage-chart"), usage.stage_seconds);
   showCandidates(response);
   pickScoredAxes(response);
