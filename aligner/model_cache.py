@@ -99,6 +99,29 @@ def prepare_embedded(root: Path | None = None, *, progress: Callable[[str], None
         return target
 
 
+@contextmanager
+def _gguf_parsed_once():
+    """Within this block every GGUFReader of one file is the same reader. transformers parses the whole
+    GGUF once for the tokenizer, once for the config and once for the weights, each about 5 s on the
+    embedded model (its 49k-token vocabulary is read field by field); the reader is read-only."""
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict[tuple[str, str], object] = {}
+
+    def reader(path, mode: str = "r"):
+        key = (os.path.realpath(path), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
 def convert_gguf(gguf: Path, out: Path, *, progress: Callable[[str], None] = log.info) -> None:
     """Dequantise a GGUF Llama model into a float32 safetensors HF directory with its tokenizer.
 
@@ -108,12 +131,13 @@ def convert_gguf(gguf: Path, out: Path, *, progress: Callable[[str], None] = log
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    progress("loading the tokenizer and chat template")
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    if not tokenizer.chat_template:
-        raise ModelUnavailable(f"{gguf.name} carries no chat template")
-    progress("dequantising the GGUF weights")
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with _gguf_parsed_once():
+        progress("loading the tokenizer and chat template")
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        if not tokenizer.chat_template:
+            raise ModelUnavailable(f"{gguf.name} carries no chat template")
+        progress("dequantising the GGUF weights")
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config

@@ -6,6 +6,7 @@ import pytest
 from aligner.errors import ModelUnavailable
 from aligner.model_cache import (
     MANIFEST,
+    _gguf_parsed_once,
     embedded_model_dir,
     prepare_embedded,
     resolve_model,
@@ -47,6 +48,29 @@ def test_damaged_build_is_detected(tmp_path, damage, words):
     build = small_build(tmp_path)
     damage(build)
     assert words in verify_manifest(build)
+
+
+class FakeGGUFReader:
+    """A fake of gguf.GGUFReader that counts its parses."""
+
+    parses = 0
+
+    def __init__(self, path, mode="r"):
+        type(self).parses += 1
+        self.path = path
+
+
+def test_a_conversion_parses_each_gguf_once_and_puts_the_reader_back(tmp_path, monkeypatch):
+    import gguf
+
+    monkeypatch.setattr(gguf, "GGUFReader", FakeGGUFReader)
+    (tmp_path / "a.gguf").write_bytes(b"")
+    with _gguf_parsed_once():
+        first = gguf.GGUFReader(tmp_path / "a.gguf")
+        assert gguf.GGUFReader(str(tmp_path / "a.gguf")) is first  # tokenizer, config, weights: one parse
+        assert gguf.GGUFReader(tmp_path / "b.gguf") is not first
+    assert FakeGGUFReader.parses == 2
+    assert gguf.GGUFReader is FakeGGUFReader
 
 
 def test_corrupted_cache_is_rebuilt_not_used(tmp_path, model_dir):
