@@ -174,7 +174,7 @@ def decoding_cores(threads: int | None, share: tuple[int, int] = (0, 1)) -> list
 
 # Engines started at once in one process would read each other's binding from the environment (and
 # take another's for an operator's preset): one start at a time, from the preset's reading on.
-_STARTING = threading.RLock()
+_STARTING = threading.Lock()
 
 
 def openmp_variables(cores: Sequence[int]) -> dict[str, str]:
@@ -193,29 +193,28 @@ def bound_to(
     cores: Sequence[int], environ: MutableMapping[str, str] | None = None, *, keep_preset: bool = False
 ) -> Iterator[None]:
     """The binding to `cores` in the environment while vLLM spawns its engine process (it reads it
-    when it starts), restored after; one engine start at a time. `keep_preset`: VLLM_CPU_OMP_THREADS_BIND
-    was set by the operator and is left as it is."""
+    when it starts), restored after. `keep_preset`: VLLM_CPU_OMP_THREADS_BIND was set by the operator
+    and is left as it is."""
     env = os.environ if environ is None else environ
     variables = openmp_variables(cores)
     if not keep_preset:
         variables[BIND_VARIABLE] = ",".join(map(str, cores))
-    with _STARTING:
-        old = {name: env.get(name) for name in variables}
-        env.update(variables)
-        try:
-            yield
-        finally:
-            for name, value in old.items():
-                if value is None:
-                    env.pop(name, None)
-                else:
-                    env[name] = value
+    old = {name: env.get(name) for name in variables}
+    env.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
 
 
 @contextmanager
 def engine_binding(threads: int | None, share: tuple[int, int] = (0, 1)) -> Iterator[list[int]]:
-    """The cores of a CPU engine started inside this block: a binding already set is kept as it is,
-    otherwise `decoding_cores` are bound for the start."""
+    """The cores of a CPU engine started inside this block, one start at a time: a binding already set
+    is kept as it is, otherwise `decoding_cores` are bound for the start."""
     with _STARTING:
         preset = preset_cores()
         cores = decoding_cores(threads, share) if preset is None else preset

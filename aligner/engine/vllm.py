@@ -199,7 +199,9 @@ class Engine:
             engine_binding(config.cpu_threads, share) if cpu else contextlib.nullcontext([])
         )
         with binding as cores:
-            where = "GPU" if not cpu else f"CPU cores {','.join(map(str, cores))}" if cores else "CPU, threads unbound"
+            where = "GPU"
+            if cpu:
+                where = f"CPU cores {','.join(map(str, cores))}" if cores else "CPU, threads unbound"
             progress(f"starting the vLLM engine on {where} for {model_dir} ({compiled})")
             reaper = Reaper.start()  # before vLLM: it adopts the processes vLLM starts (see reaper.py)
             try:

@@ -44,8 +44,9 @@ def test_on_cpu_the_model_runs_in_the_engine_core_process_with_no_worker_beside_
     import psutil
 
     assert engine._llm.vllm_config.parallel_config.distributed_executor_backend == "uni"
-    cores = [p for p in psutil.Process().children(recursive=True) if "VLLM::EngineCore" in " ".join(p.cmdline())]
-    assert len(cores) == 1, [p.cmdline() for p in psutil.Process().children(recursive=True)]
+    children = psutil.Process().children(recursive=True)
+    cores = [p for p in children if "VLLM::EngineCore" in " ".join(p.cmdline())]
+    assert len(cores) == 1, [p.cmdline() for p in children]
     assert cores[0].children(recursive=True) == [], "the engine core started a process of its own"
 
 
