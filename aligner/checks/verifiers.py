@@ -15,10 +15,12 @@ from __future__ import annotations
 import functools
 import json
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from langdetect import DetectorFactory, detect
+from langdetect.detector_factory import init_factory
 from langdetect.lang_detect_exception import LangDetectException
 
 RELATIONS = ("less than", "at least")  # IFEval's comparison relations
@@ -91,9 +93,16 @@ def _ends_sentence(text: str, at: int, mark: str) -> bool:
     return True
 
 
+_LANGDETECT_LOADING = threading.Lock()
+
+
 def detect_language(text: str) -> str | None:
     """langdetect's ISO 639-1 code of `text`, deterministic (seeded); None when it cannot tell."""
     DetectorFactory.seed = 0  # langdetect samples: seeded, one text gets one answer
+    # langdetect loads its profiles on first use into a global without a lock: two requests' checks
+    # scored at once in worker threads would see a half-loaded set and answer None or a wrong language
+    with _LANGDETECT_LOADING:
+        init_factory()
     try:
         return str(detect(text))
     except LangDetectException:

@@ -193,3 +193,23 @@ def test_patterns_a_hostile_review_found_quadratic_or_crashing_are_linear_and_an
     started = time.process_time()
     assert verify(check_id, text, params) is False  # `[` * 16000 raised RecursionError (a 500) before
     assert time.process_time() - started < 0.5
+
+
+def test_language_detection_started_by_many_threads_at_once_loads_its_profiles_once(monkeypatch):
+    """langdetect loads its profiles into a global on first use; checks scored at once in worker
+    threads at a server's start saw a half-loaded set (None, or "pl" for German)."""
+    import threading
+
+    import langdetect.detector_factory
+
+    from aligner.checks.verifiers import detect_language
+
+    monkeypatch.setattr(langdetect.detector_factory, "_factory", None)
+    german = "Das ist ein ganz normaler deutscher Satz, und er ist lang genug, um erkannt zu werden."
+    answers: list[str | None] = []
+    threads = [threading.Thread(target=lambda: answers.append(detect_language(german))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == ["de"] * 8
