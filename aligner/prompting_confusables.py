@@ -70,7 +70,9 @@ def skeleton(text: str) -> str:
     punctuation kept (compare with `letters` to ignore them too)."""
     table = _table()
     text = unicodedata.normalize("NFKD", text).translate(table)
-    text = unicodedata.normalize("NFKC", text).casefold().translate(table)
+    # folded again: case folding maps small Cherokee letters to capitals, which the table makes capital
+    # Latin (U+ABA6 -> U+13D5 -> "S"), while every reserved phrase is compared folded
+    text = unicodedata.normalize("NFKC", text).casefold().translate(table).casefold()
     for sequence, letter in _SEQUENCES:
         text = text.replace(sequence, letter)
     return text

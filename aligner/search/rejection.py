@@ -24,19 +24,25 @@ class Rejection(Strategy):
         if threshold is None and not ctx.request.checks:  # the contract refuses it (Params.check)
             raise ValueError("rejection needs a threshold or checks")
         seen: list[Scored] = []
-        met = False
+        passing: Scored | None = None
         for round_index in range(search.max_rounds):
             ranked = await sample_round(ctx, search.batch, round_index)
             if not ranked:
                 break
             seen.extend(ranked)
-            best = ranked[0]
-            # An undecided judge's middle score never meets the threshold (no evidence is not a pass).
-            reached = threshold is None or (best.combined is not None and best.combined >= threshold)
-            if best.feasible and best.decided and reached:
-                met = True
+            # An undecided judge's middle score never meets the threshold (no evidence is not a pass),
+            # and it may rank above a decided candidate that does: look past it, not only at the top.
+            passing = next((s for s in ranked if s.feasible and s.decided and reaches(s, threshold)), None)
+            if passing is not None:
                 break
         if not seen:
             raise DeadlineExceeded("the deadline passed before any candidate was complete and scored")
         ranked = best_first(seen)
-        return SearchResult(chosen=ranked[0], candidates=ranked, threshold_met=met)
+        if passing is None:
+            return SearchResult(chosen=ranked[0], candidates=ranked, threshold_met=False)
+        rest = [s for s in ranked if s is not passing]
+        return SearchResult(chosen=passing, candidates=[passing, *rest], threshold_met=True)
+
+
+def reaches(candidate: Scored, threshold: float | None) -> bool:
+    return threshold is None or (candidate.combined is not None and candidate.combined >= threshold)
