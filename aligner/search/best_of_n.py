@@ -79,6 +79,9 @@ def gain_probability(ranked: list[Scored], search: Params) -> float:
     if len(scores) < 2:
         return 1.0  # one draw says nothing of the spread
     spread = max(statistics.stdev(scores), MIN_SPREAD)
-    z = (max(scores) + search.margin - statistics.fmean(scores)) / spread
+    # the bar is the best by the ranking's tiers: an infeasible high scorer is not a result to beat
+    best = ranked[0].combined
+    bar = best if best is not None and math.isfinite(best) else max(scores)
+    z = (bar + search.margin - statistics.fmean(scores)) / spread
     beats_one = 0.5 * math.erfc(z / math.sqrt(2))
     return 1.0 - (1.0 - beats_one) ** search.round_size()

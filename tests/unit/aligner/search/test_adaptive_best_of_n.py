@@ -148,3 +148,39 @@ def test_a_plain_best_of_n_is_served_under_a_batch_limit_below_the_default():
         }
     )
     assert adaptive.search.round_size() == 2  # a batch above n is one round of n, not an error
+
+
+class FakeQualityAndSafety(RewardModel):
+    """A fake reward: (quality, safe) by the candidate's first letter; "A" scores high but is unsafe."""
+
+    objectives = (Objective("quality", "quality"), Objective("safe", "safe"))
+    TABLE = {"A": (1.0, 0.0), "B": (0.10, 1.0), "C": (0.12, 1.0), "D": (0.11, 1.0)}
+
+    async def score(self, conversation, responses):
+        return np.array([self.TABLE.get(r[:1], (0.9, 1.0)) for r in responses], dtype=float)
+
+
+def test_an_infeasible_high_scorer_is_not_the_bar_the_next_round_must_beat():
+    # Failed before: the rule measured the gain against max(combined) of all candidates (1.0, infeasible),
+    # stopped as converged after round 1 and returned 0.12; later rounds score 0.9.
+    rounds: list[int] = []
+
+    def text_of(seed, index):
+        if seed not in rounds:
+            rounds.append(seed)
+        return "ABCD"[index] + " text" if rounds.index(seed) == 0 else "E later round text"
+
+    request = AlignRequest.parse(
+        {
+            "prompt": "hi",
+            "temperature": 1.0,
+            "seed": 1,
+            "max_tokens": 32,
+            "preference_vector": {"quality": 1.0},
+            "constraints": {"safe": {"min": 0.5}},
+            "search": {"strategy": "best_of_n", "adaptive": True, "n": 16, "batch": 4, "stop_probability": 0.5},
+        }
+    )
+    aligner = Aligner(FakeGenerator(text_of), ObjectiveCatalog([FakeQualityAndSafety()]), profile=ModelProfile())
+    response = asyncio.run(aligner.generate(request))
+    assert response.text == "E later round text" and response.usage.rounds > 1
