@@ -225,8 +225,16 @@ class Aligner:
         # Every engine request this search causes (the judge's included) is counted here.
         engine_usage = EngineUsage()
 
+        def direction_prompt(direction: dict[str, float]) -> list[int]:
+            # marked as the request's own prompt is: the tenant's config version's marker, not no one's
+            return self.prepare(
+                request, safety=safety, direction=direction, safety_version=safety_version, tenant=tenant
+            ).token_ids
+
         async def run(emit: Emit | None) -> AlignResponse:
-            response = await self._search(request, safety, prepared, meter, engine_usage, emit, started)
+            response = await self._search(
+                request, safety, prepared, meter, engine_usage, emit, started, direction_prompt
+            )
             if safety is not None and safety_version is not None:
                 response.safety = (response.safety or SafetyInfo()).model_copy(update={"version": safety_version})
             return response
@@ -270,6 +278,7 @@ class Aligner:
         engine_usage: EngineUsage,
         emit: Emit | None,
         started: float,
+        direction_prompt: Callable[[dict[str, float]], list[int]],
     ) -> AlignResponse:
         token = ENGINE_USAGE.set(engine_usage)
         # What `policy_compliance` and `topic_safety` judge against during this search.
@@ -277,7 +286,9 @@ class Aligner:
         checks = CURRENT_CHECKS.set(CheckRun(request.checks or ()))  # what the `checks` objective verifies
         preferences = CURRENT_PREFERENCES.set(request.stated_preferences())  # what `preference_following` reads
         try:
-            return await self._run_search(request, safety, prepared, meter, emit, started, engine_usage)
+            return await self._run_search(
+                request, safety, prepared, meter, emit, started, engine_usage, direction_prompt
+            )
         finally:
             CURRENT_PREFERENCES.reset(preferences)
             CURRENT_CHECKS.reset(checks)
@@ -293,6 +304,7 @@ class Aligner:
         emit: Emit | None,
         started: float,
         engine_usage: EngineUsage,
+        direction_prompt: Callable[[dict[str, float]], list[int]],
     ) -> AlignResponse:
         ctx = SearchContext(
             engine=self.engine,
@@ -301,11 +313,7 @@ class Aligner:
             prompt_ids=prepared.token_ids,
             meter=meter,
             emit=emit,
-            prompt_for_direction=(
-                (lambda d: self.prepare(request, safety=safety, direction=d).token_ids)
-                if self.profile.reads_directions
-                else None
-            ),
+            prompt_for_direction=direction_prompt if self.profile.reads_directions else None,
             thresholds=safety.thresholds if safety is not None else {},
         )
         result = await strategy_for(request.search.strategy).run(ctx)

@@ -69,3 +69,45 @@ def test_a_conversation_the_policy_template_refuses_is_refused_before_the_engine
         asyncio.run(aligner.start(request(REPEATED_USER, "plain")))
     assert err.value.field == "messages" and err.value.reason.endswith(REFUSAL)
     assert generator.requests == []
+
+
+def test_prompts_for_other_directions_carry_the_tenant_config_versions_marker():
+    """Failed before: `rps`'s neighbour prompts were marked for no tenant and no version, one marker for
+    every tenant (and a prefix-cache key shared by all of them)."""
+    import re
+
+    from aligner.prompting_guard import operator_marker
+    from aligner.safety.config import SafetyConfig
+
+    prompts: list[str] = []
+
+    class RecordingFakeGenerator(FakeGenerator):
+        async def generate(self, prompt_ids, spec, *, n=1, prefix_ids=()):
+            prompts.append("".join(chr(i) for i in prompt_ids))
+            return await super().generate(prompt_ids, spec, n=n, prefix_ids=prefix_ids)
+
+    secret = b"s" * 32
+    aligner = Aligner(
+        RecordingFakeGenerator(),
+        ObjectiveCatalog([FakeRewardModel(["relevance", "verbosity"], [0.5, 0.5])]),
+        profile=ModelProfile(reads_directions=True),
+        operator_secret=secret,
+    )
+    request = AlignRequest.parse(
+        {
+            "prompt": "hi",
+            "temperature": 1.0,
+            "seed": 3,
+            "max_tokens": 8,
+            "preference_vector": {"relevance": 1.0, "verbosity": 0.5},
+            "search": {"strategy": "rps", "n": 1, "neighbors": 3},
+        }
+    )
+
+    async def run():
+        search = await aligner.start(request, safety=SafetyConfig(text="Be polite."), safety_version=7, tenant="acme")
+        await search.result()
+
+    asyncio.run(run())
+    markers = {m for p in prompts for m in re.findall(r"\[operator section (\w+)\]", p)}
+    assert prompts and markers == {operator_marker(secret, "acme", 7)}
