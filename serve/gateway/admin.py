@@ -258,6 +258,12 @@ class AdminService:
         """Make an existing version of the tenant's policy active again (a rollback)."""
         validate_tenant(tenant)
         spec = ActivateTenantPolicy.parse(body)
+        versions = await asyncio.to_thread(self.store.tenant_policy_versions, tenant)
+        target = next((v for v in versions if v.version == spec.version), None)
+        if target is not None:  # an unknown version is the store's NotFound
+            # A version stored under other limits or objectives meets this server's before it is in force.
+            served = set(await self.objective_ranges())
+            in_policy(lambda: target.policy.check_server(self.limits, served))
         chosen = await asyncio.to_thread(
             self.store.activate_tenant_policy,
             tenant,

@@ -167,3 +167,24 @@ def test_a_delete_s_expected_version_is_bounded_like_the_columns(admin_service, 
     with pytest.raises(InvalidRequest) as err:
         asyncio.run(service.delete_safety_config(admin, "acme", version))
     assert err.value.field == "expected_version"
+
+
+def test_activate_refuses_a_stored_policy_version_above_this_servers_limits(tmp_path):
+    """Found by review: only PUT checked a policy against the server; a version stored under a server
+    with higher limits came back through a rollback unchecked."""
+    from aligner.contract import SearchLimits
+    from aligner.tenants.policy import TenantPolicy
+
+    store = TenantStore.open(f"sqlite:///{tmp_path / 'tenants.db'}")
+    admin = store.create_key("ops", admin=True)[0]
+
+    async def objectives():
+        return []
+
+    service = AdminService(store, objectives, limits=SearchLimits(max_tokens=100))
+    store.set_tenant_policy("acme", TenantPolicy.model_validate({"caps": {"max_tokens": 200}}), expected_version=None)
+    store.set_tenant_policy("acme", TenantPolicy(), expected_version=1)
+    with pytest.raises(InvalidRequest) as err:
+        asyncio.run(service.activate_policy(admin, "acme", {"version": 1, "expected_version": 2}))
+    assert err.value.field == "policy.caps.max_tokens" and store.get_tenant_policy("acme").version == 2
+    store.close()
