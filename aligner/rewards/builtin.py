@@ -116,6 +116,9 @@ class Harmlessness(ResponseOnly):
         return np.array([1.0 - float(next(probs)) if r.strip() else 1.0 for r in responses]).reshape(-1, 1)
 
 
+VADER_WINDOW_WORDS = 256
+
+
 class Positivity(ResponseOnly):
     objectives = (
         Objective("positivity", "VADER compound sentiment mapped to [0, 1]; 0.5 is neutral, higher is more positive."),
@@ -128,7 +131,18 @@ class Positivity(ResponseOnly):
         return SentimentIntensityAnalyzer()
 
     def score_now(self, conversation: Sequence[ChatMessage], responses: Sequence[str]) -> np.ndarray:
-        return np.array([(self._analyzer.polarity_scores(r)["compound"] + 1) / 2 for r in responses]).reshape(-1, 1)
+        return np.array([(self.compound(r) + 1) / 2 for r in responses]).reshape(-1, 1)
+
+    def compound(self, text: str) -> float:
+        """VADER's compound score; a text over `VADER_WINDOW_WORDS` words is scored in windows of that many
+        and their scores averaged by word count, because VADER's time grows with the square of the words
+        it reads at once (a 4k-token response of "not good" took 1.2 s a candidate, the GIL held)."""
+        words = text.split()  # VADER reads whitespace-separated words: the windows cut nothing it sees
+        if len(words) <= VADER_WINDOW_WORDS:
+            return float(self._analyzer.polarity_scores(text)["compound"])
+        windows = [words[i : i + VADER_WINDOW_WORDS] for i in range(0, len(words), VADER_WINDOW_WORDS)]
+        scores = [self._analyzer.polarity_scores(" ".join(w))["compound"] * len(w) for w in windows]
+        return float(sum(scores) / len(words))
 
 
 def minilm_dir() -> Path:

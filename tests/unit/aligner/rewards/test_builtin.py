@@ -84,6 +84,28 @@ def test_positivity_follows_sentiment():
     assert positive > 0.5 > negative
 
 
+def test_positivity_reads_a_long_response_in_windows_its_cost_grows_linearly_in():
+    """Found by review: VADER's time grows with the square of the words it reads at once; one long
+    response of sentiment words held the GIL for seconds, stalling every tenant's scoring."""
+    from aligner.rewards.builtin import VADER_WINDOW_WORDS
+
+    model = Positivity()
+    read: list[int] = []
+    analyzer = model._analyzer
+    vader_scores = analyzer.polarity_scores
+
+    def recording(text):
+        read.append(len(text.split()))
+        return vader_scores(text)
+
+    analyzer.polarity_scores = recording
+    short = "I love this recipe, it is wonderful!"
+    assert scores(model, [short])[0] == (vader_scores(short)["compound"] + 1) / 2  # VADER's, as before
+    long_positive, long_negative = scores(model, ["good " * 5000, "terrible and awful " * 1667 + "sad"])
+    assert max(read) <= VADER_WINDOW_WORDS and sum(read[1:]) == 5000 + 5002
+    assert long_positive > 0.5 > long_negative
+
+
 def test_empty_responses_get_documented_values(tokenizer, relevance):
     assert scores(Verbosity(tokenizer), [""])[0] == 0.0
     assert scores(relevance, [""])[0] == 0.0
