@@ -50,14 +50,15 @@ class InvalidRequest(AlignerError):
 
 
 class PromptTooLong(InvalidRequest):
-    """The composed prompt plus `max_tokens` does not fit in the model's context."""
+    """The composed prompt plus `max_tokens` does not fit in the model's context; `field` is the request's
+    conversation as the client sent it (`messages` or `prompt`)."""
 
     code = "prompt_too_long"
 
-    def __init__(self, prompt_tokens: int, max_tokens: int, max_model_len: int):
+    def __init__(self, prompt_tokens: int, max_tokens: int, max_model_len: int, field: str = "messages"):
         limit = max_model_len - max_tokens
         super().__init__(
-            "messages",
+            field,
             f"the composed prompt has {prompt_tokens} tokens but at most {limit} fit "
             f"(max_model_len {max_model_len} - max_tokens {max_tokens})",
         )

@@ -158,12 +158,13 @@ def prompt_token_ids(
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def check_fits(prompt_tokens: int, max_tokens: int, max_model_len: int) -> None:
-    """Reject a request whose prompt and response cannot both fit in the context window."""
+def check_fits(prompt_tokens: int, max_tokens: int, max_model_len: int, field: str = "messages") -> None:
+    """Reject a request whose prompt and response cannot both fit in the context window; `field` names the
+    conversation the client sent."""
     if max_tokens >= max_model_len:
         raise InvalidRequest("max_tokens", f"is {max_tokens} but must be less than max_model_len {max_model_len}")
     if prompt_tokens > max_model_len - max_tokens:
-        raise PromptTooLong(prompt_tokens, max_tokens, max_model_len)
+        raise PromptTooLong(prompt_tokens, max_tokens, max_model_len, field)
 
 
 def safety_placeholder(version: int | None) -> str:
@@ -264,7 +265,7 @@ def prepare_prompt(
         whose="the policy model's",
         whole=whole,
     )
-    check_fits(len(token_ids), request.max_tokens, max_model_len)
+    check_fits(len(token_ids), request.max_tokens, max_model_len, "messages" if request.messages is not None else "prompt")
     messages = compose({}, safety, marker)
     hidden = safety_shown_as is not None and safety is not None
     shown = compose({}, safety_shown_as if hidden else safety, None)

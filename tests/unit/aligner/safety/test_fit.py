@@ -72,6 +72,18 @@ def test_an_overflow_the_client_causes_stays_prompt_too_long(aligner):
         asyncio.run(aligner.start(long_prompt))
 
 
+def test_prompt_too_long_names_the_field_the_client_sent(aligner):
+    """Failed before this fix: a request that sent `prompt` was told its `messages` were too long."""
+    text = "Tell me about eggs. " * 600
+    with pytest.raises(PromptTooLong) as as_prompt:
+        asyncio.run(aligner.start(request(prompt=text)))
+    assert as_prompt.value.field == "prompt"
+    as_messages = AlignRequest.parse({"messages": [{"role": "user", "content": text}], "max_tokens": 64})
+    with pytest.raises(PromptTooLong) as err:
+        asyncio.run(aligner.start(as_messages))
+    assert err.value.field == "messages"
+
+
 # --- the admin service: PUT and activate ask a model replica (here: the same check, in process) ---
 
 
