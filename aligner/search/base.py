@@ -61,6 +61,8 @@ class Meter:
     reward_calls: int = 0
     rounds: int = 0
     stopped_by: str | None = None
+    # The last `affordable` shortened a candidate to the tokens left: spending them all means the budget cut it.
+    shortened: bool = field(default=False, repr=False)
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
     def stop(self, limit: str) -> None:
@@ -100,6 +102,7 @@ class Meter:
         Fewer candidates at full length are preferred; a single candidate is
         shortened only when not even one full one fits.
         """
+        self.shortened = False
         if self.out_of_time():
             return 0, 0
         if scored and self.max_reward_calls is not None:
@@ -116,14 +119,18 @@ class Meter:
                 elif tokens_left > 0:
                     # One shorter candidate; it binds only if it uses it all (see `generated`).
                     count, tokens_each = 1, tokens_left
+                    self.shortened = True
                 else:
                     self.stop("max_candidate_tokens")
                     count = 0
         return (count, tokens_each) if count else (0, 0)
 
     def generated(self, tokens: int) -> None:
+        """Count `tokens` generated. Full-length candidates that spend the budget exactly were not cut by it:
+        the budget binds when the search asks for more (`affordable`), or here for a shortened candidate."""
         self.candidate_tokens += tokens
-        if self.max_candidate_tokens is not None and self.candidate_tokens >= self.max_candidate_tokens:
+        budget = self.max_candidate_tokens
+        if self.shortened and budget is not None and self.candidate_tokens >= budget:
             self.stop("max_candidate_tokens")
 
     @contextmanager

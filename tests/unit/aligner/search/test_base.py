@@ -39,6 +39,16 @@ def test_token_budget_prefers_fewer_full_candidates_then_one_shorter():
     assert m.affordable(4, 32, scored=False) == (0, 0)
 
 
+def test_a_budget_that_is_exactly_enough_stops_nothing():
+    """Failed before this fix: best-of-4 of 32 tokens under a budget of 128 said `max_candidate_tokens`."""
+    m = meter(max_candidate_tokens=128)
+    assert m.affordable(4, 32, scored=False) == (4, 32)
+    m.generated(128)
+    assert m.stopped_by is None
+    assert m.affordable(1, 32, scored=False) == (0, 0)  # a search that wants more is stopped by it
+    assert m.stopped_by == "max_candidate_tokens"
+
+
 def test_reward_call_budget_caps_scored_candidates_only():
     m = meter(max_reward_calls=5)
     assert m.affordable(4, 10, scored=False) == (4, 10) and m.stopped_by is None
