@@ -2,8 +2,10 @@
 
 Only certain conflicts are refused, never a pair some response passes: a repeat, two counts of one
 quantity whose ranges do not meet, two answer languages, English-only case rules beside another language,
-all lower case beside capital words or a capitalised fixed answer, a required phrase that holds a
-forbidden word or a comma where either is excluded, a keyword required and counted as absent.
+all lower case beside capital words or a capitalised fixed answer, all capitals beside fewer than one
+capital word, a required phrase that holds a forbidden word or a comma where either is excluded, a
+required text that holds a counted keyword or letter more often than the count allows, two endings (or
+two openings) neither of which ends (begins) the other, two first words of one paragraph.
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ QUANTITIES: dict[str, tuple[str | None, str, str | None]] = {
 }
 CAPITALS, LOWER = "change_case:english_capital", "change_case:english_lowercase"
 LANGUAGE, CONSTRAINED = "language:response_language", "detectable_format:constrained_response"
+REPEAT = "combination:repeat_prompt"
 # Text a response must contain, by check: what `no_comma` and the forbidden words rule out.
 REQUIRED_TEXT: dict[str, Callable[[Any], list[str]]] = {
     "keywords:existence": lambda c: list(c.keywords or []),
     "startend:end_checker": lambda c: [c.end_phrase or ""],
-    "combination:repeat_prompt": lambda c: [c.prompt_to_repeat or ""],
+    REPEAT: lambda c: [c.prompt_to_repeat or ""],
     "detectable_content:postscript": lambda c: [c.postscript_marker or ""],
 }
 
@@ -70,9 +73,32 @@ def conflict(a: Check, b: Check) -> str | None:
         return "an all lower-case response has no capital words"
     if a.id in (CAPITALS, LOWER) and b.id == CONSTRAINED:
         return 'the fixed answers ("My answer is yes.") mix capitals and lower case'
-    if a.id == "keywords:existence" and b.id == "keywords:frequency" and b.relation == "less than" and b.frequency == 1:
-        if any((b.keyword or "").strip().lower() in k.strip().lower() for k in a.keywords or []):
-            return f"{shown((b.keyword or '').strip())} is required and must not appear"
+    if a.id == CAPITALS and b.id == "change_case:capital_word_frequency":
+        if b.capital_relation == "less than" and (b.capital_frequency or 0) <= 1:
+            return "an all-capitals response has at least one capital word"
+    if a.id == b.id == "length_constraints:nth_paragraph_first_word" and a.nth_paragraph == b.nth_paragraph:
+        if (a.first_word or "").strip().lower() != (b.first_word or "").strip().lower():
+            return "a paragraph has one first word"
+    for check_id, edge, fits in (
+        ("startend:end_checker", "end_phrase", str.endswith),
+        (REPEAT, "prompt_to_repeat", str.startswith),
+    ):
+        if a.id == b.id == check_id:
+            first, second = (getattr(c, edge).strip().lower() for c in (a, b))
+            if not _has_sigma(first + second) and not (fits(first, second) or fits(second, first)):
+                return f"a response cannot {'end' if edge == 'end_phrase' else 'begin'} with both"
+    counted = _counted_below(b)
+    if counted is not None:
+        text_counted, below = counted
+        for text, times in _held(a):
+            least = times * text.strip().lower().count(text_counted)
+            if least >= below:
+                if below == 1:
+                    return f"{shown(text_counted)} must not appear, and the required {shown(text.strip())} holds it"
+                return (
+                    f"the required {shown(text.strip())} ({times}x) holds {shown(text_counted)} {least} times; "
+                    f"fewer than {below} are allowed"
+                )
     for text in REQUIRED_TEXT.get(a.id, lambda c: [])(a):
         if b.id == "punctuation:no_comma" and "," in text:
             return f"the required {shown(text.strip())} has a comma"
@@ -80,6 +106,34 @@ def conflict(a: Check, b: Check) -> str | None:
             if _holds_whole_word(text.strip(), word.strip()):
                 return f"the required {shown(text.strip())} holds the forbidden word {shown(word.strip())}"
     return None
+
+
+def _held(check: Check) -> list[tuple[str, int]]:
+    """(text, times) a response that passes `check` holds, case aside, at least `times` times apart."""
+    if check.id == "keywords:existence":
+        return [(k, 1) for k in check.keywords or []]
+    if check.id == "keywords:frequency" and check.relation == "at least":
+        return [(check.keyword or "", check.frequency or 0)]
+    if check.id in ("startend:end_checker", REPEAT):
+        return [(text, 1) for text in REQUIRED_TEXT[check.id](check)]
+    return []
+
+
+def _counted_below(check: Check) -> tuple[str, int] | None:
+    """(the text counted, lower-cased; the count it must stay below) of a "less than" count of a text.
+    None with a sigma: Python lower-cases it by its context, so its count in a phrase and in a response
+    can differ."""
+    if check.id == "keywords:frequency" and check.relation == "less than":
+        counted, below = (check.keyword or "").strip().lower(), check.frequency
+    elif check.id == "keywords:letter_frequency" and check.let_relation == "less than":
+        counted, below = (check.letter or "").lower(), check.let_frequency
+    else:
+        return None
+    return None if _has_sigma(counted) else (counted, below)
+
+
+def _has_sigma(text: str) -> bool:
+    return any(c in text for c in "\u03a3\u03c3\u03c2")
 
 
 def _range(check: Check) -> tuple[tuple[str, str], int, float] | None:

@@ -288,6 +288,89 @@ def test_more_checks_that_can_never_pass_are_refused(checks, field, says):
     assert err.value.field == field and says in err.value.message, err.value.message
 
 
+def letters(relation, count, letter="a"):
+    return {"id": "keywords:letter_frequency", "letter": letter, "let_relation": relation, "let_frequency": count}
+
+
+def ending(phrase):
+    return {"id": "startend:end_checker", "end_phrase": phrase}
+
+
+def first_word(word, nth=1):
+    return {"id": NTH, "num_paragraphs": 2, "nth_paragraph": nth, "first_word": word}
+
+
+CAPITAL_WORDS = "change_case:capital_word_frequency"
+
+
+@pytest.mark.parametrize(
+    ("checks", "field", "says"),
+    [
+        (
+            [
+                {"id": "keywords:frequency", "keyword": "a", "relation": "at least", "frequency": 5},
+                letters("less than", 3),
+            ],
+            "checks[1]",
+            "fewer than 3 are allowed",
+        ),
+        ([letters("less than", 2, "N"), {"id": "keywords:existence", "keywords": ["banana"]}], "checks[1]", "holds"),
+        ([ending("Is there anything else?"), letters("less than", 1, "y")], "checks[1]", "must not appear"),
+        (
+            [
+                {"id": "combination:repeat_prompt", "prompt_to_repeat": "Write a poem"},
+                {"id": "keywords:frequency", "keyword": "poem", "relation": "less than", "frequency": 1},
+            ],
+            "checks[1]",
+            "must not appear",
+        ),
+        ([ending("Thank you."), ending("Goodbye.")], "checks[1]", "cannot end with both"),
+        (
+            [
+                {"id": "combination:repeat_prompt", "prompt_to_repeat": "Say hi"},
+                {"id": "combination:repeat_prompt", "prompt_to_repeat": "Say bye"},
+            ],
+            "checks[1]",
+            "cannot begin with both",
+        ),
+        ([first_word("Rain"), first_word("Snow")], "checks[1]", "one first word"),
+        (
+            [
+                {"id": "change_case:english_capital"},
+                {"id": CAPITAL_WORDS, "capital_relation": "less than", "capital_frequency": 1},
+            ],
+            "checks[1]",
+            "at least one capital word",
+        ),
+    ],
+)
+def test_checks_that_contradict_through_what_they_require_are_refused(checks, field, says):
+    """Found by review: each pair was accepted although no response passes both."""
+    with pytest.raises(InvalidRequest) as err:
+        AlignRequest.parse(body(checks=checks))
+    assert err.value.field == field and says in err.value.message, err.value.message
+
+
+@pytest.mark.parametrize(
+    "checks",
+    [
+        [{"id": "keywords:frequency", "keyword": "a", "relation": "at least", "frequency": 2}, letters("less than", 3)],
+        [{"id": "keywords:existence", "keywords": ["banana"]}, letters("less than", 4)],
+        [ending("Thank you."), ending("you.")],
+        [ending("Thank you."), ending("THANK YOU.")],
+        [first_word("Rain"), first_word("rain", nth=1)],
+        [first_word("Rain"), first_word("Snow", nth=2)],
+        [
+            {"id": "change_case:english_capital"},
+            {"id": CAPITAL_WORDS, "capital_relation": "less than", "capital_frequency": 2},
+        ],
+    ],
+)
+def test_checks_some_response_passes_together_are_accepted(checks):
+    parsed = AlignRequest.parse(body(checks=checks))
+    assert len(parsed.checks) == len(checks)
+
+
 @pytest.mark.parametrize(
     "checks",
     [
