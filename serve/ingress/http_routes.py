@@ -15,6 +15,7 @@ Routes raise; the app's exception handlers answer every error, in the one format
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
@@ -28,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from aligner.errors import AlignerError, ErrorInfo, InvalidRequest, NotFound
 from aligner.events import Chunk, Delta, Done
 from serve.errors import PayloadTooLarge, http_status, native_body, openai_body, retry_headers
-from serve.gateway.admin import AdminService, Answer
+from serve.gateway.admin import INT32_MAX, AdminService, Answer, check_version
 from serve.gateway.answer_headers import answer_headers
 from serve.gateway.gateway import Gateway, Relayed
 from serve.ingress import api_docs, console_routes, json_body, openapi, policy_routes
@@ -241,9 +242,33 @@ async def activate_safety_config_route(tenant: str, request: Request) -> Respons
     return await admin_answer(request, lambda s, a, body: s.activate_safety_config(a, tenant, body), with_body=True)
 
 
-async def delete_safety_config_route(tenant: str, request: Request, expected_version: int) -> Response:
+async def delete_safety_config_route(tenant: str, request: Request) -> Response:
     """Deactivate the tenant's safety config (the versions and the audit stay)."""
-    return await admin_answer(request, lambda s, a: s.delete_safety_config(a, tenant, expected_version))
+    # `expected_version` is read once the admin key is checked (`query_version`), as gRPC does: a caller
+    # without one gets 401/403 whatever the query holds. /docs lists it from DELETE_PARAMETERS.
+    return await admin_answer(
+        request,
+        lambda s, a: s.delete_safety_config(a, tenant, query_version(request, "expected_version")),
+    )
+
+
+def query_version(request: Request, name: str) -> int:
+    """The version number in query parameter `name`: 400 naming it unless it is an integer from 1 to INT32_MAX."""
+    text = request.query_params.get(name)
+    return check_version(name, int(text) if text is not None and re.fullmatch("[0-9]{1,10}", text) else text)
+
+
+DELETE_PARAMETERS = {
+    "parameters": [
+        {
+            "name": "expected_version",
+            "in": "query",
+            "required": True,
+            "description": "The active version, as last read; another active version is a 409 conflict.",
+            "schema": {"type": "integer", "minimum": 1, "maximum": INT32_MAX},
+        }
+    ]
+}
 
 
 async def audit_route(request: Request, tenant: str | None = None, since: str | None = None) -> Response:
@@ -296,7 +321,7 @@ ROUTES: list[tuple[str, str, Callable[..., Awaitable[Response]], dict[str, Any]]
         activate_safety_config_route,
         {"openapi_extra": openapi.body("ActivateSafetyConfig")},
     ),
-    ("DELETE", SAFETY_CONFIG, delete_safety_config_route, {}),
+    ("DELETE", SAFETY_CONFIG, delete_safety_config_route, {"openapi_extra": DELETE_PARAMETERS}),
     ("GET", "/v1/admin/audit", audit_route, {}),
     ("GET", "/v1/admin/usage", usage_route, {}),
     *policy_routes.routes(admin_answer),

@@ -149,6 +149,22 @@ def test_admin_requests_are_strict_and_bounded_like_the_columns(server, method, 
         assert keys.json() == {"keys": []}
 
 
+@pytest.mark.parametrize("expected_version", ["abc", "2", None])
+def test_an_admin_delete_checks_the_key_before_its_query(server, expected_version):
+    """Failed before the fix: a tenant's key with `expected_version=abc` got a 400 naming the parameter, so
+    HTTP read an admin route's input for a caller gRPC refuses first (403)."""
+    params = {} if expected_version is None else {"expected_version": expected_version}
+    with server.client(timeout=60) as client:
+        for headers, status in ((server.headers(server.other_key), 403), ({}, 401)):
+            response = client.delete("/v1/admin/tenants/hostile/safety-config", params=params, headers=headers)
+            assert response.status_code == status, response.text
+        if expected_version != "2":  # and with the admin key, the query's error names it
+            admin = client.delete(
+                "/v1/admin/tenants/hostile/safety-config", params=params, headers=server.headers(server.admin_key)
+            )
+            assert admin.status_code == 400 and admin.json()["error"]["field"] == "expected_version", admin.text
+
+
 # -- gRPC: binary messages with a number where a string belongs ------------------------------------------
 
 
