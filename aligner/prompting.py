@@ -265,7 +265,8 @@ def prepare_prompt(
         whose="the policy model's",
         whole=whole,
     )
-    check_fits(len(token_ids), request.max_tokens, max_model_len, "messages" if request.messages is not None else "prompt")
+    conversation = "messages" if request.messages is not None else "prompt"
+    check_fits(len(token_ids), request.max_tokens, max_model_len, conversation)
     messages = compose({}, safety, marker)
     hidden = safety_shown_as is not None and safety is not None
     shown = compose({}, safety_shown_as if hidden else safety, None)

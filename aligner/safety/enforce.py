@@ -92,9 +92,6 @@ async def resample(ctx: SearchContext, count: int) -> list[Scored]:
     if not count:
         return []
     ctx.meter.rounds += 1
-    spec = replace(ctx.spec, max_tokens=tokens, seed=ctx.seed_for(RESAMPLE_ROUND))
+    spec = replace(ctx.spec, max_tokens=tokens, seed=ctx.seed_for(0, stream="resample"))
     generated = await ctx.generate(spec, count)
     return await score_and_rank(ctx, await ctx.scored(generated))
-
-
-RESAMPLE_ROUND = 1_000  # a seed stream of its own, apart from any strategy's rounds

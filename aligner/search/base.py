@@ -218,10 +218,11 @@ class SearchContext:
             thresholds=self.thresholds or None,
         )
 
-    def seed_for(self, round_index: int) -> int | None:
-        """A distinct, reproducible seed per round of one request (unrelated to any other request's)."""
+    def seed_for(self, round_index: int, stream: str = "round") -> int | None:
+        """A distinct, reproducible seed per round of one request (unrelated to any other request's); another
+        `stream` (a safety resample's) gives seeds apart from every round's, however many rounds there are."""
         seed = self.request.seed
-        return None if seed is None else derive_seed(seed, "round", round_index)
+        return None if seed is None else derive_seed(seed, stream, round_index)
 
     async def generate(
         self, spec: SamplingSpec, n: int, *, prefix_ids: Sequence[int] = (), prompt_ids: Sequence[int] | None = None

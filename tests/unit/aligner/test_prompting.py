@@ -242,7 +242,7 @@ def test_prompt_too_long_names_both_numbers(tokenizer):
     request = AlignRequest.parse({"prompt": "word " * 300, "max_tokens": 100})
     with pytest.raises(PromptTooLong) as err:
         prepare_prompt(request, tokenizer=tokenizer, profile=PLAIN_MODEL, max_model_len=256)
-    assert err.value.field == "messages"
+    assert err.value.field == "prompt"  # the field the client sent
     assert err.value.prompt_tokens > 156
     assert "at most 156 fit (max_model_len 256 - max_tokens 100)" in err.value.message
 

@@ -19,7 +19,7 @@ from aligner.prompting import ModelProfile
 from aligner.rewards import Objective, ObjectiveCatalog, RewardModel
 from aligner.rewards.base import RewardError
 from aligner.safety.config import SafetyConfig
-from aligner.safety.enforce import enforce, with_thresholds
+from aligner.safety.enforce import enforce, resample, with_thresholds
 from aligner.search.base import Meter, Scored, SearchContext, SearchResult
 from tests.fakes import FakeGenerator
 
@@ -138,6 +138,15 @@ def context(request, safety):
         meter=Meter(started=0.0),
         thresholds=safety.thresholds,
     )
+
+
+def test_a_resamples_seed_is_apart_from_every_rounds_seed():
+    """Failed before the fix: the resample drew with round 1000's seed, the 1001st step of a beam or a
+    rejection search allowed more than 1000 rounds, so it repeated that round's candidates."""
+    ctx = context(issue_request(), config("resample", max_resamples=1))
+    asyncio.run(resample(ctx, 1))
+    ((_, spec),) = ctx.engine.requests
+    assert spec.seed is not None and spec.seed not in {ctx.seed_for(r) for r in range(4096)}
 
 
 @pytest.mark.parametrize("action", ["flag", "refuse"])
