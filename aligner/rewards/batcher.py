@@ -13,7 +13,12 @@ event loop and hands them to the model together:
   (`asyncio.to_thread`), so the event loop never blocks; each caller then gets
   its own rows, in order;
 - a caller cancelled while queued is dropped, one cancelled while its batch
-  runs just does not get its rows: the others are unaffected;
+  runs just does not get its rows: the others are unaffected. Once the callers
+  that left hold most of a running pass's sequences, the pass stops at the
+  scorer's next batch (`SCORING_ABANDONED`) and the calls still waiting are
+  scored again without them, in a pass that runs to its end while any of them
+  waits: a tenant that gives up a large search does not keep another tenant's
+  one candidate waiting behind its sequences, and no call is restarted twice;
 - a failure is isolated to the calls that cause it: when a merged batch's
   `score_many` raises (or returns the wrong number of results), its calls are
   rescored apart, halving the batch until each failing call is alone, so that
@@ -46,7 +51,7 @@ import numpy as np
 
 from aligner.contract import ChatMessage
 from aligner.rewards.base import BlockingRewardModel, Objective, RewardError, RewardModel, ScoreItem
-from kernels.scorer import SCORING_ABANDONED
+from kernels.scorer import SCORING_ABANDONED, ScoringAbandoned
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +85,16 @@ class _LoopState:
         """Drop calls whose callers were cancelled."""
         if any(call.future.done() for call in self.pending):
             self.pending = deque(call for call in self.pending if not call.future.done())
+
+
+def _all_gone(calls: list[_Call]) -> bool:
+    return all(call.future.done() for call in calls)
+
+
+def _mostly_gone(calls: list[_Call]) -> bool:
+    """The callers that left hold more than half of the calls' sequences."""
+    gone = sum(call.sequences for call in calls if call.future.done())
+    return 2 * gone > sum(call.sequences for call in calls)
 
 
 class _ScoringWrapper(RewardModel):
@@ -194,8 +209,11 @@ class ScoringBatcher(_ScoringWrapper):
 
     async def _run(self, batch: list[_Call]) -> None:
         """Score `batch` in one pass; if that fails, find the failing calls (`_isolate`)."""
-        error = await self._pass(batch)
-        if error is not None:
+        error = await self._pass(batch, abandon=_mostly_gone)
+        if isinstance(error, ScoringAbandoned):
+            # The callers that left held most of it: the others once more, to the end, without them.
+            error = await self._pass(batch)
+        if error is not None and any(not call.future.done() for call in batch):
             if len(batch) > 1:
                 # The type only: the message may quote a request's text; each failing caller gets it whole.
                 log.warning(
@@ -235,7 +253,7 @@ class ScoringBatcher(_ScoringWrapper):
                 RewardError(f"reward model {self.label!r} failed every pass of a merged batch ({type(error).__name__})")
             )
 
-    async def _pass(self, group: list[_Call]) -> Exception | None:
+    async def _pass(self, group: list[_Call], abandon: Callable[[list[_Call]], bool] = _all_gone) -> Exception | None:
         """One `score_many` over the calls of `group` still waiting: each gets its rows, or nothing
         happens to them and the exception is returned. Every pass is reported to `on_batch`."""
         live = [call for call in group if not call.future.done()]
@@ -243,8 +261,8 @@ class ScoringBatcher(_ScoringWrapper):
             return None
         items = [call.item for call in live]
         started = time.perf_counter()
-        # The worker thread inherits this: once every caller of the pass is gone, it stops between batches.
-        abandoned = SCORING_ABANDONED.set(lambda: all(call.future.done() for call in live))
+        # The worker thread inherits this: once `abandon` says so, it stops between batches.
+        abandoned = SCORING_ABANDONED.set(lambda: abandon(live))
         error: Exception | None = None
         try:
             rows = await asyncio.to_thread(self.model.score_many, items)

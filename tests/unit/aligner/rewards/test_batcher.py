@@ -582,13 +582,18 @@ class FakeSlowScorerModel(BlockingRewardModel):
 
     objectives = (Objective("fake-slow", "slow"),)
 
-    def __init__(self):
+    def __init__(self, gate: threading.Event | None = None):
         import torch
 
         from kernels.buckets import BucketSpec
         from kernels.scorer import BatchedScorer
 
+        self.entered = threading.Event()  # a forward has begun
+
         def slow_forward(ids, mask, positions):
+            self.entered.set()
+            if gate is not None:
+                gate.wait()
             time.sleep(0.1)
             return torch.zeros(ids.shape[0], 1)
 
@@ -634,3 +639,24 @@ def test_a_merged_batch_keeps_scoring_while_one_caller_still_waits():
 
     rows = asyncio.run(main())
     assert rows.shape == (5, 1) and model.scorer.stats.batches == 10
+
+
+def test_a_merged_batch_stops_for_callers_that_left_and_scores_the_rest_without_them():
+    """Failed before the fix: a tenant that gave up its 16 sequences had them all scored, 17 batches, while
+    another tenant's one sequence merged with them waited for every one."""
+    gate = threading.Event()
+    model = FakeSlowScorerModel(gate)
+    catalog = ObjectiveCatalog([model], batch_window_ms=50)
+
+    async def main():
+        heavy = asyncio.ensure_future(catalog.score(conv(1), ["c1-r0"] * 16, ["fake-slow"]))
+        light = asyncio.ensure_future(catalog.score(conv(2), ["c2-r0"], ["fake-slow"]))
+        await asyncio.to_thread(model.entered.wait)  # the merged pass is in its first batch
+        heavy.cancel()
+        await asyncio.sleep(0)
+        gate.set()
+        return await light
+
+    rows = asyncio.run(main())
+    # The batch in progress, then the light caller's sequence alone.
+    assert rows.shape == (1, 1) and model.scorer.stats.batches == 2
