@@ -7,7 +7,7 @@ Two texts a reader takes for the same have the same skeleton.
 
 The look-alike table below is PARTIAL: no package in this environment provides UTS #39's
 `confusables.txt` mapping, so it covers the scripts an imitation of English text is written with
-(Cyrillic, Greek, Armenian, Cherokee, the Latin letters that look like others, the digits that look
+(Cyrillic, Greek, Armenian, Cherokee, Lisu, the Latin letters that look like others, the digits that look
 like letters), not every confusable pair Unicode lists. The checks that use it are a second line:
 the operator's section is delimited by a secret marker (aligner/prompting_guard.py), which no
 folding has to catch.
@@ -38,6 +38,10 @@ _LOOK_ALIKES: dict[str, str | None] = {
     # Cherokee (capitals that are Latin capitals' twins)
     "Ꭺ": "A", "Ᏼ": "B", "Ꮯ": "C", "Ꭰ": "D", "Ꭼ": "E", "Ꮐ": "G", "Ꮋ": "H", "Ꭻ": "J", "Ꮶ": "K", "Ꮮ": "L",
     "Ꮇ": "M", "Ꮎ": "O", "Ꮲ": "P", "Ꭱ": "R", "Ꮪ": "S", "Ꭲ": "T", "Ꮩ": "V", "Ꮃ": "W", "Ꮓ": "Z",
+    # Lisu (Fraser's alphabet: its letters are Latin capitals, some turned; the upright ones)
+    "ꓮ": "A", "ꓐ": "B", "ꓚ": "C", "ꓓ": "D", "ꓰ": "E", "ꓝ": "F", "ꓖ": "G", "ꓧ": "H", "ꓲ": "l", "ꓙ": "J",
+    "ꓗ": "K", "ꓡ": "L", "ꓟ": "M", "ꓠ": "N", "ꓳ": "O", "ꓑ": "P", "ꓣ": "R", "ꓢ": "S", "ꓔ": "T", "ꓴ": "U",
+    "ꓦ": "V", "ꓪ": "W", "ꓫ": "X", "ꓬ": "Y", "ꓜ": "Z",
     # Latin letters and digits that pass for others
     "I": "l", "ı": "i", "ȷ": "j", "ɑ": "a", "ɩ": "i", "ɪ": "i", "ʟ": "l", "ɴ": "n", "ʀ": "r", "ꜱ": "s",
     "ᴀ": "a", "ʙ": "b", "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ɢ": "g", "ʜ": "h", "ᴊ": "j", "ᴋ": "k", "ᴍ": "m",
