@@ -81,7 +81,7 @@ def test_list_objectives(server, stub):
             "preference_vector",
         ),
         ({"prompt": "hi", "stream": True}, None, grpc.StatusCode.INVALID_ARGUMENT, "stream"),
-        ({"prompt": "word " * 1500, "max_tokens": 16}, None, grpc.StatusCode.INVALID_ARGUMENT, "messages"),
+        ({"prompt": "word " * 1500, "max_tokens": 16}, None, grpc.StatusCode.INVALID_ARGUMENT, "prompt"),
     ],
 )
 def test_errors_carry_the_mapped_status_and_the_field(server, stub, request_fields, key, code, field):
