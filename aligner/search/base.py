@@ -117,7 +117,10 @@ class Meter:
                     self.stop("max_candidate_tokens")  # candidates are dropped: the budget binds now
                     count = tokens_left // tokens_each
                 elif tokens_left > 0:
-                    # One shorter candidate; it binds only if it uses it all (see `generated`).
+                    # One shorter candidate; with others dropped the budget binds now, else only if the one
+                    # uses it all (see `generated`).
+                    if count > 1:
+                        self.stop("max_candidate_tokens")
                     count, tokens_each = 1, tokens_left
                     self.shortened = True
                 else:

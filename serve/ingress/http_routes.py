@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aligner.errors import AlignerError, ErrorInfo, InvalidRequest, NotFound
 from aligner.events import Chunk, Delta, Done
+from aligner.tenants import ApiKey, validate_tenant
 from serve.errors import PayloadTooLarge, http_status, native_body, openai_body, retry_headers
 from serve.gateway.admin import INT32_MAX, AdminService, Answer, check_version
 from serve.gateway.answer_headers import answer_headers
@@ -244,12 +245,14 @@ async def activate_safety_config_route(tenant: str, request: Request) -> Respons
 
 async def delete_safety_config_route(tenant: str, request: Request) -> Response:
     """Deactivate the tenant's safety config (the versions and the audit stay)."""
+
     # `expected_version` is read once the admin key is checked (`query_version`), as gRPC does: a caller
     # without one gets 401/403 whatever the query holds. /docs lists it from DELETE_PARAMETERS.
-    return await admin_answer(
-        request,
-        lambda s, a: s.delete_safety_config(a, tenant, query_version(request, "expected_version")),
-    )
+    def delete(service: AdminService, admin: ApiKey) -> Awaitable[Answer]:
+        validate_tenant(tenant)  # named first, as gRPC's path names it
+        return service.delete_safety_config(admin, tenant, query_version(request, "expected_version"))
+
+    return await admin_answer(request, delete)
 
 
 def query_version(request: Request, name: str) -> int:

@@ -163,6 +163,11 @@ def test_an_admin_delete_checks_the_key_before_its_query(server, expected_versio
                 "/v1/admin/tenants/hostile/safety-config", params=params, headers=server.headers(server.admin_key)
             )
             assert admin.status_code == 400 and admin.json()["error"]["field"] == "expected_version", admin.text
+        # Found by review: an invalid tenant beside a bad query named the query on HTTP, the tenant on gRPC.
+        both_bad = client.delete(
+            "/v1/admin/tenants/Bad%20Tenant/safety-config", params=params, headers=server.headers(server.admin_key)
+        )
+        assert both_bad.status_code == 400 and both_bad.json()["error"]["field"] == "tenant", both_bad.text
 
 
 # -- gRPC: binary messages with a number where a string belongs ------------------------------------------

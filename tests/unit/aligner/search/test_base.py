@@ -31,12 +31,21 @@ def test_token_budget_prefers_fewer_full_candidates_then_one_shorter():
     assert m.affordable(4, 32, scored=False) == (3, 32) and m.stopped_by == "max_candidate_tokens"
     m = meter(max_candidate_tokens=100)
     m.generated(90)
-    assert m.affordable(4, 32, scored=False) == (1, 10) and m.stopped_by is None
+    assert m.affordable(1, 32, scored=False) == (1, 10) and m.stopped_by is None
     m.generated(4)  # the shortened candidate stopped on its own: the budget did not bind
     assert m.stopped_by is None
     m.generated(6)
     assert m.stopped_by == "max_candidate_tokens"
     assert m.affordable(4, 32, scored=False) == (0, 0)
+
+
+def test_a_budget_that_leaves_one_short_candidate_of_several_stops_the_search():
+    """Found by review: best-of-4 under 20 tokens drew one candidate of 20 and, when it ended early, said
+    nothing had stopped it."""
+    m = meter(max_candidate_tokens=20)
+    assert m.affordable(4, 32, scored=True) == (1, 20) and m.stopped_by == "max_candidate_tokens"
+    m.generated(10)
+    assert m.stopped_by == "max_candidate_tokens"
 
 
 def test_a_budget_that_is_exactly_enough_stops_nothing():
